@@ -1,0 +1,35 @@
+"""Command line: ``python -m uslib run --profile params/default.yaml``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="uslib", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="execute the chapters with papermill and build the book")
+    p_run.add_argument("--profile", default="params/default.yaml", help="profile name or YAML path")
+    p_run.add_argument("--only", nargs="*", help="run only chapters starting with these prefixes, e.g. 05")
+    p_run.add_argument("--no-build", action="store_true", help="execute the chapters, skip the book build")
+    p_build = sub.add_parser("build", help="build the book from the executed chapters")
+    p_build.add_argument("--profile", default="params/default.yaml")
+    args = parser.parse_args(argv)
+
+    from . import run
+
+    if args.command == "run":
+        return run.main_run(args.profile, only=args.only, build=not args.no_build)
+    if args.command == "build":
+        from .config import load_profile, resolve_path
+        from .pages import write_generated_pages
+
+        write_generated_pages(resolve_path(load_profile(args.profile)["run_dir"]))
+        run.build_book()
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
