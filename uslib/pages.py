@@ -1,0 +1,152 @@
+"""Generated reference pages of the book: chapter parameters and provenance.
+
+Both pages are written into ``book/chapters/`` (git-ignored) by the runner
+before the book is built: the parameter table is read from the notebooks'
+``parameters`` cells and the profiles, the provenance page from the run's
+``run.json``. Nothing on them is typed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .cache import atomic_path, load_json
+from .config import PROFILE_DIR, REPO_ROOT
+
+__all__ = ["parameter_table", "parameters_page", "provenance_page", "write_generated_pages"]
+
+
+def _md_escape(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def parameter_table(notebook_dir: Path | None = None) -> "pandas.DataFrame":  # noqa: F821
+    """One row per (chapter, parameter): default, type, comment and profile values."""
+    import pandas as pd
+    import yaml
+
+    from .run import NOTEBOOK_DIR, chapters, notebook_parameters
+
+    profiles = {p.stem: yaml.safe_load(p.read_text()) for p in sorted(PROFILE_DIR.glob("*.yaml"))}
+    rows = []
+    for nb in chapters(notebook_dir or NOTEBOOK_DIR):
+        for name, info in notebook_parameters(nb).items():
+            row = {
+                "chapter": nb.stem,
+                "parameter": name,
+                "default": info["default"],
+                "type": info["type"],
+                "meaning": info["help"],
+            }
+            for pname, prof in profiles.items():
+                row[pname] = json.dumps(prof[name]) if name in prof else "—"
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def parameters_page(notebook_dir: Path | None = None) -> str:
+    table = parameter_table(notebook_dir)
+    lines = [
+        "# Chapter parameters",
+        "",
+        "Read from the `parameters` cell of every notebook in `notebooks/` and from the",
+        "profiles in `params/` when the book was built. A chapter run on its own uses the",
+        "*default* column; `python -m uslib run --profile params/NAME.yaml` passes the profile's",
+        "values. To re-run one chapter with a new value:",
+        "",
+        "```bash",
+        ".venv/bin/papermill notebooks/05_cross_validation.ipynb out.ipynb -p svm_c 10",
+        "```",
+        "",
+    ]
+    for chapter, sub in table.groupby("chapter", sort=True):
+        lines += [f"## `{chapter}`", ""]
+        cols = [c for c in sub.columns if c != "chapter"]
+        lines.append("| " + " | ".join(cols) + " |")
+        lines.append("|" + "---|" * len(cols))
+        for _, r in sub.iterrows():
+            cells = []
+            for c in cols:
+                v = r[c]
+                cells.append(f"`{_md_escape(v)}`" if c in ("parameter", "default") else _md_escape(v))
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def provenance_page(run_dir: str | os.PathLike) -> str:
+    """Markdown summary of ``<run_dir>/run.json``."""
+    run_dir = Path(run_dir)
+    path = run_dir / "run.json"
+    rec = load_json(path) if path.exists() else {}
+    prov = rec.get("provenance", {})
+    lines = [
+        "# Provenance",
+        "",
+        f"Generated from `{path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}` "
+        "when the book was built: what ran, on what, with which inputs.",
+        "",
+        "## Run",
+        "",
+        "| item | value |",
+        "|---|---|",
+        f"| profile | `{rec.get('profile')}` |",
+        f"| started (UTC) | {rec.get('started')} |",
+        f"| finished (UTC) | {rec.get('finished')} |",
+        f"| git commit | `{prov.get('git_commit')}` |",
+        f"| uslib | {prov.get('uslib')} |",
+        f"| Python | {prov.get('python')} |",
+        f"| platform | {_md_escape(prov.get('platform'))} |",
+        f"| CPUs | {prov.get('cpu_count')} |",
+        "",
+    ]
+    data = rec.get("dataset", {})
+    if data:
+        lines += ["## Data set", "", "| item | value |", "|---|---|"]
+        lines += [f"| {k} | {_md_escape(v)} |" for k, v in data.items()]
+        lines.append("")
+    weights = rec.get("weights", {})
+    if weights:
+        lines += ["## Network weights used", "", "| backbone | kind | source | fingerprint | note |", "|---|---|---|---|---|"]
+        for name, w in weights.items():
+            lines.append(
+                f"| {name} | **{w.get('kind')}** | {_md_escape(w.get('source'))} | `{w.get('fingerprint')}` | "
+                f"{_md_escape(w.get('message', ''))} |"
+            )
+        lines.append("")
+    stages = rec.get("stage_seconds", {})
+    if stages:
+        lines += ["## Stage timings", "", "| stage | seconds |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in stages.items()]
+        lines.append("")
+    pk = prov.get("packages", {})
+    if pk:
+        lines += ["## Package versions", "", "| package | version |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in sorted(pk.items())]
+        lines.append("")
+    params = rec.get("parameters", {})
+    if params:
+        lines += ["## Parameters of this run", "", "```yaml"]
+        lines += [f"{k}: {json.dumps(v)}" for k, v in params.items()]
+        lines += ["```", ""]
+    return "\n".join(lines)
+
+
+def _write(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_generated_pages(run_dir: str | os.PathLike, out_dir: Path | None = None) -> list[Path]:
+    """Write ``parameters.md`` and ``provenance.md`` into ``book/chapters/``."""
+    out_dir = out_dir or (REPO_ROOT / "book" / "chapters")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pages = {"parameters.md": parameters_page(), "provenance.md": provenance_page(run_dir)}
+    written = []
+    for name, text in pages.items():
+        _write(out_dir / name, text)
+        written.append(out_dir / name)
+    return written
