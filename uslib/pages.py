@@ -16,7 +16,13 @@ from typing import Any
 from .cache import atomic_path, load_json
 from .config import PROFILE_DIR, REPO_ROOT
 
-__all__ = ["parameter_table", "parameters_page", "provenance_page", "write_generated_pages"]
+__all__ = [
+    "parameter_table",
+    "parameters_page",
+    "provenance_page",
+    "benchmarks_page",
+    "write_generated_pages",
+]
 
 
 def _md_escape(text: Any) -> str:
@@ -135,16 +141,66 @@ def provenance_page(run_dir: str | os.PathLike) -> str:
     return "\n".join(lines)
 
 
+def benchmarks_page(bench_dir: Path | None = None) -> str:
+    """Markdown of the figures in ``runs/benchmarks/*.json`` (written by ``make bench``)."""
+    bench_dir = bench_dir or (REPO_ROOT / "runs" / "benchmarks")
+    lines = [
+        "# Benchmarks",
+        "",
+        "Speed and memory of the pipeline's stages, as last measured by `make bench` on the",
+        "machine that built this book (each section names its command and machine). The",
+        "targets of the project are stated beside the figures; the tests never assert timings.",
+        "",
+    ]
+    files = sorted(bench_dir.glob("*.json")) if bench_dir.exists() else []
+    if not files:
+        lines += ["```{note}", "No benchmark has been run on this machine yet: run `make bench`, then rebuild the book.", "```", ""]
+        return "\n".join(lines)
+    for f in files:
+        rec = load_json(f)
+        lines += [f"## {rec.get('name', f.stem)}", "",
+                  f"Measured {rec.get('measured')} on {_md_escape(rec.get('machine', {}).get('platform'))}, "
+                  f"{rec.get('machine', {}).get('cpu_count')} CPUs, with `{_md_escape(rec.get('command'))}`.", ""]
+        if rec.get("notes"):
+            lines += [_md_escape(rec["notes"]), ""]
+        lines += ["| figure | value |", "|---|---|"]
+        for k, v in _flatten(rec.get("figures", {})).items():
+            lines.append(f"| {_md_escape(k)} | {_fmt(v)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, name + " / "))
+        else:
+            out[name] = v
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return _md_escape(v)
+
+
 def _write(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
 
 
 def write_generated_pages(run_dir: str | os.PathLike, out_dir: Path | None = None) -> list[Path]:
-    """Write ``parameters.md`` and ``provenance.md`` into ``book/chapters/``."""
+    """Write ``parameters.md``, ``provenance.md`` and ``benchmarks.md`` into ``book/chapters/``."""
     out_dir = out_dir or (REPO_ROOT / "book" / "chapters")
     out_dir.mkdir(parents=True, exist_ok=True)
-    pages = {"parameters.md": parameters_page(), "provenance.md": provenance_page(run_dir)}
+    pages = {
+        "parameters.md": parameters_page(),
+        "provenance.md": provenance_page(run_dir),
+        "benchmarks.md": benchmarks_page(),
+    }
     written = []
     for name, text in pages.items():
         _write(out_dir / name, text)
