@@ -198,7 +198,7 @@ def get_matrix(
     )
     out = rdir / "results" / f"{feature_set.backbone}-{k}"
     if (out / "metrics.json").exists():
-        return ev.load_results(out)
+        return ev.load_results(out)[0]
     t0 = time.perf_counter()
     result = ev.reconstruction_matrix(
         feature_set.features,

@@ -1,0 +1,493 @@
+"""Tests of uslib.evaluation on synthetic manifests and feature matrices."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from uslib import evaluation as ev
+from uslib.evaluation import (
+    LeakageError,
+    LinearSVM,
+    bland_altman,
+    check_folds,
+    closest_to_corner,
+    cross_validate,
+    delong_ci,
+    delong_components,
+    delong_paired_test,
+    delong_variance,
+    lesion_table,
+    load_results,
+    operating_point,
+    patient_folds,
+    reconstruction_matrix,
+    roc_auc,
+    roc_curve,
+    save_results,
+    set_name,
+)
+
+RANGES = (40.0, 50.0, 60.0)
+
+
+# --------------------------------------------------------------------------- #
+# Synthetic data
+# --------------------------------------------------------------------------- #
+
+
+def make_manifest(n_patients=20, *, seed=0, p_malignant=0.4, ranges=RANGES, margins=(2.0, 5.0, 10.0)):
+    """Manifest in the augmentation module's row order; some patients with 2–3 lesions."""
+    rng = np.random.default_rng(seed)
+    rows, n_les = [], 0
+    for p in range(n_patients):
+        for _ in range(int(rng.choice([1, 1, 2, 3]))):
+            label = int(rng.random() < p_malignant)
+            key = f"{n_les}{chr(97 + p % 26)}{p}"
+            for scan in (0, 1):
+                for dr in ranges:
+                    for mm in margins:
+                        rows.append({"lesion": key, "patient": f"P{p}", "label": label, "birads": "4a",
+                                     "scan": scan, "margin_mm": mm, "dynamic_range_db": dr})
+            n_les += 1
+    m = pd.DataFrame(rows)
+    m.insert(0, "image", np.arange(len(m)))
+    return m
+
+
+def make_features(manifest, *, d=8, signal=1.5, seed=0):
+    """Features with a class signal along one direction, lesion effects and per-range shifts."""
+    rng = np.random.default_rng(seed + 1000)
+    code = pd.factorize(manifest["lesion"])[0]
+    y = manifest["label"].to_numpy()
+    direction = np.zeros(d)
+    direction[0] = 1.0
+    shift = {r: rng.normal(scale=0.5, size=d) for r in np.unique(manifest["dynamic_range_db"])}
+    X = rng.normal(scale=0.7, size=(code.max() + 1, d))[code] + rng.normal(scale=0.5, size=(len(y), d))
+    X += signal * np.outer(y - 0.5, direction)
+    X += np.stack([shift[r] for r in manifest["dynamic_range_db"]])
+    return (10.0 * X).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data():
+    m = make_manifest(24, seed=3)
+    return make_features(m, seed=3), m
+
+
+@pytest.fixture(scope="module")
+def result(data):
+    X, m = data
+    return reconstruction_matrix(X, m, backbone="toy", seed=0)
+
+
+FIT_LOG: list = []
+
+
+class ColumnProba(ClassifierMixin, BaseEstimator):
+    """Injected estimator: P(malignant) of an image is its feature column 0; logs its training rows."""
+
+    def fit(self, X, y):
+        FIT_LOG.append(np.asarray(X)[:, 1].astype(int).copy())
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def predict_proba(self, X):
+        p = np.asarray(X, dtype=float)[:, 0]
+        return np.column_stack([1 - p, p])
+
+
+# --------------------------------------------------------------------------- #
+# Folds
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_patient_folds_keep_patients_together(seed):
+    les = lesion_table(make_manifest(30, seed=seed))
+    patients, labels = les["patient"].to_numpy(), les["label"].to_numpy()
+    assert les.groupby("patient").size().max() >= 2  # multi-lesion patients exist
+    folds = patient_folds(labels, patients, n_splits=5, seed=seed)
+    assert len(folds) == 5
+    tested = np.concatenate([te for _, te in folds])
+    assert np.array_equal(np.sort(tested), np.arange(len(les)))
+    for tr, te in folds:
+        assert not set(patients[tr]) & set(patients[te])
+        assert np.array_equal(np.sort(np.r_[tr, te]), np.arange(len(les)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_patient_folds_are_stratified(seed):
+    les = lesion_table(make_manifest(30, seed=seed + 10))
+    labels = les["label"].to_numpy()
+    frac = labels.mean()
+    for _, te in patient_folds(labels, les["patient"].to_numpy(), seed=seed):
+        assert abs(labels[te].sum() - frac * len(te)) <= 1.5
+
+
+def test_patient_folds_seeded():
+    les = lesion_table(make_manifest(30, seed=4))
+    y, p = les["label"].to_numpy(), les["patient"].to_numpy()
+    a, b, c = (patient_folds(y, p, seed=s) for s in (7, 7, 8))
+    assert all(np.array_equal(x[1], z[1]) for x, z in zip(a, b))
+    assert not all(np.array_equal(x[1], z[1]) for x, z in zip(a, c))
+
+
+def test_patient_folds_errors():
+    with pytest.raises(ValueError, match="n_splits"):
+        patient_folds([0, 1, 0, 1], ["a", "a", "b", "b"], n_splits=5)
+    with pytest.raises(ValueError, match="1-D and equal"):
+        patient_folds([0, 1, 0], ["a", "b"])
+
+
+def test_check_folds_detects_leaks():
+    patients = np.array(["a", "b", "b", "c", "d"])
+    good = [(np.array([0, 3, 4]), np.array([1, 2])), (np.array([1, 2]), np.array([0, 3, 4]))]
+    check_folds(good, patients)
+    leak = [(np.array([0, 1, 3]), np.array([2, 4])), (np.array([2, 4]), np.array([0, 1, 3]))]
+    with pytest.raises(LeakageError, match=r"fold 0: patient 'b'"):
+        check_folds(leak, patients)
+    twice = [(np.array([3, 4]), np.array([0, 1, 2])), (np.array([1, 2]), np.array([0, 3, 4]))]
+    with pytest.raises(LeakageError, match="tested twice"):
+        check_folds(twice, patients)
+    never = [(np.array([3, 4]), np.array([1, 2])), (np.array([1, 2]), np.array([3]))]
+    with pytest.raises(LeakageError, match="never tested"):
+        check_folds(never, patients)
+    with pytest.raises(ValueError, match="only class"):
+        check_folds(good, patients, labels=[1, 0, 0, 1, 1])
+
+
+def test_cross_validate_refuses_leaking_folds(data):
+    X, m = data
+    les = lesion_table(m)
+    p = les["patient"].to_numpy()
+    shared = les.index[les["patient"] == les.groupby("patient").size().idxmax()].to_numpy()
+    assert len(shared) >= 2
+    te = np.r_[shared[:1], np.setdiff1d(np.arange(len(les)), shared)[::2]]
+    folds = [(np.setdiff1d(np.arange(len(les)), te), te), (te, np.setdiff1d(np.arange(len(les)), te))]
+    with pytest.raises(LeakageError, match=repr(str(p[shared[0]]))):
+        cross_validate(X, m, train_ranges=(40,), test_ranges=(40,), folds=folds)
+
+
+# --------------------------------------------------------------------------- #
+# Cross-validation
+# --------------------------------------------------------------------------- #
+
+
+def test_lesion_probability_is_mean_of_its_test_images():
+    m = make_manifest(12, seed=5)
+    rng = np.random.default_rng(5)
+    X = np.column_stack([rng.random(len(m)), m["image"].to_numpy()]).astype(float)
+    FIT_LOG.clear()
+    out = cross_validate(X, m, train_ranges=(40,), test_ranges=(50, 60), n_splits=3, seed=1,
+                         standardize=False, estimator=ColumnProba())
+    # oracle: mean of column 0 over that lesion's 50/60 dB images
+    sel = m["dynamic_range_db"].isin([50.0, 60.0])
+    want = pd.Series(X[sel.to_numpy(), 0]).groupby(m.loc[sel, "lesion"].to_numpy()).mean()
+    assert np.allclose(out["probability"].to_numpy(), want.loc[out["lesion"]].to_numpy(), rtol=0, atol=1e-12)
+    assert (out["n_images"] == 12).all()
+    # each fit saw exactly the 40 dB images of that fold's training lesions
+    les = lesion_table(m)
+    folds = patient_folds(les["label"], les["patient"], n_splits=3, seed=1)
+    assert len(FIT_LOG) == 3
+    for (tr, _), seen in zip(folds, FIT_LOG):
+        expect = m.index[m["lesion"].isin(les["lesion"][tr]) & (m["dynamic_range_db"] == 40.0)].to_numpy()
+        assert np.array_equal(np.sort(seen), expect)
+    assert out["fold"].tolist() == [next(k for k, (_, te) in enumerate(folds) if i in te) for i in range(len(les))]
+
+
+def test_cross_validate_seeded(data):
+    X, m = data
+    a = cross_validate(X, m, train_ranges=(40,), test_ranges=(60,), seed=0)
+    b = cross_validate(X, m, train_ranges=(40,), test_ranges=(60,), seed=0)
+    c = cross_validate(X, m, train_ranges=(40,), test_ranges=(60,), seed=1)
+    pd.testing.assert_frame_equal(a, b)
+    assert list(a.columns[:5]) == ["lesion", "patient", "label", "fold", "probability"]
+    assert not np.allclose(a["probability"], c["probability"])
+    assert ((a["probability"] > 0) & (a["probability"] < 1)).all()
+
+
+def test_cross_validate_input_errors(data):
+    X, m = data
+    with pytest.raises(ValueError, match="rows"):
+        cross_validate(X[:-1], m, train_ranges=(40,), test_ranges=(40,))
+    bad = m.copy()
+    bad.loc[0, "label"] = 1 - bad.loc[0, "label"]
+    with pytest.raises(ValueError, match=f"lesion {m.loc[0, 'lesion']!r} has more than one label"):
+        cross_validate(X, bad, train_ranges=(40,), test_ranges=(40,))
+    with pytest.raises(ValueError, match="no image with dynamic range"):
+        cross_validate(X, m, train_ranges=(40,), test_ranges=(45,))
+    Xn = X.copy()
+    Xn[3, 2] = np.nan
+    with pytest.raises(ValueError, match=r"image row\(s\) \[3\]"):
+        cross_validate(Xn, m, train_ranges=(40,), test_ranges=(40,))
+
+
+def test_linear_svm_equals_sklearn_svc_probability():
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(25, int), np.ones(35, int)]
+    X = rng.normal(size=(60, 20)) * rng.uniform(0.1, 50, 20) + 0.8 * y[:, None]
+    Xt = rng.normal(size=(15, 20)) * 10
+    ours = LinearSVM(C=1.0, random_state=3).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        ref = make_pipeline(StandardScaler(), SVC(kernel="linear", C=1.0, class_weight="balanced",
+                                                  probability=True, random_state=3)).fit(X, y)
+    assert np.allclose(ours.predict_proba(Xt), ref.predict_proba(Xt), atol=1e-8)
+    assert np.allclose(ours.decision_function(Xt), ref.decision_function(Xt), atol=1e-8)
+    cal = LinearSVM(calibration="cv-sigmoid").fit(X, y)
+    p, d = cal.predict_proba(Xt)[:, 1], cal.decision_function(Xt)
+    assert np.array_equal(np.argsort(p), np.argsort(d))  # sigmoid of the decision function
+    with pytest.raises(ValueError, match="calibration"):
+        LinearSVM(calibration="isotonic").fit(X, y)
+
+
+# --------------------------------------------------------------------------- #
+# Metrics
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_roc_auc_equals_sklearn_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 40)
+    y[:2] = [0, 1]
+    s = rng.integers(0, 5, 40).astype(float)  # many ties
+    assert roc_auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+
+
+def test_roc_auc_errors():
+    with pytest.raises(ValueError, match="both classes"):
+        roc_auc([1, 1, 1], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="0/1"):
+        roc_auc([0, 2, 1], [0.1, 0.2, 0.3])
+
+
+def test_delong_hand_example():
+    # positives X = 0.9, 0.6, 0.4; negatives Y = 0.5, 0.4 (one tie: 0.4 vs 0.4 counts 1/2)
+    y = [1, 1, 1, 0, 0]
+    s = [0.9, 0.6, 0.4, 0.5, 0.4]
+    v10, v01 = delong_components(y, s)
+    # V10_i = mean_j psi(X_i, Y_j): 0.9 -> (1+1)/2, 0.6 -> (1+1)/2, 0.4 -> (0+0.5)/2
+    assert np.allclose(v10, [1.0, 1.0, 0.25])
+    # V01_j = mean_i psi(X_i, Y_j): 0.5 -> (1+1+0)/3, 0.4 -> (1+1+0.5)/3
+    assert np.allclose(v01, [2 / 3, 2.5 / 3])
+    auc = (1.0 + 1.0 + 0.25) / 3  # 0.75
+    s10 = ((1 - auc) ** 2 * 2 + (0.25 - auc) ** 2) / 2  # 0.1875
+    s01 = ((2 / 3 - auc) ** 2 + (2.5 / 3 - auc) ** 2) / 1  # 1/72
+    assert s10 == pytest.approx(0.1875) and s01 == pytest.approx(1 / 72)
+    var = s10 / 3 + s01 / 2  # 5/72
+    assert delong_variance(y, s) == pytest.approx(var, abs=1e-12)
+    a, lo, hi = delong_ci(y, s)
+    assert a == pytest.approx(0.75)
+    assert lo == pytest.approx(max(0.0, 0.75 - 1.959963984540054 * math.sqrt(5 / 72)))
+    assert hi == pytest.approx(1.0)  # 0.75 + 0.516 clipped
+    assert lo <= a <= hi
+
+
+def _psi(x, z):
+    return (x[:, None] > z[None, :]) + 0.5 * (x[:, None] == z[None, :])
+
+
+def test_delong_matches_bruteforce_and_paired_test():
+    rng = np.random.default_rng(11)
+    y = np.r_[np.ones(17, int), np.zeros(23, int)]
+    a = np.round(rng.normal(size=40) + y, 1)
+    b = np.round(0.5 * a + rng.normal(size=40), 1)
+    comps = {}
+    for name, s in (("a", a), ("b", b)):
+        psi = _psi(s[y == 1], s[y == 0])
+        comps[name] = (psi.mean(axis=1), psi.mean(axis=0))
+        v10, v01 = delong_components(y, s)
+        assert np.allclose(v10, comps[name][0]) and np.allclose(v01, comps[name][1])
+    s10 = np.cov(np.vstack([comps["a"][0], comps["b"][0]]))
+    s01 = np.cov(np.vstack([comps["a"][1], comps["b"][1]]))
+    cov = s10 / 17 + s01 / 23
+    z = (comps["a"][0].mean() - comps["b"][0].mean()) / math.sqrt(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    res = delong_paired_test(y, a, b)
+    assert res["z"] == pytest.approx(z)
+    assert res["p"] == pytest.approx(2 * (1 - 0.5 * (1 + math.erf(abs(z) / math.sqrt(2)))))
+    assert res["auc_a"] == pytest.approx(roc_auc_score(y, a)) and res["auc_b"] == pytest.approx(roc_auc_score(y, b))
+    swapped = delong_paired_test(y, b, a)
+    assert swapped["z"] == pytest.approx(-res["z"]) and swapped["p"] == pytest.approx(res["p"])
+
+
+def test_paired_test_identical_scores():
+    rng = np.random.default_rng(2)
+    y = np.r_[np.ones(10, int), np.zeros(12, int)]
+    s = rng.random(22)
+    res = delong_paired_test(y, s, s)
+    assert res["diff"] == 0 and res["z"] == 0 and res["p"] == 1
+
+
+def test_closest_to_corner_hand_made_roc():
+    fpr = np.array([0.0, 0.0, 0.1, 0.2, 0.5, 1.0])
+    tpr = np.array([0.0, 0.4, 0.72, 0.79, 0.95, 1.0])
+    thr = np.array([np.inf, 0.9, 0.7, 0.6, 0.4, 0.1])
+    # distances to (0, 1): 1, 0.6, sqrt(0.0884)=0.2973, sqrt(0.0841)=0.29, 0.5025, 1
+    # (Youden's J = tpr - fpr would pick index 2: 0.62 > 0.59)
+    pt = closest_to_corner(fpr, tpr, thr)
+    assert pt["index"] == 3 and pt["threshold"] == 0.6
+    assert pt["sensitivity"] == 0.79 and pt["specificity"] == pytest.approx(0.8)
+    assert pt["distance"] == pytest.approx(0.29)
+    # ties go to the first point (highest threshold)
+    assert closest_to_corner([0.0, 0.5], [0.5, 1.0], [2.0, 1.0])["index"] == 0
+
+
+def test_operating_point_hand_made():
+    y = [0, 0, 0, 0, 0, 1, 1, 1, 1, 1]
+    s = [0.1, 0.2, 0.3, 0.4, 0.75, 0.5, 0.6, 0.7, 0.8, 0.9]
+    # score >= 0.5 calls 5/5 positives and 1/5 negatives positive: distance 0.2 (best)
+    op = operating_point(y, s)
+    assert op["threshold"] == 0.5
+    assert op["sensitivity"] == 1.0 and op["specificity"] == pytest.approx(0.8) and op["accuracy"] == 0.9
+    fpr, tpr, thr = roc_curve(y, s)
+    assert np.isinf(thr[0]) and len(thr) == 11  # every distinct threshold kept
+
+
+def test_bland_altman_known_arrays():
+    res = bland_altman([1.0, 2.0, 3.0, 4.0], [0.0, 2.0, 2.0, 4.0])  # differences 1, 0, 1, 0
+    sd = math.sqrt(1 / 3)
+    assert res["mean_diff"] == pytest.approx(0.5) and res["sd_diff"] == pytest.approx(sd)
+    assert res["loa_low"] == pytest.approx(0.5 - 1.96 * sd) and res["loa_high"] == pytest.approx(0.5 + 1.96 * sd)
+    assert res["n"] == 4
+    with pytest.raises(ValueError, match="equal"):
+        bland_altman([1.0, 2.0], [1.0])
+
+
+def test_bootstrap_ci_contains_auc():
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(20, int), np.zeros(20, int)]
+    s = rng.normal(size=40) + y
+    auc, lo, hi = ev.bootstrap_ci(y, s, n_boot=300, seed=1)
+    assert lo < auc < hi and auc == pytest.approx(roc_auc_score(y, s))
+
+
+# --------------------------------------------------------------------------- #
+# The reconstruction matrix
+# --------------------------------------------------------------------------- #
+
+
+def test_set_names():
+    assert set_name("Train", (40,)) == "Train40dB"
+    assert set_name("Test", (60.0,)) == "Test60dB"
+    assert set_name("Train", (40, 50, 60), all_ranges=RANGES) == "TrainALL"
+    assert set_name("Train", (40, 50), all_ranges=RANGES) == "Train40+50dB"
+
+
+def test_matrix_shape_and_signal(result, data):
+    X, m = data
+    n_les = m["lesion"].nunique()
+    t = result.table
+    assert len(t) == 16
+    trains = ["Train40dB", "Train50dB", "Train60dB", "TrainALL"]
+    tests = ["Test40dB", "Test50dB", "Test60dB", "TestALL"]
+    assert list(t["train"]) == [a for a in trains for _ in tests]
+    assert list(t["test"]) == tests * 4
+    assert (t["n_lesions"] == n_les).all()
+    assert (t["auc"] > 0.75).all()  # the class signal is there
+    assert ((t["ci_low"] <= t["auc"]) & (t["auc"] <= t["ci_high"])).all()
+    assert result.matrix().shape == (4, 4)
+    p = result.predictions
+    assert len(p) == 16 * n_les
+    n_img = p.groupby("test")["n_images"].unique()
+    assert list(n_img["TestALL"]) == [18] and list(n_img["Test40dB"]) == [6]
+    # table AUCs are those of the pooled predictions
+    g = p[(p["train"] == "Train50dB") & (p["test"] == "Test60dB")]
+    row = t[(t["train"] == "Train50dB") & (t["test"] == "Test60dB")].iloc[0]
+    assert row["auc"] == pytest.approx(roc_auc_score(g["label"], g["probability"]))
+
+
+def test_matrix_reuses_fits_consistently_with_cross_validate(result, data):
+    X, m = data
+    p = result.predictions
+    for train, test, tr_r, te_r in (("TrainALL", "TestALL", RANGES, RANGES), ("Train40dB", "Test60dB", (40,), (60,))):
+        cv = cross_validate(X, m, train_ranges=tr_r, test_ranges=te_r, seed=0)
+        g = p[(p["train"] == train) & (p["test"] == test)]
+        assert np.allclose(g["probability"].to_numpy(), cv["probability"].to_numpy(), atol=1e-12)
+        assert g["fold"].tolist() == cv["fold"].tolist()
+
+
+def test_matrix_derived_tables(result):
+    t3 = result.table3.iloc[0]
+    assert (t3["train"], t3["test"]) == ("TrainALL", "TestALL")
+    lo, hi = sorted([t3["sensitivity"], t3["specificity"]])
+    assert lo - 1e-12 <= t3["accuracy"] <= hi + 1e-12  # accuracy is a weighted mean of the two
+    ba = result.bland_altman
+    assert list(ba["test"]) == ["Test40dB", "Test50dB", "Test60dB", "TestALL"]
+    assert (ba["a"] == "Train40dB").all() and (ba["b"] == "Train60dB").all()
+    p = result.predictions
+    d = (p[(p["train"] == "Train40dB") & (p["test"] == "TestALL")]["probability"].to_numpy()
+         - p[(p["train"] == "Train60dB") & (p["test"] == "TestALL")]["probability"].to_numpy())
+    assert ba.iloc[3]["mean_diff"] == pytest.approx(d.mean()) and ba.iloc[3]["n"] == len(d)
+    pt = result.paired_tests
+    assert len(pt) == 12 and (pt["train_a"] == "TrainALL").all()
+    assert ((pt["p"] <= pt["p_holm"]) & (pt["p_holm"] <= 1)).all()
+    js = result.to_json()
+    json.dumps(js, allow_nan=False)
+    assert len(js["matrix"]) == 16 and len(js["folds"]) == 5
+
+
+def test_matrix_reproducible_and_seed_dependent(result, data):
+    X, m = data
+    again = reconstruction_matrix(X, m, backbone="toy", seed=0)
+    pd.testing.assert_frame_equal(again.predictions, result.predictions)
+    pd.testing.assert_frame_equal(again.table, result.table)
+    other = reconstruction_matrix(X, m, backbone="toy", seed=1)
+    assert not np.allclose(other.predictions["probability"], result.predictions["probability"])
+
+
+def test_matrix_repeats(result, data):
+    X, m = data
+    rep = reconstruction_matrix(X, m, backbone="toy", seed=0, n_repeats=2, ci=None)
+    assert sorted(rep.predictions["repeat"].unique()) == [0, 1]
+    first = rep.predictions[rep.predictions["repeat"] == 0].reset_index(drop=True)
+    pd.testing.assert_frame_equal(first, result.predictions)
+    # repeat 1 is the run with seed + 1 (new folds, new SVM seed)
+    second = rep.predictions[rep.predictions["repeat"] == 1].reset_index(drop=True)
+    seed1 = reconstruction_matrix(X, m, backbone="toy", seed=1, ci=None).predictions
+    pd.testing.assert_frame_equal(second.drop(columns="repeat"), seed1.drop(columns="repeat"))
+    aucs = [roc_auc_score(g["label"], g["probability"])
+            for _, g in rep.predictions[(rep.predictions["train"] == "TrainALL")
+                                        & (rep.predictions["test"] == "TestALL")].groupby("repeat")]
+    row = rep.table[(rep.table["train"] == "TrainALL") & (rep.table["test"] == "TestALL")].iloc[0]
+    assert row["auc_mean"] == pytest.approx(np.mean(aucs)) and row["auc_sd"] == pytest.approx(np.std(aucs, ddof=1))
+    assert rep.table["ci_low"].isna().all()
+    with pytest.raises(ValueError, match="n_repeats"):
+        reconstruction_matrix(X, m, backbone="toy", n_repeats=2, folds=result.folds)
+
+
+def test_matrix_missing_range(data):
+    X, m = data
+    with pytest.raises(ValueError, match=r"dynamic_range_db \[70.0\]"):
+        reconstruction_matrix(X, m, backbone="toy", ranges=(40, 70))
+
+
+def test_save_load_round_trip(tmp_path, result, data):
+    X, m = data
+    other = reconstruction_matrix(X, m, backbone="other", seed=2, n_repeats=2)
+    paths = save_results([result, other], tmp_path / "run")
+    assert sorted(paths) == sorted(ev.RESULT_FILES)
+    json.loads((tmp_path / "run" / "metrics.json").read_text(),
+               parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    back = load_results(tmp_path / "run")
+    assert [r.backbone for r in back] == ["toy", "other"]
+    for orig, got in zip([result, other], back):
+        for attr in ("table", "predictions", "table3", "bland_altman", "paired_tests"):
+            pd.testing.assert_frame_equal(getattr(orig, attr), getattr(got, attr), check_exact=True)
+        pd.testing.assert_frame_equal(orig.lesions, got.lesions, check_dtype=False)
+        assert all(np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1]) for x, y in zip(orig.folds, got.folds))
+        assert got.params == json.loads(json.dumps(orig.to_json()["params"]))
+    with pytest.raises(FileNotFoundError, match="metrics.json"):
+        (tmp_path / "run" / "metrics.json").unlink()
+        load_results(tmp_path / "run")
