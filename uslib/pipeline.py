@@ -129,8 +129,14 @@ def get_features(
     weights_seed: int = 0,
     batch_size: int = 16,
     progress: bool = True,
+    allow_download: bool = True,
 ):
     """Features of every manifest row for one backbone, from the run's feature cache.
+
+    ``allow_download=False`` never tries to download ImageNet weights: the
+    features chapter asks for them (and Keras caches a successful download);
+    later chapters only look in the caches, so a failed download is not
+    retried by every chapter.
 
     Returns
     -------
@@ -150,6 +156,7 @@ def get_features(
         seed=int(weights_seed),
         batch_size=int(batch_size),
         progress=progress,
+        allow_download=allow_download,
     )
     _record(rdir, weights={backbone: dict(fs.weights)})
     return fs

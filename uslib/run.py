@@ -168,6 +168,7 @@ def run_profile(
     *,
     only: Iterable[str] | None = None,
     output_dir: str | os.PathLike = CHAPTER_DIR,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Execute the chapters of a profile in order; record timings in run.json.
 
@@ -178,8 +179,15 @@ def run_profile(
     only : iterable of str, optional
         Run only chapters whose file name starts with one of these prefixes
         (e.g. ``["05"]``).
+    output_dir : path
+        Where the executed notebooks go (``book/chapters/``).
+    overrides : dict, optional
+        Parameter values that replace the profile's (e.g. another ``run_dir``).
     """
-    params = load_profile(profile)
+    params = {**load_profile(profile), **(overrides or {})}
+    # Kernels inherit the environment: quiet TensorFlow's C++ logging, use oneDNN.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     rdir = resolve_path(params["run_dir"])
     rdir.mkdir(parents=True, exist_ok=True)
     update_run_record(
@@ -205,17 +213,21 @@ def run_profile(
     return {"params": params, "run_dir": rdir, "stage_seconds": timings}
 
 
-def build_book(*, strict: bool = True) -> Path:
-    """``jupyter-book build`` of the repository root; returns ``_build/html/index.html``."""
+def build_book(root: str | os.PathLike = REPO_ROOT, *, strict: bool = True) -> Path:
+    """``jupyter-book build`` of ``root`` (the repository root); returns ``_build/html/index.html``.
+
+    With ``strict`` every Sphinx warning is an error (``-W --keep-going``).
+    """
+    root = Path(root)
     cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
-           "build", str(REPO_ROOT), "--builder", "html"]
+           "build", str(root), "--builder", "html"]
     if strict:
-        cmd += ["-W", "-n", "--keep-going"]
+        cmd += ["-W", "--keep-going"]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO_ROOT)
+    proc = subprocess.run(cmd, cwd=root)
     if proc.returncode != 0:
         raise RuntimeError(f"jupyter-book build failed (exit {proc.returncode}); see the log above")
-    index = REPO_ROOT / "_build" / "html" / "index.html"
+    index = root / "_build" / "html" / "index.html"
     print(f"[uslib] book built in {time.perf_counter() - t0:.1f} s: {index}", flush=True)
     return index
 
