@@ -224,9 +224,13 @@ def get_matrix(
 
 
 def run_status(dataset, feature_sets: Sequence = ()) -> dict[str, Any]:
-    """What a results page must warn about: synthetic data, random weights."""
-    random = sorted(fs.backbone for fs in feature_sets if fs.weights.get("kind") != "imagenet")
-    return {"synthetic": bool(dataset.synthetic), "random_weights": random}
+    """What a results page must warn about: synthetic data, random or non-ImageNet weights."""
+    kinds = {fs.backbone: fs.weights.get("kind") for fs in feature_sets}
+    return {
+        "synthetic": bool(dataset.synthetic),
+        "random_weights": sorted(b for b, k in kinds.items() if k == "random"),
+        "custom_weights": sorted(b for b, k in kinds.items() if k not in ("random", "imagenet")),
+    }
 
 
 def status_banner(dataset, feature_sets: Sequence = ()) -> str:
@@ -234,6 +238,14 @@ def status_banner(dataset, feature_sets: Sequence = ()) -> str:
 
     Display it with ``IPython.display.Markdown``; the book renders Markdown
     outputs as MyST.
+
+    Examples
+    --------
+    >>> from uslib.data import Dataset
+    >>> "Synthetic data" in status_banner(Dataset([], synthetic=True))
+    True
+    >>> status_banner(Dataset([], synthetic=False))
+    ''
     """
     st = run_status(dataset, feature_sets)
     parts = []
@@ -246,8 +258,14 @@ def status_banner(dataset, feature_sets: Sequence = ()) -> str:
     if st["random_weights"]:
         names = ", ".join(st["random_weights"])
         parts.append(
-            f"**Random weights.** No ImageNet weights were available for {names}; its features come "
+            f"**Random weights.** No ImageNet weights were available for {names}: the features come "
             "from a seeded random initialisation and are *not* transfer learning."
+        )
+    if st["custom_weights"]:
+        names = ", ".join(st["custom_weights"])
+        parts.append(
+            f"**Non-ImageNet weights.** {names} used a local weights file that is not the published "
+            "Keras ImageNet file (its checksum differs); see the Provenance page."
         )
     if not parts:
         return ""

@@ -1,0 +1,797 @@
+"""ImageNet CNN features of the image set, cached on disk.
+
+Byra et al. (2018, Section II.E) use two ImageNet-trained networks as fixed
+feature extractors: InceptionV3 (output of the global average pool, 2048
+features) and VGG19 (output of the first fully connected layer ``fc1``, 4096
+features). :data:`BACKBONES` describes both; :func:`load_backbone` builds one
+with the best weights that can be had; :func:`extract_features` runs every
+image of a manifest (:func:`uslib.augmentation.image_set`) through it once,
+in batches, and caches the features per image on disk.
+
+Weights policy (design.md, "Pretrained weights"), in this order:
+
+1. the weights file already in the Keras cache (``$KERAS_HOME/models`` or
+   ``~/.keras/models``), under the name ``keras.applications`` uses;
+2. a local weights file, or a folder holding it, named by ``weights_path``
+   (the profile option of the same name, for offline machines);
+3. a download through Keras (:func:`keras.utils.get_file`) into the Keras
+   cache, unless ``allow_download=False``;
+4. otherwise ``strict=True`` raises :class:`WeightsUnavailableError`, whose
+   message says which file to put where; ``strict=False`` warns
+   (:class:`WeightsWarning`) and falls back to a seeded random
+   initialisation, labelled ``kind="random"`` everywhere downstream.
+
+Every result carries a :class:`WeightsInfo`: ``kind`` ("imagenet" for the
+published file, "custom" for a file whose checksum differs from it,
+"random"), ``source``, ``fingerprint`` (first 16 hex digits of the file's
+SHA-256, or a hash of architecture + seed + Keras version for random
+weights) and a human-readable ``message``. The fingerprint is part of every
+cache key, so features from different weights never mix.
+
+TensorFlow is imported lazily, so ``import uslib.features`` is cheap. The
+module sets ``TF_ENABLE_ONEDNN_OPTS=1`` (oneDNN kernels, off by default on
+AMD CPUs; about 3-4x faster here) and ``TF_CPP_MIN_LOG_LEVEL=2`` unless the
+environment already sets them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from . import __version__  # noqa: E402
+from . import cache as _cache  # noqa: E402
+
+__all__ = [
+    "Backbone",
+    "BACKBONES",
+    "WeightsInfo",
+    "WeightsUnavailableError",
+    "WeightsWarning",
+    "FeatureSet",
+    "keras_cache_dir",
+    "resolve_weights",
+    "load_backbone",
+    "preprocess",
+    "feature_function",
+    "extract_features",
+]
+
+_KERAS_APPS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+
+class WeightsUnavailableError(RuntimeError):
+    """ImageNet weights were asked for (strictly) and none could be had."""
+
+
+class WeightsWarning(UserWarning):
+    """Features are computed with weights other than the published ImageNet ones."""
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A feature-extracting network of ``keras.applications``.
+
+    Parameters
+    ----------
+    name : str
+        Registry key.
+    constructor : str
+        Name of the ``keras.applications`` constructor (``"InceptionV3"``).
+    module : str
+        ``keras.applications`` submodule holding ``preprocess_input``.
+    size_px : int
+        Side of the square RGB input in pixels.
+    n_features : int
+        Length of the feature vector.
+    include_top : bool
+        Whether the classifier head is built (VGG19's ``fc1`` is part of it).
+    pooling : str or None
+        ``pooling`` argument of the constructor.
+    feature_layer : str or None
+        Name of the layer whose output is the feature vector; None for the
+        model's output.
+    weights_file : str
+        File name of the ImageNet weights in the Keras cache.
+    weights_url : str
+        Where ``keras.applications`` downloads them from.
+    weights_md5 : str
+        MD5 of the published weights file (as checked by Keras).
+
+    Examples
+    --------
+    >>> bb = BACKBONES["vgg19"]
+    >>> bb.input_shape, bb.n_features, bb.feature_layer
+    ((224, 224, 3), 4096, 'fc1')
+    """
+
+    name: str
+    constructor: str
+    module: str
+    size_px: int
+    n_features: int
+    include_top: bool
+    pooling: str | None
+    feature_layer: str | None
+    weights_file: str
+    weights_url: str
+    weights_md5: str
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.size_px, self.size_px, 3)
+
+
+#: The paper's two networks.
+BACKBONES: dict[str, Backbone] = {
+    "inception_v3": Backbone(
+        name="inception_v3",
+        constructor="InceptionV3",
+        module="inception_v3",
+        size_px=299,
+        n_features=2048,
+        include_top=False,
+        pooling="avg",
+        feature_layer=None,
+        weights_file="inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_url=_KERAS_APPS_URL + "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_md5="bcbd6486424b2319ff4ef7d526e38f63",
+    ),
+    "vgg19": Backbone(
+        name="vgg19",
+        constructor="VGG19",
+        module="vgg19",
+        size_px=224,
+        n_features=4096,
+        include_top=True,
+        pooling=None,
+        feature_layer="fc1",
+        weights_file="vgg19_weights_tf_dim_ordering_tf_kernels.h5",
+        weights_url=_KERAS_APPS_URL + "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels.h5",
+        weights_md5="cbe5617147190e668d6c5d5026f83318",
+    ),
+}
+
+
+def _backbone(backbone: str | Backbone) -> Backbone:
+    if isinstance(backbone, Backbone):
+        return backbone
+    try:
+        return BACKBONES[str(backbone)]
+    except KeyError:
+        raise KeyError(f"unknown backbone {backbone!r}; known: {sorted(BACKBONES)}") from None
+
+
+# ---------------------------------------------------------------------------
+# Weights
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Which weights a network was (or will be) built with.
+
+    Attributes
+    ----------
+    kind : {"imagenet", "custom", "random"}
+        "imagenet": the published file (MD5 as checked by Keras);
+        "custom": a weights file whose MD5 differs from the published one;
+        "random": seeded random initialisation.
+    source : str
+        Where the weights came from (``"keras cache: <path>"``,
+        ``"weights_path: <path>"``, ``"download: <path>"``,
+        ``"random-init seed=N"``).
+    fingerprint : str
+        16 hex digits: SHA-256 of the weights file, or for random weights a
+        hash of kind, seed, architecture and Keras version. Part of every
+        cache key.
+    message : str
+        Human-readable note (why random weights were used, ...).
+    path : str or None
+        The weights file.
+    seed : int or None
+        Seed of the random initialisation.
+    values_sha256 : str or None
+        SHA-256 (16 hex) of a strided sample of the built model's weight
+        values (:func:`_values_digest`); filled in by
+        :func:`load_backbone`, used to check that a random initialisation
+        reproduces the one that filled a cache.
+    """
+
+    kind: str
+    source: str
+    fingerprint: str
+    message: str = ""
+    path: str | None = None
+    seed: int | None = None
+    values_sha256: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def keras_cache_dir() -> Path:
+    """The Keras home folder as Keras would choose it now.
+
+    ``$KERAS_HOME`` if set, else ``~/.keras`` (``/tmp/.keras`` when the home
+    folder is not writable). Weights live in its ``models`` subfolder.
+
+    Examples
+    --------
+    >>> import os
+    >>> os.environ.get("KERAS_HOME") is not None or keras_cache_dir().name == ".keras"
+    True
+    """
+    if "KERAS_HOME" in os.environ:
+        return Path(os.environ["KERAS_HOME"]).expanduser()
+    home = os.path.expanduser("~")
+    if not os.access(home, os.W_OK):
+        home = "/tmp"
+    return Path(home) / ".keras"
+
+
+def _keras_cache_dirs() -> list[Path]:
+    dirs = [keras_cache_dir()]
+    import sys
+
+    if "keras" in sys.modules:  # Keras fixes its home at import time
+        try:
+            from keras.src.backend import config as _kc
+
+            d = Path(_kc.keras_home()).expanduser()
+            if d not in dirs:
+                dirs.append(d)
+        except Exception:  # pragma: no cover - private API moved
+            pass
+    return dirs
+
+
+_HASHES: dict[tuple[str, int, int], tuple[str, str]] = {}
+
+
+def _file_hashes(path: Path) -> tuple[str, str]:
+    """(sha256, md5) hex digests of a file, memoised on (path, size, mtime)."""
+    st = path.stat()
+    memo_key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if memo_key not in _HASHES:
+        sha, md5 = hashlib.sha256(), hashlib.md5()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                sha.update(chunk)
+                md5.update(chunk)
+        _HASHES[memo_key] = (sha.hexdigest(), md5.hexdigest())
+    return _HASHES[memo_key]
+
+
+def _file_info(bb: Backbone, path: Path, origin: str) -> WeightsInfo:
+    sha, md5 = _file_hashes(path)
+    if md5 == bb.weights_md5:
+        kind = "imagenet"
+        message = f"ImageNet weights ({bb.weights_file}, md5 {md5}) from {origin}."
+    else:
+        kind = "custom"
+        message = (
+            f"Weights file {path} (from {origin}) is not the published ImageNet file "
+            f"(md5 {md5}, expected {bb.weights_md5}); its weights are used as given."
+        )
+    return WeightsInfo(
+        kind=kind,
+        source=f"{origin}: {path}",
+        fingerprint=sha[:16],
+        message=message,
+        path=str(path),
+    )
+
+
+def _keras_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("keras")
+    except PackageNotFoundError:  # pragma: no cover
+        return "unknown"
+
+
+def _random_info(bb: Backbone, seed: int, message: str) -> WeightsInfo:
+    return WeightsInfo(
+        kind="random",
+        source=f"random-init seed={int(seed)}",
+        fingerprint=_cache.key("random", bb.name, bb.constructor, bb.feature_layer, int(seed), _keras_version()),
+        message=message,
+        seed=int(seed),
+    )
+
+
+def _find_in_folder(bb: Backbone, folder: Path) -> Path | None:
+    for cand in (folder / bb.weights_file, folder / "models" / bb.weights_file):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def resolve_weights(
+    backbone: str | Backbone,
+    *,
+    weights: str | None = "imagenet",
+    weights_path: str | os.PathLike | None = None,
+    strict: bool = False,
+    seed: int = 0,
+    allow_download: bool = True,
+) -> WeightsInfo:
+    """Decide which weights a backbone gets, without building it.
+
+    Parameters
+    ----------
+    backbone : str or Backbone
+        A key of :data:`BACKBONES`.
+    weights : {"imagenet", "random", None}
+        ``"imagenet"`` follows the weights policy (module docstring);
+        ``"random"`` or None asks for the seeded random initialisation.
+    weights_path : path-like, optional
+        A weights file, or a folder holding ``backbone.weights_file`` (or
+        ``models/<file>``), tried after the Keras cache. A file named for
+        the other backbone is not used; its folder is searched instead.
+    strict : bool
+        If True and no ImageNet weights can be had, raise instead of falling
+        back to random weights.
+    seed : int
+        Seed of the random initialisation.
+    allow_download : bool
+        Try a download through Keras (step 3). Tests pass False.
+
+    Returns
+    -------
+    WeightsInfo
+
+    Raises
+    ------
+    WeightsUnavailableError
+        ``strict=True`` and no weights were found; the message names the
+        file, the Keras cache folder, the download URL and ``weights_path``.
+
+    Warns
+    -----
+    WeightsWarning
+        ``strict=False`` and no weights were found (random fallback).
+
+    Examples
+    --------
+    >>> info = resolve_weights("inception_v3", weights="random", seed=0)
+    >>> info.kind, info.source
+    ('random', 'random-init seed=0')
+    """
+    bb = _backbone(backbone)
+    if weights is None or weights == "random":
+        return _random_info(bb, seed, f"Random initialisation (seed={int(seed)}) was asked for; not ImageNet features.")
+    if weights != "imagenet":
+        raise ValueError(
+            f"weights must be 'imagenet', 'random' or None, got {weights!r} "
+            "(give a local weights file or folder as weights_path)"
+        )
+
+    tried: list[str] = []
+    # (a) the Keras cache
+    for d in _keras_cache_dirs():
+        cand = d / "models" / bb.weights_file
+        if cand.is_file():
+            return _file_info(bb, cand, "keras cache")
+        tried.append(f"Keras cache {cand}: not found")
+    # (b) a local file or folder
+    if weights_path is not None:
+        p = Path(weights_path).expanduser()
+        others = {o.weights_file: o.name for o in BACKBONES.values() if o.weights_file != bb.weights_file}
+        if p.is_file() and p.name not in others:
+            return _file_info(bb, p, "weights_path")
+        if p.is_file():  # another network's file (one profile option serves both): look beside it
+            found = _find_in_folder(bb, p.parent)
+            if found is not None:
+                return _file_info(bb, found, "weights_path")
+            tried.append(f"weights_path {p}: is the {others[p.name]} file; no {bb.weights_file} beside it")
+        elif p.is_dir():
+            found = _find_in_folder(bb, p)
+            if found is not None:
+                return _file_info(bb, found, "weights_path")
+            tried.append(f"weights_path {p}: folder has no {bb.weights_file}")
+        else:
+            tried.append(f"weights_path {p}: does not exist")
+    else:
+        tried.append("weights_path: not given")
+    # (c) download through Keras
+    if allow_download:
+        target_home = keras_cache_dir()
+        try:
+            import keras
+
+            got = keras.utils.get_file(
+                bb.weights_file,
+                bb.weights_url,
+                cache_subdir="models",
+                cache_dir=str(target_home),
+                file_hash=bb.weights_md5,
+            )
+            return _file_info(bb, Path(got), "download")
+        except Exception as exc:  # no network, bad checksum, disk full, ...
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            tried.append(f"download from {bb.weights_url}: failed ({first})")
+    else:
+        tried.append("download: not allowed (allow_download=False)")
+    # (d) none
+    target = keras_cache_dir() / "models" / bb.weights_file
+    how = (
+        f"ImageNet weights for {bb.name} are not available. Tried: " + "; ".join(tried) + ". "
+        f"To use them, fetch {bb.weights_url} (md5 {bb.weights_md5}) on a machine with network access and "
+        f"either save it as {target} (the Keras cache folder {target.parent}), or put {bb.weights_file} in a "
+        "folder and give that folder (or the file) as the `weights_path` option of the parameter profile."
+    )
+    if strict:
+        raise WeightsUnavailableError(how)
+    message = how + f" Falling back to random initialisation (seed={int(seed)}): these are NOT ImageNet features."
+    warnings.warn(message, WeightsWarning, stacklevel=_external_stacklevel())
+    return _random_info(bb, seed, message)
+
+
+def _external_stacklevel() -> int:
+    """``stacklevel`` that points a warning at the first caller outside this module."""
+    import sys
+
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _values_digest(model, n_per_tensor: int = 4096) -> str:
+    """SHA-256 (16 hex) of shapes and ~``n_per_tensor`` evenly strided values of every weight.
+
+    A sample rather than every byte: cheap (no copy of VGG19's 0.5 GB), and
+    enough to tell two initialisations or two weight files apart.
+    """
+    import tensorflow as tf
+
+    h = hashlib.sha256()
+    for w in model.weights:
+        flat = tf.reshape(tf.convert_to_tensor(w.value if hasattr(w, "value") else w), [-1])
+        step = max(1, int(flat.shape[0]) // n_per_tensor)
+        a = np.ascontiguousarray(flat[::step].numpy())
+        h.update(repr((tuple(w.shape), a.dtype.str)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def _build(bb: Backbone, info: WeightsInfo):
+    """Build the feature model for resolved weights; returns (model, info with values digest)."""
+    import random
+
+    import keras
+
+    ctor = getattr(keras.applications, bb.constructor)
+    kwargs = dict(include_top=bb.include_top, pooling=bb.pooling, input_shape=bb.input_shape)
+    if info.kind == "random":
+        py_state, np_state = random.getstate(), np.random.get_state()
+        try:
+            keras.utils.set_random_seed(int(info.seed or 0))
+            base = ctor(weights=None, **kwargs)
+        finally:  # do not leave the caller's global generators reseeded
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+    else:
+        try:
+            base = ctor(weights=info.path, **kwargs)
+        except Exception as exc:
+            raise WeightsUnavailableError(
+                f"{bb.name}: could not load weights from {info.path}: {exc}. "
+                f"Expected the keras.applications file {bb.weights_file} ({bb.weights_url})."
+            ) from exc
+    if bb.feature_layer is None:
+        model = base
+    else:
+        model = keras.Model(base.input, base.get_layer(bb.feature_layer).output, name=f"{bb.name}_{bb.feature_layer}")
+    return model, replace(info, values_sha256=_values_digest(model))
+
+
+def load_backbone(
+    name: str | Backbone,
+    *,
+    weights: str | None = "imagenet",
+    weights_path: str | os.PathLike | None = None,
+    strict: bool = False,
+    seed: int = 0,
+    allow_download: bool = True,
+):
+    """Build a feature-extracting network with the best weights available.
+
+    Parameters
+    ----------
+    name : str or Backbone
+        ``"inception_v3"`` or ``"vgg19"``.
+    weights, weights_path, strict, seed, allow_download
+        See :func:`resolve_weights`.
+
+    Returns
+    -------
+    model : keras.Model
+        Maps float32 ``(b, size_px, size_px, 3)`` preprocessed images
+        (:func:`preprocess`) to ``(b, n_features)`` features.
+    info : WeightsInfo
+    """
+    bb = _backbone(name)
+    info = resolve_weights(
+        bb, weights=weights, weights_path=weights_path, strict=strict, seed=seed, allow_download=allow_download
+    )
+    return _build(bb, info)
+
+
+# ---------------------------------------------------------------------------
+# Inference
+# ---------------------------------------------------------------------------
+
+
+def preprocess(images: np.ndarray, backbone: str | Backbone) -> np.ndarray:
+    """Apply the network's own ``keras.applications`` ``preprocess_input``.
+
+    Parameters
+    ----------
+    images : ndarray, shape (b, size_px, size_px, 3)
+        RGB images with values in [0, 255] (from
+        :func:`uslib.augmentation.iter_images`). Not modified.
+    backbone : str or Backbone
+
+    Returns
+    -------
+    ndarray of float32, same shape
+        InceptionV3: scaled to [-1, 1]; VGG19: RGB -> BGR minus the ImageNet
+        channel means.
+    """
+    import importlib
+
+    bb = _backbone(backbone)
+    mod = importlib.import_module(f"keras.applications.{bb.module}")
+    x = np.array(images, dtype=np.float32, copy=True)  # preprocess_input works in place
+    return np.asarray(mod.preprocess_input(x), dtype=np.float32)
+
+
+def feature_function(model, backbone: str | Backbone):
+    """A compiled batched inference function for ``model``.
+
+    Wraps ``model(x, training=False)`` in :func:`tf.function` (graph mode,
+    no XLA) with a batch dimension of any size, so it is traced once.
+
+    Returns
+    -------
+    callable
+        ``f(x)`` with ``x`` float32 ``(b, size_px, size_px, 3)``, already
+        preprocessed, returning float32 ``(b, n_features)`` as numpy.
+    """
+    import tensorflow as tf
+
+    bb = _backbone(backbone)
+    fn = tf.function(
+        lambda x: model(x, training=False),
+        jit_compile=False,
+        input_signature=[tf.TensorSpec((None, *bb.input_shape), tf.float32)],
+        reduce_retracing=True,
+    )
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return np.asarray(fn(tf.convert_to_tensor(x, tf.float32)).numpy(), dtype=np.float32)
+
+    return run
+
+
+@dataclass
+class FeatureSet:
+    """Features of every row of a manifest.
+
+    Attributes
+    ----------
+    features : ndarray of float32, shape (n_images, n_features)
+        Row ``i`` belongs to ``manifest.iloc[i]``.
+    backbone : str
+    weights : dict
+        :meth:`WeightsInfo.to_dict` (``kind``, ``source``, ``fingerprint``,
+        ``message``, ...).
+    n_computed : int
+        Distinct images run through the network in this call.
+    n_cached : int
+        Distinct images read from the cache.
+    seconds : float
+        Wall time of the call.
+    """
+
+    features: np.ndarray
+    backbone: str
+    weights: dict = field(default_factory=dict)
+    n_computed: int = 0
+    n_cached: int = 0
+    seconds: float = 0.0
+
+    def __repr__(self) -> str:
+        return (
+            f"FeatureSet({self.backbone}, features {self.features.shape}, weights {self.weights.get('kind')} "
+            f"{self.weights.get('fingerprint')}, computed {self.n_computed}, cached {self.n_cached}, "
+            f"{self.seconds:.1f} s)"
+        )
+
+
+def _feature_dir(cache_dir, bb: Backbone, info: WeightsInfo) -> Path:
+    return Path(cache_dir) / f"{bb.name}-{info.fingerprint}"
+
+
+def _scan_chunks(folder: Path) -> dict[str, tuple[Path, int]]:
+    """Index of the cache: image cache key -> (chunk file, row)."""
+    index: dict[str, tuple[Path, int]] = {}
+    if not folder.is_dir():
+        return index
+    for path in sorted(folder.glob("chunk-*.npz")):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                keys = z["keys"]
+        except Exception as exc:  # unreadable chunk: recompute its images
+            warnings.warn(f"ignoring unreadable feature cache chunk {path}: {exc}", RuntimeWarning, stacklevel=3)
+            continue
+        for row, k in enumerate(keys.tolist()):
+            index[str(k)] = (path, row)
+    return index
+
+
+def _write_chunk(folder: Path, keys: Sequence[str], features: np.ndarray) -> Path:
+    path = folder / f"chunk-{_cache.key(*keys)}.npz"
+    _cache.save_npz(path, keys=np.asarray(keys, dtype=np.str_), features=np.asarray(features, np.float32))
+    return path
+
+
+def _check_sidecar(folder: Path, info: WeightsInfo) -> None:
+    side = folder / "weights.json"
+    if info.values_sha256 is None or not side.is_file():
+        return
+    try:
+        stored = _cache.load_json(side).get("values_sha256")
+    except Exception:  # pragma: no cover - unreadable sidecar is rewritten
+        return
+    if stored and stored != info.values_sha256:
+        raise RuntimeError(
+            f"feature cache {folder} was filled by a model whose weight values hash to {stored}, but the "
+            f"model built now (fingerprint {info.fingerprint}) hashes to {info.values_sha256}; the random "
+            "initialisation is not reproducible here. Delete that folder to recompute."
+        )
+
+
+def extract_features(
+    dataset,
+    manifest,
+    backbone: str | Backbone,
+    *,
+    cache_dir: str | os.PathLike,
+    weights: str | None = "imagenet",
+    weights_path: str | os.PathLike | None = None,
+    strict: bool = False,
+    seed: int = 0,
+    batch_size: int = 16,
+    progress: bool = True,
+    allow_download: bool = True,
+) -> FeatureSet:
+    """Features of every image of a manifest, computed once and cached.
+
+    Each distinct image (:func:`uslib.augmentation.image_key`) is rendered
+    (:func:`uslib.augmentation.iter_images`), preprocessed
+    (:func:`preprocess`) and run through the network in batches by a compiled
+    function (:func:`feature_function`). Features are cached per image under
+    ``cache_dir`` with the key ``uslib.cache.key(dataset.fingerprint,
+    image_key(row), size_px, backbone, weights fingerprint, uslib version)``,
+    one ``.npz`` chunk per batch written atomically, so an interrupted run
+    loses at most one batch and a rerun (or a manifest with more dynamic
+    ranges or margins) computes only the missing images. The network is not
+    built when every image is cached.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    manifest : pandas.DataFrame
+        Rows with ``lesion``, ``scan``, ``margin_mm``, ``dynamic_range_db``
+        (:func:`uslib.augmentation.image_set` or a subset of it).
+    backbone : str or Backbone
+        ``"inception_v3"`` or ``"vgg19"``.
+    cache_dir : path-like
+        Cache root; features go to ``<cache_dir>/<backbone>-<fingerprint>/``
+        with a ``weights.json`` sidecar describing the weights.
+    weights, weights_path, strict, seed, allow_download
+        See :func:`resolve_weights`.
+    batch_size : int
+        Images per forward pass (and per cache chunk).
+    progress : bool
+        Show a tqdm progress bar with the throughput in images/s.
+
+    Returns
+    -------
+    FeatureSet
+        ``features`` float32 ``(len(manifest), n_features)`` in the manifest's
+        row order.
+    """
+    from .augmentation import image_key, iter_images
+
+    t_start = time.perf_counter()
+    bb = _backbone(backbone)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    info = resolve_weights(
+        bb, weights=weights, weights_path=weights_path, strict=strict, seed=seed, allow_download=allow_download
+    )
+    folder = _feature_dir(cache_dir, bb, info)
+
+    n = len(manifest)
+    keys = [
+        _cache.key(dataset.fingerprint, image_key(row), bb.size_px, bb.name, info.fingerprint, __version__)
+        for row in manifest.itertuples(index=False)
+    ]
+    positions_of: dict[str, list[int]] = {}
+    for pos, k in enumerate(keys):
+        positions_of.setdefault(k, []).append(pos)
+    out = np.empty((n, bb.n_features), np.float32)
+
+    index = _scan_chunks(folder)
+    missing = [k for k in positions_of if k not in index]
+
+    n_computed = 0
+    if missing:
+        model, info = _build(bb, info)
+        _check_sidecar(folder, info)
+        _cache.save_json(folder / "weights.json", {"backbone": bb.name, **info.to_dict()})
+        run = feature_function(model, bb)
+        sub = manifest.iloc[[positions_of[k][0] for k in missing]]
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(missing), desc=f"{bb.name} features", unit="img", disable=not progress)
+        t_inf = time.perf_counter()
+        try:
+            for positions, batch in iter_images(dataset, sub, size_px=bb.size_px, batch_size=int(batch_size)):
+                feats = run(preprocess(batch, bb))
+                if feats.shape != (len(positions), bb.n_features):
+                    raise RuntimeError(f"{bb.name}: features of shape {feats.shape}, expected (b, {bb.n_features})")
+                chunk_keys = [missing[p] for p in positions.tolist()]
+                _write_chunk(folder, chunk_keys, feats)
+                for k, f in zip(chunk_keys, feats):
+                    out[positions_of[k]] = f
+                n_computed += len(chunk_keys)
+                bar.update(len(chunk_keys))
+                bar.set_postfix(img_s=f"{n_computed / max(time.perf_counter() - t_inf, 1e-9):.1f}")
+        finally:
+            bar.close()
+        if n_computed != len(missing):
+            raise RuntimeError(f"{bb.name}: iter_images gave {n_computed} of {len(missing)} missing images")
+    elif not (folder / "weights.json").is_file():
+        _cache.save_json(folder / "weights.json", {"backbone": bb.name, **info.to_dict()})
+    else:
+        stored = _cache.load_json(folder / "weights.json")
+        if stored.get("values_sha256"):
+            info = replace(info, values_sha256=stored["values_sha256"])
+
+    by_chunk: dict[Path, list[tuple[str, int]]] = {}
+    for k in positions_of:
+        if k in index:
+            path, row = index[k]
+            by_chunk.setdefault(path, []).append((k, row))
+    for path, items in by_chunk.items():
+        feats = _cache.load_npz(path)["features"]
+        if feats.ndim != 2 or feats.shape[1] != bb.n_features:
+            raise RuntimeError(f"feature cache chunk {path}: shape {feats.shape}, expected (b, {bb.n_features})")
+        for k, row in items:
+            out[positions_of[k]] = feats[row]
+
+    return FeatureSet(
+        features=out,
+        backbone=bb.name,
+        weights=info.to_dict(),
+        n_computed=n_computed,
+        n_cached=len(positions_of) - n_computed,
+        seconds=time.perf_counter() - t_start,
+    )
