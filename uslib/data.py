@@ -89,6 +89,7 @@ __all__ = [
     "load_oasbud",
     "save_oasbud",
     "fetch_oasbud",
+    "lesion_feature_table",
 ]
 
 
@@ -898,3 +899,44 @@ def fetch_oasbud(*, path: str | os.PathLike | None = None, progress: bool = True
         progressbar=bool(progress),
     )
     return Path(local)
+
+
+def lesion_feature_table(dataset: Sequence[Lesion], scan_features, names: Sequence[str]):
+    """One row per lesion of per-scan features averaged over the lesion's scans.
+
+    Parameters
+    ----------
+    dataset : Dataset or sequence of Lesion
+    scan_features : callable
+        ``scan_features(scan) -> dict`` with at least the keys in ``names``.
+    names : sequence of str
+        Feature columns, in order.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``lesion`` (key), ``patient``, ``label``, then ``names``.
+
+    Raises
+    ------
+    ValueError
+        If a lesion has no scans, or ``scan_features`` raises ValueError; the
+        message names the lesion and the scan.
+    """
+    import pandas as pd
+
+    rows = []
+    for lesion in dataset:
+        if len(lesion.scans) == 0:
+            raise ValueError(f"lesion {lesion.key!r}: has no scans")
+        per_scan = []
+        for i, scan in enumerate(lesion.scans):
+            try:
+                per_scan.append(scan_features(scan))
+            except ValueError as exc:
+                raise ValueError(f"lesion {lesion.key!r}, scan {i}: {exc}") from exc
+        row = {"lesion": lesion.key, "patient": lesion.patient, "label": int(lesion.label)}
+        for name in names:
+            row[name] = float(np.mean([f[name] for f in per_scan]))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["lesion", "patient", "label", *names])

@@ -254,20 +254,9 @@ def morphology_table(dataset, *, smoothing_mm: float | None = None):
         If a lesion has no scans or a scan's ROI is empty; the message names
         the lesion and scan.
     """
-    import pandas as pd
+    from .data import lesion_feature_table
 
-    rows = []
-    for lesion in dataset:
-        if len(lesion.scans) == 0:
-            raise ValueError(f"lesion {lesion.key!r}: has no scans")
-        per_scan = []
-        for i, scan in enumerate(lesion.scans):
-            try:
-                per_scan.append(morphology_features(scan.roi, acquisition=scan.acquisition, smoothing_mm=smoothing_mm))
-            except ValueError as exc:
-                raise ValueError(f"lesion {lesion.key!r}, scan {i}: {exc}") from exc
-        row = {"lesion": lesion.key, "patient": lesion.patient, "label": int(lesion.label)}
-        for name in MORPHOLOGY_FEATURES:
-            row[name] = float(np.mean([f[name] for f in per_scan]))
-        rows.append(row)
-    return pd.DataFrame(rows, columns=["lesion", "patient", "label", *MORPHOLOGY_FEATURES])
+    def features_of(scan):
+        return morphology_features(scan.roi, acquisition=scan.acquisition, smoothing_mm=smoothing_mm)
+
+    return lesion_feature_table(dataset, features_of, MORPHOLOGY_FEATURES)

@@ -348,23 +348,9 @@ def qus_table(dataset):
         If a lesion has no scans or a scan's ROI is empty; the message names
         the lesion and scan.
     """
-    import pandas as pd
+    from .data import lesion_feature_table
 
-    rows = []
-    for lesion in dataset:
-        if len(lesion.scans) == 0:
-            raise ValueError(f"lesion {lesion.key!r}: has no scans")
-        per_scan = []
-        for i, scan in enumerate(lesion.scans):
-            try:
-                per_scan.append(qus_features(scan))
-            except ValueError as exc:
-                raise ValueError(f"lesion {lesion.key!r}, scan {i}: {exc}") from exc
-        row = {"lesion": lesion.key, "patient": lesion.patient, "label": int(lesion.label)}
-        for name in QUS_FEATURES:
-            row[name] = float(np.mean([f[name] for f in per_scan]))
-        rows.append(row)
-    return pd.DataFrame(rows, columns=["lesion", "patient", "label", *QUS_FEATURES])
+    return lesion_feature_table(dataset, qus_features, QUS_FEATURES)
 
 
 # ---------------------------------------------------------------------------
