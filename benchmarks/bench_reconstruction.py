@@ -64,6 +64,7 @@ def main(argv=None) -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--size-px", type=int, default=299)
     ap.add_argument("--random", action="store_true", help="use random RF even if uslib.phantom exists")
+    ap.add_argument("--no-report", action="store_true", help="do not write runs/benchmarks/reconstruction.json")
     args = ap.parse_args(argv)
 
     got = None if args.random else phantom_lesion()
@@ -100,9 +101,15 @@ def main(argv=None) -> None:
         (f"iter_images: {n_img} images at {args.size_px} px", stream),
         (f"render × {n_img} at {args.size_px} px", one_by_one),
     ]
+    figures = {"data": what, "scan": f"{rf.shape[0]}x{rf.shape[1]}"}
     for name, fn in rows:
         tmin, tmed = timed(fn, args.repeat)
         print(f"{name:<36s} {1e3 * tmin:9.1f} ms {1e3 * tmed:9.1f} ms")
+        figures[f"{name} [ms, median]"] = round(1e3 * tmed, 1)
+    if not args.no_report:
+        from _report import write_report
+
+        write_report("reconstruction", figures, notes="wall clock, median of --repeat runs")
 
 
 if __name__ == "__main__":
