@@ -8,11 +8,13 @@ OASBUD set, patient-level 5-fold cross-validation).
 
 from __future__ import annotations
 
-__all__ = ["TABLE_I", "TABLE_II", "TABLE_III", "N_LESIONS", "N_MALIGNANT", "matrix_table", "table3"]
+__all__ = ["TABLE_I", "TABLE_II", "TABLE_III", "N_LESIONS", "N_MALIGNANT", "N_LESIONS_PUBLIC", "matrix_table", "table3"]
 
 #: Lesions in the paper's (extended, non-public) data set.
 N_LESIONS = 251
 N_MALIGNANT = 94
+#: Lesions in the public OASBUD release (Zenodo record 545928): 52 malignant, 48 benign.
+N_LESIONS_PUBLIC = 100
 
 _TESTS = ("Test40dB", "Test50dB", "Test60dB")
 
