@@ -81,6 +81,8 @@ def test_reference_pages_are_generated(built):
     assert "svm_c" in params and "dynamic_ranges_db" in params
     prov = (built["html"] / "book" / "chapters" / "provenance.html").read_text()
     assert "Stage timings" in prov and "tensorflow" in prov.lower()
+    bench = (built["html"] / "book" / "chapters" / "benchmarks.html").read_text()
+    assert "Targets" in bench and "This build" in bench and "04_features" in bench
 
 
 def test_rerunning_cross_validation_with_new_c_reuses_features(built, tmp_path):
