@@ -81,3 +81,18 @@ def test_ci_runs_the_readme_test_command():
     ci = (REPO_ROOT / ".ci" / "run").read_text()
     assert "make test" in readme and "make book" in readme
     assert re.search(r"^make test$", ci, re.M)
+
+
+def test_the_network_guard_refuses_remote_hosts_and_allows_loopback():
+    import socket
+    import urllib.request
+
+    with pytest.raises(Exception, match="network"):
+        urllib.request.urlopen("http://example.com/", timeout=2)
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    cli = socket.socket()
+    cli.connect(srv.getsockname())  # loopback is fine
+    cli.close()
+    srv.close()
