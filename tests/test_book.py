@@ -97,10 +97,18 @@ def test_rerunning_cross_validation_with_new_c_reuses_features(built, tmp_path):
     ds = pipeline.get_dataset(built["run_dir"], **{k: params[k] for k in (
         "data_source", "oasbud_path", "n_lesions", "data_seed", "skip_samples", "patients_csv")})
     manifest = pipeline.get_manifest(ds, dynamic_ranges_db=params["dynamic_ranges_db"], margins_mm=params["margins_mm"])
+    import warnings
+
+    from uslib.features import WeightsWarning
+
+    recorded = pipeline.run_record(built["run_dir"])["weights"]
     for b in params["backbones"]:
-        fs = pipeline.get_features(built["run_dir"], ds, manifest, b, weights=params["weights"], progress=False,
-                                   allow_download=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", WeightsWarning)  # the labelled random fallback where no weights exist
+            fs = pipeline.get_features(built["run_dir"], ds, manifest, b, weights=params["weights"], progress=False,
+                                       allow_download=False)
         assert fs.n_computed == 0
+        assert fs.weights["fingerprint"] == recorded[b]["fingerprint"], "the same weights as the chapters used"
     results = sorted((built["run_dir"] / "results").iterdir())
     assert len(results) == 2 * len(params["backbones"]), "one result per backbone and C"
     print(f"05_cross_validation with svm_c=10 re-ran in {seconds:.1f} s")
