@@ -29,6 +29,16 @@ def _md_escape(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _kv_table(title: str, items, header: tuple[str, str] = ("item", "value")) -> list[str]:
+    """Lines of a two-column Markdown table under a ``##`` heading ([] when ``items`` is empty)."""
+    items = list(items)
+    if not items:
+        return []
+    lines = [f"## {title}", "", f"| {header[0]} | {header[1]} |", "|---|---|"]
+    lines += [f"| {_md_escape(k)} | {_md_escape(v)} |" for k, v in items]
+    return lines + [""]
+
+
 def parameter_table(notebook_dir: Path | None = None) -> "pandas.DataFrame":  # noqa: F821
     """One row per (chapter, parameter): default, type, comment and profile values."""
     import pandas as pd
@@ -109,11 +119,7 @@ def provenance_page(run_dir: str | os.PathLike) -> str:
         f"| CPUs | {prov.get('cpu_count')} |",
         "",
     ]
-    data = rec.get("dataset", {})
-    if data:
-        lines += ["## Data set", "", "| item | value |", "|---|---|"]
-        lines += [f"| {k} | {_md_escape(v)} |" for k, v in data.items()]
-        lines.append("")
+    lines += _kv_table("Data set", rec.get("dataset", {}).items())
     weights = rec.get("weights", {})
     if weights:
         lines += ["## Network weights used", "", "| backbone | kind | source | fingerprint | note |", "|---|---|---|---|---|"]
@@ -123,16 +129,8 @@ def provenance_page(run_dir: str | os.PathLike) -> str:
                 f"{_md_escape(w.get('message', ''))} |"
             )
         lines.append("")
-    stages = rec.get("stage_seconds", {})
-    if stages:
-        lines += ["## Stage timings", "", "| stage | seconds |", "|---|---|"]
-        lines += [f"| {k} | {v} |" for k, v in stages.items()]
-        lines.append("")
-    pk = prov.get("packages", {})
-    if pk:
-        lines += ["## Package versions", "", "| package | version |", "|---|---|"]
-        lines += [f"| {k} | {v} |" for k, v in sorted(pk.items())]
-        lines.append("")
+    lines += _kv_table("Stage timings", rec.get("stage_seconds", {}).items(), ("stage", "seconds"))
+    lines += _kv_table("Package versions", sorted(prov.get("packages", {}).items()), ("package", "version"))
     params = rec.get("parameters", {})
     if params:
         lines += ["## Parameters of this run", "", "```yaml"]
@@ -172,12 +170,10 @@ def benchmarks_page(run_dir: str | os.PathLike | None = None, bench_dir: Path | 
         rec = load_json(Path(run_dir) / "run.json")
         st = rec.get("stage_seconds", {})
         if st:
-            lines += ["## This build", "",
-                      f"Stage timings of the run this book shows (profile `{rec.get('profile')}`; a stage that "
-                      "found its results cached is fast, so a warm rebuild reads differently from a cold one):", "",
-                      "| stage | seconds |", "|---|---|"]
-            lines += [f"| {k} | {v} |" for k, v in st.items()]
-            lines.append("")
+            table = _kv_table("This build", st.items(), ("stage", "seconds"))
+            note = (f"Stage timings of the run this book shows (profile `{rec.get('profile')}`; a stage that "
+                    "found its results cached is fast, so a warm rebuild reads differently from a cold one):")
+            lines += table[:2] + [note, ""] + table[2:]
     files = sorted(bench_dir.glob("*.json")) if bench_dir.exists() else []
     if not files:
         lines += ["```{note}", "No benchmark script has been run on this machine yet: run `make bench`, then rebuild the book.", "```", ""]
@@ -190,8 +186,7 @@ def benchmarks_page(run_dir: str | os.PathLike | None = None, bench_dir: Path | 
         if rec.get("notes"):
             lines += [_md_escape(rec["notes"]), ""]
         lines += ["| figure | value |", "|---|---|"]
-        for k, v in _flatten(rec.get("figures", {})).items():
-            lines.append(f"| {_md_escape(k)} | {_fmt(v)} |")
+        lines += [f"| {_md_escape(k)} | {_fmt(v)} |" for k, v in _flatten(rec.get("figures", {})).items()]
         lines.append("")
     return "\n".join(lines)
 
