@@ -13,7 +13,7 @@ import platform
 import sys
 from pathlib import Path
 
-from uslib.cache import save_json
+from uslib.store import save_json
 from uslib.config import REPO_ROOT
 
 BENCH_DIR = REPO_ROOT / "runs" / "benchmarks"

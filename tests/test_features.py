@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import uslib.features as F
+from uslib import store
 from uslib.augmentation import image_key, image_set, iter_images
 from uslib.data import Dataset, Lesion, Scan
 
@@ -258,7 +259,7 @@ def test_inception_features(baseline, manifest):
     assert fs.n_computed == len(manifest) and fs.n_cached == 0
     assert fs.weights["kind"] == "random" and fs.backbone == "inception_v3"
     assert not np.allclose(fs.features[0], fs.features[1])  # 40 dB vs 60 dB image differ
-    side = F._cache.load_json(cache_dir / f"inception_v3-{fs.weights['fingerprint']}" / "weights.json")
+    side = store.load_json(cache_dir / f"inception_v3-{fs.weights['fingerprint']}" / "weights.json")
     assert side["kind"] == "random" and side["values_sha256"] == fs.weights["values_sha256"]
 
 
@@ -290,7 +291,7 @@ def test_chunks_are_plain_arrays(baseline):
     fs, cache_dir = baseline
     chunks = sorted((cache_dir / f"inception_v3-{fs.weights['fingerprint']}").glob("chunk-*.npz"))
     assert len(chunks) == 2  # 4 images, batches of 2
-    z = F._cache.load_npz(chunks[0])
+    z = store.load_npz(chunks[0])
     assert z["keys"].dtype.kind == "U" and z["features"].dtype == np.float32
     assert z["features"].shape == (2, 2048)
 
@@ -364,8 +365,8 @@ def test_irreproducible_random_init_is_detected(ds, manifest, baseline, tmp_path
 
     shutil.copytree(cache_dir, tmp_path / "c")
     folder = tmp_path / "c" / f"inception_v3-{fs.weights['fingerprint']}"
-    side = F._cache.load_json(folder / "weights.json")
-    F._cache.save_json(folder / "weights.json", {**side, "values_sha256": "0" * 16})
+    side = store.load_json(folder / "weights.json")
+    store.save_json(folder / "weights.json", {**side, "values_sha256": "0" * 16})
     man3 = image_set(ds, dynamic_ranges_db=(40, 50, 60), margins_mm=(2,))
     with pytest.raises(RuntimeError, match="not reproducible"):
         _extract(ds, man3, tmp_path / "c")

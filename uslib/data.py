@@ -71,7 +71,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .cache import atomic_path
+from .store import atomic_path
 
 __all__ = [
     "Acquisition",

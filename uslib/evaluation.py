@@ -92,7 +92,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from .cache import atomic_path, save_json, load_json
+from .store import atomic_path, save_json, load_json
 
 __all__ = [
     "LeakageError",

@@ -50,7 +50,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from . import __version__  # noqa: E402
-from . import cache as _cache  # noqa: E402
+from . import store  # noqa: E402
 
 __all__ = [
     "Backbone",
@@ -306,7 +306,7 @@ def _random_info(bb: Backbone, seed: int, message: str) -> WeightsInfo:
     return WeightsInfo(
         kind="random",
         source=f"random-init seed={int(seed)}",
-        fingerprint=_cache.key("random", bb.name, bb.constructor, bb.feature_layer, int(seed), _keras_version()),
+        fingerprint=store.key("random", bb.name, bb.constructor, bb.feature_layer, int(seed), _keras_version()),
         message=message,
         seed=int(seed),
     )
@@ -645,8 +645,8 @@ def _scan_chunks(folder: Path) -> dict[str, tuple[Path, int]]:
 
 
 def _write_chunk(folder: Path, keys: Sequence[str], features: np.ndarray) -> Path:
-    path = folder / f"chunk-{_cache.key(*keys)}.npz"
-    _cache.save_npz(path, keys=np.asarray(keys, dtype=np.str_), features=np.asarray(features, np.float32))
+    path = folder / f"chunk-{store.key(*keys)}.npz"
+    store.save_npz(path, keys=np.asarray(keys, dtype=np.str_), features=np.asarray(features, np.float32))
     return path
 
 
@@ -655,7 +655,7 @@ def _check_sidecar(folder: Path, info: WeightsInfo) -> None:
     if info.values_sha256 is None or not side.is_file():
         return
     try:
-        stored = _cache.load_json(side).get("values_sha256")
+        stored = store.load_json(side).get("values_sha256")
     except Exception:  # pragma: no cover - unreadable sidecar is rewritten
         return
     if stored and stored != info.values_sha256:
@@ -730,7 +730,7 @@ def extract_features(
 
     n = len(manifest)
     keys = [
-        _cache.key(dataset.fingerprint, image_key(row), bb.size_px, bb.name, info.fingerprint, __version__)
+        store.key(dataset.fingerprint, image_key(row), bb.size_px, bb.name, info.fingerprint, __version__)
         for row in manifest.itertuples(index=False)
     ]
     positions_of: dict[str, list[int]] = {}
@@ -745,7 +745,7 @@ def extract_features(
     if missing:
         model, info = _build(bb, info)
         _check_sidecar(folder, info)
-        _cache.save_json(folder / "weights.json", {"backbone": bb.name, **info.to_dict()})
+        store.save_json(folder / "weights.json", {"backbone": bb.name, **info.to_dict()})
         run = feature_function(model, bb)
         sub = manifest.iloc[[positions_of[k][0] for k in missing]]
         from tqdm.auto import tqdm
@@ -769,9 +769,9 @@ def extract_features(
         if n_computed != len(missing):
             raise RuntimeError(f"{bb.name}: iter_images gave {n_computed} of {len(missing)} missing images")
     elif not (folder / "weights.json").is_file():
-        _cache.save_json(folder / "weights.json", {"backbone": bb.name, **info.to_dict()})
+        store.save_json(folder / "weights.json", {"backbone": bb.name, **info.to_dict()})
     else:
-        stored = _cache.load_json(folder / "weights.json")
+        stored = store.load_json(folder / "weights.json")
         if stored.get("values_sha256"):
             info = replace(info, values_sha256=stored["values_sha256"])
 
@@ -781,7 +781,7 @@ def extract_features(
             path, row = index[k]
             by_chunk.setdefault(path, []).append((k, row))
     for path, items in by_chunk.items():
-        feats = _cache.load_npz(path)["features"]
+        feats = store.load_npz(path)["features"]
         if feats.ndim != 2 or feats.shape[1] != bb.n_features:
             raise RuntimeError(f"feature cache chunk {path}: shape {feats.shape}, expected (b, {bb.n_features})")
         for k, row in items:

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .cache import atomic_path, load_json
+from .store import atomic_path, load_json
 from .config import PROFILE_DIR, REPO_ROOT
 
 __all__ = [

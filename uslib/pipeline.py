@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import __version__
-from .cache import key
+from .store import key
 from .config import resolve_path
 
 __all__ = [
@@ -274,7 +274,7 @@ def status_banner(dataset, feature_sets: Sequence = ()) -> str:
 
 def run_record(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The run's ``run.json`` as a dict (empty if the run has not started)."""
-    from .cache import load_json
+    from .store import load_json
 
     path = _run_dir(run_dir) / "run.json"
     return load_json(path) if path.exists() else {}

@@ -67,7 +67,7 @@ import pandas as pd
 from . import __version__
 from . import evaluation as ev
 from .augmentation import MANIFEST_COLUMNS, image_set, set_ranges
-from .cache import atomic_path, key
+from .store import atomic_path, key
 
 __all__ = [
     "CONTINUOUS",

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from . import __version__
-from .cache import load_json, save_json
+from .store import load_json, save_json
 from .config import REPO_ROOT, load_profile, resolve_path
 
 __all__ = [
@@ -184,7 +184,7 @@ def run_profile(
     overrides : dict, optional
         Parameter values that replace the profile's (e.g. another ``run_dir``).
     """
-    params = {**load_profile(profile), **(overrides or {})}
+    params = load_profile(profile, overrides=overrides)
     # Kernels inherit the environment: quiet TensorFlow's C++ logging, use oneDNN.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")

@@ -3,7 +3,7 @@ import os
 import numpy as np
 import pytest
 
-from uslib.cache import atomic_path, key, load_json, load_npz, save_json, save_npz
+from uslib.store import atomic_path, key, load_json, load_npz, save_json, save_npz
 
 
 def test_key_is_order_independent_for_mappings_and_sensitive_to_values():
