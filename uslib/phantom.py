@@ -84,6 +84,7 @@ __all__ = [
     "birads_from_suspicion",
     "simulate_scan",
     "simulate_lesion",
+    "patient_assignment",
     "simulate_dataset",
 ]
 
@@ -1191,6 +1192,57 @@ def _initials(rng: np.random.Generator, n: int) -> list[str]:
     return out
 
 
+def patient_assignment(
+    n_lesions: int, *, seed: int = 0, malignant_fraction: float = 0.4
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class and patient of every lesion that :func:`simulate_dataset` makes.
+
+    Cheap (no images are simulated) and exactly the assignment
+    :func:`simulate_dataset` uses for the same arguments, so the number of
+    patients of a phantom run is known before anything runs (e.g. to check
+    that the cross-validation can make ``n_splits`` patient-level folds).
+
+    Parameters
+    ----------
+    n_lesions : int
+        Number of lesions.
+    seed : int
+        Seed of the simulation (``simulate_dataset(seed=...)``).
+    malignant_fraction : float
+        ``round(malignant_fraction · n_lesions)`` lesions are malignant.
+
+    Returns
+    -------
+    labels : ndarray of int, shape (n_lesions,)
+        0 benign, 1 malignant, in lesion order.
+    patients : ndarray of str, shape (n_lesions,)
+        Patient key (lower-case initials) of each lesion; a patient's lesions
+        are consecutive, about one patient in ten has two.
+
+    Examples
+    --------
+    >>> labels, patients = patient_assignment(12, seed=0)
+    >>> labels.shape, patients.shape, int(labels.sum())
+    ((12,), (12,), 5)
+    >>> len(set(patients.tolist()))
+    11
+    """
+    n = int(n_lesions)
+    if n != n_lesions or n < 1:
+        raise ValueError(f"patient_assignment: n_lesions must be a positive integer, got {n_lesions!r}")
+    if not 0 <= malignant_fraction <= 1:
+        raise ValueError(f"patient_assignment: malignant_fraction must be in [0, 1], got {malignant_fraction}")
+    meta_ss, _ = np.random.SeedSequence(int(seed)).spawn(2)
+    meta = np.random.default_rng(meta_ss)
+    n_mal = int(round(malignant_fraction * n))
+    labels = meta.permutation(np.r_[np.ones(n_mal, int), np.zeros(n - n_mal, int)])
+    n_pairs = int(round(n / 11.0))
+    sizes = meta.permutation([2] * n_pairs + [1] * (n - 2 * n_pairs))
+    initials = _initials(meta, len(sizes))
+    owners = [ini for ini, k in zip(initials, sizes) for _ in range(int(k))]
+    return labels, np.array(owners, dtype=str)
+
+
 def simulate_dataset(
     n_lesions: int,
     *,
@@ -1249,15 +1301,9 @@ def simulate_dataset(
     if not 0 <= malignant_fraction <= 1:
         raise ValueError(f"simulate_dataset: malignant_fraction must be in [0, 1], got {malignant_fraction}")
     s = _system(system)
-    root = np.random.SeedSequence(int(seed))
-    meta_ss, lesion_ss = root.spawn(2)
-    meta = np.random.default_rng(meta_ss)
-    n_mal = int(round(malignant_fraction * n))
-    labels = meta.permutation(np.r_[np.ones(n_mal, int), np.zeros(n - n_mal, int)])
-    n_pairs = int(round(n / 11.0))
-    sizes = meta.permutation([2] * n_pairs + [1] * (n - 2 * n_pairs))
-    initials = _initials(meta, len(sizes))
-    owners = [ini for ini, k in zip(initials, sizes) for _ in range(int(k))]
+    labels, owners = patient_assignment(n, seed=seed, malignant_fraction=malignant_fraction)
+    owners = owners.tolist()
+    _, lesion_ss = np.random.SeedSequence(int(seed)).spawn(2)
     children = lesion_ss.spawn(n)
     lesions, rows = [], []
     it = range(n)
