@@ -532,3 +532,169 @@ def test_fetch_oasbud_configuration(monkeypatch, tmp_path):
 def test_public_api_exported():
     for name in ("load_oasbud", "save_oasbud", "fetch_oasbud", "patient_key", "Dataset", "DatasetError"):
         assert name in D.__all__ and hasattr(D, name)
+
+
+# -- geometry: the RF must fit the acquisition ---------------------------------------
+
+
+def _scan_arrays(n_rows: int, n_lines: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """An int16 RF with non-echo rows on top and a non-empty ROI below them."""
+    rng = np.random.default_rng(seed)
+    rf = rng.integers(-2000, 2000, size=(n_rows, n_lines), dtype=np.int16)
+    rf[: min(N_SKIP, n_rows)] = 1234
+    roi = np.zeros((n_rows, n_lines), dtype=np.uint8)
+    roi[N_SKIP:, n_lines // 4 : max(n_lines // 2, n_lines // 4 + 1)] = 1
+    return rf, roi
+
+
+def _set_scan(records, i, j, n_rows, n_lines):
+    records[i][f"rf{j}"], records[i][f"roi{j}"] = _scan_arrays(n_rows, n_lines, seed=10 * i + j)
+    return records
+
+
+def _declared_meta(n_records: int, *, n_lines: float, width_mm: float = 38.0, **acq) -> dict:
+    """The ``uslib`` variable save_oasbud writes, declaring an acquisition."""
+    geometry = {"fs_hz": 40e6, "f0_hz": 10e6, "c_m_s": 1540.0, "n_lines": float(n_lines), "width_mm": width_mm}
+    geometry.update(acq)
+    return {"format": np.uint8(1), "version": "test", "synthetic": np.uint8(0), "source": "",
+            "keys": D._cellstr([f"k{i}" for i in range(n_records)]),
+            "patients": D._cellstr(["p"] * n_records), "acquisition": geometry}
+
+
+def test_pulse_samples_rule():
+    # ceil(PULSE_CYCLES * fs / f0) with PULSE_CYCLES = 4
+    assert D.PULSE_CYCLES == 4 and D.MIN_LINES == 16
+    assert Acquisition().pulse_samples == 16
+    assert Acquisition(fs_hz=20e6).pulse_samples == 8
+    assert Acquisition(fs_hz=25e6, f0_hz=7e6).pulse_samples == 15  # 14.29 rounds up
+
+
+@pytest.mark.parametrize("i, j", [(2, 1), (0, 2)])
+def test_five_line_rf_is_refused_naming_record_field_and_counts(tmp_path, records, i, j):
+    rid = records[i]["id"]
+    path = write_oasbud_like(tmp_path / "narrow.mat", _set_scan(records, i, j, N_SAMPLES, 5))
+    with pytest.raises(DatasetError) as err:
+        load_oasbud(path)
+    msg = str(err.value)
+    assert msg.startswith(f"narrow.mat: record {i} (id {rid!r}), field 'rf{j}' has 5 scan lines (columns), "
+                          "but the OASBUD acquisition has 510 (510 lines across 38 mm")
+    assert "lateral spacing would be wrong" in msg and "'uslib' variable" in msg
+
+
+def test_line_count_off_by_one_is_refused(tmp_path, records):
+    path = write_oasbud_like(tmp_path / "509.mat", _set_scan(records, 1, 2, 70, N_LINES - 1))
+    with pytest.raises(DatasetError, match=r"record 1 \(id '200AT'\), field 'rf2' has 509 scan lines .* has 510"):
+        load_oasbud(path)
+
+
+@pytest.mark.parametrize("i, j", [(3, 1), (1, 2)])
+def test_too_few_depth_rows_is_refused_naming_record_and_field(tmp_path, records, i, j):
+    rid = records[i]["id"]
+    # 20 non-echo rows + 15 echo rows: one short of 16 = ceil(4 * 40 MHz / 10 MHz)
+    path = write_oasbud_like(tmp_path / "shallow.mat", _set_scan(records, i, j, N_SKIP + 15, N_LINES))
+    with pytest.raises(DatasetError) as err:
+        load_oasbud(path)
+    assert str(err.value) == (
+        f"shallow.mat: record {i} (id {rid!r}), field 'rf{j}' has 15 depth rows after skip_samples=20, "
+        "fewer than one pulse length of 16 samples (PULSE_CYCLES=4 cycles at f0 10 MHz, fs 40 MHz)"
+    )
+
+
+def test_depth_rule_counts_rows_after_skip(tmp_path, records):
+    path = write_oasbud_like(tmp_path / "edge.mat", _set_scan(records, 0, 1, N_SKIP + 16, N_LINES))
+    assert load_oasbud(path)[0].scans[0].rf.shape == (16, N_LINES)  # exactly one pulse length loads
+    assert load_oasbud(path, skip_samples=0)[0].scans[0].rf.shape == (N_SKIP + 16, N_LINES)
+    with pytest.raises(DatasetError, match=r"record 0 \(id '1mm'\), field 'rf1' has 15 depth rows after "
+                                           r"skip_samples=21"):
+        load_oasbud(path, skip_samples=21)
+
+
+def test_consistent_geometry_loads_without_warning(tmp_path, records):
+    records.append(make_record("9zz", 1, "4b", seed=5, n_samples=N_SKIP + 16))
+    path = write_oasbud_like(tmp_path / "ok.mat", records)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = load_oasbud(path)
+    for les in ds:
+        for scan in les.scans:
+            assert scan.rf.shape[1] == N_LINES and scan.acquisition == D.OASBUD_ACQUISITION
+            assert scan.lateral_mm[-1] == pytest.approx(38.0)
+
+
+@pytest.mark.parametrize("n_lines, width_mm", [(128, 38.0), (64, 12.8), (N_LINES, 50.0)])
+def test_declared_geometry_is_used_with_a_warning(tmp_path, n_lines, width_mm):
+    recs = [make_record("1mm", 1, "4c", seed=1), make_record("4at", 0, "3", seed=2)]
+    for i in range(2):
+        for j in (1, 2):
+            _set_scan(recs, i, j, N_SAMPLES + 10 * j, n_lines)
+    meta = _declared_meta(2, n_lines=n_lines, width_mm=width_mm)
+    path = write_oasbud_like(tmp_path / "own.mat", recs, uslib=meta)
+    with pytest.warns(UserWarning) as rec:
+        ds = load_oasbud(path)
+    assert len(rec) == 1
+    msg = str(rec[0].message)
+    assert msg.startswith("own.mat: record 0 (id '1mm') and the other 1 record use the file's own acquisition "
+                          f"from variable 'uslib' ({n_lines} lines across {width_mm:g} mm")
+    assert "not the OASBUD one (510 lines across 38 mm" in msg
+    for les in ds:
+        for scan in les.scans:
+            assert scan.acquisition == Acquisition(n_lines=n_lines, width_mm=width_mm)
+            assert scan.acquisition.dx_mm == pytest.approx(width_mm / (n_lines - 1))
+            assert scan.lateral_mm[-1] == pytest.approx(width_mm)
+            assert scan.extent_mm()[1] == pytest.approx(width_mm)
+
+
+def test_declared_geometry_round_trips_through_save(tmp_path):
+    acq = Acquisition(fs_hz=30e6, f0_hz=7.5e6, n_lines=96, width_mm=24.0)
+    rf, roi = _scan_arrays(N_SKIP + 40, 96)
+    ds = Dataset([Lesion("3xy", "3xy", "xy", 0, "3", (Scan(rf, roi.astype(bool), acq),) * 2)])
+    path = save_oasbud(ds, tmp_path / "rt.mat")
+    with pytest.warns(UserWarning, match=r"rt\.mat: record 0 \(id '3xy'\) uses the file's own acquisition .*96 lines"):
+        back = load_oasbud(path)
+    assert back[0].scans[1].acquisition == acq
+    assert back[0].scans[1].acquisition.dx_mm == pytest.approx(24.0 / 95)
+
+
+def test_rf_disagreeing_with_declared_geometry_is_refused(tmp_path, records):
+    for i in range(4):
+        for j in (1, 2):
+            _set_scan(records, i, j, N_SAMPLES, 128)
+    _set_scan(records, 2, 2, N_SAMPLES, 127)
+    path = write_oasbud_like(tmp_path / "own.mat", records, uslib=_declared_meta(4, n_lines=128))
+    with pytest.raises(DatasetError, match=r"^own\.mat: record 2 \(id '4at'\), field 'rf2' has 127 scan lines "
+                                           r"\(columns\), but the file's own acquisition \(variable 'uslib'\) "
+                                           r"has 128 \(128 lines across 38 mm"):
+        load_oasbud(path)
+
+
+def test_public_width_under_declared_narrow_geometry_is_refused(tmp_path, records):
+    # a file declaring 128 lines whose RF still has OASBUD's 510 is refused, not silently respaced
+    path = write_oasbud_like(tmp_path / "own.mat", records, uslib=_declared_meta(4, n_lines=128))
+    with pytest.raises(DatasetError, match=r"record 0 \(id '1mm'\), field 'rf1' has 510 scan lines .* has 128"):
+        load_oasbud(path)
+
+
+def test_too_few_lines_is_refused_even_when_declared(tmp_path):
+    recs = [make_record("1mm", 1, "4c", seed=1)]
+    for j in (1, 2):
+        _set_scan(recs, 0, j, N_SAMPLES, D.MIN_LINES - 1)
+    path = write_oasbud_like(tmp_path / "few.mat", recs, uslib=_declared_meta(1, n_lines=D.MIN_LINES - 1))
+    with pytest.raises(DatasetError, match=r"^few\.mat: record 0 \(id '1mm'\), field 'rf1' has 15 scan lines "
+                                           r"\(columns\), fewer than the minimum of 16 \(MIN_LINES\)$"):
+        load_oasbud(path)
+
+
+@pytest.mark.parametrize(
+    "acq, match",
+    [
+        ({"n_lines": 1.0}, r"n_lines must be an integer of at least 2, got 1$"),
+        ({"n_lines": 127.5}, r"n_lines must be an integer of at least 2, got 127\.5"),
+        ({"n_lines": 128.0, "width_mm": -38.0}, r"positive finite numbers, got width_mm=-38\.0"),
+        ({"n_lines": 128.0, "f0_hz": 0.0}, r"positive finite numbers, got f0_hz=0\.0"),
+        ({"n_lines": 128.0, "fs_hz": np.nan}, r"positive finite numbers, got fs_hz=nan"),
+    ],
+)
+def test_impossible_declared_geometry_is_refused(tmp_path, records, acq, match):
+    path = write_oasbud_like(tmp_path / "bad.mat", records, uslib=_declared_meta(4, **acq))
+    with pytest.raises(DatasetError, match=r"bad\.mat: variable 'uslib', field 'acquisition'.*" + match):
+        load_oasbud(path)

@@ -51,6 +51,32 @@ Quirks the loader handles
   :func:`scipy.io.loadmat` cannot read; :func:`load_oasbud` refuses it with a
   message saying how to convert it (``save -v7``).
 
+Geometry checks
+---------------
+The file stores no sampling geometry, yet every distance in mm (axial and
+lateral spacing, crops, margins, speckle size) comes from the
+:class:`Acquisition` the scans are read with. :func:`load_oasbud` therefore
+refuses an RF matrix whose geometry cannot be the acquisition's, naming the
+record (index and id), the field (``rf1``/``rf2``) and both numbers:
+
+* **Line count.** The columns of every RF matrix must equal
+  ``acquisition.n_lines``. Without a ``uslib`` variable (the public file) the
+  acquisition is :data:`OASBUD_ACQUISITION` (510 lines across 38 mm), so an RF
+  with any other number of lines is an error: its lateral spacing would
+  silently be wrong. The acquisition is never guessed from the data. A file
+  whose ``uslib`` variable declares its own acquisition (as
+  :func:`save_oasbud` writes) is read with that geometry, the RF must match
+  *it*, and a :class:`UserWarning` names the file, the first record and the
+  declared geometry when it differs from :data:`OASBUD_ACQUISITION`.
+* **Depth.** After ``skip_samples`` rows are dropped, a scan needs at least
+  one pulse length of rows, ``acquisition.pulse_samples`` =
+  ``ceil(PULSE_CYCLES · fs / f0)`` (:data:`PULSE_CYCLES` = 4 cycles at the
+  centre frequency: 16 samples, 0.31 mm, for OASBUD; the phantom's
+  pulse-echo kernel spans 17). Fewer rows cannot hold one echo.
+* **Lines.** A scan needs at least :data:`MIN_LINES` (16) scan lines.
+* **ROI.** The ROI must cover at least one pixel, hence at least one scan
+  line, after the rows are dropped.
+
 Files written by :func:`save_oasbud` carry one more top-level variable,
 ``uslib`` (a struct with ``format``, ``version``, ``synthetic`` 0/1,
 ``source``, ``keys``, ``patients`` and ``acquisition``), so that a data set
@@ -62,6 +88,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import math
 import os
 import re
 import warnings
@@ -80,6 +107,8 @@ __all__ = [
     "Lesion",
     "Dataset",
     "DatasetError",
+    "PULSE_CYCLES",
+    "MIN_LINES",
     "BIRADS_CATEGORIES",
     "OASBUD_FIELDS",
     "OASBUD_URL",
@@ -95,6 +124,14 @@ __all__ = [
 
 class DatasetError(ValueError):
     """Raised for malformed input data; the message names the record and field."""
+
+
+#: Length of one pulse-echo pulse in cycles of the centre frequency: a scan
+#: with fewer depth rows than ``ceil(PULSE_CYCLES · fs / f0)`` is refused.
+PULSE_CYCLES: float = 4.0
+
+#: Fewest scan lines (RF columns) a loaded scan may have.
+MIN_LINES: int = 16
 
 
 @dataclass(frozen=True)
@@ -117,8 +154,8 @@ class Acquisition:
     Examples
     --------
     >>> acq = Acquisition()
-    >>> round(acq.dz_mm, 5), round(acq.dx_mm, 5)
-    (0.01925, 0.07466)
+    >>> round(acq.dz_mm, 5), round(acq.dx_mm, 5), acq.pulse_samples
+    (0.01925, 0.07466, 16)
     """
 
     fs_hz: float = 40e6
@@ -141,6 +178,15 @@ class Acquisition:
     def wavelength_mm(self) -> float:
         """Wavelength c / f0 at the centre frequency in mm."""
         return self.c_m_s / self.f0_hz * 1e3
+
+    @property
+    def pulse_samples(self) -> int:
+        """One pulse length in RF samples, ``ceil(PULSE_CYCLES · fs / f0)``.
+
+        The fewest depth rows :func:`load_oasbud` accepts in a scan (16 for
+        OASBUD: 4 cycles of 10 MHz sampled at 40 MHz).
+        """
+        return int(math.ceil(round(PULSE_CYCLES * self.fs_hz / self.f0_hz, 9)))
 
 
 #: Ultrasonix SonixTouch with the L14-5/38 probe, as used for OASBUD.
@@ -496,7 +542,14 @@ def _read_birads(value: Any, where: str) -> str:
     return text
 
 
-def _read_scan(rf: Any, roi: Any, j: int, where: str, skip: int, acquisition: Acquisition) -> Scan:
+def _geometry(acq: Acquisition) -> str:
+    """An acquisition's geometry in words, for messages."""
+    return (f"{acq.n_lines} lines across {acq.width_mm:g} mm, dx {acq.dx_mm:.4g} mm; "
+            f"fs {acq.fs_hz / 1e6:g} MHz, f0 {acq.f0_hz / 1e6:g} MHz, c {acq.c_m_s:g} m/s")
+
+
+def _read_scan(rf: Any, roi: Any, j: int, where: str, skip: int, acquisition: Acquisition,
+               declared: bool) -> Scan:
     rf_name, roi_name = f"rf{j}", f"roi{j}"
     rf = np.asarray(rf)
     roi = np.asarray(roi)
@@ -518,6 +571,26 @@ def _read_scan(rf: Any, roi: Any, j: int, where: str, skip: int, acquisition: Ac
     if rf.shape[0] <= skip:
         raise DatasetError(f"{where}, field '{rf_name}' has {rf.shape[0]} rows, "
                            f"none left after skip_samples={skip}")
+    n_rows, n_lines = rf.shape[0] - skip, rf.shape[1]
+    if n_lines != acquisition.n_lines:
+        if declared:
+            whose = "the file's own acquisition (variable 'uslib')"
+            hint = "the RF and the declared acquisition disagree"
+        else:
+            whose = "the OASBUD acquisition"
+            hint = ("the lateral spacing would be wrong; a file of another geometry must declare its "
+                    f"acquisition in a '{_META_VAR}' variable, as save_oasbud writes")
+        raise DatasetError(f"{where}, field '{rf_name}' has {n_lines} scan lines (columns), but {whose} "
+                           f"has {acquisition.n_lines} ({_geometry(acquisition)}): {hint}")
+    if n_lines < MIN_LINES:
+        raise DatasetError(f"{where}, field '{rf_name}' has {n_lines} scan lines (columns), "
+                           f"fewer than the minimum of {MIN_LINES} (MIN_LINES)")
+    if n_rows < acquisition.pulse_samples:
+        raise DatasetError(
+            f"{where}, field '{rf_name}' has {n_rows} depth rows after skip_samples={skip}, fewer than one "
+            f"pulse length of {acquisition.pulse_samples} samples (PULSE_CYCLES={PULSE_CYCLES:g} cycles at "
+            f"f0 {acquisition.f0_hz / 1e6:g} MHz, fs {acquisition.fs_hz / 1e6:g} MHz)"
+        )
     mask = roi[skip:].astype(bool)
     if not mask.any():
         after = f" after dropping the first {skip} rows" if skip and np.any(roi) else ""
@@ -550,6 +623,7 @@ def _read_meta(mat: dict[str, Any], n: int, path: Path) -> dict[str, Any] | None
         "keys": _as_cellstr(rec["keys"], n, f"{where}, field 'keys'"),
         "patients": _as_cellstr(rec["patients"], n, f"{where}, field 'patients'"),
         "acquisition": OASBUD_ACQUISITION,
+        "declared": False,
     }
     dup = sorted({k for k in meta["keys"] if meta["keys"].count(k) > 1})
     if dup:
@@ -564,7 +638,15 @@ def _read_meta(mat: dict[str, Any], n: int, path: Path) -> dict[str, Any] | None
             vals = [float(np.asarray(a[f]).reshape(-1)[0]) for f in fields]
         except (IndexError, TypeError, ValueError) as exc:
             raise DatasetError(f"{where}, field 'acquisition' must hold one number per field") from exc
+        bad = [f"{f}={v!r}" for f, v in zip(fields, vals) if not (math.isfinite(v) and v > 0)]
+        if bad:
+            raise DatasetError(f"{where}, field 'acquisition' must hold positive finite numbers, got "
+                               + ", ".join(bad))
+        if vals[3] != int(vals[3]) or vals[3] < 2:
+            raise DatasetError(f"{where}, field 'acquisition': n_lines must be an integer of at least 2, "
+                               f"got {vals[3]:g}")
         meta["acquisition"] = Acquisition(vals[0], vals[1], vals[2], int(vals[3]), vals[4])
+        meta["declared"] = True
     return meta
 
 
@@ -672,24 +754,34 @@ def load_oasbud(
         0 or 1; ``birads`` one of :data:`BIRADS_CATEGORIES`; ``rf1``/``rf2``
         non-empty 2-D integer or finite float arrays with more than
         ``skip_samples`` rows; ``roi1``/``roi2`` numeric, only 0 and 1, the
-        shape of their RF, not empty after skipping rows.
+        shape of their RF, not empty after skipping rows. Geometry (see
+        "Geometry checks" in the module docstring): the RF has exactly
+        ``acquisition.n_lines`` columns (510 unless the file's ``uslib``
+        variable declares another acquisition), at least :data:`MIN_LINES`
+        of them, and at least ``acquisition.pulse_samples`` rows left after
+        ``skip_samples`` (16 for OASBUD). A declared acquisition must hold
+        positive finite numbers and an integer ``n_lines`` of at least 2.
 
     Warns
     -----
     UserWarning
         For each repeated lesion id (both lesions are kept, under unique keys).
+        Once per file whose ``uslib`` variable declares an acquisition other
+        than :data:`OASBUD_ACQUISITION`: the scans are read with the declared
+        geometry, and the message names the file, the first record and both
+        geometries.
 
     Examples
     --------
     >>> import tempfile, os
-    >>> rf = np.zeros((30, 510), np.int16); roi = np.zeros((30, 510), bool); roi[25:, 100:200] = True
+    >>> rf = np.zeros((40, 510), np.int16); roi = np.zeros((40, 510), bool); roi[25:, 100:200] = True
     >>> scans = (Scan(rf, roi), Scan(rf, roi))
     >>> ds = Dataset([Lesion("4lw", "4lw", "lw", 1, "4c", scans)], source="example")
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     path = save_oasbud(ds, os.path.join(tmp, "x.mat"))
     ...     back = load_oasbud(path, skip_samples=20)
     >>> back[0].scans[0].rf.shape, back[0].patient, back[0].birads
-    ((10, 510), 'lw', '4c')
+    ((20, 510), 'lw', '4c')
     """
     path = Path(path)
     skip = int(skip_samples)
@@ -702,6 +794,7 @@ def load_oasbud(
     n = len(records)
     meta = _read_meta(mat, n, path)
     acquisition = meta["acquisition"] if meta else OASBUD_ACQUISITION
+    declared = bool(meta and meta["declared"])
 
     ids: list[str] = []
     parsed = []
@@ -710,10 +803,19 @@ def load_oasbud(
         where = f"{path.name}: record {i} (id {rid!r})"
         label = _read_label(rec["class"], where)
         birads = _read_birads(rec["birads"], where)
-        scans = tuple(_read_scan(rec[f"rf{j}"], rec[f"roi{j}"], j, where, skip, acquisition) for j in (1, 2))
+        scans = tuple(_read_scan(rec[f"rf{j}"], rec[f"roi{j}"], j, where, skip, acquisition, declared)
+                      for j in (1, 2))
         ids.append(rid)
         parsed.append((label, birads, scans))
     del mat, records
+    if acquisition != OASBUD_ACQUISITION:
+        others = f" and the other {n - 1} record{'s' if n > 2 else ''} use" if n > 1 else " uses"
+        warnings.warn(
+            f"{path.name}: record 0 (id {ids[0]!r}){others} the file's own acquisition from variable "
+            f"'{_META_VAR}' ({_geometry(acquisition)}), not the OASBUD one ({_geometry(OASBUD_ACQUISITION)})",
+            UserWarning,
+            stacklevel=2,
+        )
 
     keys = meta["keys"] if meta else _unique_keys(ids, path)
     if patients is not None:
