@@ -17,6 +17,16 @@ def main(argv: list[str] | None = None) -> int:
     p_build.add_argument("--profile", default="params/default.yaml")
     args = parser.parse_args(argv)
 
+    from .config import ProfileError
+
+    try:
+        return _dispatch(args)
+    except ProfileError as e:  # a bad profile is the user's to fix: one line, no traceback
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     from . import run
 
     if args.command == "run":
