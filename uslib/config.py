@@ -323,6 +323,8 @@ def _allowed_text(s: Mapping[str, Any]) -> str:
         return "; ".join(a for a in (_allowed_text(x) for x in s["anyOf"]) if a)
     if "enum" in s:
         return " | ".join(str(v) for v in s["enum"])
+    if s.get("type") == "boolean":
+        return "true | false"
     parts = []
     for key, sym in (("exclusiveMinimum", ">"), ("minimum", "≥"), ("exclusiveMaximum", "<"), ("maximum", "≤")):
         if key in s:

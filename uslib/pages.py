@@ -40,56 +40,94 @@ def _kv_table(title: str, items, header: tuple[str, str] = ("item", "value")) ->
 
 
 def parameter_table(notebook_dir: Path | None = None) -> "pandas.DataFrame":  # noqa: F821
-    """One row per (chapter, parameter): default, type, comment and profile values."""
-    import pandas as pd
-    import yaml
+    """One row per parameter of the profile schema (:class:`uslib.config.Profile`).
 
+    Columns: ``parameter``, ``type``, ``allowed`` (values or range),
+    ``default``, ``description``, ``required`` (every profile sets it),
+    ``chapters`` (the notebooks whose ``parameters`` cell declares it, or
+    ``runner``), then one column per profile in ``params/`` (``default.yaml``,
+    ...) with its value (JSON). A profile that fails validation gets no column; its error is in
+    ``table.attrs["invalid_profiles"]`` (name -> message).
+    """
+    import pandas as pd
+
+    from .config import ProfileError, load_profile, parameter_specs
     from .run import NOTEBOOK_DIR, chapters, notebook_parameters
 
-    profiles = {p.stem: yaml.safe_load(p.read_text()) for p in sorted(PROFILE_DIR.glob("*.yaml"))}
-    rows = []
+    declared: dict[str, list[str]] = {}
     for nb in chapters(notebook_dir or NOTEBOOK_DIR):
-        for name, info in notebook_parameters(nb).items():
-            row = {
-                "chapter": nb.stem,
-                "parameter": name,
-                "default": info["default"],
-                "type": info["type"],
-                "meaning": info["help"],
-            }
-            for pname, prof in profiles.items():
-                row[pname] = json.dumps(prof[name]) if name in prof else "—"
-            rows.append(row)
-    return pd.DataFrame(rows)
+        for name in notebook_parameters(nb):
+            declared.setdefault(name, []).append(nb.stem[:2])
+    profiles, invalid = {}, {}
+    for path in sorted(PROFILE_DIR.glob("*.yaml")):
+        try:
+            profiles[path.name] = load_profile(path)
+        except ProfileError as e:
+            invalid[path.name] = str(e)
+    rows = []
+    for name, spec in parameter_specs().items():
+        row = {
+            "parameter": name,
+            "type": spec.type,
+            "allowed": spec.allowed,
+            "default": json.dumps(spec.default),
+            "description": spec.description,
+            "required": "yes" if spec.required else "",
+            "chapters": "runner" if spec.runner_only else ", ".join(declared.get(name, [])),
+        }
+        for pname, values in profiles.items():
+            row[pname] = json.dumps(values[name])
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table.attrs["invalid_profiles"] = invalid
+    return table
 
 
 def parameters_page(notebook_dir: Path | None = None) -> str:
+    """Markdown: the profile schema and every profile's values, from :func:`parameter_table`."""
     table = parameter_table(notebook_dir)
     lines = [
         "# Chapter parameters",
         "",
-        "Read from the `parameters` cell of every notebook in `notebooks/` and from the",
-        "profiles in `params/` when the book was built. A chapter run on its own uses the",
-        "*default* column; `python -m uslib run --profile params/NAME.yaml` passes the profile's",
-        "values. To re-run one chapter with a new value:",
+        "Every parameter is declared once, in `uslib.config.Profile` (type, accepted values,",
+        "default, meaning); this page was generated from that declaration, the notebooks'",
+        "`parameters` cells and the profiles in `params/` when the book was built.",
+        "`python -m uslib run --profile params/NAME.yaml` validates the whole profile before",
+        "any chapter runs and passes each chapter the values it declares; a chapter run on its",
+        "own uses the *default* column and checks its parameters in its first code cell. A",
+        "string is never read as a boolean or a number, and an unknown name is an error. To",
+        "re-run one chapter with a new value:",
         "",
         "```bash",
         ".venv/bin/papermill notebooks/05_cross_validation.ipynb out.ipynb -p svm_c 10",
         "```",
         "",
+        "## Parameters",
+        "",
+        "*required*: every profile file sets it; *chapters*: the notebooks (by number) that",
+        "declare it, or *runner* for a parameter only the runner reads.",
+        "",
     ]
-    for chapter, sub in table.groupby("chapter", sort=True):
-        lines += [f"## `{chapter}`", ""]
-        cols = [c for c in sub.columns if c != "chapter"]
-        lines.append("| " + " | ".join(cols) + " |")
-        lines.append("|" + "---|" * len(cols))
-        for _, r in sub.iterrows():
-            cells = []
-            for c in cols:
-                v = r[c]
-                cells.append(f"`{_md_escape(v)}`" if c in ("parameter", "default") else _md_escape(v))
-            lines.append("| " + " | ".join(cells) + " |")
+    cols = ["parameter", "type", "allowed", "default", "description", "required", "chapters"]
+    lines.append("| " + " | ".join(cols) + " |")
+    lines.append("|" + "---|" * len(cols))
+    for _, r in table.iterrows():
+        cells = [f"`{_md_escape(r[c])}`" if c in ("parameter", "default") else _md_escape(r[c]) for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    profile_cols = [c for c in table.columns if c not in cols]
+    if profile_cols:
+        lines += ["## Profiles", "",
+                  "The value of every parameter in each profile (**bold**: differs from the default).", ""]
+        lines.append("| parameter | " + " | ".join(f"`{c}`" for c in profile_cols) + " |")
+        lines.append("|" + "---|" * (len(profile_cols) + 1))
+        for _, r in table.iterrows():
+            cells = [f"**`{_md_escape(r[c])}`**" if r[c] != r["default"] else f"`{_md_escape(r[c])}`"
+                     for c in profile_cols]
+            lines.append(f"| `{r['parameter']}` | " + " | ".join(cells) + " |")
         lines.append("")
+    for name, message in table.attrs.get("invalid_profiles", {}).items():
+        lines += ["```{warning}", f"`params/{name}` is not a valid profile: {message}", "```", ""]
     return "\n".join(lines)
 
 
