@@ -78,15 +78,22 @@ class ProfileError(ValueError):
     ----------
     source : str
         What the values came from, e.g. ``"profile params/tiny.yaml"`` or
-        ``"chapter 05_cross_validation"``.
-    problems : list of str
-        One line per problem, each starting with the parameter's name.
+        ``"chapter 05_cross_validation"``; alone, the whole message.
+    problems : str or list of str, optional
+        One per problem, each starting with the parameter's name; the message
+        is ``"<source>: <problem>; <problem>"`` (one line).
+
+    Examples
+    --------
+    >>> e = ProfileError("profile x.yaml", ["n_splits: expected an integer, got 'five'"])
+    >>> str(e), e.problems
+    ("profile x.yaml: n_splits: expected an integer, got 'five'", ["n_splits: expected an integer, got 'five'"])
     """
 
-    def __init__(self, source: str, problems: Iterable[str] | str):
+    def __init__(self, source: str, problems: Iterable[str] | str | None = None):
         self.source = str(source)
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        super().__init__(f"{self.source}: " + "; ".join(self.problems))
+        self.problems = [] if problems is None else [problems] if isinstance(problems, str) else list(problems)
+        super().__init__(f"{self.source}: " + "; ".join(self.problems) if self.problems else self.source)
 
 
 # --------------------------------------------------------------------------- #
@@ -495,7 +502,7 @@ def check_folds_feasible(n_splits: int, labels, patients, *, seeds: Iterable[int
     :func:`uslib.evaluation.check_folds`): ``2 <= n_splits <=`` the number of
     patients, and, for every seed, folds with both classes in every training
     set. Call it once the data set is loaded (for OASBUD the patients are
-    known only then); it costs milliseconds.
+    known only then); it costs milliseconds once scikit-learn is imported.
 
     Parameters
     ----------
@@ -568,9 +575,10 @@ def check_folds_feasible(n_splits: int, labels, patients, *, seeds: Iterable[int
 
 
 class _DuplicateKey(yaml.YAMLError):
+    """A key given twice in one YAML mapping; ``str()`` names it and both lines."""
+
     def __init__(self, key: Any, first_line: int, line: int):
         super().__init__(f"{key}: given twice (lines {first_line} and {line})")
-        self.text = f"{key}: given twice (lines {first_line} and {line})"
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -648,7 +656,7 @@ def load_profile(profile: str | os.PathLike, overrides: Mapping[str, Any] | None
     try:
         params = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)
     except _DuplicateKey as e:
-        raise ProfileError(source, e.text) from None
+        raise ProfileError(source, str(e)) from None
     except yaml.YAMLError as e:
         raise ProfileError(source, f"not valid YAML: {e}") from e
     if not isinstance(params, dict):
