@@ -353,10 +353,40 @@ def test_unreadable_chunk_is_recomputed(ds, manifest, baseline, tmp_path):
     shutil.copytree(cache_dir, tmp_path / "c")
     chunk = sorted((tmp_path / "c").glob("inception_v3-*/chunk-*.npz"))[0]
     chunk.write_bytes(b"not an npz")
-    with pytest.warns(RuntimeWarning, match="unreadable"):
+    with pytest.warns(store.DamagedArtefactWarning, match=chunk.name):
         got = _extract(ds, manifest, tmp_path / "c", batch_size=2)
     assert got.n_computed == 2
     _close(got.features, fs.features)
+
+
+def test_one_flipped_byte_in_a_chunk_payload_is_named_and_recomputed(ds, manifest, baseline, tmp_path):
+    fs, cache_dir = baseline
+    import shutil
+
+    shutil.copytree(cache_dir, tmp_path / "c")
+    chunk = sorted((tmp_path / "c").glob("inception_v3-*/chunk-*.npz"))[0]
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside the float32 features: the zip CRC no longer matches
+    chunk.write_bytes(bytes(data))
+    with pytest.warns(store.DamagedArtefactWarning, match=f"{chunk.name}.*CRC"):
+        got = _extract(ds, manifest, tmp_path / "c", batch_size=2)
+    assert got.n_computed == 2 and got.n_cached == len(set(map(str, manifest["image"]))) - 2
+    _close(got.features, fs.features)
+    again = _extract(ds, manifest, tmp_path / "c", batch_size=2)  # repaired: nothing left to compute
+    assert again.n_computed == 0
+
+
+def test_truncated_weights_sidecar_is_named_and_rewritten(ds, manifest, baseline, tmp_path):
+    fs, cache_dir = baseline
+    import shutil
+
+    shutil.copytree(cache_dir, tmp_path / "c")
+    side = next((tmp_path / "c").glob("inception_v3-*/weights.json"))
+    side.write_text(side.read_text()[:20])
+    with pytest.warns(store.DamagedArtefactWarning, match="weights.json"):
+        got = _extract(ds, manifest, tmp_path / "c", batch_size=2)
+    assert got.n_computed == 0
+    assert store.load_json(side)["backbone"] == "inception_v3"
 
 
 def test_irreproducible_random_init_is_detected(ds, manifest, baseline, tmp_path):
@@ -396,3 +426,18 @@ def test_weights_path_of_other_backbone_is_not_used(tmp_path):
     (tmp_path / vgg.weights_file).write_bytes(b"vgg stand-in")
     info = F.resolve_weights("vgg19", weights_path=tmp_path / inc.weights_file, allow_download=False)
     assert info.source == f"weights_path: {tmp_path / vgg.weights_file}" and info.kind == "custom"
+
+
+def test_a_code_edit_in_the_features_stage_recomputes_the_features(ds, manifest, baseline, tmp_path, monkeypatch):
+    fs, cache_dir = baseline
+    import shutil
+
+    shutil.copytree(cache_dir, tmp_path / "c")
+    assert _extract(ds, manifest, tmp_path / "c", batch_size=2).n_computed == 0
+    pkg = tmp_path / "uslib"
+    shutil.copytree(store.PACKAGE_DIR, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    (pkg / "augmentation.py").write_text((pkg / "augmentation.py").read_text() + "\n\nEDITED = True\n")
+    monkeypatch.setattr(store, "PACKAGE_DIR", pkg)
+    got = _extract(ds, manifest, tmp_path / "c", batch_size=2)
+    assert got.n_computed == len(manifest) and got.n_cached == 0
+    _close(got.features, fs.features)  # same code path in fact: the same numbers, recomputed

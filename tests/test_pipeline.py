@@ -8,12 +8,12 @@ import pytest
 
 from uslib import pipeline
 from uslib.data import Dataset
-from uslib.run import update_run_record
+from uslib.store import update_run_record
 
 
 def test_phantom_is_simulated_once_and_read_back_through_the_loader(tmp_path):
     ds = pipeline.get_dataset(tmp_path, data_source="phantom", n_lesions=3, data_seed=1)
-    files = list(tmp_path.glob("phantom-*.mat"))
+    files = list(tmp_path.glob("data/phantom-*.mat"))
     assert len(files) == 1
     mtime = files[0].stat().st_mtime_ns
     again = pipeline.get_dataset(tmp_path, data_source="phantom", n_lesions=3, data_seed=1)
@@ -25,7 +25,7 @@ def test_phantom_is_simulated_once_and_read_back_through_the_loader(tmp_path):
     assert all(s.rf.shape[0] == ds_s.rf.shape[0] for s, ds_s in zip(ds[0].scans, again[0].scans))
     other = pipeline.get_dataset(tmp_path, data_source="phantom", n_lesions=3, data_seed=2)
     assert other.fingerprint != ds.fingerprint
-    assert len(list(tmp_path.glob("phantom-*.mat"))) == 2
+    assert len(list(tmp_path.glob("data/phantom-*.mat"))) == 2
 
 
 def test_missing_oasbud_file_says_where_to_get_it(tmp_path):
@@ -57,3 +57,116 @@ def test_run_record_merges_sections(tmp_path):
     rec = update_run_record(tmp_path, stage_seconds={"b": 2.0})
     assert rec["stage_seconds"] == {"a": 1.0, "b": 2.0} and rec["profile"] == "x"
     assert pipeline.run_record(tmp_path) == rec
+
+
+# --------------------------------------------------------------------------- #
+# Every artefact is a function of data, code and parameters
+# --------------------------------------------------------------------------- #
+
+import shutil
+import warnings
+
+import numpy as np
+
+from uslib import store
+
+
+@pytest.fixture(scope="module")
+def phantom_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    ds = pipeline.get_dataset(run_dir, data_source="phantom", n_lesions=12, data_seed=0)
+    manifest = pipeline.get_manifest(ds, dynamic_ranges_db=(40, 60), margins_mm=(5,))
+    rng = np.random.default_rng(0)
+    # stand-in features (no network): class signal plus noise, one row per image
+    X = rng.standard_normal((len(manifest), 8)) + manifest["label"].to_numpy()[:, None] * 0.8
+    return {"run_dir": run_dir, "ds": ds, "manifest": manifest, "fs": SimpleNamespace(features=X, backbone="toy")}
+
+
+def _matrix(run, manifest=None, **kw):
+    kw = {"ranges": (40, 60), "n_splits": 3, "cv_seed": 0, **kw}
+    return pipeline.get_matrix(run["run_dir"], run["fs"], run["manifest"] if manifest is None else manifest, **kw)
+
+
+def _result_dirs(run):
+    return {p.name for p in (run["run_dir"] / "results").iterdir()}
+
+
+def test_regrouped_patients_give_new_results_with_new_folds(phantom_run, tmp_path):
+    run = phantom_run
+    before = _matrix(run)
+    dirs = _result_dirs(run)
+    # merge the 12 lesions into 6 patients, each holding one benign and one malignant lesion
+    ds = run["ds"]
+    ben = [les.key for les in ds if les.label == 0]
+    mal = [les.key for les in ds if les.label == 1]
+    pairs = list(zip(ben, mal)) + [(k,) for k in ben[len(mal):] + mal[len(ben):]]
+    rows = [f"{k},P{i % 6}" for i, group in enumerate(pairs) for k in group]
+    csv = tmp_path / "patients.csv"
+    csv.write_text("id,patient\n" + "\n".join(rows) + "\n")
+    ds6 = pipeline.get_dataset(run["run_dir"], data_source="phantom", n_lesions=12, data_seed=0,
+                               patients_csv=str(csv))
+    assert ds6.fingerprint != ds.fingerprint and len(set(ds6.patients)) == 6
+    manifest6 = pipeline.get_manifest(ds6, dynamic_ranges_db=(40, 60), margins_mm=(5,))
+    after = _matrix(run, manifest6)
+    assert _result_dirs(run) - dirs, "a new result was computed"
+    assert after.lesions["patient"].nunique() == 6 and before.lesions["patient"].nunique() > 6
+    folds_before = [sorted(te.tolist()) for _, te in before.folds]
+    folds_after = [sorted(te.tolist()) for _, te in after.folds]
+    assert folds_after != folds_before
+    for _, te in after.folds:  # patient-level: no patient on both sides of a fold
+        test_patients = set(after.lesions["patient"].iloc[te])
+        assert not test_patients & set(after.lesions["patient"].drop(index=te))
+
+
+def test_flipped_labels_give_new_results(phantom_run):
+    run = phantom_run
+    before = _matrix(run)
+    dirs = _result_dirs(run)
+    flipped = run["manifest"].assign(label=1 - run["manifest"]["label"])
+    after = _matrix(run, flipped)
+    assert _result_dirs(run) - dirs, "a new result was computed"
+    np.testing.assert_array_equal(after.lesions["label"].to_numpy(), 1 - before.lesions["label"].to_numpy())
+    assert not after.table["auc"].equals(before.table["auc"])
+
+
+def test_a_code_edit_in_evaluation_recomputes_results_and_nothing_upstream(phantom_run, tmp_path, monkeypatch):
+    run = phantom_run
+    _matrix(run)
+    dirs = _result_dirs(run)
+    phantom_file = next((run["run_dir"] / "data").glob("phantom-*.mat"))
+    mtime = phantom_file.stat().st_mtime_ns
+    pkg = tmp_path / "uslib"
+    shutil.copytree(store.PACKAGE_DIR, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    (pkg / "evaluation.py").write_text((pkg / "evaluation.py").read_text() + "\n\nEDITED = True\n")
+    monkeypatch.setattr(store, "PACKAGE_DIR", pkg)
+    again = _matrix(run)
+    assert len(_result_dirs(run) - dirs) == 1, "the edited stage recomputed its result"
+    ds = pipeline.get_dataset(run["run_dir"], data_source="phantom", n_lesions=12, data_seed=0)
+    assert phantom_file.stat().st_mtime_ns == mtime, "the data set upstream was not rebuilt"
+    assert ds.fingerprint == run["ds"].fingerprint and len(again.lesions) == 12
+
+
+def test_a_damaged_result_is_named_and_recomputed(phantom_run, monkeypatch):
+    run = phantom_run
+    monkeypatch.delenv(store.EVENTS_ENV, raising=False)
+    first = _matrix(run, svm_c=3.0)
+    out = next(p for p in (run["run_dir"] / "results").iterdir() if (p / "matrix.csv").exists()
+               and store.load_json(p / "metrics.json")["results"]["toy"]["params"].get("svm_c") == 3.0)
+    (out / "predictions.csv").write_text((out / "predictions.csv").read_text()[:200])
+    with pytest.warns(store.DamagedArtefactWarning, match="predictions.csv"):
+        again = _matrix(run, svm_c=3.0)
+    assert again.table["auc"].tolist() == first.table["auc"].tolist()
+    assert store.verify_dir(out) == out
+
+
+def test_a_truncated_phantom_file_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.delenv(store.EVENTS_ENV, raising=False)
+    ds = pipeline.get_dataset(tmp_path, data_source="phantom", n_lesions=2, data_seed=3)
+    path = next((tmp_path / "data").glob("phantom-*.mat"))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.warns(store.DamagedArtefactWarning, match=path.name):
+        again = pipeline.get_dataset(tmp_path, data_source="phantom", n_lesions=2, data_seed=3)
+    assert again.fingerprint == ds.fingerprint
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pipeline.get_dataset(tmp_path, data_source="phantom", n_lesions=2, data_seed=3)

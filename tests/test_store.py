@@ -39,3 +39,119 @@ def test_npz_round_trip_and_object_arrays_refused(tmp_path):
     assert back["keys"].tolist() == ["x", "y"]
     with pytest.raises(TypeError, match="object"):
         save_npz(tmp_path / "b.npz", o=np.array([{"a": 1}], dtype=object))
+
+
+# --------------------------------------------------------------------------- #
+# Verified reads, seals, damage reports, code fingerprints, the run record
+# --------------------------------------------------------------------------- #
+
+import json
+import shutil
+import warnings
+
+import pandas as pd
+
+from uslib import store
+
+
+def test_a_flipped_byte_in_an_npz_payload_is_a_named_damaged_artefact(tmp_path):
+    path = save_npz(tmp_path / "c.npz", keys=np.array(["a", "b"]), features=np.ones((2, 512), np.float32))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(store.DamagedArtefact, match="c.npz.*CRC"):
+        load_npz(path)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(store.DamagedArtefact, match="c.npz"):
+        load_npz(path)
+
+
+def test_truncated_json_is_a_named_damaged_artefact(tmp_path):
+    path = save_json(tmp_path / "w.json", {"a": list(range(10))})
+    path.write_text(path.read_text()[:15])
+    with pytest.raises(store.DamagedArtefact, match="w.json.*not valid JSON"):
+        load_json(path)
+
+
+def test_sealed_csv_detects_truncation_and_an_unfinished_write(tmp_path):
+    df = pd.DataFrame({"lesion": ["a", "b", "c"], "p": [0.1, 0.5, 0.9]})
+    path = store.save_csv(tmp_path / "t.csv", df)
+    pd.testing.assert_frame_equal(store.load_csv(path), df)
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:-1]))  # a valid but shorter CSV
+    with pytest.raises(store.DamagedArtefact, match="t.csv.*differs from its seal"):
+        store.load_csv(path)
+    (tmp_path / "t.csv.sha256").unlink()
+    with pytest.raises(store.DamagedArtefact, match="no seal"):
+        store.load_csv(path)
+    with pytest.raises(FileNotFoundError):
+        store.load_csv(tmp_path / "never.csv")
+
+
+def test_sealed_folder(tmp_path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    (folder / "a.csv").write_text("x\n1\n")
+    (folder / "m.json").write_text("{}")
+    with pytest.raises(store.DamagedArtefact, match="no seal"):
+        store.verify_dir(folder)
+    store.seal_dir(folder)
+    assert store.verify_dir(folder) == folder
+    (folder / "a.csv").write_text("x\n2\n")
+    with pytest.raises(store.DamagedArtefact, match="a.csv"):
+        store.verify_dir(folder)
+
+
+def test_load_or_compute_reports_and_recomputes_a_damaged_file(tmp_path, monkeypatch):
+    path = tmp_path / "x.csv"
+    store.save_csv(path, pd.DataFrame({"v": [1, 2]}))
+    path.write_text("v\n9\n")
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return store.save_csv(path, pd.DataFrame({"v": [1, 2]}))
+
+    monkeypatch.delenv(store.EVENTS_ENV, raising=False)
+    with pytest.warns(store.DamagedArtefactWarning, match="x.csv"):
+        store.load_or_compute(lambda: store.load_csv(path), compute)
+    assert calls == [1] and store.load_csv(path)["v"].tolist() == [1, 2]
+    # under the runner the report goes to the events file, not to the page
+    events = tmp_path / "events.jsonl"
+    monkeypatch.setenv(store.EVENTS_ENV, str(events))
+    path.write_text("v\n9\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        store.load_or_compute(lambda: store.load_csv(path), compute)
+    got, offset = store.read_events(events)
+    assert [e["path"] for e in got] == [str(path)] and offset == events.stat().st_size
+    assert store.read_events(events, start=offset) == ([], offset)
+
+
+def test_code_fingerprint_follows_computation_not_prose(tmp_path):
+    pkg = tmp_path / "uslib"
+    shutil.copytree(store.PACKAGE_DIR, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    before = {m: store.code_fingerprint(m, package_dir=pkg) for m in ("phantom", "features", "evaluation")}
+    src = (pkg / "evaluation.py").read_text()
+    (pkg / "evaluation.py").write_text(src.replace('"""', '"""Edited prose. ', 1) + "\n# a comment\n")
+    assert {m: store.code_fingerprint(m, package_dir=pkg) for m in before} == before
+    (pkg / "evaluation.py").write_text(src + "\n\ndef _edited():\n    return 1\n")
+    after = {m: store.code_fingerprint(m, package_dir=pkg) for m in before}
+    assert after["evaluation"] != before["evaluation"]
+    assert after["features"] == before["features"] and after["phantom"] == before["phantom"]
+    (pkg / "reconstruction.py").write_text((pkg / "reconstruction.py").read_text() + "\nEDIT = 1\n")
+    assert store.code_fingerprint("features", package_dir=pkg) != before["features"], "features import reconstruction"
+    assert store.code_fingerprint("phantom", package_dir=pkg) == before["phantom"]
+
+
+def test_run_record_sections_merge_and_none_removes(tmp_path):
+    store.update_run_record(tmp_path, a={"x": 1}, b=1)
+    rec = store.update_run_record(tmp_path, a={"y": 2}, b=None)
+    assert rec == {"a": {"x": 1, "y": 2}}
+
+
+def test_a_damaged_run_record_names_the_file_and_the_way_out(tmp_path):
+    store.update_run_record(tmp_path, profile="x", stage_seconds={"a": 1.0})
+    path = tmp_path / "run.json"
+    path.write_text(path.read_text()[:10])
+    with pytest.raises(store.DamagedRecord, match=rf"{path}.*delete it \(rm {path}\)"):
+        store.read_run_record(tmp_path)

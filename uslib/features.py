@@ -49,7 +49,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from . import __version__  # noqa: E402
 from . import store  # noqa: E402
 
 __all__ = [
@@ -65,6 +64,7 @@ __all__ = [
     "preprocess",
     "feature_function",
     "extract_features",
+    "image_content_keys",
 ]
 
 _KERAS_APPS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
@@ -623,25 +623,61 @@ class FeatureSet:
         )
 
 
-def _feature_dir(cache_dir, bb: Backbone, info: WeightsInfo) -> Path:
-    return Path(cache_dir) / f"{bb.name}-{info.fingerprint}"
+def _scan_chunks(folder: Path) -> tuple[dict[str, tuple[Path, int]], dict[Path, np.ndarray]]:
+    """Index of the cache: image cache key -> (chunk file, row), and each chunk's features.
 
-
-def _scan_chunks(folder: Path) -> dict[str, tuple[Path, int]]:
-    """Index of the cache: image cache key -> (chunk file, row)."""
+    Every chunk is read whole, so its zip CRCs are checked; a damaged chunk is
+    reported (:func:`uslib.store.report_damage`), removed, and its images are
+    recomputed.
+    """
     index: dict[str, tuple[Path, int]] = {}
+    payload: dict[Path, np.ndarray] = {}
     if not folder.is_dir():
-        return index
+        return index, payload
     for path in sorted(folder.glob("chunk-*.npz")):
         try:
-            with np.load(path, allow_pickle=False) as z:
-                keys = z["keys"]
-        except Exception as exc:  # unreadable chunk: recompute its images
-            warnings.warn(f"ignoring unreadable feature cache chunk {path}: {exc}", RuntimeWarning, stacklevel=3)
+            z = store.load_npz(path)
+            keys, feats = z["keys"], z["features"]
+            if feats.ndim != 2 or len(keys) != len(feats):
+                raise store.DamagedArtefact(path, f"keys {keys.shape} and features {feats.shape} disagree")
+        except KeyError as exc:
+            store.report_damage(store.DamagedArtefact(path, f"member {exc} missing"), action="recomputing its images")
             continue
+        except store.DamagedArtefact as exc:
+            store.report_damage(exc, action="recomputing its images")
+            continue
+        payload[path] = feats
         for row, k in enumerate(keys.tolist()):
             index[str(k)] = (path, row)
-    return index
+    return index, payload
+
+
+def _read_sidecar(folder: Path) -> dict | None:
+    """``weights.json`` of a feature folder, or None (a damaged one is reported and rewritten)."""
+    side = folder / "weights.json"
+    if not side.is_file():
+        return None
+    try:
+        stored = store.load_json(side)
+    except store.DamagedArtefact as exc:
+        store.report_damage(exc, action="rewriting it")
+        return None
+    return stored if isinstance(stored, dict) else None
+
+
+def image_content_keys(dataset) -> dict[str, str]:
+    """Content fingerprint of each lesion's images' inputs: RF, ROI and acquisition of its scans.
+
+    Labels and patients are left out: they do not change an image, so
+    regrouping patients or correcting a label reuses the features.
+    """
+    out = {}
+    for les in dataset:
+        parts = []
+        for s in les.scans:
+            parts += [np.asarray(s.rf), np.packbits(np.ascontiguousarray(s.roi, dtype=bool))]
+        out[les.key] = store.key(store.array_digest(*parts), [repr(s.acquisition) for s in les.scans])
+    return out
 
 
 def _write_chunk(folder: Path, keys: Sequence[str], features: np.ndarray) -> Path:
@@ -651,13 +687,10 @@ def _write_chunk(folder: Path, keys: Sequence[str], features: np.ndarray) -> Pat
 
 
 def _check_sidecar(folder: Path, info: WeightsInfo) -> None:
-    side = folder / "weights.json"
-    if info.values_sha256 is None or not side.is_file():
+    stored = _read_sidecar(folder)
+    if info.values_sha256 is None or stored is None:
         return
-    try:
-        stored = store.load_json(side).get("values_sha256")
-    except Exception:  # pragma: no cover - unreadable sidecar is rewritten
-        return
+    stored = stored.get("values_sha256")
     if stored and stored != info.values_sha256:
         raise RuntimeError(
             f"feature cache {folder} was filled by a model whose weight values hash to {stored}, but the "
@@ -686,8 +719,12 @@ def extract_features(
     (:func:`uslib.augmentation.iter_images`), preprocessed
     (:func:`preprocess`) and run through the network in batches by a compiled
     function (:func:`feature_function`). Features are cached per image under
-    ``cache_dir`` with the key ``uslib.cache.key(dataset.fingerprint,
-    image_key(row), size_px, backbone, weights fingerprint, uslib version)``,
+    ``cache_dir`` with the key ``uslib.store.key(image content, image_key(row),
+    size_px, backbone, weights fingerprint, code fingerprint)`` — the image
+    content is the RF, ROI and acquisition of the lesion's scans
+    (:func:`image_content_keys`), the code fingerprint covers this module,
+    the reconstruction and augmentation it calls, and the TensorFlow/Keras
+    versions (:func:`uslib.store.code_fingerprint`) —
     one ``.npz`` chunk per batch written atomically, so an interrupted run
     loses at most one batch and a rerun (or a manifest with more dynamic
     ranges or margins) computes only the missing images. The network is not
@@ -726,11 +763,13 @@ def extract_features(
     info = resolve_weights(
         bb, weights=weights, weights_path=weights_path, strict=strict, seed=seed, allow_download=allow_download
     )
-    folder = _feature_dir(cache_dir, bb, info)
+    folder = store.feature_dir(cache_dir, bb.name, info.fingerprint)
 
     n = len(manifest)
+    content = image_content_keys(dataset)
+    code = store.code_fingerprint("features", packages=("tensorflow", "tensorflow-cpu", "keras", "numpy", "scipy"))
     keys = [
-        store.key(dataset.fingerprint, image_key(row), bb.size_px, bb.name, info.fingerprint, __version__)
+        store.key(content[row.lesion], image_key(row), bb.size_px, bb.name, info.fingerprint, code)
         for row in manifest.itertuples(index=False)
     ]
     positions_of: dict[str, list[int]] = {}
@@ -738,7 +777,7 @@ def extract_features(
         positions_of.setdefault(k, []).append(pos)
     out = np.empty((n, bb.n_features), np.float32)
 
-    index = _scan_chunks(folder)
+    index, payload = _scan_chunks(folder)
     missing = [k for k in positions_of if k not in index]
 
     n_computed = 0
@@ -768,11 +807,11 @@ def extract_features(
             bar.close()
         if n_computed != len(missing):
             raise RuntimeError(f"{bb.name}: iter_images gave {n_computed} of {len(missing)} missing images")
-    elif not (folder / "weights.json").is_file():
-        store.save_json(folder / "weights.json", {"backbone": bb.name, **info.to_dict()})
     else:
-        stored = store.load_json(folder / "weights.json")
-        if stored.get("values_sha256"):
+        stored = _read_sidecar(folder)
+        if stored is None:
+            store.save_json(folder / "weights.json", {"backbone": bb.name, **info.to_dict()})
+        elif stored.get("values_sha256"):
             info = replace(info, values_sha256=stored["values_sha256"])
 
     by_chunk: dict[Path, list[tuple[str, int]]] = {}
@@ -781,7 +820,7 @@ def extract_features(
             path, row = index[k]
             by_chunk.setdefault(path, []).append((k, row))
     for path, items in by_chunk.items():
-        feats = store.load_npz(path)["features"]
+        feats = payload[path]
         if feats.ndim != 2 or feats.shape[1] != bb.n_features:
             raise RuntimeError(f"feature cache chunk {path}: shape {feats.shape}, expected (b, {bb.n_features})")
         for k, row in items:

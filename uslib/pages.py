@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .store import atomic_path, load_json
+from .store import DamagedArtefact, atomic_path, load_json, read_run_record
 from .config import PROFILE_DIR, REPO_ROOT
 
 __all__ = [
@@ -135,7 +135,7 @@ def provenance_page(run_dir: str | os.PathLike) -> str:
     """Markdown summary of ``<run_dir>/run.json``."""
     run_dir = Path(run_dir)
     path = run_dir / "run.json"
-    rec = load_json(path) if path.exists() else {}
+    rec = read_run_record(run_dir)
     prov = rec.get("provenance", {})
     lines = [
         "# Provenance",
@@ -147,7 +147,9 @@ def provenance_page(run_dir: str | os.PathLike) -> str:
         "",
         "| item | value |",
         "|---|---|",
+        f"| run id | `{rec.get('run_id')}` |",
         f"| profile | `{rec.get('profile')}` |",
+        f"| status | {rec.get('status')} |",
         f"| started (UTC) | {rec.get('started')} |",
         f"| finished (UTC) | {rec.get('finished')} |",
         f"| git commit | `{prov.get('git_commit')}` |",
@@ -205,7 +207,7 @@ def benchmarks_page(run_dir: str | os.PathLike | None = None, bench_dir: Path | 
     lines += [f"| {n} | {w} | {t} |" for n, w, t in TARGETS]
     lines.append("")
     if run_dir is not None and (Path(run_dir) / "run.json").exists():
-        rec = load_json(Path(run_dir) / "run.json")
+        rec = read_run_record(run_dir)
         st = rec.get("stage_seconds", {})
         if st:
             table = _kv_table("This build", st.items(), ("stage", "seconds"))

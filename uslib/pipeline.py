@@ -4,7 +4,9 @@ Every chapter calls these functions with its parameters. Each returns the
 artefact it names, reading it from ``run_dir`` when an artefact with the same
 inputs exists and computing (and atomically writing) it otherwise, so a chapter
 run on its own recomputes only what is missing or stale. Each also records
-what it used in ``run_dir/run.json``.
+what it used in ``run_dir/run.json``. Where and how artefacts are stored, and
+what their keys cover, is :mod:`uslib.store`'s business; this module only
+decides what to compute.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 
-from . import __version__
-from .store import key
+from . import store
 from .config import resolve_path
 
 __all__ = [
@@ -25,22 +27,25 @@ __all__ = [
     "get_manifest",
     "get_features",
     "get_matrix",
+    "get_handcrafted_features",
+    "get_curves",
+    "get_baselines",
+    "features_key",
     "run_status",
     "status_banner",
     "run_record",
 ]
 
+#: Columns read back as strings from the robustness CSVs.
+_STR_COLUMNS = {"backbone": str, "policy": str, "family": str, "lesion": str, "patient": str,
+                "feature_set": str}
 
-def _run_dir(run_dir: str | os.PathLike) -> Path:
-    p = resolve_path(run_dir)
-    p.mkdir(parents=True, exist_ok=True)
-    return p
+#: Manifest columns that define a result: which images, of which lesion, patient and class.
+_MANIFEST_KEY_COLUMNS = ("lesion", "patient", "label", "scan", "margin_mm", "dynamic_range_db")
 
 
-def _record(run_dir: Path, **sections: Any) -> None:
-    from .run import update_run_record
-
-    update_run_record(run_dir, **sections)
+def _stage_seconds(run_dir, name: str, t0: float) -> None:
+    store.update_run_record(run_dir, stage_seconds={name: round(time.perf_counter() - t0, 2)})
 
 
 def get_dataset(
@@ -56,8 +61,10 @@ def get_dataset(
     """The run's data set, read through the OASBUD loader.
 
     ``data_source="phantom"`` simulates ``n_lesions`` lesions (seeded) once,
-    writes them in the OASBUD schema to ``run_dir`` and reads that file back;
-    ``"oasbud"`` reads ``oasbud_path`` (``"download"`` fetches the Zenodo file).
+    writes them in the OASBUD schema to the run directory
+    (:func:`uslib.store.phantom_path`, sealed) and reads that file back; a
+    damaged or unsealed file is reported and simulated again. ``"oasbud"``
+    reads ``oasbud_path`` (``"download"`` fetches the Zenodo file).
 
     Returns
     -------
@@ -65,19 +72,23 @@ def get_dataset(
     """
     from .data import fetch_oasbud, load_oasbud
 
-    rdir = _run_dir(run_dir)
+    rdir = store.run_path(run_dir)
     patients = str(resolve_path(patients_csv)) if patients_csv else None
     t0 = time.perf_counter()
     if data_source == "phantom":
         from . import phantom
+        from .data import save_oasbud
 
-        version = getattr(phantom, "PHANTOM_VERSION", __version__)
-        path = rdir / f"phantom-n{int(n_lesions)}-seed{int(data_seed)}-{key(version, n_lesions, data_seed)}.mat"
-        if not path.exists():
-            from .data import save_oasbud
+        path = store.phantom_path(rdir, n_lesions=n_lesions, seed=data_seed,
+                                  key_=store.key(store.code_fingerprint("phantom"), int(n_lesions), int(data_seed)))
 
+        def simulate():
             # Uncompressed: several times faster to write and read than the compressed default.
             save_oasbud(phantom.simulate_dataset(int(n_lesions), seed=int(data_seed)), path, compress=False)
+            store.seal(path)
+            return path
+
+        store.load_or_compute(lambda: store.verify(path), simulate)
     elif data_source == "oasbud":
         if oasbud_path in (None, ""):
             raise ValueError("data_source='oasbud' needs oasbud_path: a path to OASBUD.mat, or 'download'")
@@ -93,7 +104,7 @@ def get_dataset(
     else:
         raise ValueError(f"data_source must be 'phantom' or 'oasbud', not {data_source!r}")
     ds = load_oasbud(path, skip_samples=int(skip_samples), patients=patients)
-    _record(
+    store.update_run_record(
         rdir,
         dataset={
             "source": data_source,
@@ -104,17 +115,26 @@ def get_dataset(
             "n_patients": len(set(ds.patients)),
             "fingerprint": ds.fingerprint,
             "skip_samples": int(skip_samples),
+            "patients_csv": patients,
         },
         stage_seconds={"load_dataset": round(time.perf_counter() - t0, 2)},
     )
     return ds
 
 
-def get_manifest(dataset, *, dynamic_ranges_db: Sequence[float], margins_mm: Sequence[float]):
-    """The image-set manifest (cheap; recomputed every time, never stale)."""
+def get_manifest(dataset, *, dynamic_ranges_db: Sequence[float], margins_mm: Sequence[float],
+                 run_dir: str | os.PathLike | None = None):
+    """The image-set manifest (cheap; recomputed every time, never stale).
+
+    With ``run_dir`` it is also written to ``<run_dir>/manifest.csv`` for
+    readers who want the table outside the book.
+    """
     from .augmentation import image_set
 
-    return image_set(dataset, dynamic_ranges_db=tuple(dynamic_ranges_db), margins_mm=tuple(margins_mm))
+    manifest = image_set(dataset, dynamic_ranges_db=tuple(dynamic_ranges_db), margins_mm=tuple(margins_mm))
+    if run_dir is not None:
+        store.save_csv(store.run_path(run_dir) / "manifest.csv", manifest)
+    return manifest
 
 
 def get_features(
@@ -144,12 +164,13 @@ def get_features(
     """
     from .features import extract_features
 
-    rdir = _run_dir(run_dir)
+    rdir = store.run_path(run_dir)
+    t0 = time.perf_counter()
     fs = extract_features(
         dataset,
         manifest,
         backbone,
-        cache_dir=rdir / "features",
+        cache_dir=store.features_root(rdir),
         weights=None if weights in ("random", None) else weights,
         weights_path=str(resolve_path(weights_path)) if weights_path else None,
         strict=bool(strict_weights),
@@ -158,16 +179,21 @@ def get_features(
         progress=progress,
         allow_download=allow_download,
     )
-    _record(rdir, weights={backbone: dict(fs.weights)})
+    sections: dict[str, Any] = {"weights": {backbone: dict(fs.weights)}}
+    if fs.n_computed:
+        sections["stage_seconds"] = {f"features_{backbone}": round(time.perf_counter() - t0, 2)}
+    store.update_run_record(rdir, **sections)
     return fs
 
 
 def features_key(features: np.ndarray) -> str:
     """A content hash of a feature matrix (for keying what is computed from it)."""
-    import hashlib
+    return store.array_digest(np.asarray(features))
 
-    a = np.ascontiguousarray(features)
-    return hashlib.sha256(a.tobytes() + repr((a.shape, a.dtype.str)).encode()).hexdigest()[:16]
+
+def _manifest_key(manifest: pd.DataFrame) -> list:
+    cols = [c for c in _MANIFEST_KEY_COLUMNS if c in manifest.columns]
+    return [cols, manifest[cols].astype(str).values.tolist()]
 
 
 def get_matrix(
@@ -182,11 +208,13 @@ def get_matrix(
     standardize: bool = True,
     n_repeats: int = 1,
 ):
-    """The Train×Test matrix of one backbone, from ``run_dir/results/<key>/`` or computed.
+    """The Train×Test matrix of one backbone, from ``run_dir/results/<backbone>-<key>/`` or computed.
 
-    The key covers the features' content, the manifest, the CV parameters and
-    the library version: another ``svm_c`` is another result, the features are
-    reused.
+    The key covers the features' content, the manifest (images, lesions,
+    patients, labels), the CV parameters and the code of
+    :mod:`uslib.evaluation` with the versions of numpy, scipy and
+    scikit-learn: another ``svm_c`` or another patient grouping is another
+    result; the features are reused.
 
     Returns
     -------
@@ -194,33 +222,184 @@ def get_matrix(
     """
     from . import evaluation as ev
 
-    rdir = _run_dir(run_dir)
-    cols = ["lesion", "scan", "margin_mm", "dynamic_range_db"]
-    k = key(
+    rdir = store.run_path(run_dir)
+    k = store.key(
         features_key(feature_set.features),
-        manifest[cols].astype(str).values.tolist(),
+        _manifest_key(manifest),
         feature_set.backbone,
-        list(map(float, ranges)), n_splits, cv_seed, float(svm_c), bool(standardize), n_repeats,
-        __version__,
+        list(map(float, ranges)), int(n_splits), int(cv_seed), float(svm_c), bool(standardize), int(n_repeats),
+        store.code_fingerprint("evaluation", packages=("numpy", "scipy", "scikit-learn", "pandas")),
     )
-    out = rdir / "results" / f"{feature_set.backbone}-{k}"
-    if (out / "metrics.json").exists():
+    out = store.results_dir(rdir, feature_set.backbone, k)
+
+    def compute():
+        t0 = time.perf_counter()
+        result = ev.reconstruction_matrix(
+            feature_set.features,
+            manifest,
+            backbone=feature_set.backbone,
+            ranges=tuple(ranges),
+            n_splits=int(n_splits),
+            seed=int(cv_seed),
+            svm_c=float(svm_c),
+            standardize=bool(standardize),
+            n_repeats=int(n_repeats),
+        )
+        ev.save_results(result, out)
+        store.seal_dir(out)
+        _stage_seconds(rdir, f"cv_{feature_set.backbone}", t0)
+        return result
+
+    def load():
+        store.verify_dir(out)
         return ev.load_results(out)[0]
-    t0 = time.perf_counter()
-    result = ev.reconstruction_matrix(
-        feature_set.features,
-        manifest,
-        backbone=feature_set.backbone,
-        ranges=tuple(ranges),
-        n_splits=int(n_splits),
-        seed=int(cv_seed),
-        svm_c=float(svm_c),
-        standardize=bool(standardize),
-        n_repeats=int(n_repeats),
-    )
-    ev.save_results(result, out)
-    _record(rdir, stage_seconds={f"cv_{feature_set.backbone}": round(time.perf_counter() - t0, 2)})
-    return result
+
+    return store.load_or_compute(load, compute)
+
+
+# --------------------------------------------------------------------------- #
+# The robustness chapter (beyond the paper)
+# --------------------------------------------------------------------------- #
+
+
+def _load_csvs(*paths: Path) -> list[pd.DataFrame]:
+    frames = [store.load_csv(p, dtype=_STR_COLUMNS) for p in paths]
+    for df in frames:
+        if "seen" in df.columns:
+            df["seen"] = df["seen"].astype(bool)
+    return frames
+
+
+def _folds_key(folds) -> list:
+    return [[np.asarray(tr, int).tolist(), np.asarray(te, int).tolist()] for tr, te in folds]
+
+
+def _get_csvs(paths: Sequence[Path], compute) -> list[pd.DataFrame]:
+    """Load sealed CSVs, or ``compute()`` -> frames (written in order; the first path marks completion last)."""
+    def run():
+        frames = compute()
+        for p, df in list(zip(paths, frames))[::-1]:
+            store.save_csv(p, df)
+        return _load_csvs(*paths)
+
+    def load():
+        for p in paths:
+            store.verify(p)
+        return _load_csvs(*paths)
+
+    return store.load_or_compute(load, run)
+
+
+def get_handcrafted_features(run_dir: str | os.PathLike, dataset) -> pd.DataFrame:
+    """:func:`uslib.robustness.handcrafted_features`, cached in ``<run_dir>/robustness/``.
+
+    The key covers the data set's fingerprint (content, patients, labels) and
+    the code of the QUS and morphology features.
+    """
+    from . import robustness as rb
+
+    rdir = store.run_path(run_dir)
+    k = store.key(dataset.fingerprint, store.code_fingerprint("robustness", packages=("numpy", "scipy")))
+    path = store.robustness_path(rdir, "handcrafted", k)
+
+    def compute():
+        t0 = time.perf_counter()
+        table = rb.handcrafted_features(dataset)
+        _stage_seconds(rdir, "handcrafted_features", t0)
+        return [table]
+
+    return _get_csvs([path], compute)[0]
+
+
+def get_curves(run_dir: str | os.PathLike, feature_set, manifest: pd.DataFrame, continuous_mask=None, *,
+               policies=None, test_ranges_db: Sequence[float] | None = None,
+               train_ranges_db: Sequence[float] = (40, 50, 60),
+               continuous_range_db: Sequence[float] | None = None, folds=None, n_splits: int = 5,
+               cv_seed: int = 0, svm_c: float = 1.0, standardize: bool = True,
+               alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`uslib.robustness.generalisation_curves` of one backbone, from the run directory or computed.
+
+    Files ``<run_dir>/robustness/curves-<backbone>-<key>.csv`` and
+    ``predictions-<backbone>-<key>.csv``. The key covers the features'
+    content, the manifest (images, patients, labels), the continuous mask,
+    the policies, test ranges, folds, SVM settings and the code of
+    :mod:`uslib.robustness` and :mod:`uslib.evaluation`.
+
+    Returns
+    -------
+    curves, predictions : DataFrame
+    """
+    from . import evaluation as ev
+    from . import robustness as rb
+
+    rdir = store.run_path(run_dir)
+    if policies is None:
+        policies = rb.DEFAULT_POLICIES
+    if folds is None:
+        lesions = ev.lesion_table(manifest)
+        folds = ev.patient_folds(lesions["label"].to_numpy(), lesions["patient"].astype(str).to_numpy(),
+                                 n_splits=n_splits, seed=cv_seed)
+    mask = np.zeros(len(manifest), bool) if continuous_mask is None else np.asarray(continuous_mask, bool)
+    pol = rb.resolve_policies(policies, train_ranges_db=train_ranges_db)
+    k = store.key(features_key(feature_set.features), _manifest_key(manifest),
+                  np.flatnonzero(mask).tolist(), {n: (list(v) if not isinstance(v, str) else v) for n, v in pol.items()},
+                  None if test_ranges_db is None else list(map(float, test_ranges_db)),
+                  list(map(float, train_ranges_db)),
+                  None if continuous_range_db is None else list(map(float, continuous_range_db)),
+                  _folds_key(folds), int(cv_seed), float(svm_c), bool(standardize), float(alpha),
+                  feature_set.backbone,
+                  store.code_fingerprint("robustness", packages=("numpy", "scipy", "scikit-learn", "pandas")))
+    b = feature_set.backbone
+    paths = [store.robustness_path(rdir, "curves", k, b), store.robustness_path(rdir, "predictions", k, b)]
+
+    def compute():
+        t0 = time.perf_counter()
+        curves, preds = rb.generalisation_curves(
+            feature_set.features, manifest, continuous_mask=mask, policies=pol, test_ranges_db=test_ranges_db,
+            train_ranges_db=train_ranges_db, continuous_range_db=continuous_range_db, folds=folds, seed=cv_seed,
+            svm_c=svm_c, standardize=standardize, backbone=b, alpha=alpha, return_predictions=True)
+        _stage_seconds(rdir, f"robustness_{b}", t0)
+        return [curves, preds]
+
+    curves, preds = _get_csvs(paths, compute)
+    return curves, preds
+
+
+def get_baselines(run_dir: str | os.PathLike, dataset, *, folds=None, n_splits: int = 5, cv_seed: int = 0,
+                  svm_c: float = 1.0, standardize: bool = True,
+                  alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`uslib.robustness.handcrafted_baselines`, from ``<run_dir>/robustness/`` or computed.
+
+    The features come from :func:`get_handcrafted_features`; the key covers
+    the data set (content, patients, labels), the folds, the SVM settings and
+    the code.
+
+    Returns
+    -------
+    baselines, predictions : DataFrame
+    """
+    from . import evaluation as ev
+    from . import robustness as rb
+
+    rdir = store.run_path(run_dir)
+    table = get_handcrafted_features(rdir, dataset)
+    if folds is None:
+        folds = ev.patient_folds(table["label"].to_numpy(), table["patient"].astype(str).to_numpy(),
+                                 n_splits=n_splits, seed=cv_seed)
+    k = store.key(dataset.fingerprint, _folds_key(folds), int(cv_seed), float(svm_c), bool(standardize),
+                  float(alpha), {n: list(c) for n, c in rb.BASELINE_SETS.items()},
+                  store.code_fingerprint("robustness", packages=("numpy", "scipy", "scikit-learn", "pandas")))
+    paths = [store.robustness_path(rdir, "baselines", k), store.robustness_path(rdir, "baseline-predictions", k)]
+
+    def compute():
+        t0 = time.perf_counter()
+        base, preds = rb.handcrafted_baselines(table=table, folds=folds, seed=cv_seed, svm_c=svm_c,
+                                               standardize=standardize, alpha=alpha, return_predictions=True)
+        _stage_seconds(rdir, "robustness_baselines", t0)
+        return [base, preds]
+
+    base, preds = _get_csvs(paths, compute)
+    return base, preds
 
 
 def run_status(dataset, feature_sets: Sequence = ()) -> dict[str, Any]:
@@ -274,7 +453,4 @@ def status_banner(dataset, feature_sets: Sequence = ()) -> str:
 
 def run_record(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The run's ``run.json`` as a dict (empty if the run has not started)."""
-    from .store import load_json
-
-    path = _run_dir(run_dir) / "run.json"
-    return load_json(path) if path.exists() else {}
+    return store.read_run_record(run_dir)

@@ -7,6 +7,14 @@ in ``<run_dir>/run.json``, writes the generated reference pages (parameter
 table, provenance) and builds the HTML book with Jupyter Book
 (``execute_notebooks: off``: the book shows exactly what the runner computed).
 A chapter that fails stops the run and the book is not built.
+
+**One run per book.** Every run gets a run id (recorded in ``run.json``);
+each executed chapter carries it in its notebook metadata (``uslib``:
+run id, profile, run directory, status), and :func:`check_chapters` refuses
+to build a book from chapters of different runs, from a chapter that failed
+or was interrupted, or from chapters whose run is not the one the run
+directory records. ``run.json`` records each stage's status (``running``,
+``finished``, ``failed``, ``interrupted``) and seconds.
 """
 
 from __future__ import annotations
@@ -21,8 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import __version__
-from .store import load_json, save_json
+from . import __version__, store
 from .config import REPO_ROOT, load_profile, resolve_path
 
 __all__ = [
@@ -34,7 +41,8 @@ __all__ = [
     "run_profile",
     "build_book",
     "provenance",
-    "update_run_record",
+    "check_chapters",
+    "BookError",
 ]
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -47,6 +55,10 @@ PACKAGES = (
     "tensorflow", "keras", "matplotlib", "seaborn", "papermill", "jupyter-book",
     "myst-nb", "h5py", "pooch",
 )
+
+
+class BookError(RuntimeError):
+    """The executed chapters cannot be published as one book."""
 
 
 def chapters(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
@@ -109,23 +121,6 @@ def provenance() -> dict[str, Any]:
     }
 
 
-def update_run_record(run_dir: str | os.PathLike, **sections: Any) -> dict[str, Any]:
-    """Merge ``sections`` into ``<run_dir>/run.json`` (atomic write); return the record.
-
-    Each keyword is a top-level section; a dict section is merged one level
-    deep so that chapters can add their own entries (e.g. ``weights``).
-    """
-    path = Path(run_dir) / "run.json"
-    record = load_json(path) if path.exists() else {}
-    for k, v in sections.items():
-        if isinstance(v, dict) and isinstance(record.get(k), dict):
-            record[k] = {**record[k], **v}
-        else:
-            record[k] = v
-    save_json(path, record)
-    return record
-
-
 def run_chapter(
     notebook: str | os.PathLike,
     params: dict[str, Any],
@@ -163,14 +158,51 @@ def run_chapter(
     return out
 
 
+def _new_run_id() -> str:
+    import uuid
+
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{now}-{uuid.uuid4().hex[:8]}"
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def stamp_chapter(path: str | os.PathLike, **meta: Any) -> None:
+    """Write ``meta`` into the ``uslib`` metadata of an executed notebook (atomically)."""
+    import nbformat
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata["uslib"] = {**nb.metadata.get("uslib", {}), **meta}
+    with store.atomic_path(path) as tmp:
+        nbformat.write(nb, str(tmp))
+
+
+def _print_events(events_file: Path, offset: int) -> int:
+    events, offset = store.read_events(events_file, start=offset)
+    for e in events:
+        print(f"[uslib] warning: damaged cache file {e.get('path')} ({e.get('reason')}): {e.get('action')}",
+              file=sys.stderr, flush=True)
+    return offset
+
+
 def run_profile(
     profile: str | os.PathLike,
     *,
     only: Iterable[str] | None = None,
     output_dir: str | os.PathLike = CHAPTER_DIR,
     overrides: dict[str, Any] | None = None,
+    notebook_dir: str | os.PathLike = NOTEBOOK_DIR,
 ) -> dict[str, Any]:
-    """Execute the chapters of a profile in order; record timings in run.json.
+    """Execute the chapters of a profile in order; record the run in run.json.
+
+    The whole profile is validated first (:func:`uslib.config.load_profile`),
+    before any chapter starts. A full run starts a new run id; a partial run
+    (``only``) continues the run recorded in the run directory when its
+    parameters are the same, and starts a new one otherwise (a book then
+    needs the other chapters re-run: :func:`check_chapters`).
 
     Parameters
     ----------
@@ -183,42 +215,137 @@ def run_profile(
         Where the executed notebooks go (``book/chapters/``).
     overrides : dict, optional
         Parameter values that replace the profile's (e.g. another ``run_dir``).
+    notebook_dir : path
+        Where the source notebooks are.
+
+    Returns
+    -------
+    dict
+        ``params``, ``run_dir``, ``run_id``, ``stage_seconds``.
     """
     params = load_profile(profile, overrides=overrides)
     # Kernels inherit the environment: quiet TensorFlow's C++ logging, use oneDNN.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    rdir = resolve_path(params["run_dir"])
-    rdir.mkdir(parents=True, exist_ok=True)
-    update_run_record(
+    rdir = store.run_path(params["run_dir"])
+    previous = store.read_run_record(rdir)  # a damaged record stops here, naming the file
+    only = list(only) if only else None
+    same = previous.get("parameters") == params and previous.get("run_id")
+    run_id = previous["run_id"] if (only and same) else _new_run_id()
+    fresh = run_id != previous.get("run_id")
+    store.update_run_record(
         rdir,
+        run_id=run_id,
         profile=params.get("profile"),
         parameters=params,
         provenance=provenance(),
-        started=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        started=_now() if fresh else previous.get("started"),
+        finished=None,
+        status="running",
+        **({"stages": {}, "stage_seconds": {}} if fresh else {}),
     )
+    events_file = store.events_path(rdir)
+    offset = events_file.stat().st_size if events_file.exists() else 0
+    old_env = os.environ.get(store.EVENTS_ENV)
+    os.environ[store.EVENTS_ENV] = str(events_file)
     timings: dict[str, float] = {}
-    for nb in chapters():
-        if only and not any(nb.name.startswith(o) for o in only):
+    try:
+        for nb in chapters(notebook_dir):
+            if only and not any(nb.name.startswith(o) for o in only):
+                continue
+            t0 = time.perf_counter()
+            print(f"[uslib] {nb.stem}: running", flush=True)
+            store.update_run_record(rdir, stages={nb.stem: {"status": "running", "started": _now()}})
+            out = Path(output_dir) / nb.name
+            status = "failed"
+            try:
+                run_chapter(nb, params, output_dir=output_dir)
+                status = "finished"
+            except KeyboardInterrupt:
+                status = "interrupted"
+                raise
+            finally:
+                timings[nb.stem] = round(time.perf_counter() - t0, 2)
+                offset = _print_events(events_file, offset)
+                if out.exists():
+                    stamp_chapter(out, run_id=run_id, profile=params.get("profile"), run_dir=str(rdir),
+                                  status=status)
+                store.update_run_record(
+                    rdir,
+                    stages={nb.stem: {"status": status, "seconds": timings[nb.stem], "ended": _now()}},
+                    stage_seconds={nb.stem: timings[nb.stem]},
+                    **({} if status == "finished" else {"status": status}),
+                )
+            print(f"[uslib] {nb.stem}: done in {timings[nb.stem]:.1f} s", flush=True)
+    finally:
+        if old_env is None:
+            os.environ.pop(store.EVENTS_ENV, None)
+        else:
+            os.environ[store.EVENTS_ENV] = old_env
+    store.update_run_record(rdir, finished=_now(), status="finished")
+    return {"params": params, "run_dir": rdir, "run_id": run_id, "stage_seconds": timings}
+
+
+def check_chapters(chapter_dir: str | os.PathLike = CHAPTER_DIR, *, run_dir: str | os.PathLike | None = None,
+                   notebook_dir: str | os.PathLike = NOTEBOOK_DIR) -> str:
+    """Check that the executed chapters make one book; return their run id.
+
+    Every chapter of ``notebook_dir`` must have been executed into
+    ``chapter_dir`` by the runner, have finished, and carry the same run id,
+    which must be the run id of ``run_dir``'s ``run.json`` (by default the
+    run directory the chapters name).
+
+    Raises
+    ------
+    BookError
+        Naming the chapters at fault and what to run.
+    """
+    import nbformat
+
+    chapter_dir = Path(chapter_dir)
+    problems, ids, dirs = [], {}, set()
+    for nb in chapters(notebook_dir):
+        out = chapter_dir / nb.name
+        if not out.exists():
+            problems.append(f"{nb.stem} has not been executed")
             continue
-        t0 = time.perf_counter()
-        print(f"[uslib] {nb.stem}: running", flush=True)
-        try:
-            run_chapter(nb, params, output_dir=output_dir)
-        finally:
-            timings[nb.stem] = round(time.perf_counter() - t0, 2)
-            update_run_record(rdir, stage_seconds={nb.stem: timings[nb.stem]})
-        print(f"[uslib] {nb.stem}: done in {timings[nb.stem]:.1f} s", flush=True)
-    update_run_record(rdir, finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    return {"params": params, "run_dir": rdir, "stage_seconds": timings}
+        meta = nbformat.read(out, as_version=4).metadata.get("uslib")
+        if not meta or not meta.get("run_id"):
+            problems.append(f"{nb.stem} was not executed by the runner (no run id)")
+            continue
+        if meta.get("status") != "finished":
+            problems.append(f"{nb.stem} {meta.get('status', 'did not finish')} in run {meta['run_id']}")
+        ids.setdefault(meta["run_id"], []).append(nb.stem)
+        dirs.add(meta.get("run_dir"))
+    if len(ids) > 1:
+        problems.append("the chapters come from different runs: " +
+                        "; ".join(f"run {r}: {', '.join(c)}" for r, c in sorted(ids.items())))
+    if not problems:
+        (run_id,) = ids
+        rdir = Path(run_dir) if run_dir is not None else (Path(dirs.pop()) if len(dirs) == 1 else None)
+        if rdir is None:
+            problems.append("the chapters name different run directories")
+        else:
+            recorded = store.read_run_record(rdir).get("run_id")
+            if recorded != run_id:
+                problems.append(f"the chapters come from run {run_id}, but {rdir / 'run.json'} records run "
+                                f"{recorded}: the provenance page would describe another run")
+    if problems:
+        raise BookError("cannot build one book from these chapters: " + "; ".join(problems) +
+                        ". Run every chapter with one profile: python -m uslib run --profile P")
+    return run_id
 
 
-def build_book(root: str | os.PathLike = REPO_ROOT, *, strict: bool = True) -> Path:
+def build_book(root: str | os.PathLike = REPO_ROOT, *, strict: bool = True,
+               run_dir: str | os.PathLike | None = None) -> Path:
     """``jupyter-book build`` of ``root`` (the repository root); returns ``_build/html/index.html``.
 
-    With ``strict`` every Sphinx warning is an error (``-W --keep-going``).
+    The executed chapters under ``root/book/chapters`` are checked first
+    (:func:`check_chapters`): a book is built from one run only. With
+    ``strict`` every Sphinx warning is an error (``-W --keep-going``).
     """
     root = Path(root)
+    check_chapters(root / "book" / "chapters", run_dir=run_dir)
     cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
            "build", str(root), "--builder", "html"]
     if strict:
@@ -233,16 +360,30 @@ def build_book(root: str | os.PathLike = REPO_ROOT, *, strict: bool = True) -> P
 
 
 def main_run(profile: str, *, only: list[str] | None = None, build: bool = True) -> int:
+    """``python -m uslib run``: execute the chapters, write the generated pages, build the book."""
     from .pages import write_generated_pages
 
     t0 = time.perf_counter()
     result = run_profile(profile, only=only)
-    write_generated_pages(result["run_dir"])
+    rdir = result["run_dir"]
     if build:
+        check_chapters(CHAPTER_DIR, run_dir=rdir)
+        write_generated_pages(rdir)
         t1 = time.perf_counter()
-        build_book()
-        update_run_record(result["run_dir"], stage_seconds={"book_build": round(time.perf_counter() - t1, 2)})
+        build_book(run_dir=rdir)
+        store.update_run_record(rdir, stage_seconds={"book_build": round(time.perf_counter() - t1, 2)})
     total = time.perf_counter() - t0
-    update_run_record(result["run_dir"], stage_seconds={"total": round(total, 2)})
+    store.update_run_record(rdir, stage_seconds={"total": round(total, 2)})
     print(f"[uslib] total {total:.1f} s", flush=True)
+    return 0
+
+
+def main_build(profile: str) -> int:
+    """``python -m uslib build``: build the book from the executed chapters of one run."""
+    from .pages import write_generated_pages
+
+    rdir = store.run_path(load_profile(profile)["run_dir"])
+    check_chapters(CHAPTER_DIR, run_dir=rdir)
+    write_generated_pages(rdir)
+    build_book(run_dir=rdir)
     return 0

@@ -1,24 +1,148 @@
-"""Atomic writes and content-addressed keys for on-disk artifacts.
+"""The run directory: its layout, atomic and verified I/O, cache keys, the run record.
 
-Every expensive artifact of a run is keyed by its inputs (:func:`key`) and
-written through a temporary file in the same directory followed by
-:func:`os.replace`, so that an interrupted run never leaves a half-written
-file under a valid name.
+This is the only module that knows where an artefact lives and how it is
+written. Everything expensive that a chapter computes is stored under the
+run directory (``runs/<profile>/`` by default) with a name that carries a key
+of *all* its inputs, so nothing stale is ever served:
+
+==============================================  =============================================
+path under the run directory                    what, and what its key covers
+==============================================  =============================================
+``run.json``                                    the run record (:func:`update_run_record`):
+                                                run id, profile, parameters, provenance,
+                                                each stage's status and seconds
+``events.jsonl``                                damaged cache files found and repaired during
+                                                a run (:func:`report_damage`); the runner
+                                                prints them to the terminal
+``data/phantom-n<N>-seed<S>-<key>.mat``         the synthetic data set in the OASBUD schema;
+                                                key: n, seed, code of ``phantom`` (and what it
+                                                imports); sealed by a ``.sha256`` sidecar
+``features/<backbone>-<weights>/``              CNN features, one ``chunk-<key>.npz`` per
+                                                batch (zip CRC-checked) and ``weights.json``;
+                                                key of each image: the RF/ROI content of its
+                                                scan, crop margin, dynamic range, input size,
+                                                weights and code of ``features`` (and what it
+                                                imports), TensorFlow/Keras versions
+``results/<backbone>-<key>/``                   the Train×Test matrix (CSV + ``metrics.json``,
+                                                sealed by ``SEAL``); key: feature content, the
+                                                manifest including patients and labels, the data
+                                                set, CV parameters, code of ``evaluation``
+``robustness/<kind>[-<backbone>]-<key>.csv``    robustness curves, predictions, handcrafted
+                                                features and baselines (sealed); key as above
+                                                plus the chapter's own parameters
+==============================================  =============================================
+
+Three rules hold for every file here:
+
+- **Atomic.** A file is written beside its target and renamed onto it
+  (:func:`atomic_path`), so an interrupted run never leaves a half-written
+  file under a valid name.
+- **Verified.** Every cache read checks the file: ``.npz`` by the zip CRC of
+  every member, JSON by parsing, everything else by a SHA-256 seal written
+  after the file (:func:`seal`, :func:`verify`). A damaged cache file raises
+  :class:`DamagedArtefact`; the pipeline reports it (:func:`report_damage`)
+  and recomputes. A damaged *record* (``run.json``) raises
+  :class:`DamagedRecord`, whose message names the file and the way out.
+- **Keyed by data, code and parameters.** :func:`key` hashes a canonical
+  JSON encoding of its parts; :func:`code_fingerprint` hashes the source
+  (syntax tree, docstrings and comments excluded) of a stage's module and of
+  every ``uslib`` module it imports, so an edit to a stage's code invalidates
+  that stage's artefacts and nothing upstream of it.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import datetime as _dt
 import hashlib
 import json
 import os
 import tempfile
+import warnings
+import zipfile
+import zlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["key", "atomic_path", "save_npz", "load_npz", "save_json", "load_json"]
+__all__ = [
+    "DamagedArtefact",
+    "DamagedRecord",
+    "DamagedArtefactWarning",
+    "key",
+    "array_digest",
+    "code_fingerprint",
+    "stage_modules",
+    "atomic_path",
+    "save_npz",
+    "load_npz",
+    "save_json",
+    "load_json",
+    "save_csv",
+    "load_csv",
+    "seal",
+    "verify",
+    "seal_dir",
+    "verify_dir",
+    "report_damage",
+    "load_or_compute",
+    "read_events",
+    "EVENTS_ENV",
+    "PACKAGE_DIR",
+    "SEAL",
+    "run_path",
+    "record_path",
+    "events_path",
+    "phantom_path",
+    "features_root",
+    "feature_dir",
+    "results_dir",
+    "robustness_path",
+    "read_run_record",
+    "update_run_record",
+]
+
+#: Environment variable naming the events file of the run in progress. The
+#: runner sets it for the kernels it starts, so that damage reports reach its
+#: terminal instead of a book page.
+EVENTS_ENV = "USLIB_EVENTS_FILE"
+
+#: File that seals a results directory: the SHA-256 of every file in it.
+SEAL = ".complete.json"
+
+#: Where :func:`code_fingerprint` reads the ``uslib`` sources (this package).
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+#: Infrastructure modules left out of code fingerprints: they move bytes and
+#: name files but compute nothing that ends up in an artefact.
+INFRASTRUCTURE = frozenset({"store", "config", "run", "pages", "pipeline", "plots", "paper", "__main__", "__init__"})
+
+
+class DamagedArtefact(RuntimeError):
+    """A cache file that cannot be trusted (truncated, corrupt, unsealed).
+
+    The pipeline reports it and recomputes the artefact.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"damaged cache file {self.path}: {reason}")
+
+
+class DamagedRecord(RuntimeError):
+    """A record (``run.json``) that cannot be read; its message says what to do."""
+
+
+class DamagedArtefactWarning(UserWarning):
+    """Warned when a damaged cache file was found and will be recomputed."""
+
+
+# --------------------------------------------------------------------------- #
+# Keys
+# --------------------------------------------------------------------------- #
 
 
 def _canonical(obj: Any) -> Any:
@@ -26,6 +150,10 @@ def _canonical(obj: Any) -> Any:
         return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
     if isinstance(obj, (list, tuple)):
         return [_canonical(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _canonical(obj.tolist())
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (np.floating,)):
@@ -47,6 +175,137 @@ def key(*parts: Any, length: int = 16) -> str:
     """
     payload = json.dumps(_canonical(list(parts)), sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:length]
+
+
+def array_digest(*arrays: np.ndarray, length: int = 16) -> str:
+    """SHA-256 of the bytes, dtypes and shapes of ``arrays`` (hex).
+
+    Examples
+    --------
+    >>> a = np.arange(4)
+    >>> array_digest(a) == array_digest(a.copy())
+    True
+    >>> array_digest(a) == array_digest(a.reshape(2, 2))
+    False
+    """
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(repr((a.dtype.str, a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:length]
+
+
+def _imports(tree: ast.AST) -> set[str]:
+    """Names of the ``uslib`` modules a module imports (relative or absolute)."""
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            if node.level == 1 or mod.startswith("uslib"):
+                base = mod.removeprefix("uslib").lstrip(".") if node.level == 0 else mod
+                if base:
+                    out.add(base.split(".")[0])
+                else:  # from . import x, y
+                    out.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("uslib."):
+                    out.add(a.name.split(".")[1])
+    return out
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+_SOURCE_CACHE: dict[tuple[str, int, int], tuple[str, set[str]]] = {}
+
+
+def _module_digest(path: Path) -> tuple[str, set[str]]:
+    st = path.stat()
+    ck = (str(path), st.st_mtime_ns, st.st_size)
+    if ck not in _SOURCE_CACHE:
+        tree = ast.parse(path.read_text(), filename=str(path))
+        deps = _imports(tree)
+        digest = hashlib.sha256(ast.dump(_strip_docstrings(tree)).encode()).hexdigest()
+        _SOURCE_CACHE[ck] = (digest, deps)
+    return _SOURCE_CACHE[ck]
+
+
+def stage_modules(module: str, *, package_dir: str | os.PathLike | None = None) -> list[str]:
+    """``module`` and every ``uslib`` module it imports, transitively (infrastructure excluded).
+
+    Examples
+    --------
+    >>> "reconstruction" in stage_modules("augmentation")
+    True
+    >>> "store" in stage_modules("features")
+    False
+    """
+    root = Path(package_dir) if package_dir is not None else PACKAGE_DIR
+    seen: list[str] = []
+    todo = [module]
+    while todo:
+        m = todo.pop()
+        if m in seen or (m in INFRASTRUCTURE and m != module):
+            continue
+        path = root / f"{m}.py"
+        if not path.is_file():
+            continue
+        seen.append(m)
+        todo.extend(sorted(_module_digest(path)[1]))
+    return sorted(seen)
+
+
+def code_fingerprint(module: str, *, packages: Sequence[str] = (),
+                     package_dir: str | os.PathLike | None = None) -> str:
+    """Fingerprint of the code that produces a stage's artefacts.
+
+    Hashes the syntax tree (docstrings and comments excluded) of ``module``
+    and of every ``uslib`` module it imports (:func:`stage_modules`), and
+    the installed versions of ``packages``. Editing the computation in any
+    of them changes the fingerprint; editing prose does not.
+
+    Parameters
+    ----------
+    module : str
+        A ``uslib`` module name, e.g. ``"evaluation"``.
+    packages : sequence of str
+        Distribution names whose versions are part of the code
+        (e.g. ``("scikit-learn", "numpy")``).
+    package_dir : path, optional
+        Where the ``uslib`` sources are read (default :data:`PACKAGE_DIR`).
+
+    Examples
+    --------
+    >>> len(code_fingerprint("evaluation"))
+    16
+    >>> code_fingerprint("evaluation") == code_fingerprint("evaluation", packages=("numpy",))
+    False
+    """
+    from importlib import metadata
+
+    root = Path(package_dir) if package_dir is not None else PACKAGE_DIR
+    parts = {m: _module_digest(root / f"{m}.py")[0] for m in stage_modules(module, package_dir=root)}
+    versions = {}
+    for p in packages:
+        try:
+            versions[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            versions[p] = None
+    return key(parts, versions)
+
+
+# --------------------------------------------------------------------------- #
+# Atomic, verified I/O
+# --------------------------------------------------------------------------- #
 
 
 @contextlib.contextmanager
@@ -85,9 +344,23 @@ def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
 
 
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read every array of an .npz file with ``allow_pickle=False``."""
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    """Read every array of an .npz file (``allow_pickle=False``), checking each member's CRC.
+
+    Raises
+    ------
+    DamagedArtefact
+        If the file is truncated, not a zip file, or a member fails its CRC.
+    FileNotFoundError
+        If there is no file.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, KeyError) as exc:
+        raise DamagedArtefact(path, f"{type(exc).__name__}: {exc}") from exc
 
 
 def save_json(path: str | os.PathLike, obj: Any) -> Path:
@@ -99,4 +372,271 @@ def save_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def load_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text())
+    """Read a JSON file.
+
+    Raises
+    ------
+    DamagedArtefact
+        If the file is not valid JSON (truncated, say).
+    """
+    path = Path(path)
+    text = path.read_bytes()
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DamagedArtefact(path, f"not valid JSON ({exc})") from exc
+
+
+def _seal_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def seal(path: str | os.PathLike) -> Path:
+    """Write ``<path>.sha256`` holding the SHA-256 of ``path`` (after ``path`` is complete)."""
+    path = Path(path)
+    side = _seal_path(path)
+    with atomic_path(side) as tmp:
+        tmp.write_text(f"{_sha256_file(path)}  {path.name}\n")
+    return side
+
+
+def verify(path: str | os.PathLike) -> Path:
+    """Check ``path`` against its seal (:func:`seal`).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist (not yet computed).
+    DamagedArtefact
+        If the seal is missing (the write was interrupted) or the content differs.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(path)
+    side = _seal_path(path)
+    if not side.is_file():
+        raise DamagedArtefact(path, "no seal (the write did not finish)")
+    expected = side.read_text().split()[0] if side.read_text().strip() else ""
+    actual = _sha256_file(path)
+    if actual != expected:
+        raise DamagedArtefact(path, f"content SHA-256 {actual[:12]}… differs from its seal {expected[:12]}…")
+    return path
+
+
+def save_csv(path: str | os.PathLike, df) -> Path:
+    """Write a DataFrame as CSV atomically (no index) and seal it."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    seal(path)
+    return path
+
+
+def load_csv(path: str | os.PathLike, **read_csv_kwargs):
+    """Read a sealed CSV (:func:`save_csv`) after verifying it; raises :class:`DamagedArtefact`."""
+    import pandas as pd
+
+    verify(path)
+    return pd.read_csv(path, **read_csv_kwargs)
+
+
+def seal_dir(folder: str | os.PathLike) -> Path:
+    """Write ``SEAL`` in ``folder``: the SHA-256 of every other file in it. Written last."""
+    folder = Path(folder)
+    files = {p.name: _sha256_file(p) for p in sorted(folder.iterdir())
+             if p.is_file() and p.name != SEAL and not p.name.startswith(".")}
+    return save_json(folder / SEAL, {"files": files})
+
+
+def verify_dir(folder: str | os.PathLike) -> Path:
+    """Check every file of a sealed folder (:func:`seal_dir`).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder does not exist.
+    DamagedArtefact
+        If the seal is missing or unreadable, or a file is missing or differs.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(folder)
+    seal_file = folder / SEAL
+    if not seal_file.is_file():
+        raise DamagedArtefact(folder, "no seal (the write did not finish)")
+    files = load_json(seal_file).get("files", {})
+    for name, digest in files.items():
+        p = folder / name
+        if not p.is_file():
+            raise DamagedArtefact(p, "missing from its sealed folder")
+        if _sha256_file(p) != digest:
+            raise DamagedArtefact(p, "content differs from its folder's seal")
+    return folder
+
+
+# --------------------------------------------------------------------------- #
+# Damage reports
+# --------------------------------------------------------------------------- #
+
+
+def report_damage(error: DamagedArtefact, *, action: str = "recomputing it", remove: bool = True) -> None:
+    """Report a damaged cache file and (by default) remove it, so it is recomputed.
+
+    Under the runner (environment variable :data:`EVENTS_ENV` set) the report
+    is appended to the run's events file and printed by the runner on its
+    terminal, so it never lands on a book page. Otherwise it is a
+    :class:`DamagedArtefactWarning`.
+    """
+    path = Path(error.path)
+    if remove:
+        for p in (path, _seal_path(path)):
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
+                p.unlink()
+        if path.is_dir():
+            import shutil
+
+            shutil.rmtree(path, ignore_errors=True)
+    message = f"damaged cache file {path} ({error.reason}): {action}"
+    events = os.environ.get(EVENTS_ENV)
+    if events:
+        line = json.dumps({"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                           "path": str(path), "reason": error.reason, "action": action})
+        with open(events, "a") as fh:  # one short line per append: atomic on POSIX
+            fh.write(line + "\n")
+    else:
+        warnings.warn(message, DamagedArtefactWarning, stacklevel=2)
+
+
+def read_events(path: str | os.PathLike, *, start: int = 0) -> tuple[list[dict], int]:
+    """Events appended to ``path`` after byte ``start``; returns (events, new offset)."""
+    path = Path(path)
+    if not path.is_file():
+        return [], start
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        data = fh.read()
+    events = []
+    for line in data.decode(errors="replace").splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            events.append(json.loads(line))
+    return events, start + len(data)
+
+
+def load_or_compute(load: Callable[[], Any], compute: Callable[[], Any], *, missing=(FileNotFoundError,)) -> Any:
+    """``load()``; if the artefact is missing, ``compute()``; if damaged, report, then ``compute()``."""
+    try:
+        return load()
+    except missing:
+        return compute()
+    except DamagedArtefact as exc:
+        report_damage(exc)
+        return compute()
+
+
+
+# --------------------------------------------------------------------------- #
+# Layout
+# --------------------------------------------------------------------------- #
+
+
+def run_path(run_dir: str | os.PathLike) -> Path:
+    """The run directory, resolved against the repository root and created."""
+    from .config import resolve_path
+
+    p = resolve_path(run_dir)
+    if p is None:
+        raise ValueError("run_dir must be a path")
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def record_path(run_dir: str | os.PathLike) -> Path:
+    """``<run_dir>/run.json``."""
+    return run_path(run_dir) / "run.json"
+
+
+def events_path(run_dir: str | os.PathLike) -> Path:
+    """``<run_dir>/events.jsonl``."""
+    return run_path(run_dir) / "events.jsonl"
+
+
+def phantom_path(run_dir: str | os.PathLike, *, n_lesions: int, seed: int, key_: str) -> Path:
+    """``<run_dir>/data/phantom-n<N>-seed<S>-<key>.mat``."""
+    return run_path(run_dir) / "data" / f"phantom-n{int(n_lesions)}-seed{int(seed)}-{key_}.mat"
+
+
+def features_root(run_dir: str | os.PathLike) -> Path:
+    """``<run_dir>/features``: root of the feature caches."""
+    return run_path(run_dir) / "features"
+
+
+def feature_dir(root: str | os.PathLike, backbone: str, weights_fingerprint: str) -> Path:
+    """``<root>/<backbone>-<weights fingerprint>``: one backbone's feature chunks."""
+    return Path(root) / f"{backbone}-{weights_fingerprint}"
+
+
+def results_dir(run_dir: str | os.PathLike, backbone: str, key_: str) -> Path:
+    """``<run_dir>/results/<backbone>-<key>``: one Train×Test matrix."""
+    return run_path(run_dir) / "results" / f"{backbone}-{key_}"
+
+
+def robustness_path(run_dir: str | os.PathLike, kind: str, key_: str, backbone: str | None = None) -> Path:
+    """``<run_dir>/robustness/<kind>[-<backbone>]-<key>.csv``."""
+    name = f"{kind}-{backbone}-{key_}.csv" if backbone else f"{kind}-{key_}.csv"
+    return run_path(run_dir) / "robustness" / name
+
+
+# --------------------------------------------------------------------------- #
+# The run record
+# --------------------------------------------------------------------------- #
+
+
+def read_run_record(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """``<run_dir>/run.json`` as a dict (``{}`` if the run has not started).
+
+    Raises
+    ------
+    DamagedRecord
+        If the file exists but cannot be read; the message names the file
+        and the way out.
+    """
+    path = record_path(run_dir)
+    if not path.exists():
+        return {}
+    try:
+        rec = load_json(path)
+    except DamagedArtefact as exc:
+        raise DamagedRecord(
+            f"the run record {path} is damaged ({exc.reason}). It holds only provenance, not results: "
+            f"delete it (rm {path}) and run again; the cached artefacts beside it are reused."
+        ) from exc
+    if not isinstance(rec, dict):
+        raise DamagedRecord(f"the run record {path} is not a JSON object: delete it (rm {path}) and run again")
+    return rec
+
+
+def update_run_record(run_dir: str | os.PathLike, **sections: Any) -> dict[str, Any]:
+    """Merge ``sections`` into ``<run_dir>/run.json`` (atomic write); return the record.
+
+    Each keyword is a top-level section; a dict section is merged one level
+    deep so that chapters can add their own entries (e.g. ``weights``). A
+    value of ``None`` removes the section.
+    """
+    record = read_run_record(run_dir)
+    for k, v in sections.items():
+        if v is None:
+            record.pop(k, None)
+        elif isinstance(v, dict) and isinstance(record.get(k), dict):
+            record[k] = {**record[k], **v}
+        else:
+            record[k] = v
+    save_json(record_path(run_dir), record)
+    return record
