@@ -170,3 +170,10 @@ def test_a_truncated_phantom_file_is_rebuilt(tmp_path, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         pipeline.get_dataset(tmp_path, data_source="phantom", n_lesions=2, data_seed=3)
+
+
+def test_n_splits_above_what_the_patients_allow_names_the_key(phantom_run):
+    from uslib.config import ProfileError
+
+    with pytest.raises(ProfileError, match=r"n_splits.*got 12"):
+        _matrix(phantom_run, n_splits=12)

@@ -13,15 +13,17 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--profile", default="params/default.yaml", help="profile name or YAML path")
     p_run.add_argument("--only", nargs="*", help="run only chapters starting with these prefixes, e.g. 05")
     p_run.add_argument("--no-build", action="store_true", help="execute the chapters, skip the book build")
-    p_build = sub.add_parser("build", help="build the book from the executed chapters")
+    p_build = sub.add_parser("build", help="build the book from the executed chapters of one run")
     p_build.add_argument("--profile", default="params/default.yaml")
     args = parser.parse_args(argv)
 
     from .config import ProfileError
+    from .run import BookError
+    from .store import DamagedRecord
 
     try:
         return _dispatch(args)
-    except ProfileError as e:  # a bad profile is the user's to fix: one line, no traceback
+    except (ProfileError, BookError, DamagedRecord) as e:  # the user's to fix: one line, no traceback
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
 
@@ -32,12 +34,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         return run.main_run(args.profile, only=args.only, build=not args.no_build)
     if args.command == "build":
-        from .config import load_profile, resolve_path
-        from .pages import write_generated_pages
-
-        write_generated_pages(resolve_path(load_profile(args.profile)["run_dir"]))
-        run.build_book()
-        return 0
+        return run.main_build(args.profile)
     return 2
 
 

@@ -37,7 +37,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .data import Acquisition, Dataset, Scan
-from .reconstruction import _to_uint8, envelope, gray_levels, log_compress
+from .reconstruction import envelope, gray_levels, log_compress, to_uint8
 
 __all__ = [
     "PAPER_DYNAMIC_RANGES_DB",
@@ -382,7 +382,7 @@ def _render_from_bmode(bmode_img, scan: Scan, margin_mm, size_px, where: str) ->
 
 def _bmode_from_db(db: np.ndarray, dynamic_range_db) -> np.ndarray:
     # identical arithmetic to reconstruction.bmode_from_envelope
-    return _to_uint8(gray_levels(db, float(dynamic_range_db)))
+    return to_uint8(gray_levels(db, float(dynamic_range_db)))
 
 
 def render(dataset: Dataset, row, *, size_px: int) -> np.ndarray:

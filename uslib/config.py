@@ -46,6 +46,8 @@ from typing import Annotated, Any, Iterable, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .store import REPO_ROOT, resolve_path, run_path as run_dir  # noqa: F401  (re-exported)
+
 __all__ = [
     "REPO_ROOT",
     "PROFILE_DIR",
@@ -61,12 +63,16 @@ __all__ = [
     "check_folds_feasible",
     "resolve_path",
     "run_dir",
+    "NOTEBOOK_DIR",
+    "CHAPTER_DIR",
+    "chapters",
+    "notebook_parameters",
 ]
 
-#: The repository root: the folder holding ``_config.yml`` and ``uslib/``.
-REPO_ROOT = Path(__file__).resolve().parents[1]
 PROFILE_DIR = REPO_ROOT / "params"
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+#: Where the runner writes the executed chapters and the generated pages.
+CHAPTER_DIR = REPO_ROOT / "book" / "chapters"
 
 _MAX_SEED = 2**32 - 1  # numpy SeedSequence and scikit-learn's random_state both take [0, 2**32)
 
@@ -735,25 +741,23 @@ def chapter_parameters(namespace: Mapping[str, Any], chapter: str) -> dict[str, 
 # --------------------------------------------------------------------------- #
 
 
-def resolve_path(path: str | os.PathLike | None) -> Path | None:
-    """Resolve ``path`` against the repository root unless it is absolute.
+def chapters(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
+    """The source notebooks, in book order (their file names sort in order)."""
+    return sorted(p for p in Path(notebook_dir).glob("[0-9][0-9]_*.ipynb"))
 
-    Examples
-    --------
-    >>> resolve_path("runs/x") == REPO_ROOT / "runs" / "x"
-    True
-    >>> resolve_path(None) is None
-    True
+
+def notebook_parameters(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """Parameters declared in a notebook's ``parameters`` cell.
+
+    Returns
+    -------
+    dict
+        name -> {"default": literal text, "type": inferred type, "help": comment}.
     """
-    if path is None or path == "":
-        return None
-    p = Path(os.path.expanduser(str(path)))
-    return p if p.is_absolute() else (REPO_ROOT / p)
+    import papermill as pm
 
-
-def run_dir(path: str | os.PathLike) -> Path:
-    """The run directory for ``path`` (resolved, created if missing)."""
-    p = resolve_path(path)
-    assert p is not None
-    p.mkdir(parents=True, exist_ok=True)
-    return p
+    info = pm.inspect_notebook(str(path))
+    return {
+        name: {"default": p["default"], "type": p["inferred_type_name"], "help": p["help"]}
+        for name, p in info.items()
+    }

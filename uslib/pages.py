@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from . import store
 from .store import DamagedArtefact, atomic_path, load_json, read_run_record
 from .config import PROFILE_DIR, REPO_ROOT
 
@@ -52,7 +53,7 @@ def parameter_table(notebook_dir: Path | None = None) -> "pandas.DataFrame":  # 
     import pandas as pd
 
     from .config import ProfileError, load_profile, parameter_specs
-    from .run import NOTEBOOK_DIR, chapters, notebook_parameters
+    from .config import NOTEBOOK_DIR, chapters, notebook_parameters
 
     declared: dict[str, list[str]] = {}
     for nb in chapters(notebook_dir or NOTEBOOK_DIR):
@@ -134,7 +135,7 @@ def parameters_page(notebook_dir: Path | None = None) -> str:
 def provenance_page(run_dir: str | os.PathLike) -> str:
     """Markdown summary of ``<run_dir>/run.json``."""
     run_dir = Path(run_dir)
-    path = run_dir / "run.json"
+    path = store.record_path(run_dir)
     rec = read_run_record(run_dir)
     prov = rec.get("provenance", {})
     lines = [
@@ -206,7 +207,7 @@ def benchmarks_page(run_dir: str | os.PathLike | None = None, bench_dir: Path | 
     ]
     lines += [f"| {n} | {w} | {t} |" for n, w, t in TARGETS]
     lines.append("")
-    if run_dir is not None and (Path(run_dir) / "run.json").exists():
+    if run_dir is not None and store.record_path(run_dir).exists():
         rec = read_run_record(run_dir)
         st = rec.get("stage_seconds", {})
         if st:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from . import store
-from .config import resolve_path
+from .store import resolve_path
 
 __all__ = [
     "get_dataset",
@@ -133,7 +133,7 @@ def get_manifest(dataset, *, dynamic_ranges_db: Sequence[float], margins_mm: Seq
 
     manifest = image_set(dataset, dynamic_ranges_db=tuple(dynamic_ranges_db), margins_mm=tuple(margins_mm))
     if run_dir is not None:
-        store.save_csv(store.run_path(run_dir) / "manifest.csv", manifest)
+        store.save_csv(store.manifest_path(run_dir), manifest)
     return manifest
 
 
@@ -233,6 +233,13 @@ def get_matrix(
     out = store.results_dir(rdir, feature_set.backbone, k)
 
     def compute():
+        from .config import check_folds_feasible
+
+        lesions = ev.lesion_table(manifest)
+        # the data set's patients are known only now (for OASBUD): an impossible n_splits names itself
+        check_folds_feasible(int(n_splits), lesions["label"].to_numpy(), lesions["patient"].astype(str).to_numpy(),
+                             seeds=range(int(cv_seed), int(cv_seed) + int(n_repeats)),
+                             data=f"the data set ({len(lesions)} lesions)", source="n_splits")
         t0 = time.perf_counter()
         result = ev.reconstruction_matrix(
             feature_set.features,

@@ -31,6 +31,7 @@ __all__ = [
     "envelope",
     "log_compress",
     "gray_levels",
+    "to_uint8",
     "bmode",
     "bmode_from_envelope",
 ]
@@ -192,9 +193,24 @@ def gray_levels(db, dynamic_range_db: float) -> np.ndarray:
     return (np.clip(db, -dr, 0.0) + dr) * (255.0 / dr)
 
 
-def _to_uint8(gray: np.ndarray) -> np.ndarray:
-    # round half up (127.5 -> 128); gray is already within [0, 255]
-    return np.floor(gray + 0.5).astype(np.uint8)
+def to_uint8(gray) -> np.ndarray:
+    """Round grey levels in [0, 255] half up to ``uint8`` (the last step of :func:`bmode`).
+
+    Parameters
+    ----------
+    gray : array_like
+        Grey levels from :func:`gray_levels`, within [0, 255].
+
+    Returns
+    -------
+    ndarray of uint8, same shape
+
+    Examples
+    --------
+    >>> to_uint8(np.array([0.0, 127.49, 127.5, 255.0]))
+    array([  0, 127, 128, 255], dtype=uint8)
+    """
+    return np.floor(np.asarray(gray, dtype=float) + 0.5).astype(np.uint8)
 
 
 def bmode_from_envelope(
@@ -229,7 +245,7 @@ def bmode_from_envelope(
     dr = _check_dynamic_range(dynamic_range_db)
     env = _as_finite_float(env, "env")
     _check_2d(env, "env")
-    return _to_uint8(gray_levels(log_compress(env, a_max=a_max), dr))
+    return to_uint8(gray_levels(log_compress(env, a_max=a_max), dr))
 
 
 def bmode(rf, dynamic_range_db: float, *, a_max: float | None = None) -> np.ndarray:

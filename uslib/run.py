@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from . import __version__, store
-from .config import REPO_ROOT, load_profile, resolve_path
+from .config import CHAPTER_DIR, NOTEBOOK_DIR, REPO_ROOT, chapters, load_profile, notebook_parameters, resolve_path
 
 __all__ = [
     "NOTEBOOK_DIR",
@@ -45,8 +45,6 @@ __all__ = [
     "BookError",
 ]
 
-NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-CHAPTER_DIR = REPO_ROOT / "book" / "chapters"
 KERNEL_NAME = "python3"
 
 #: Packages whose versions go into the provenance record.
@@ -59,28 +57,6 @@ PACKAGES = (
 
 class BookError(RuntimeError):
     """The executed chapters cannot be published as one book."""
-
-
-def chapters(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
-    """The source notebooks, in book order (their file names sort in order)."""
-    return sorted(p for p in Path(notebook_dir).glob("[0-9][0-9]_*.ipynb"))
-
-
-def notebook_parameters(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """Parameters declared in a notebook's ``parameters`` cell.
-
-    Returns
-    -------
-    dict
-        name -> {"default": literal text, "type": inferred type, "help": comment}.
-    """
-    import papermill as pm
-
-    info = pm.inspect_notebook(str(path))
-    return {
-        name: {"default": p["default"], "type": p["inferred_type_name"], "help": p["help"]}
-        for name, p in info.items()
-    }
 
 
 def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str]:
@@ -328,7 +304,7 @@ def check_chapters(chapter_dir: str | os.PathLike = CHAPTER_DIR, *, run_dir: str
         else:
             recorded = store.read_run_record(rdir).get("run_id")
             if recorded != run_id:
-                problems.append(f"the chapters come from run {run_id}, but {rdir / 'run.json'} records run "
+                problems.append(f"the chapters come from run {run_id}, but {store.record_path(rdir)} records run "
                                 f"{recorded}: the provenance page would describe another run")
     if problems:
         raise BookError("cannot build one book from these chapters: " + "; ".join(problems) +

@@ -92,7 +92,10 @@ __all__ = [
     "EVENTS_ENV",
     "PACKAGE_DIR",
     "SEAL",
+    "REPO_ROOT",
+    "resolve_path",
     "run_path",
+    "manifest_path",
     "record_path",
     "events_path",
     "phantom_path",
@@ -111,6 +114,10 @@ EVENTS_ENV = "USLIB_EVENTS_FILE"
 
 #: File that seals a results directory: the SHA-256 of every file in it.
 SEAL = ".complete.json"
+
+#: The repository root: the folder holding ``_config.yml`` and ``uslib/``. Relative
+#: run directories and data paths are resolved against it.
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 #: Where :func:`code_fingerprint` reads the ``uslib`` sources (this package).
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -547,10 +554,24 @@ def load_or_compute(load: Callable[[], Any], compute: Callable[[], Any], *, miss
 # --------------------------------------------------------------------------- #
 
 
+def resolve_path(path: str | os.PathLike | None) -> Path | None:
+    """Resolve ``path`` against the repository root unless it is absolute.
+
+    Examples
+    --------
+    >>> resolve_path("runs/x") == REPO_ROOT / "runs" / "x"
+    True
+    >>> resolve_path(None) is None
+    True
+    """
+    if path is None or path == "":
+        return None
+    p = Path(os.path.expanduser(str(path)))
+    return p if p.is_absolute() else (REPO_ROOT / p)
+
+
 def run_path(run_dir: str | os.PathLike) -> Path:
     """The run directory, resolved against the repository root and created."""
-    from .config import resolve_path
-
     p = resolve_path(run_dir)
     if p is None:
         raise ValueError("run_dir must be a path")
@@ -561,6 +582,11 @@ def run_path(run_dir: str | os.PathLike) -> Path:
 def record_path(run_dir: str | os.PathLike) -> Path:
     """``<run_dir>/run.json``."""
     return run_path(run_dir) / "run.json"
+
+
+def manifest_path(run_dir: str | os.PathLike) -> Path:
+    """``<run_dir>/manifest.csv``: the image-set manifest, for readers."""
+    return run_path(run_dir) / "manifest.csv"
 
 
 def events_path(run_dir: str | os.PathLike) -> Path:

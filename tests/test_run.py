@@ -1,0 +1,111 @@
+"""The runner: one run id per run, each stage's status in run.json, and no book from mixed runs.
+
+These run real papermill kernels on two small notebooks written here, so they
+take seconds, not the minutes of the real chapters (tests/test_book.py).
+"""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import papermill as pm
+import pytest
+
+from uslib import store
+from uslib.run import BookError, check_chapters, run_profile
+
+
+def _notebook(path, body: str):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell('run_dir = "runs/tiny"  # run directory\nsvm_c = 1.0  # SVM C')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# A chapter"), params, nbformat.v4.new_code_cell(body)]
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def book(tmp_path):
+    src = tmp_path / "notebooks"
+    src.mkdir()
+    _notebook(src / "01_one.ipynb", "print('one', svm_c)")
+    _notebook(src / "02_two.ipynb", "import os\nassert float(os.environ.get('FAIL_TWO', '0')) != svm_c, 'asked to fail'\n"
+                                    "print('two', svm_c)")
+    return {"src": src, "out": tmp_path / "chapters", "run_dir": tmp_path / "run"}
+
+
+def _run(book, **kw):
+    overrides = {"run_dir": str(book["run_dir"]), **kw.pop("overrides", {})}
+    return run_profile("tiny", notebook_dir=book["src"], output_dir=book["out"], overrides=overrides, **kw)
+
+
+def _meta(book, name):
+    return nbformat.read(book["out"] / name, as_version=4).metadata["uslib"]
+
+
+def test_one_run_stamps_every_chapter_and_records_each_stage(book):
+    result = _run(book)
+    rec = store.read_run_record(book["run_dir"])
+    assert rec["run_id"] == result["run_id"] and rec["status"] == "finished" and rec["finished"]
+    assert {k: v["status"] for k, v in rec["stages"].items()} == {"01_one": "finished", "02_two": "finished"}
+    for name in ("01_one.ipynb", "02_two.ipynb"):
+        assert _meta(book, name) == {"run_id": result["run_id"], "profile": "tiny",
+                                     "run_dir": str(book["run_dir"]), "status": "finished"}
+    assert check_chapters(book["out"], notebook_dir=book["src"]) == result["run_id"]
+    # a partial re-run with the same parameters continues the same run: still one book
+    again = _run(book, only=["02"])
+    assert again["run_id"] == result["run_id"]
+    assert check_chapters(book["out"], notebook_dir=book["src"], run_dir=book["run_dir"]) == result["run_id"]
+
+
+def test_a_book_from_chapters_of_two_runs_is_refused(book):
+    first = _run(book)
+    second = _run(book, only=["02"], overrides={"svm_c": 2.0})  # other parameters: another run
+    assert second["run_id"] != first["run_id"]
+    with pytest.raises(BookError, match=r"different runs.*01_one.*02_two|different runs.*02_two.*01_one"):
+        check_chapters(book["out"], notebook_dir=book["src"])
+
+
+def test_a_chapter_from_an_older_run_than_the_record_is_refused(book, tmp_path):
+    _run(book)
+    _run(book, overrides={"run_dir": str(tmp_path / "elsewhere")})  # a newer run elsewhere overwrites the chapters
+    with pytest.raises(BookError, match="records run"):
+        check_chapters(book["out"], notebook_dir=book["src"], run_dir=book["run_dir"])
+
+
+def test_a_failed_chapter_is_recorded_and_refused(book, monkeypatch):
+    first = _run(book)
+    monkeypatch.setenv("FAIL_TWO", "1.0")
+    with pytest.raises(pm.PapermillExecutionError, match="asked to fail"):
+        _run(book)
+    rec = store.read_run_record(book["run_dir"])
+    assert rec["status"] == "failed" and rec.get("finished") is None, "no stale 'finished' from the run before"
+    assert rec["run_id"] != first["run_id"]
+    assert rec["stages"]["01_one"]["status"] == "finished" and rec["stages"]["02_two"]["status"] == "failed"
+    assert _meta(book, "02_two.ipynb")["status"] == "failed"
+    with pytest.raises(BookError, match="02_two failed"):
+        check_chapters(book["out"], notebook_dir=book["src"])
+
+
+def test_a_hand_run_chapter_is_not_published(book):
+    _run(book)
+    pm.execute_notebook(str(book["src"] / "01_one.ipynb"), str(book["out"] / "01_one.ipynb"),
+                        kernel_name="python3", progress_bar=False)
+    with pytest.raises(BookError, match="01_one was not executed by the runner"):
+        check_chapters(book["out"], notebook_dir=book["src"])
+
+
+def test_damage_reports_reach_the_terminal_not_the_page(book, capsys):
+    _run(book)
+    # a chapter that meets a damaged cache file: the report goes to the runner's terminal
+    _notebook(book["src"] / "01_one.ipynb",
+              "from uslib import store\n"
+              f"p = store.save_json({str(book['run_dir'] / 'x.json')!r}, {{'a': 1}})\n"
+              "p.write_text('{')\n"
+              "store.load_or_compute(lambda: store.load_json(p), lambda: store.save_json(p, {'a': 1}))")
+    _run(book)
+    err = capsys.readouterr().err
+    assert "damaged cache file" in err and "x.json" in err
+    page = json.dumps(nbformat.read(book["out"] / "01_one.ipynb", as_version=4).cells[-1].get("outputs", []))
+    assert "damaged" not in page and "Warning" not in page
