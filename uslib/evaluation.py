@@ -7,6 +7,16 @@ aligned row by row with an image-set manifest (columns ``image``, ``lesion``,
 train/test setting of Byra et al. (2018), Section II.D, and into the numbers
 of their Tables I–III and Figure 4.
 
+One loop does every cross-validation of the package:
+:func:`cross_validated_probabilities` takes named training sets and a test
+set (each a list of dynamic ranges, an image mask, or every image), the
+patient-level folds (:func:`resolve_folds`) and the classifier settings,
+and returns the out-of-fold P(malignant) of every test image per training
+set (:class:`CVProbabilities`, lesion means by
+:meth:`CVProbabilities.lesion_probabilities`). :func:`cross_validate`,
+:func:`reconstruction_matrix` and :mod:`uslib.robustness` (generalisation
+curves, hand-crafted lesion-level baselines) are built on it.
+
 Protocol decisions (the paper is silent or ambiguous; each is a parameter)
 --------------------------------------------------------------------------
 Folds
@@ -101,7 +111,11 @@ __all__ = [
     "lesion_table",
     "patient_folds",
     "check_folds",
+    "resolve_folds",
+    "Design",
     "score_fold",
+    "CVProbabilities",
+    "cross_validated_probabilities",
     "cross_validate",
     "MatrixResult",
     "reconstruction_matrix",
@@ -290,8 +304,8 @@ def set_name(kind: str, ranges: Sequence[float], *, all_ranges: Sequence[float] 
     return kind + "+".join(f"{r:g}" for r in ranges) + "dB"
 
 
-def _validate(features, manifest: pd.DataFrame) -> np.ndarray:
-    missing = [c for c in REQUIRED_COLUMNS if c not in manifest.columns]
+def _validate(features, manifest: pd.DataFrame, *, columns: Sequence[str] = REQUIRED_COLUMNS) -> np.ndarray:
+    missing = [c for c in columns if c not in manifest.columns]
     if missing:
         raise ValueError(f"manifest: missing column(s) {missing}")
     X = np.asarray(features)
@@ -430,32 +444,146 @@ def check_folds(folds, patients, labels=None) -> None:
         raise LeakageError(f"lesion(s) {never[:5].tolist()} (patient {str(patients[never[0]])!r}) never tested")
 
 
-def _in_ranges(dr_db: np.ndarray, ranges: Sequence[float]) -> np.ndarray:
+def _in_ranges(dynamic_range_db: np.ndarray, ranges: Sequence[float]) -> np.ndarray:
     ranges = np.atleast_1d(np.asarray(ranges, dtype=float))
-    return np.isclose(dr_db[:, None], ranges[None, :], rtol=0, atol=1e-6).any(axis=1)
+    return np.isclose(dynamic_range_db[:, None], ranges[None, :], rtol=0, atol=1e-6).any(axis=1)
 
 
-@dataclass
-class _Design:
-    """Arrays derived once from (features, manifest)."""
+def _is_mask(images) -> bool:
+    return images is not None and np.asarray(images).dtype == bool
+
+
+def _describe(images) -> str:
+    """How a selection of images is named in error messages."""
+    if images is None:
+        return ""
+    if _is_mask(images):
+        return " in the given image mask"
+    return f" with dynamic range in {list(images)} dB"
+
+
+@dataclass(frozen=True, eq=False)
+class Design:
+    """A feature matrix and its manifest, checked and indexed once.
+
+    Build it with :meth:`Design.build`; select images with :meth:`select`.
+
+    Attributes
+    ----------
+    X : ndarray, shape (n_images, d)
+        The features, as given (not copied).
+    lesions : DataFrame
+        :func:`lesion_table` of the manifest: ``lesion``, ``patient``,
+        ``label``, one row per lesion in order of first appearance.
+    code : ndarray of int, shape (n_images,)
+        Row of ``lesions`` that each image belongs to.
+    dynamic_range_db : ndarray of float, shape (n_images,), or None
+        Dynamic range of each image, dB; ``None`` when the manifest has no
+        ``dynamic_range_db`` column (e.g. one row of lesion-level features
+        per lesion), in which case images can be selected by mask only.
+
+    Examples
+    --------
+    >>> m = pd.DataFrame({"lesion": ["a", "a", "b"], "patient": ["p", "p", "q"],
+    ...                   "label": [1, 1, 0], "dynamic_range_db": [40, 50, 40]})
+    >>> d = Design.build(np.zeros((3, 2)), m)
+    >>> d.code.tolist(), d.image_labels.tolist(), d.select((40,)).tolist()
+    ([0, 0, 1], [1, 1, 0], [True, False, True])
+    """
 
     X: np.ndarray
     lesions: pd.DataFrame
-    code: np.ndarray  # lesion index of each image
-    dr_db: np.ndarray
+    code: np.ndarray
+    dynamic_range_db: np.ndarray | None
 
     @classmethod
-    def build(cls, features, manifest: pd.DataFrame) -> "_Design":
-        X = _validate(features, manifest)
+    def build(cls, features, manifest: pd.DataFrame) -> "Design":
+        """Check ``features`` against ``manifest`` and index the images by lesion.
+
+        Parameters
+        ----------
+        features : array_like, shape (n_images, d)
+            Finite values, row-aligned with ``manifest``.
+        manifest : DataFrame
+            Columns ``lesion``, ``patient``, ``label`` and, to select images by
+            dynamic range, ``dynamic_range_db``.
+
+        Raises
+        ------
+        ValueError
+            If a column is missing, the shapes disagree, a feature is not
+            finite, or a lesion has two patients or labels.
+        """
+        X = _validate(features, manifest, columns=("lesion", "patient", "label"))
         lesions = lesion_table(manifest)
         code = pd.Index(lesions["lesion"]).get_indexer(manifest["lesion"].astype(str))
-        dr = np.asarray(manifest["dynamic_range_db"], dtype=float)
+        dr = (np.asarray(manifest["dynamic_range_db"], dtype=float)
+              if "dynamic_range_db" in manifest.columns else None)
         return cls(X, lesions, code, dr)
 
+    @property
+    def n_images(self) -> int:
+        """Number of images (rows of ``X``)."""
+        return len(self.X)
 
-def _resolve_folds(design: _Design, folds, *, n_splits: int, seed: int):
-    patients = design.lesions["patient"].to_numpy()
-    labels = design.lesions["label"].to_numpy()
+    @property
+    def image_labels(self) -> np.ndarray:
+        """Label of each image (its lesion's), shape (n_images,)."""
+        return self.lesions["label"].to_numpy()[self.code]
+
+    def select(self, images=None) -> np.ndarray:
+        """Boolean mask of a selection of images, shape (n_images,).
+
+        Parameters
+        ----------
+        images : None, sequence of float, or array_like of bool
+            ``None``: every image. A sequence of numbers: the dynamic ranges
+            (dB, matched to 1e-6 dB) whose images are selected. A boolean
+            array of shape (n_images,): that mask itself.
+        """
+        n = self.n_images
+        if images is None:
+            return np.ones(n, bool)
+        if _is_mask(images):
+            mask = np.asarray(images)
+            if mask.shape != (n,):
+                raise ValueError(f"image mask: expected shape ({n},), got {mask.shape}")
+            return mask
+        if self.dynamic_range_db is None:
+            raise ValueError("manifest: missing column(s) ['dynamic_range_db'] (needed to select images "
+                             "by dynamic range)")
+        return _in_ranges(self.dynamic_range_db, images)
+
+
+def resolve_folds(lesions: pd.DataFrame, folds=None, *, n_splits: int = 5,
+                  seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The lesion folds of a cross-validation: given ones checked, or new ones.
+
+    Parameters
+    ----------
+    lesions : DataFrame
+        :func:`lesion_table` of the manifest (``patient`` and ``label`` are used).
+    folds : sequence of (train_idx, test_idx), optional
+        Lesion indices (rows of ``lesions``); sorted and checked. Default:
+        :func:`patient_folds` with ``n_splits`` and ``seed``.
+    n_splits, seed : int
+        For :func:`patient_folds` when ``folds`` is not given.
+
+    Returns
+    -------
+    list of (train_idx, test_idx)
+        Sorted integer arrays that passed :func:`check_folds` with the labels
+        (no patient on both sides, every lesion tested once, both classes in
+        every training set).
+
+    Examples
+    --------
+    >>> les = pd.DataFrame({"lesion": list("abcd"), "patient": list("ppqr"), "label": [0, 1, 0, 1]})
+    >>> [te.tolist() for _, te in resolve_folds(les, [([3, 2], [0, 1]), ([0, 1], [2, 3])])]
+    [[0, 1], [2, 3]]
+    """
+    patients = lesions["patient"].to_numpy()
+    labels = lesions["label"].to_numpy()
     if folds is None:
         folds = patient_folds(labels, patients, n_splits=n_splits, seed=seed)
     else:
@@ -464,27 +592,42 @@ def _resolve_folds(design: _Design, folds, *, n_splits: int, seed: int):
     return folds
 
 
-def _score_fold(design: _Design, train_lesions, test_lesions, *, train_sets: Mapping[str, Sequence[float]],
-                test_ranges: Sequence[float], make, fold: int) -> dict[str, np.ndarray]:
-    train_l = np.zeros(len(design.lesions), bool)
-    train_l[np.asarray(train_lesions, dtype=int)] = True
-    test_l = np.zeros(len(design.lesions), bool)
-    test_l[np.asarray(test_lesions, dtype=int)] = True
-    test_rows = np.flatnonzero(test_l[design.code] & _in_ranges(design.dr_db, test_ranges))
-    y_img = design.lesions["label"].to_numpy()[design.code]
-    out = {}
-    for name, ranges in train_sets.items():
-        rows = np.flatnonzero(train_l[design.code] & _in_ranges(design.dr_db, ranges))
-        if rows.size == 0:
-            raise ValueError(f"fold {fold}, {name}: no training images with dynamic range in {list(ranges)} dB")
-        if len(np.unique(y_img[rows])) < 2:
-            raise ValueError(f"fold {fold}, {name}: training images hold only class {np.unique(y_img[rows]).tolist()}")
-        p = np.full(len(design.X), np.nan)
-        if test_rows.size:
-            est = make().fit(design.X[rows], y_img[rows])
-            p[test_rows] = _p_malignant(est, design.X[test_rows])
-        out[name] = p
-    return out
+def _fold_loop(design: Design, folds, *, train_sets: Mapping[str, object], train_rows: Mapping[str, np.ndarray],
+               test_rows: np.ndarray, make, progress: bool | str = False) -> tuple[dict, np.ndarray]:
+    """The fold loop itself: per fold, fit one classifier per training set, score the test images once.
+
+    ``train_rows``/``test_rows`` are image masks (:meth:`Design.select`);
+    ``train_sets`` gives the selections as specified, for error messages.
+    ``folds`` are used as given (the callers check them). Returns P(malignant)
+    per training set and image (NaN where not scored) and each lesion's fold
+    (-1 if never tested).
+    """
+    y_img = design.image_labels
+    n_les = len(design.lesions)
+    probs = {name: np.full(design.n_images, np.nan) for name in train_sets}
+    fold_of = np.full(n_les, -1)
+    fold_iter = folds
+    if progress:
+        from tqdm.auto import tqdm
+        fold_iter = tqdm(folds, desc=progress if isinstance(progress, str) else None, leave=False)
+    for k, (tr, te) in enumerate(fold_iter):
+        fold_of[te] = k
+        train_l = np.zeros(n_les, bool)
+        train_l[np.asarray(tr, dtype=int)] = True
+        test_l = np.zeros(n_les, bool)
+        test_l[np.asarray(te, dtype=int)] = True
+        scored = np.flatnonzero(test_l[design.code] & test_rows)
+        for name, sel in train_rows.items():
+            rows = np.flatnonzero(train_l[design.code] & sel)
+            if rows.size == 0:
+                raise ValueError(f"fold {k}, {name}: no training images{_describe(train_sets[name])}")
+            if len(np.unique(y_img[rows])) < 2:
+                raise ValueError(f"fold {k}, {name}: training images hold only class "
+                                 f"{np.unique(y_img[rows]).tolist()}")
+            if scored.size:
+                est = make().fit(design.X[rows], y_img[rows])
+                probs[name][scored] = _p_malignant(est, design.X[scored])
+    return probs, fold_of
 
 
 def score_fold(features, manifest: pd.DataFrame, train_lesions, test_lesions, *,
@@ -500,10 +643,11 @@ def score_fold(features, manifest: pd.DataFrame, train_lesions, test_lesions, *,
         The image-set manifest, row-aligned with ``features``.
     train_lesions, test_lesions : array_like of int
         Lesion indices into :func:`lesion_table` ``(manifest)``.
-    train_sets : mapping name -> dynamic ranges (dB)
-        E.g. ``{"Train40dB": (40,), "TrainALL": (40, 50, 60)}``.
-    test_ranges : sequence of float
-        Dynamic ranges (dB) of the test images to score (the union of all test sets).
+    train_sets : mapping name -> dynamic ranges (dB) or image mask
+        E.g. ``{"Train40dB": (40,), "TrainALL": (40, 50, 60)}``; see
+        :meth:`Design.select`.
+    test_ranges : sequence of float, or image mask
+        The test images to score (the union of all test sets).
     svm_c, class_weight, standardize, seed, estimator
         See :func:`cross_validate`.
 
@@ -511,35 +655,152 @@ def score_fold(features, manifest: pd.DataFrame, train_lesions, test_lesions, *,
     -------
     dict name -> ndarray, shape (n_images,)
         P(malignant) for the scored test images, NaN elsewhere.
+
+    See Also
+    --------
+    cross_validated_probabilities : the same over all folds.
     """
-    design = _Design.build(features, manifest)
+    design = Design.build(features, manifest)
     make = lambda: _make_estimator(estimator, svm_c=svm_c, class_weight=class_weight,  # noqa: E731
                                    standardize=standardize, seed=seed)
-    return _score_fold(design, train_lesions, test_lesions, train_sets=train_sets,
-                       test_ranges=test_ranges, make=make, fold=0)
+    probs, _ = _fold_loop(design, [(train_lesions, test_lesions)], train_sets=train_sets,
+                          train_rows={n: design.select(s) for n, s in train_sets.items()},
+                          test_rows=design.select(test_ranges), make=make)
+    return probs
 
 
-def _lesion_means(p_img: np.ndarray, design: _Design, test_ranges) -> tuple[np.ndarray, np.ndarray]:
-    """Mean probability per lesion over its scored images in ``test_ranges``; counts."""
-    use = _in_ranges(design.dr_db, test_ranges) & np.isfinite(p_img)
-    n_les = len(design.lesions)
-    counts = np.bincount(design.code[use], minlength=n_les)
-    sums = np.bincount(design.code[use], weights=p_img[use], minlength=n_les)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return sums / counts, counts
+@dataclass(eq=False)
+class CVProbabilities:
+    """Out-of-fold probabilities of :func:`cross_validated_probabilities`.
+
+    Attributes
+    ----------
+    probabilities : dict name -> ndarray, shape (n_images,)
+        For each training set, P(malignant) of every test-set image, from the
+        classifier of the fold in which its lesion was tested; NaN for images
+        outside the test set.
+    fold : ndarray of int, shape (n_lesions,)
+        The fold in which each lesion (row of ``design.lesions``) was tested.
+    folds : list of (train_idx, test_idx)
+        The lesion folds used (sorted, checked).
+    design : Design
+        The checked features and manifest.
+    """
+
+    probabilities: dict
+    fold: np.ndarray
+    folds: list
+    design: Design
+
+    def lesion_probabilities(self, train_set, test_set=None) -> tuple[np.ndarray, np.ndarray]:
+        """Mean P(malignant) per lesion over its scored images in ``test_set``.
+
+        Parameters
+        ----------
+        train_set : str
+            A key of ``probabilities``.
+        test_set : None, sequence of float, or array_like of bool
+            The images to average (see :meth:`Design.select`); default every
+            scored image.
+
+        Returns
+        -------
+        probability : ndarray of float, shape (n_lesions,)
+            NaN for a lesion without such an image.
+        n_images : ndarray of int, shape (n_lesions,)
+            How many images each mean is over.
+        """
+        d = self.design
+        p_img = self.probabilities[train_set]
+        use = d.select(test_set) & np.isfinite(p_img)
+        n_les = len(d.lesions)
+        counts = np.bincount(d.code[use], minlength=n_les)
+        sums = np.bincount(d.code[use], weights=p_img[use], minlength=n_les)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return sums / counts, counts
 
 
-def _run_cv(design: _Design, folds, *, train_sets, test_ranges_union, make) -> tuple[dict, np.ndarray]:
-    probs = {name: np.full(len(design.X), np.nan) for name in train_sets}
-    fold_of = np.full(len(design.lesions), -1)
-    for k, (tr, te) in enumerate(folds):
-        fold_of[te] = k
-        scored = _score_fold(design, tr, te, train_sets=train_sets, test_ranges=test_ranges_union,
-                             make=make, fold=k)
-        for name, p in scored.items():
-            ok = np.isfinite(p)
-            probs[name][ok] = p[ok]
-    return probs, fold_of
+def cross_validated_probabilities(features, manifest: pd.DataFrame, *, train_sets: Mapping[str, object],
+                                  test_set=None, folds=None, n_splits: int = 5, seed: int = 0,
+                                  svm_c: float = 1.0, class_weight="balanced", standardize: bool = True,
+                                  estimator=None, progress: bool | str = False) -> CVProbabilities:
+    """The cross-validation loop: out-of-fold P(malignant) of every test image, per training set.
+
+    In each patient-level fold, one classifier per training set is fitted on
+    the training lesions' images of that set and scores the test lesions'
+    images of ``test_set`` once. Every train/test evaluation of this package
+    (:func:`cross_validate`, :func:`reconstruction_matrix`,
+    :func:`uslib.robustness.generalisation_curves`,
+    :func:`uslib.robustness.handcrafted_baselines`) runs through this loop.
+
+    Parameters
+    ----------
+    features : ndarray, shape (n_images, d)
+        Row-aligned with ``manifest``; one row per image (or per lesion for
+        lesion-level features).
+    manifest : DataFrame
+        Columns ``lesion``, ``patient``, ``label``; ``dynamic_range_db`` when
+        a set is given as dynamic ranges.
+    train_sets : mapping name -> selection
+        Each training set's images: a sequence of dynamic ranges (dB), a
+        boolean mask of shape (n_images,), or ``None`` for every image (see
+        :meth:`Design.select`). E.g. ``{"Train40dB": (40,), "TrainALL": (40,
+        50, 60)}``.
+    test_set : selection, optional
+        The images to score (the union of all test sets); default every image.
+    folds : sequence of (train_idx, test_idx), optional
+        Lesion folds (indices into :func:`lesion_table` ``(manifest)``);
+        default :func:`patient_folds` with ``n_splits`` and ``seed``. See
+        :func:`resolve_folds`.
+    n_splits : int
+        Number of folds when ``folds`` is not given.
+    seed : int
+        Seed of the folds and of the classifier's internal calibration split.
+    svm_c, class_weight, standardize, estimator
+        See :func:`cross_validate`.
+    progress : bool or str
+        Show a tqdm bar over the folds (a str is its description).
+
+    Returns
+    -------
+    CVProbabilities
+        ``probabilities`` per training set and image, ``fold`` per lesion,
+        the ``folds`` and the ``design``; lesion means with
+        :meth:`CVProbabilities.lesion_probabilities`.
+
+    Raises
+    ------
+    ValueError
+        Bad inputs (see :meth:`Design.build`), no training set, or a fold's
+        training set without images or with one class only.
+    LeakageError
+        If given ``folds`` let a patient leak into its test set.
+
+    Examples
+    --------
+    Twelve patients with one lesion each, two images per lesion, and a
+    feature that separates the classes perfectly:
+
+    >>> m = pd.DataFrame({"lesion": np.repeat([f"l{i}" for i in range(12)], 2),
+    ...                   "patient": np.repeat([f"p{i}" for i in range(12)], 2),
+    ...                   "label": np.repeat([0, 1] * 6, 2), "dynamic_range_db": [40.0, 60.0] * 12})
+    >>> X = m[["label"]].to_numpy(float) + np.tile([0.0, 0.1], 12)[:, None]
+    >>> cv = cross_validated_probabilities(X, m, train_sets={"Train40dB": (40,)}, n_splits=3)
+    >>> p, n = cv.lesion_probabilities("Train40dB", (60,))
+    >>> roc_auc(cv.design.lesions["label"], p), n.tolist() == [1] * 12, np.bincount(cv.fold).tolist()
+    (1.0, True, [4, 4, 4])
+    """
+    design = Design.build(features, manifest)
+    if not train_sets:
+        raise ValueError("train_sets is empty")
+    train_rows = {name: design.select(spec) for name, spec in train_sets.items()}
+    test_rows = design.select(test_set)
+    folds = resolve_folds(design.lesions, folds, n_splits=n_splits, seed=seed)
+    make = lambda: _make_estimator(estimator, svm_c=svm_c, class_weight=class_weight,  # noqa: E731
+                                   standardize=standardize, seed=seed)
+    probs, fold_of = _fold_loop(design, folds, train_sets=train_sets, train_rows=train_rows, test_rows=test_rows,
+                                make=make, progress=progress)
+    return CVProbabilities(probabilities=probs, fold=fold_of, folds=folds, design=design)
 
 
 def cross_validate(features, manifest: pd.DataFrame, *, train_ranges: Sequence[float],
@@ -551,7 +812,8 @@ def cross_validate(features, manifest: pd.DataFrame, *, train_ranges: Sequence[f
     In each patient-level fold, a classifier is trained on the training
     lesions' images whose ``dynamic_range_db`` is in ``train_ranges`` and
     scores the test lesions' images in ``test_ranges``; a lesion's
-    probability is the mean P(malignant) of those images.
+    probability is the mean P(malignant) of those images
+    (:func:`cross_validated_probabilities` with one training set).
 
     Parameters
     ----------
@@ -582,18 +844,17 @@ def cross_validate(features, manifest: pd.DataFrame, *, train_ranges: Sequence[f
         One row per lesion (:func:`lesion_table` order): ``lesion``,
         ``patient``, ``label``, ``fold``, ``probability``, ``n_images``.
     """
-    design = _Design.build(features, manifest)
-    folds = _resolve_folds(design, folds, n_splits=n_splits, seed=seed)
-    make = lambda: _make_estimator(estimator, svm_c=svm_c, class_weight=class_weight,  # noqa: E731
-                                   standardize=standardize, seed=seed)
-    probs, fold_of = _run_cv(design, folds, train_sets={"train": train_ranges},
-                             test_ranges_union=test_ranges, make=make)
-    mean, counts = _lesion_means(probs["train"], design, test_ranges)
+    cv = cross_validated_probabilities(features, manifest, train_sets={"train": train_ranges},
+                                       test_set=test_ranges, folds=folds, n_splits=n_splits, seed=seed,
+                                       svm_c=svm_c, class_weight=class_weight, standardize=standardize,
+                                       estimator=estimator)
+    mean, counts = cv.lesion_probabilities("train", test_ranges)
+    lesions = cv.design.lesions
     if (counts == 0).any():
-        bad = design.lesions["lesion"][counts == 0].iloc[0]
+        bad = lesions["lesion"][counts == 0].iloc[0]
         raise ValueError(f"lesion {bad!r} has no image with dynamic range in {list(test_ranges)} dB")
-    out = design.lesions.copy()
-    out["fold"] = fold_of
+    out = lesions.copy()
+    out["fold"] = cv.fold
     out["probability"] = mean
     out["n_images"] = counts
     return out
@@ -960,8 +1221,8 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
         raise ValueError(f"n_repeats must be >= 1, got {n_repeats}")
     if folds is not None and n_repeats != 1:
         raise ValueError("reconstruction_matrix: explicit folds need n_repeats=1")
-    design = _Design.build(features, manifest)
-    missing = [r for r in ranges if not _in_ranges(design.dr_db, (r,)).any()]
+    design = Design.build(features, manifest)
+    missing = [r for r in ranges if not design.select((r,)).any()]
     if missing:
         raise ValueError(f"manifest: no image with dynamic_range_db {missing}")
     sets = [(r,) for r in ranges] + [ranges]
@@ -972,32 +1233,20 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
 
     pred_frames, folds_first = [], None
     for rep in range(n_repeats):
-        rseed = seed + rep
-        rfolds = _resolve_folds(design, folds, n_splits=n_splits, seed=rseed)
+        cv = cross_validated_probabilities(
+            features, manifest, train_sets=train_sets, test_set=ranges, folds=folds, n_splits=n_splits,
+            seed=seed + rep, svm_c=svm_c, class_weight=class_weight, standardize=standardize,
+            estimator=estimator, progress=f"{backbone} repeat {rep}" if progress else False)
         if rep == 0:
-            folds_first = rfolds
-        make = lambda s=rseed: _make_estimator(estimator, svm_c=svm_c, class_weight=class_weight,  # noqa: E731
-                                               standardize=standardize, seed=s)
-        it = rfolds
-        if progress:
-            from tqdm.auto import tqdm
-            it = tqdm(rfolds, desc=f"{backbone} repeat {rep}", leave=False)
-        probs = {name: np.full(len(design.X), np.nan) for name in train_sets}
-        fold_of = np.full(len(lesions), -1)
-        for k, (tr, te) in enumerate(it):
-            fold_of[te] = k
-            scored = _score_fold(design, tr, te, train_sets=train_sets, test_ranges=ranges, make=make, fold=k)
-            for name, p in scored.items():
-                ok = np.isfinite(p)
-                probs[name][ok] = p[ok]
+            folds_first = cv.folds
         for tname, tranges in test_sets.items():
             for trname in train_sets:
-                mean, counts = _lesion_means(probs[trname], design, tranges)
+                mean, counts = cv.lesion_probabilities(trname, tranges)
                 keep = counts > 0
                 pred_frames.append(pd.DataFrame({
                     "backbone": backbone, "repeat": rep, "train": trname, "test": tname,
                     "lesion": lesions["lesion"][keep].to_numpy(), "patient": lesions["patient"][keep].to_numpy(),
-                    "label": lesions["label"][keep].to_numpy(), "fold": fold_of[keep],
+                    "label": lesions["label"][keep].to_numpy(), "fold": cv.fold[keep],
                     "probability": mean[keep], "n_images": counts[keep]}))
     predictions = pd.concat(pred_frames, ignore_index=True)
     predictions["train"] = pd.Categorical(predictions["train"], categories=list(train_sets))

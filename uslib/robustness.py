@@ -12,14 +12,17 @@ compression. This module measures both:
   interval (:func:`continuous_manifest`);
 * :func:`generalisation_curves` — AUC against the test dynamic range for
   several training policies (``Train40dB``, ``Train60dB``, ``TrainALL``,
-  ``TrainContinuous``), with the patient-level folds and the SVM of
-  :mod:`uslib.evaluation`;
+  ``TrainContinuous``), through the cross-validation loop of
+  :mod:`uslib.evaluation` (:func:`uslib.evaluation.cross_validated_probabilities`:
+  the same patient-level folds and SVM; a continuous policy is a training
+  set given as an image mask);
 * :func:`handcrafted_baselines` — Nakagami/envelope statistics
   (:func:`uslib.qus.qus_table`) and ROI shape (:func:`uslib.morphology.
-  morphology_table`), classified lesion by lesion with the same folds and
-  the same SVM. Neither passes through log compression, so their AUC is one
-  number whatever the test dynamic range; :func:`attach_baselines` repeats
-  it per range for plotting (constant by construction);
+  morphology_table`), classified lesion by lesion through the same loop
+  (one row per lesion, no dynamic range), with the same folds and SVM.
+  Neither passes through log compression, so their AUC is one number
+  whatever the test dynamic range; :func:`attach_baselines` repeats it per
+  range for plotting (constant by construction);
 * :func:`get_curves`, :func:`get_baselines` — get-or-compute against a run
   directory (``<run_dir>/robustness/``, CSV, keyed by inputs, atomic).
 
@@ -361,8 +364,10 @@ def generalisation_curves(features, manifest: pd.DataFrame, *, continuous_mask=N
     In each patient-level fold, one classifier per policy is fitted on the
     training lesions' images of that policy (``Train40dB``: rows at 40 dB;
     ``TrainALL``: 40/50/60 dB; ``TrainContinuous``: the continuous rows) and
-    scores the test lesions' images of every test range once; a lesion's
-    probability at range ``r`` is the mean over its images at ``r``. The
+    scores the test lesions' images of every test range once
+    (:func:`uslib.evaluation.cross_validated_probabilities`, the continuous
+    policy as an image mask); a lesion's probability at range ``r`` is the
+    mean over its images at ``r``. The
     pooled out-of-fold probabilities give one AUC (DeLong CI) per (policy,
     test range).
 
@@ -412,11 +417,10 @@ def generalisation_curves(features, manifest: pd.DataFrame, *, continuous_mask=N
         ``backbone``, ``policy``, ``test_range_db``, ``lesion``, ``patient``,
         ``label``, ``fold``, ``probability``, ``n_images``.
     """
-    design = ev._Design.build(features, manifest)
-    n = len(design.X)
-    cmask = _continuous_mask(continuous_mask, n)
+    design = ev.Design.build(features, manifest)
+    cmask = _continuous_mask(continuous_mask, design.n_images)
     pol = resolve_policies(policies, train_ranges_db=train_ranges_db)
-    grid_dr = design.dr_db[~cmask]
+    grid_dr = design.dynamic_range_db[~cmask]
     if test_ranges_db is None:
         test = tuple(sorted(set(np.round(grid_dr, 6).tolist())))
     else:
@@ -424,53 +428,36 @@ def generalisation_curves(features, manifest: pd.DataFrame, *, continuous_mask=N
     if not test:
         raise ValueError("no test dynamic range")
     for r in test:
-        if not ev._in_ranges(design.dr_db, (r,)).any():
+        if not design.select((r,)).any():
             raise ValueError(f"manifest: no image with dynamic_range_db {r:g} (a test range)")
-    train_rows: dict[str, np.ndarray] = {}
+    train_sets: dict[str, object] = {}
     seen_of: dict[str, np.ndarray] = {}
     for name, spec in pol.items():
         if spec == "continuous":
             if not cmask.any():
                 raise ValueError(f"policy {name!r}: continuous_mask selects no image")
-            train_rows[name] = cmask
+            train_sets[name] = cmask
             lo, hi = (_interval(continuous_range_db, "continuous_range_db") if continuous_range_db is not None
-                      else (float(design.dr_db[cmask].min()), float(design.dr_db[cmask].max())))
+                      else (float(design.dynamic_range_db[cmask].min()),
+                            float(design.dynamic_range_db[cmask].max())))
             seen_of[name] = np.array([lo - 1e-6 <= r <= hi + 1e-6 for r in test])
         else:
-            missing = [r for r in spec if not ev._in_ranges(design.dr_db, (r,)).any()]
+            missing = [r for r in spec if not design.select((r,)).any()]
             if missing:
                 raise ValueError(f"policy {name!r}: manifest has no image with dynamic_range_db {missing}")
-            train_rows[name] = ev._in_ranges(design.dr_db, spec)
+            train_sets[name] = spec
             seen_of[name] = np.array([any(abs(r - s) < 1e-6 for s in spec) for r in test])
 
-    folds = ev._resolve_folds(design, folds, n_splits=n_splits, seed=seed)
-    y_img = design.lesions["label"].to_numpy()[design.code]
-    test_img = ev._in_ranges(design.dr_db, test)
-    probs = {name: np.full(n, np.nan) for name in pol}
-    fold_of = np.full(len(design.lesions), -1)
-    for k, (tr, te) in enumerate(folds):
-        fold_of[te] = k
-        train_l = np.zeros(len(design.lesions), bool)
-        train_l[tr] = True
-        test_l = np.zeros(len(design.lesions), bool)
-        test_l[te] = True
-        rows_te = np.flatnonzero(test_l[design.code] & test_img)
-        for name, sel in train_rows.items():
-            rows = np.flatnonzero(train_l[design.code] & sel)
-            if rows.size == 0:
-                raise ValueError(f"fold {k}, {name}: no training images")
-            if len(np.unique(y_img[rows])) < 2:
-                raise ValueError(f"fold {k}, {name}: training images hold only class "
-                                 f"{np.unique(y_img[rows]).tolist()}")
-            est = ev._make_estimator(estimator, svm_c=svm_c, class_weight=class_weight,
-                                     standardize=standardize, seed=seed).fit(design.X[rows], y_img[rows])
-            probs[name][rows_te] = ev._p_malignant(est, design.X[rows_te])
+    cv = ev.cross_validated_probabilities(features, manifest, train_sets=train_sets, test_set=test, folds=folds,
+                                          n_splits=n_splits, seed=seed, svm_c=svm_c, class_weight=class_weight,
+                                          standardize=standardize, estimator=estimator)
+    fold_of = cv.fold
 
     les = design.lesions
     rows_out, preds = [], []
     for name in pol:
         for j, r in enumerate(test):
-            mean, counts = ev._lesion_means(probs[name], design, (r,))
+            mean, counts = cv.lesion_probabilities(name, (r,))
             if (counts == 0).any():
                 bad = les["lesion"][counts == 0].iloc[0]
                 raise ValueError(f"lesion {bad!r} has no image at the test range {r:g} dB")
@@ -527,7 +514,9 @@ def handcrafted_baselines(dataset=None, *, table: pd.DataFrame | None = None, fo
     One feature vector per lesion (means over its scans); in each fold the
     same SVM as :func:`generalisation_curves` (linear, ``svm_c``, balanced,
     z-scored on the training lesions) is fitted on the training lesions and
-    gives P(malignant) of the test lesions.
+    gives P(malignant) of the test lesions
+    (:func:`uslib.evaluation.cross_validated_probabilities` on one row per
+    lesion).
 
     Parameters
     ----------
@@ -573,13 +562,7 @@ def handcrafted_baselines(dataset=None, *, table: pd.DataFrame | None = None, fo
         raise ValueError("table: each lesion must appear once")
     y = lesions["label"].to_numpy()
     patients = lesions["patient"].to_numpy()
-    if folds is None:
-        folds = ev.patient_folds(y, patients, n_splits=n_splits, seed=seed)
-    folds = [(np.sort(np.asarray(tr, dtype=int)), np.sort(np.asarray(te, dtype=int))) for tr, te in folds]
-    ev.check_folds(folds, patients, y)
-    fold_of = np.full(len(y), -1)
-    for k, (_, te) in enumerate(folds):
-        fold_of[te] = k
+    folds = ev.resolve_folds(lesions, folds, n_splits=n_splits, seed=seed)
     rows, preds = [], []
     for name, cols in sets.items():
         cols = list(cols)
@@ -592,17 +575,17 @@ def handcrafted_baselines(dataset=None, *, table: pd.DataFrame | None = None, fo
             i, j = np.argwhere(bad)[0]
             raise ValueError(f"feature set {name!r}: lesion {table['lesion'].iloc[i]!r} has a non-finite "
                              f"{cols[j]} ({X[i, j]})")
-        p = np.full(len(y), np.nan)
-        for tr, te in folds:
-            est = ev._make_estimator(estimator, svm_c=svm_c, class_weight=class_weight,
-                                     standardize=standardize, seed=seed).fit(X[tr], y[tr])
-            p[te] = ev._p_malignant(est, X[te])
+        # one row per lesion, no dynamic range: every row trains (in its training folds) and is tested
+        cv = ev.cross_validated_probabilities(X, table[["lesion", "patient", "label"]], train_sets={name: None},
+                                              folds=folds, seed=seed, svm_c=svm_c, class_weight=class_weight,
+                                              standardize=standardize, estimator=estimator)
+        p, _ = cv.lesion_probabilities(name)
         auc, lo, hi = ev.delong_ci(y, p, alpha=alpha)
         rows.append({"feature_set": str(name), "auc": auc, "ci_low": lo, "ci_high": hi,
                      "n_lesions": int(len(y)), "n_features": len(cols)})
         if return_predictions:
             preds.append(pd.DataFrame({"feature_set": str(name), "lesion": lesions["lesion"].to_numpy(),
-                                       "patient": patients, "label": y, "fold": fold_of, "probability": p}))
+                                       "patient": patients, "label": y, "fold": cv.fold, "probability": p}))
     out = pd.DataFrame(rows)
     if return_predictions:
         return out, pd.concat(preds, ignore_index=True)
@@ -739,7 +722,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 def _record(run_dir, seconds: dict) -> None:
     from .config import resolve_path
-    from .run import update_run_record
+    from .store import update_run_record
 
     update_run_record(resolve_path(run_dir), stage_seconds={k: round(v, 2) for k, v in seconds.items()})
 
@@ -790,8 +773,8 @@ def get_curves(run_dir: str | os.PathLike, feature_set, manifest: pd.DataFrame, 
     """
     from .pipeline import features_key
 
-    design = ev._Design.build(feature_set.features, manifest)
-    folds = ev._resolve_folds(design, folds, n_splits=n_splits, seed=cv_seed)
+    design = ev.Design.build(feature_set.features, manifest)
+    folds = ev.resolve_folds(design.lesions, folds, n_splits=n_splits, seed=cv_seed)
     mask = _continuous_mask(continuous_mask, len(manifest))
     pol = resolve_policies(policies, train_ranges_db=train_ranges_db)
     cols = ["lesion", "scan", "margin_mm", "dynamic_range_db"]
