@@ -233,6 +233,134 @@ def test_cross_validate_input_errors(data):
         cross_validate(Xn, m, train_ranges=(40,), test_ranges=(40,))
 
 
+# --------------------------------------------------------------------------- #
+# The one cross-validation loop
+# --------------------------------------------------------------------------- #
+
+
+def separable(n_patients=15, *, seed=0):
+    """Patients with 1-2 lesions, 2 images per lesion at each of 40/60 dB; feature 0 = label + small noise."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_patients):
+        for j in range(1 + p % 2):
+            label = (p + j) % 2
+            for dr in (40.0, 60.0):
+                for scan in (0, 1):
+                    rows.append({"lesion": f"L{p}-{j}", "patient": f"P{p}", "label": label, "scan": scan,
+                                 "dynamic_range_db": dr})
+    m = pd.DataFrame(rows)
+    X = np.column_stack([m["label"] + rng.uniform(-0.2, 0.2, len(m)), np.arange(len(m))]).astype(float)
+    return X, m
+
+
+def test_loop_separable_features_auc_one_each_lesion_tested_once():
+    X, m = separable()
+    cv = ev.cross_validated_probabilities(X[:, :1], m, train_sets={"Train40dB": (40,), "all": None},
+                                          test_set=(60,), n_splits=3, seed=2)
+    les = cv.design.lesions
+    assert les["lesion"].tolist() == list(pd.unique(m["lesion"]))
+    # every lesion is tested exactly once, and the folds are patient-grouped
+    assert sorted(np.concatenate([te for _, te in cv.folds]).tolist()) == list(range(len(les)))
+    assert set(cv.fold.tolist()) == {0, 1, 2}
+    for k, (tr, te) in enumerate(cv.folds):
+        assert (cv.fold[te] == k).all()
+        assert not set(les["patient"][tr]) & set(les["patient"][te])
+    assert (les.groupby("patient")["lesion"].size() == 2).any()
+    assert (pd.Series(cv.fold).groupby(les["patient"].to_numpy()).nunique() == 1).all()
+    assert [len(te) for _, te in cv.folds] == np.bincount(cv.fold).tolist()
+    for name in ("Train40dB", "all"):
+        p_img = cv.probabilities[name]
+        # scored: exactly the 60 dB images; NaN elsewhere
+        np.testing.assert_array_equal(np.isfinite(p_img), m["dynamic_range_db"].to_numpy() == 60.0)
+        p, n = cv.lesion_probabilities(name, (60,))
+        assert (n == 2).all()
+        assert roc_auc(les["label"], p) == 1.0
+        assert (p[les["label"] == 1].min() > 0.5 > p[les["label"] == 0].max())
+        # nothing was scored at 40 dB
+        p40, n40 = cv.lesion_probabilities(name, (40,))
+        assert (n40 == 0).all() and np.isnan(p40).all()
+    # the folds are those of patient_folds, and explicit folds give the same result
+    assert all(np.array_equal(a[1], b[1]) for a, b in
+               zip(cv.folds, patient_folds(les["label"], les["patient"], n_splits=3, seed=2)))
+    again = ev.cross_validated_probabilities(X[:, :1], m, train_sets={"Train40dB": (40,)}, test_set=(60,),
+                                             folds=cv.folds[::-1], seed=2)
+    np.testing.assert_array_equal(again.probabilities["Train40dB"], cv.probabilities["Train40dB"])
+
+
+def test_loop_masks_lesion_means_and_training_rows():
+    X, m = separable(12, seed=1)
+    mask = (m["scan"] == 0).to_numpy()  # a training set given as an image mask
+    FIT_LOG.clear()
+    cv = ev.cross_validated_probabilities(X, m, train_sets={"scan0": mask}, n_splits=4, seed=0,
+                                          standardize=False, estimator=ColumnProba())
+    les = cv.design.lesions
+    # oracle: P(malignant) of an image is its column 0; a lesion's probability is the mean over its images
+    want = pd.Series(X[:, 0]).groupby(m["lesion"].to_numpy()).mean().loc[les["lesion"]].to_numpy()
+    p, n = cv.lesion_probabilities("scan0")
+    np.testing.assert_allclose(p, want, rtol=0, atol=1e-12)
+    assert (n == 4).all()
+    np.testing.assert_allclose(cv.probabilities["scan0"], X[:, 0], rtol=0, atol=0)
+    # each fit saw the scan-0 images of that fold's training lesions, nothing else
+    assert len(FIT_LOG) == 4
+    for (tr, _), seen in zip(cv.folds, FIT_LOG):
+        expect = np.flatnonzero(mask & m["lesion"].isin(les["lesion"][tr]).to_numpy())
+        np.testing.assert_array_equal(np.sort(seen), expect)
+
+
+def test_loop_lesion_level_features_without_dynamic_range():
+    X, m = separable(10, seed=2)
+    table = m.drop_duplicates("lesion")[["lesion", "patient", "label"]].reset_index(drop=True)
+    Xl = X[m.drop_duplicates("lesion").index]
+    Xl[:, 1] = np.arange(len(Xl))  # row numbers, logged by ColumnProba.fit
+    FIT_LOG.clear()
+    cv = ev.cross_validated_probabilities(Xl, table, train_sets={"lesions": None}, n_splits=5, seed=0,
+                                          standardize=False, estimator=ColumnProba())
+    p, n = cv.lesion_probabilities("lesions")
+    np.testing.assert_array_equal(p, Xl[:, 0])  # one row per lesion: its probability is its own score
+    assert (n == 1).all() and set(cv.fold.tolist()) == set(range(5))
+    for (tr, _), seen in zip(cv.folds, FIT_LOG):  # each fit used exactly its training lesions' rows
+        np.testing.assert_array_equal(seen, tr)
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['dynamic_range_db'\]"):
+        ev.cross_validated_probabilities(Xl, table, train_sets={"x": (40,)}, n_splits=5)
+
+
+def test_loop_errors():
+    X, m = separable(10)
+    with pytest.raises(ValueError, match="train_sets is empty"):
+        ev.cross_validated_probabilities(X, m, train_sets={})
+    with pytest.raises(ValueError, match="image mask"):
+        ev.cross_validated_probabilities(X, m, train_sets={"x": np.ones(3, bool)})
+    with pytest.raises(ValueError, match=r"fold 0, x: no training images with dynamic range in \[50\] dB"):
+        ev.cross_validated_probabilities(X, m, train_sets={"x": (50,)}, n_splits=3)
+    benign = (m["label"] == 0).to_numpy()
+    with pytest.raises(ValueError, match="fold 0, x: training images hold only class"):
+        ev.cross_validated_probabilities(X, m, train_sets={"x": benign}, n_splits=3)
+    les = lesion_table(m)
+    n = len(les)
+    leak = [(np.arange(1, n), np.array([0, 1])), (np.array([0]), np.arange(1, n))]
+    with pytest.raises(LeakageError):
+        ev.cross_validated_probabilities(X, m, train_sets={"x": None}, folds=leak)
+
+
+def test_cross_validate_and_matrix_are_the_loop(result, data):
+    X, m = data
+    cv = ev.cross_validated_probabilities(X, m, train_sets={"Train50dB": (50,), "TrainALL": RANGES},
+                                          test_set=RANGES, seed=0)
+    p = result.predictions
+    for train, test, te_r in (("Train50dB", "Test40dB", (40,)), ("TrainALL", "TestALL", RANGES)):
+        mean, counts = cv.lesion_probabilities(train, te_r)
+        g = p[(p["train"] == train) & (p["test"] == test)]
+        np.testing.assert_array_equal(g["probability"].to_numpy(), mean)
+        np.testing.assert_array_equal(g["n_images"].to_numpy(), counts)
+        np.testing.assert_array_equal(g["fold"].to_numpy(), cv.fold)
+    one = cross_validate(X, m, train_ranges=(50,), test_ranges=(40,), seed=0)
+    # scoring fewer test images at once changes BLAS rounding only
+    np.testing.assert_allclose(one["probability"].to_numpy(), cv.lesion_probabilities("Train50dB", (40,))[0],
+                               rtol=0, atol=1e-12)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(result.folds, cv.folds))
+
+
 def test_linear_svm_equals_sklearn_svc_probability():
     rng = np.random.default_rng(0)
     y = np.r_[np.zeros(25, int), np.ones(35, int)]

@@ -204,6 +204,20 @@ def test_curves_table_shape_folds_and_signal(toy, design):
     assert (preds["n_images"] == 2).all()
 
 
+def test_curves_are_the_evaluation_loop_with_a_mask_training_set(design):
+    m, cont = design
+    X = synthetic_features(m, rotate=True)
+    _, preds = rb.generalisation_curves(X, m, continuous_mask=cont, policies=["Train40dB", "TrainContinuous"],
+                                        n_splits=4, seed=1, return_predictions=True)
+    cv = ev.cross_validated_probabilities(X, m, train_sets={"Train40dB": (40,), "TrainContinuous": cont},
+                                          test_set=TRAIN + UNSEEN, n_splits=4, seed=1)
+    for (pol, r), g in preds.groupby(["policy", "test_range_db"]):
+        mean, counts = cv.lesion_probabilities(pol, (r,))
+        np.testing.assert_array_equal(g["probability"].to_numpy(), mean)
+        np.testing.assert_array_equal(g["n_images"].to_numpy(), counts)
+        np.testing.assert_array_equal(g["fold"].to_numpy(), cv.fold)
+
+
 def test_curves_reproduce_a_drop_away_from_the_training_range(design):
     m, cont = design
     X = synthetic_features(m, rotate=True, strength=2.0)
@@ -270,6 +284,19 @@ def test_baselines_same_folds_and_signal(toy):
     # the default folds are the main CV's
     base2 = rb.handcrafted_baselines(table=table, n_splits=5, seed=0)
     pd.testing.assert_frame_equal(base, base2)
+
+
+def test_baselines_are_the_evaluation_loop_on_lesion_rows(toy):
+    table = synthetic_table(toy)
+    cols = list(rb.BASELINE_SETS["QUS"])
+    _, preds = rb.handcrafted_baselines(table=table, feature_sets={"QUS": cols}, n_splits=4, seed=2,
+                                        return_predictions=True)
+    cv = ev.cross_validated_probabilities(table[cols].to_numpy(), table[["lesion", "patient", "label"]],
+                                          train_sets={"QUS": None}, n_splits=4, seed=2)
+    p, n = cv.lesion_probabilities("QUS")
+    assert (n == 1).all()
+    np.testing.assert_array_equal(preds["probability"].to_numpy(), p)
+    np.testing.assert_array_equal(preds["fold"].to_numpy(), cv.fold)
 
 
 def test_baselines_name_non_finite_lesion(toy):
