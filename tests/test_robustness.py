@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from uslib import evaluation as ev
+from uslib import pipeline
 from uslib import robustness as rb
 from uslib.augmentation import MANIFEST_COLUMNS, image_key, image_set
 from uslib.data import Dataset, Lesion, Scan
@@ -370,7 +371,7 @@ def test_get_curves_caches_and_rekeys(tmp_path, design, monkeypatch):
     m, cont = design
     fs = SimpleNamespace(features=synthetic_features(m, rotate=True).astype(np.float32), backbone="toy")
     kw = dict(policies=["Train40dB", "TrainContinuous"], continuous_range_db=(35, 65), n_splits=5, cv_seed=0)
-    c1, p1 = rb.get_curves(tmp_path, fs, m, cont, **kw)
+    c1, p1 = pipeline.get_curves(tmp_path, fs, m, cont, **kw)
     files = sorted(p.name for p in (tmp_path / "robustness").iterdir())
     assert any(f.startswith("curves-toy-") for f in files) and any(f.startswith("predictions-toy-") for f in files)
     assert not any(f.endswith(".tmp") for f in files)
@@ -379,7 +380,7 @@ def test_get_curves_caches_and_rekeys(tmp_path, design, monkeypatch):
         raise AssertionError("recomputed")
 
     monkeypatch.setattr(rb, "generalisation_curves", boom)
-    c2, p2 = rb.get_curves(tmp_path, fs, m, cont, **kw)  # hit: nothing recomputed
+    c2, p2 = pipeline.get_curves(tmp_path, fs, m, cont, **kw)  # hit: nothing recomputed
     pd.testing.assert_frame_equal(c1, c2)
     pd.testing.assert_frame_equal(p1, p2)
     monkeypatch.undo()  # the cached table equals a fresh computation
@@ -388,9 +389,9 @@ def test_get_curves_caches_and_rekeys(tmp_path, design, monkeypatch):
     pd.testing.assert_frame_equal(c1, c3, check_exact=False, rtol=1e-12)
     monkeypatch.setattr(rb, "generalisation_curves", boom)
     with pytest.raises(AssertionError, match="recomputed"):  # another C is another result
-        rb.get_curves(tmp_path, fs, m, cont, **kw, svm_c=0.5)
+        pipeline.get_curves(tmp_path, fs, m, cont, **kw, svm_c=0.5)
     with pytest.raises(AssertionError, match="recomputed"):  # other features are another result
-        rb.get_curves(tmp_path, SimpleNamespace(features=fs.features + 1, backbone="toy"), m, cont, **kw)
+        pipeline.get_curves(tmp_path, SimpleNamespace(features=fs.features + 1, backbone="toy"), m, cont, **kw)
 
 
 def test_get_baselines_caches(tmp_path, toy, monkeypatch):
@@ -402,8 +403,8 @@ def test_get_baselines_caches(tmp_path, toy, monkeypatch):
         return table
 
     monkeypatch.setattr(rb, "handcrafted_features", fake_features)
-    b1, p1 = rb.get_baselines(tmp_path, toy, n_splits=5, cv_seed=0)
-    b2, p2 = rb.get_baselines(tmp_path, toy, n_splits=5, cv_seed=0)
+    b1, p1 = pipeline.get_baselines(tmp_path, toy, n_splits=5, cv_seed=0)
+    b2, p2 = pipeline.get_baselines(tmp_path, toy, n_splits=5, cv_seed=0)
     assert len(calls) == 1  # the feature table is cached too
     pd.testing.assert_frame_equal(b1, b2)
     pd.testing.assert_frame_equal(p1, p2)
@@ -413,10 +414,10 @@ def test_get_baselines_caches(tmp_path, toy, monkeypatch):
         raise AssertionError("recomputed")
 
     monkeypatch.setattr(rb, "handcrafted_baselines", boom)
-    b3, _ = rb.get_baselines(tmp_path, toy, n_splits=5, cv_seed=0)
+    b3, _ = pipeline.get_baselines(tmp_path, toy, n_splits=5, cv_seed=0)
     pd.testing.assert_frame_equal(b1, b3)
     with pytest.raises(AssertionError, match="recomputed"):
-        rb.get_baselines(tmp_path, toy, n_splits=5, cv_seed=1)  # other folds
+        pipeline.get_baselines(tmp_path, toy, n_splits=5, cv_seed=1)  # other folds
     import json
 
     stages = json.loads((tmp_path / "run.json").read_text())["stage_seconds"]

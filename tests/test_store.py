@@ -45,7 +45,6 @@ def test_npz_round_trip_and_object_arrays_refused(tmp_path):
 # Verified reads, seals, damage reports, code fingerprints, the run record
 # --------------------------------------------------------------------------- #
 
-import json
 import shutil
 import warnings
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import store
-from .store import DamagedArtefact, atomic_path, load_json, read_run_record
+from .store import atomic_path, load_json, read_run_record
 from .config import PROFILE_DIR, REPO_ROOT
 
 __all__ = [

@@ -59,18 +59,14 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
-import time
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from . import __version__
 from . import evaluation as ev
 from .augmentation import MANIFEST_COLUMNS, image_set, set_ranges
-from .store import atomic_path, key
+from .store import key
 
 __all__ = [
     "CONTINUOUS",
@@ -87,9 +83,6 @@ __all__ = [
     "curve_summary",
     "compare_policies",
     "displayed_envelope",
-    "get_handcrafted_features",
-    "get_curves",
-    "get_baselines",
 ]
 
 #: Name of the policy trained on the continuous-range images.
@@ -693,141 +686,3 @@ def displayed_envelope(scan, dynamic_range_db: float) -> np.ndarray:
     dr = float(dynamic_range_db)
     g = bmode(scan.rf, dr).astype(np.float64)
     return 10.0 ** ((g / 255.0 * dr - dr) / 20.0)
-
-
-# --------------------------------------------------------------------------- #
-# Get-or-compute against a run directory
-# --------------------------------------------------------------------------- #
-
-
-def _out_dir(run_dir) -> Path:
-    from .config import resolve_path
-
-    p = resolve_path(run_dir) / "robustness"
-    p.mkdir(parents=True, exist_ok=True)
-    return p
-
-
-def _write_csv(df: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
-
-
-def _read_csv(path: Path) -> pd.DataFrame:
-    df = pd.read_csv(path, dtype={k: v for k, v in _STR.items()})
-    if "seen" in df.columns:
-        df["seen"] = df["seen"].astype(bool)
-    return df
-
-
-def _record(run_dir, seconds: dict) -> None:
-    from .config import resolve_path
-    from .store import update_run_record
-
-    update_run_record(resolve_path(run_dir), stage_seconds={k: round(v, 2) for k, v in seconds.items()})
-
-
-def _folds_key(folds) -> list:
-    return [[np.asarray(tr, int).tolist(), np.asarray(te, int).tolist()] for tr, te in folds]
-
-
-def get_handcrafted_features(run_dir: str | os.PathLike, dataset) -> pd.DataFrame:
-    """:func:`handcrafted_features`, cached as ``<run_dir>/robustness/handcrafted-<key>.csv``.
-
-    The key covers the data set's fingerprint and the library version.
-    """
-    path = _out_dir(run_dir) / f"handcrafted-{key(dataset.fingerprint, __version__, ROBUSTNESS_VERSION)}.csv"
-    if path.exists():
-        return _read_csv(path)
-    t0 = time.perf_counter()
-    table = handcrafted_features(dataset)
-    _write_csv(table, path)
-    _record(run_dir, {"handcrafted_features": time.perf_counter() - t0})
-    return _read_csv(path)
-
-
-def get_curves(run_dir: str | os.PathLike, feature_set, manifest: pd.DataFrame, continuous_mask, *,
-               policies=DEFAULT_POLICIES, test_ranges_db: Sequence[float] | None = None,
-               train_ranges_db: Sequence[float] = (40, 50, 60),
-               continuous_range_db: Sequence[float] | None = None, folds=None, n_splits: int = 5,
-               cv_seed: int = 0, svm_c: float = 1.0, standardize: bool = True,
-               alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`generalisation_curves` of one backbone, from the run directory or computed.
-
-    Files ``<run_dir>/robustness/curves-<backbone>-<key>.csv`` and
-    ``predictions-<backbone>-<key>.csv`` (the curves file is written last and
-    marks completion). The key covers the features' content, the manifest's
-    images, the continuous mask, the policies, test ranges, folds, SVM
-    settings and the library version.
-
-    Parameters
-    ----------
-    feature_set : uslib.features.FeatureSet
-        ``features`` row-aligned with ``manifest``; ``backbone`` labels the result.
-    Other parameters
-        As :func:`generalisation_curves` (``cv_seed`` is its ``seed``).
-
-    Returns
-    -------
-    curves, predictions : DataFrame
-    """
-    from .pipeline import features_key
-
-    design = ev.Design.build(feature_set.features, manifest)
-    folds = ev.resolve_folds(design.lesions, folds, n_splits=n_splits, seed=cv_seed)
-    mask = _continuous_mask(continuous_mask, len(manifest))
-    pol = resolve_policies(policies, train_ranges_db=train_ranges_db)
-    cols = ["lesion", "scan", "margin_mm", "dynamic_range_db"]
-    k = key(features_key(feature_set.features), manifest[cols].astype(str).values.tolist(),
-            np.flatnonzero(mask).tolist(), {n: (list(v) if not isinstance(v, str) else v) for n, v in pol.items()},
-            None if test_ranges_db is None else list(map(float, test_ranges_db)),
-            None if continuous_range_db is None else list(map(float, continuous_range_db)),
-            _folds_key(folds), cv_seed, float(svm_c), bool(standardize), float(alpha), feature_set.backbone,
-            __version__, ROBUSTNESS_VERSION)
-    out = _out_dir(run_dir)
-    c_path = out / f"curves-{feature_set.backbone}-{k}.csv"
-    p_path = out / f"predictions-{feature_set.backbone}-{k}.csv"
-    if c_path.exists() and p_path.exists():
-        return _read_csv(c_path), _read_csv(p_path)
-    t0 = time.perf_counter()
-    curves, preds = generalisation_curves(
-        feature_set.features, manifest, continuous_mask=mask, policies=pol, test_ranges_db=test_ranges_db,
-        train_ranges_db=train_ranges_db, continuous_range_db=continuous_range_db, folds=folds, seed=cv_seed,
-        svm_c=svm_c, standardize=standardize, backbone=feature_set.backbone, alpha=alpha,
-        return_predictions=True)
-    _write_csv(preds, p_path)
-    _write_csv(curves, c_path)
-    _record(run_dir, {f"robustness_{feature_set.backbone}": time.perf_counter() - t0})
-    return _read_csv(c_path), _read_csv(p_path)
-
-
-def get_baselines(run_dir: str | os.PathLike, dataset, *, folds=None, n_splits: int = 5, cv_seed: int = 0,
-                  svm_c: float = 1.0, standardize: bool = True,
-                  alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`handcrafted_baselines`, from ``<run_dir>/robustness/`` or computed.
-
-    The features come from :func:`get_handcrafted_features`; the key covers
-    the data set, the folds, the SVM settings and the library version.
-
-    Returns
-    -------
-    baselines, predictions : DataFrame
-    """
-    table = get_handcrafted_features(run_dir, dataset)
-    y = table["label"].to_numpy()
-    patients = table["patient"].astype(str).to_numpy()
-    if folds is None:
-        folds = ev.patient_folds(y, patients, n_splits=n_splits, seed=cv_seed)
-    k = key(dataset.fingerprint, _folds_key(folds), cv_seed, float(svm_c), bool(standardize), float(alpha),
-            {n: list(c) for n, c in BASELINE_SETS.items()}, __version__, ROBUSTNESS_VERSION)
-    out = _out_dir(run_dir)
-    b_path, p_path = out / f"baselines-{k}.csv", out / f"baseline-predictions-{k}.csv"
-    if b_path.exists() and p_path.exists():
-        return _read_csv(b_path), _read_csv(p_path)
-    t0 = time.perf_counter()
-    base, preds = handcrafted_baselines(table=table, folds=folds, seed=cv_seed, svm_c=svm_c,
-                                        standardize=standardize, alpha=alpha, return_predictions=True)
-    _write_csv(preds, p_path)
-    _write_csv(base, b_path)
-    _record(run_dir, {"robustness_baselines": time.perf_counter() - t0})
-    return _read_csv(b_path), _read_csv(p_path)

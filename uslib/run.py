@@ -20,7 +20,6 @@ directory records. ``run.json`` records each stage's status (``running``,
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import platform
 import subprocess
