@@ -299,11 +299,11 @@ def download(
                 head = fh.read(512)
             size = part.stat().st_size
             part.unlink(missing_ok=True)
-            html = " The server returned an HTML page, not the file (a proxy or portal error page?)." \
+            html = ": the server returned an HTML page, not the file (a proxy's or portal's error page?)" \
                 if looks_like_html(head) else ""
             raise DownloadError(
                 f"download of {url} has the wrong {algorithm}: expected {expected}, got {actual} "
-                f"({_size_text(size)}).{html} Nothing was written to {path} (the partial file was deleted)."
+                f"({_size_text(size)}){html}. Nothing was written to {path} (the partial file was deleted)."
             )
     os.replace(part, path)
     return path
