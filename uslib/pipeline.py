@@ -34,6 +34,7 @@ __all__ = [
     "run_status",
     "status_banner",
     "weights_note",
+    "figure_caveat",
     "run_record",
 ]
 
@@ -513,6 +514,26 @@ class _Weights:
 
     def __init__(self, backbone: str, weights: dict):
         self.backbone, self.weights = backbone, weights
+
+
+def figure_caveat(dataset, feature_sets: Sequence = ()) -> str:
+    """The stamp for a figure whose content is not what the paper measured ('' when none is due).
+
+    ``"SYNTHETIC DATA"``, ``"RANDOM WEIGHTS"``, ``"NON-IMAGENET WEIGHTS"``,
+    joined by `` · `` (for :func:`uslib.plots.label_synthetic`).
+
+    Examples
+    --------
+    >>> from uslib.data import Dataset
+    >>> figure_caveat(Dataset([], synthetic=True), [("vgg19", {"kind": "custom"})])
+    'SYNTHETIC DATA · NON-IMAGENET WEIGHTS'
+    >>> figure_caveat(Dataset([], synthetic=False), [("vgg19", {"kind": "imagenet"})])
+    ''
+    """
+    st = run_status(dataset, [_Weights(b, w) for b, w in _weights_items(feature_sets)])
+    parts = (["SYNTHETIC DATA"] if st["synthetic"] else []) + (["RANDOM WEIGHTS"] if st["random_weights"] else []) \
+        + (["NON-IMAGENET WEIGHTS"] if st["custom_weights"] else [])
+    return " · ".join(parts)
 
 
 def run_record(run_dir: str | os.PathLike) -> dict[str, Any]:
