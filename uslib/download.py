@@ -261,7 +261,9 @@ def download(
     label = desc or path.name
     last_problem = ""
     complete = False
+    attempts = 0
     for attempt in range(int(retries) + 1):
+        attempts += 1
         if attempt:
             time.sleep(pause_s)
         try:
@@ -287,7 +289,7 @@ def download(
     if not complete:
         kept = part.stat().st_size if part.exists() else 0
         raise DownloadError(
-            f"download of {url} to {path} did not complete after {int(retries) + 1} attempt(s): {last_problem}. "
+            f"download of {url} to {path} did not complete after {attempts} attempt(s): {last_problem}. "
             + (f"The {kept:,} bytes received are kept in {part} and the next attempt resumes from them; "
                if kept else "")
             + f"{path} was not written. Expected {algorithm or 'hash'} {expected or '(none given)'}."
