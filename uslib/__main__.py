@@ -13,7 +13,8 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="uslib", description=__doc__)
+    parser = argparse.ArgumentParser(prog="uslib", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="execute the chapters with papermill and build the book")
     p_run.add_argument("--profile", default="params/default.yaml", help="profile name or YAML path")
