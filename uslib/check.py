@@ -374,8 +374,11 @@ def format_preflight(report: Preflight) -> str:
         where = f" {w['path']}" if w.get("path") else ""
         lines.append(f"  weights   {b}: {w['kind']}{md5}{where} ({w['note']})")
     if report.downloads:
-        lines.append(f"  download  {len(report.downloads)} file(s), {_gb(report.download_bytes)}"
-                     + (" + files of unknown size" if any(x.size_bytes is None for x in report.downloads) else ""))
+        unknown = sum(x.size_bytes is None for x in report.downloads)
+        known = len(report.downloads) - unknown
+        size = ", ".join(([_gb(report.download_bytes)] if known else [])
+                         + ([f"{unknown} of unknown size (a mirror's)"] if unknown else []))
+        lines.append(f"  download  {len(report.downloads)} file(s), {size}")
         for x in report.downloads:
             lines.append(f"            {x.what}: {_gb(x.size_bytes)} from {x.url} -> {x.target} ({x.checked_by})")
     else:

@@ -51,6 +51,7 @@ __all__ = [
     "DIGEST_MEMO_ENV",
     "download",
     "file_digest",
+    "file_digests",
     "digest_memo_path",
     "looks_like_html",
 ]
@@ -111,20 +112,47 @@ def _hash_file(path: Path, algorithms: tuple[str, ...]) -> dict[str, str]:
     return {a: h.hexdigest() for a, h in hs.items()}
 
 
-def file_digest(path: str | os.PathLike, algorithm: str = "sha256", *, memo: bool = True) -> str:
-    """Hex digest of a file, memoised on disk by (resolved path, size, mtime).
+def file_digests(path: str | os.PathLike, algorithms: tuple[str, ...] = ("sha256", "md5"), *,
+                 memo: bool = True) -> dict[str, str]:
+    """Hex digests of a file, memoised on disk by (resolved path, size, mtime).
+
+    Only the digests not yet memoised are computed, all of them in one pass
+    over the file (a pre-flight check needs only the data set's SHA-256 and
+    the weights' MD5; the features stage later adds the weights' SHA-256).
 
     Parameters
     ----------
     path : path-like
-    algorithm : {"sha256", "md5"}
-        Both are computed in one pass and memoised together.
+    algorithms : tuple of str
+        :mod:`hashlib` names, e.g. ``("sha256", "md5")``.
     memo : bool, default True
         Use and update the on-disk memo (:func:`digest_memo_path`).
 
     Returns
     -------
-    str
+    dict
+        Algorithm -> hex digest, for each of ``algorithms``.
+    """
+    p = Path(path).resolve()
+    st = p.stat()
+    entry_key = f"{p}|{st.st_size}|{st.st_mtime_ns}"
+    memo_path = digest_memo_path() if memo else None
+    store_ = _read_memo(memo_path) if memo_path else {}
+    entry = store_.get(entry_key)
+    entry = dict(entry) if isinstance(entry, dict) else {}
+    missing = tuple(a for a in algorithms if a not in entry)
+    if missing:
+        entry.update(_hash_file(p, missing))
+        if memo_path:
+            for k in [k for k in store_ if k.split("|")[0] == str(p)]:  # older versions of this file
+                store_.pop(k)
+            store_[entry_key] = entry
+            _write_memo(memo_path, store_)
+    return {a: entry[a] for a in algorithms}
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256", *, memo: bool = True) -> str:
+    """Hex digest of a file, memoised on disk by (resolved path, size, mtime) (:func:`file_digests`).
 
     Examples
     --------
@@ -134,22 +162,7 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256", *, memo: boo
     ...     file_digest(fh.name, "md5", memo=False)
     '900150983cd24fb0d6963f7d28e17f72'
     """
-    p = Path(path).resolve()
-    st = p.stat()
-    entry_key = f"{p}|{st.st_size}|{st.st_mtime_ns}"
-    memo_path = digest_memo_path() if memo else None
-    store_ = _read_memo(memo_path) if memo_path else {}
-    entry = store_.get(entry_key)
-    if isinstance(entry, dict) and algorithm in entry:
-        return entry[algorithm]
-    digests = _hash_file(p, ("sha256", "md5") if algorithm in ("sha256", "md5") else (algorithm,))
-    if memo_path:
-        stale = [k for k in store_ if k.split("|")[0] == str(p)]  # older versions of this file
-        for k in stale:
-            store_.pop(k)
-        store_[entry_key] = digests
-        _write_memo(memo_path, store_)
-    return digests[algorithm]
+    return file_digests(path, (algorithm,), memo=memo)[algorithm]
 
 
 def _part_path(path: Path) -> Path:

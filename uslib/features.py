@@ -289,9 +289,10 @@ def _keras_cache_dirs() -> list[Path]:
 
 def _file_hashes(path: Path) -> tuple[str, str]:
     """(sha256, md5) hex digests of a file, memoised by (path, size, mtime) (:func:`uslib.download.file_digest`)."""
-    from .download import file_digest
+    from .download import file_digests
 
-    return file_digest(path, "sha256"), file_digest(path, "md5")
+    d = file_digests(path, ("sha256", "md5"))
+    return d["sha256"], d["md5"]
 
 
 def _file_info(bb: Backbone, path: Path, origin: str) -> WeightsInfo:
