@@ -12,6 +12,13 @@ the synthetic phantom) into a :class:`Dataset`, :func:`save_oasbud` writes a
 :class:`Dataset` in the same schema, and :func:`patient_key` derives a patient
 from a lesion id.
 
+:func:`fetch_oasbud` verifies the download by SHA-256 before it puts the file
+in place (:mod:`uslib.download`). For rehearsals and mirrors only, the
+environment variables ``USLIB_OASBUD_URL`` and ``USLIB_OASBUD_SHA256``
+replace the Zenodo URL and the public file's checksum
+(:func:`oasbud_source`); :func:`count_records` counts a file's lesions from
+its variable headers, without reading the data.
+
 The schema
 ----------
 ``OASBUD.mat`` is a MATLAB v5/v7 file (readable by :func:`scipy.io.loadmat`,
