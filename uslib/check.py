@@ -384,7 +384,11 @@ def format_preflight(report: Preflight) -> str:
     else:
         lines.append("  download  nothing")
     n_img = ", ".join(f"{b} {n}" for b, n in report.n_images.items()) or "none"
-    lines.append(f"  images    {n_img} (distinct images per backbone, chapters 04-07)")
+    from .data import OASBUD_N_LESIONS
+
+    assumed = f"; assuming the public file's {OASBUD_N_LESIONS} lesions until the file is here" \
+        if d.get("source") == "oasbud" and d.get("n_lesions") is None else ""
+    lines.append(f"  images    {n_img} (distinct images per backbone, chapters 04-07{assumed})")
     for folder, free in report.free_bytes.items():
         lines.append(f"  disk      {folder}: {_gb(free)} free")
     lines.append(f"  run dir   about {_gb(report.run_dir_bytes)} when complete")
