@@ -290,9 +290,10 @@ def download(
         except (urllib.error.URLError, HTTPException, ConnectionError, socket.timeout, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
             last_problem = f"connection failed ({type(exc).__name__}: {reason})"
-            if isinstance(exc, urllib.error.URLError) and not isinstance(reason, (socket.timeout, TimeoutError,
-                                                                                    ConnectionError)):
-                break  # name resolution or refused connection: retrying will not help
+            if isinstance(exc, urllib.error.URLError) and (
+                    isinstance(reason, ConnectionRefusedError)
+                    or not isinstance(reason, (socket.timeout, TimeoutError, ConnectionError))):
+                break  # no such host, or nobody listening: retrying will not help
             continue
         if total is not None and got < total:
             last_problem = f"the connection closed after {got:,} of {total:,} bytes"
