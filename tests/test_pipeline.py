@@ -126,7 +126,11 @@ def test_flipped_labels_give_new_results(phantom_run):
     after = _matrix(run, flipped)
     assert _result_dirs(run) - dirs, "a new result was computed"
     np.testing.assert_array_equal(after.lesions["label"].to_numpy(), 1 - before.lesions["label"].to_numpy())
-    assert not after.table["auc"].equals(before.table["auc"])
+    # a linear SVM with balanced class weights and lesion-grouped Platt calibration is symmetric in the
+    # labels: flipped labels give P(malignant) close to 1 - the old one and the same AUCs, from a new result
+    p_before, p_after = before.predictions["probability"].to_numpy(), after.predictions["probability"].to_numpy()
+    assert not np.allclose(p_after, p_before)
+    np.testing.assert_allclose(p_after, 1.0 - p_before, atol=0.01)  # up to the smoothing of the Platt targets
 
 
 def test_a_code_edit_in_evaluation_recomputes_results_and_nothing_upstream(phantom_run, tmp_path, monkeypatch):

@@ -206,6 +206,7 @@ def get_matrix(
     cv_seed: int = 0,
     svm_c: float = 1.0,
     standardize: bool = True,
+    calibration: str = "grouped",
     n_repeats: int = 1,
 ):
     """The Train×Test matrix of one backbone, from ``run_dir/results/<backbone>-<key>/`` or computed.
@@ -227,7 +228,8 @@ def get_matrix(
         features_key(feature_set.features),
         _manifest_key(manifest),
         feature_set.backbone,
-        list(map(float, ranges)), int(n_splits), int(cv_seed), float(svm_c), bool(standardize), int(n_repeats),
+        list(map(float, ranges)), int(n_splits), int(cv_seed), float(svm_c), bool(standardize), str(calibration),
+        int(n_repeats),
         store.code_fingerprint("evaluation", packages=("numpy", "scipy", "scikit-learn", "pandas")),
     )
     out = store.results_dir(rdir, feature_set.backbone, k)
@@ -250,6 +252,7 @@ def get_matrix(
             seed=int(cv_seed),
             svm_c=float(svm_c),
             standardize=bool(standardize),
+            calibration=str(calibration),
             n_repeats=int(n_repeats),
         )
         ev.save_results(result, out)
