@@ -559,8 +559,17 @@ def test_matrix_derived_tables(result):
          - p[(p["train"] == "Train60dB") & (p["test"] == "TestALL")]["probability"].to_numpy())
     assert ba.iloc[3]["mean_diff"] == pytest.approx(d.mean()) and ba.iloc[3]["n"] == len(d)
     pt = result.paired_tests
-    assert len(pt) == 12 and (pt["train_a"] == "TrainALL").all()
+    assert list(pt.columns) == list(ev.PAIRED_COLUMNS)
+    single = pt[pt["kind"] == "trainall_vs_single"]
+    assert len(single) == 12 and (single["train_a"] == "TrainALL").all() and (single["test_a"] == single["test_b"]).all()
+    mm = pt[pt["kind"] == "matched_vs_mismatched"]
+    assert len(mm) == 6 and (mm["train_a"] == mm["train_b"]).all()
+    assert (mm["train_a"].str[5:] == mm["test_a"].str[4:]).all() and (mm["test_a"] != mm["test_b"]).all()
     assert ((pt["p"] <= pt["p_holm"]) & (pt["p_holm"] <= 1)).all()
+    assert ((pt["diff_ci_low"] <= pt["diff"] + 1e-12) & (pt["diff"] <= pt["diff_ci_high"] + 1e-12)).all()
+    for kind, g in pt.groupby("kind"):  # Holm within each family: the smallest p is multiplied by its size
+        i = g["p"].idxmin()
+        assert g.loc[i, "p_holm"] == pytest.approx(min(1.0, len(g) * g.loc[i, "p"]))
     js = result.to_json()
     json.dumps(js, allow_nan=False)
     assert len(js["matrix"]) == 16 and len(js["folds"]) == 5
@@ -770,3 +779,41 @@ def test_linear_svm_grouped_calibration():
     np.testing.assert_allclose(one.decision_function(X), d)
     with pytest.raises(ValueError, match="calibration must be"):
         ev.cross_validated_probabilities(X, m, train_sets={"t": None}, calibration="libsvm-ish")
+
+
+
+# --------------------------------------------------------------------------- #
+# Tested claims: matched against mismatched reconstruction
+# --------------------------------------------------------------------------- #
+
+
+def test_planted_mismatch_flip_is_significant_after_holm():
+    """Simulated oracle: the class signal points one way at 40 dB and the other way at 60 dB, so a
+    classifier trained at one range ranks lesions backwards at the other; the matched-vs-mismatched
+    DeLong tests must be significant after Holm, and the mean drop's interval must exclude 0."""
+    m = make_manifest(16, seed=4, ranges=(40.0, 60.0), margins=(5.0,))
+    rng = np.random.default_rng(7)
+    code = pd.factorize(m["lesion"])[0]
+    y = m["label"].to_numpy()
+    sign = np.where(m["dynamic_range_db"].to_numpy() == 40.0, 1.0, -1.0)
+    X = rng.normal(scale=0.5, size=(code.max() + 1, 4))[code] + rng.normal(scale=0.3, size=(len(m), 4))
+    X[:, 0] += 2.0 * sign * (y - 0.5)
+    X[:, 1] += 3.0 * (sign > 0)  # the two ranges also sit apart, as reconstructions do
+    r = reconstruction_matrix(X, m, backbone="flip", ranges=(40, 60), n_boot=500)
+    mm = r.paired_tests[r.paired_tests["kind"] == "matched_vs_mismatched"]
+    assert len(mm) == 2
+    assert (mm["diff"] > 0.5).all() and (mm["p_holm"] < 0.05).all() and (mm["diff_ci_low"] > 0).all()
+    drop = ev.mismatch_drop(r, n_boot=500)
+    assert drop["n_pairs"] == 2 and drop["ci_low"] > 0.3
+    assert drop["mean_drop"] == pytest.approx(mm["diff"].mean())
+
+
+def test_auc_contrast_ci_oracles():
+    y = np.repeat([0, 1], 15)
+    s = np.random.default_rng(0).normal(size=30) + y
+    est, lo, hi = ev.auc_contrast_ci(y, [s, s], [1.0, -1.0], n_boot=300)
+    assert (est, lo, hi) == (0.0, 0.0, 0.0)  # identical scores: the difference is 0 in every resample
+    est, lo, hi = ev.auc_contrast_ci(y, [s], [1.0], n_boot=300, seed=1)
+    assert (est, lo, hi) == pytest.approx(ev.bootstrap_ci(y, s, n_boot=300, seed=1), abs=0.05)
+    with pytest.raises(ValueError, match="weights"):
+        ev.auc_contrast_ci(y, [s, s], [1.0])

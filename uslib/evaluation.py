@@ -97,10 +97,16 @@ Bland–Altman
     highest-range one (Train40dB − Train60dB) on the same test images, for
     every test set. The paper's Figure 4 does not say which test images;
     the book shows TestALL (every test image of a lesion, scored by both).
-Paired test
-    DeLong's paired test of TrainALL against each single-range training set on
-    each test set (same lesions, same folds), with Holm-adjusted p-values
-    within a backbone (``p_holm``).
+Paired tests
+    Two families of DeLong paired tests on the same lesions (column ``kind``):
+    ``matched_vs_mismatched`` — for each single-range training set, its
+    matched test set against each mismatched one (the paper's main claim,
+    that a reconstruction mismatch costs AUC); ``trainall_vs_single`` —
+    TrainALL against each single-range training set on each test set.
+    ``p_holm`` is Holm-adjusted within each family (and backbone); each
+    difference also has a class-stratified paired bootstrap interval over
+    lesions (``diff_ci_low``/``diff_ci_high``). :func:`mismatch_drop` gives
+    the mean matched→mismatched drop with its bootstrap interval.
 Repeats
     ``n_repeats`` runs with seeds ``seed, seed + 1, ...`` (new folds and new
     SVM seed each). ``auc``/CI/Table III/Bland–Altman come from the first
@@ -156,6 +162,8 @@ __all__ = [
     "delong_ci",
     "delong_paired_test",
     "bootstrap_ci",
+    "auc_contrast_ci",
+    "mismatch_drop",
     "bland_altman",
     "save_results",
     "load_results",
@@ -174,11 +182,16 @@ RESULT_FILES = (
     "metrics.json",
 )
 
+#: Families of :attr:`MatrixResult.paired_tests` (column ``kind``); Holm's adjustment is within each.
+PAIRED_KINDS = ("matched_vs_mismatched", "trainall_vs_single")
+#: Columns of :attr:`MatrixResult.paired_tests`.
+PAIRED_COLUMNS = ("backbone", "kind", "train_a", "test_a", "train_b", "test_b", "auc_a", "auc_b", "diff", "se",
+                  "z", "p", "p_holm", "diff_ci_low", "diff_ci_high")
 #: Columns of :attr:`MatrixResult.table3`, one row per rule.
 TABLE3_COLUMNS = ("backbone", "rule", "train", "test", "auc", "ci_low", "ci_high", "accuracy", "sensitivity",
                   "specificity", "threshold", "n_lesions", "n_malignant", "n_benign")
 
-_STR_COLUMNS = {"backbone": str, "rule": str, "train": str, "test": str, "lesion": str, "patient": str,
+_STR_COLUMNS = {"backbone": str, "rule": str, "kind": str, "test_a": str, "test_b": str, "train": str, "test": str, "lesion": str, "patient": str,
                 "train_a": str, "train_b": str, "a": str, "b": str}
 
 
@@ -1329,6 +1342,102 @@ def bootstrap_ci(labels, scores, *, n_boot: int = 2000, alpha: float = 0.05,
     return roc_auc(y, s), float(lo), float(hi)
 
 
+def _stratified_resamples(y: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n) case indices: positives resampled among positives, negatives among negatives."""
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
+    return np.hstack([rng.choice(pos, (n_boot, len(pos))), rng.choice(neg, (n_boot, len(neg)))])
+
+
+def _auc_rows(y_sorted: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """AUC of each row of ``scores`` (shape (B, n)) for the same labels ``y_sorted`` (shape (n,))."""
+    m, n = int(y_sorted.sum()), int((~y_sorted).sum())
+    r = stats.rankdata(scores, axis=-1)
+    return (r[..., y_sorted].sum(axis=-1) - m * (m + 1) / 2) / (m * n)
+
+
+def auc_contrast_ci(labels, scores, weights, *, n_boot: int = 2000, alpha: float = 0.05,
+                    seed: int = 0) -> tuple[float, float, float]:
+    """A weighted sum of correlated AUCs and its paired percentile bootstrap interval.
+
+    The lesions are resampled with replacement within each class, once per
+    replicate for all score vectors together, so correlations between the
+    AUCs (same lesions) are kept.
+
+    Parameters
+    ----------
+    labels : array_like of {0, 1}, shape (n,)
+    scores : array_like of float, shape (k, n)
+        k score vectors on the same n cases.
+    weights : array_like of float, shape (k,)
+        The contrast, e.g. ``[1, -1]`` for a difference of two AUCs.
+    n_boot, alpha, seed
+        Replicates, level 1 − ``alpha``, seed.
+
+    Returns
+    -------
+    (estimate, low, high) : tuple of float
+
+    Examples
+    --------
+    >>> y = [0, 0, 0, 1, 1, 1]
+    >>> est, lo, hi = auc_contrast_ci(y, [[1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1]], [1, -1], n_boot=200)
+    >>> est, lo, hi
+    (1.0, 1.0, 1.0)
+    """
+    S = np.atleast_2d(np.asarray(scores, dtype=float))
+    w = np.asarray(weights, dtype=float)
+    if w.shape != (S.shape[0],):
+        raise ValueError(f"auc_contrast_ci: {S.shape[0]} score vectors but weights of shape {w.shape}")
+    y, _ = _binary(labels, S[0])
+    for row in S[1:]:
+        _binary(labels, row)
+    est = float(sum(wj * roc_auc(y, sj) for wj, sj in zip(w, S)))
+    idx = _stratified_resamples(y, n_boot, seed)
+    yb = y[idx[0]]
+    boot = np.stack([_auc_rows(yb, sj[idx]) for sj in S], axis=1) @ w
+    lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
+    return est, float(lo), float(hi)
+
+
+def mismatch_drop(result: "MatrixResult", *, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> dict:
+    """The mean matched→mismatched AUC drop of single-range training, with a bootstrap interval.
+
+    Mean over every single-range training set r and every other single range
+    r' of AUC(Train r, Test r) − AUC(Train r, Test r'), on the first repeat's
+    out-of-fold lesion probabilities; the interval resamples lesions (within
+    class) once for all the AUCs (:func:`auc_contrast_ci`).
+
+    Parameters
+    ----------
+    result : MatrixResult
+    n_boot, alpha, seed
+        The bootstrap.
+
+    Returns
+    -------
+    dict
+        ``mean_drop``, ``ci_low``, ``ci_high``, ``n_pairs``, ``n_lesions``.
+    """
+    ranges = [float(r) for r in result.params["ranges"]]
+    p = result.predictions
+    p = p[p["repeat"] == p["repeat"].min()]
+    scores, weights, y = [], [], None
+    for r in ranges:
+        train = set_name("Train", (r,))
+        for t in ranges:
+            g = p[(p["train"] == train) & (p["test"] == set_name("Test", (t,)))]
+            if y is None:
+                y, lesions = g["label"].to_numpy(), g["lesion"].to_numpy()
+            elif not np.array_equal(g["lesion"].to_numpy(), lesions):  # pragma: no cover
+                raise RuntimeError("mismatch_drop: lesion order differs between settings")
+            scores.append(g["probability"].to_numpy())
+            weights.append(len(ranges) - 1 if t == r else -1.0)
+    n_pairs = len(ranges) * (len(ranges) - 1)
+    est, lo, hi = auc_contrast_ci(y, scores, np.asarray(weights) / n_pairs, n_boot=n_boot, alpha=alpha, seed=seed)
+    return {"mean_drop": est, "ci_low": lo, "ci_high": hi, "n_pairs": n_pairs, "n_lesions": int(len(y))}
+
+
 def bland_altman(a, b) -> dict:
     """Bland–Altman agreement of paired measurements ``a`` and ``b``.
 
@@ -1394,8 +1503,14 @@ class MatrixResult:
     bland_altman : DataFrame
         Lowest- minus highest-range training (``a`` − ``b``) per test set.
     paired_tests : DataFrame
-        DeLong paired tests of TrainALL (``train_a``) against each
-        single-range training (``train_b``) per test set.
+        DeLong paired tests, one row per comparison of setting a
+        (``train_a``, ``test_a``) with setting b (``train_b``, ``test_b``) on
+        the same lesions; ``kind`` ``"matched_vs_mismatched"`` (one training
+        set, its matched test set against a mismatched one) or
+        ``"trainall_vs_single"`` (TrainALL against a single range on one test
+        set); ``diff`` = AUC a − AUC b with a paired bootstrap interval
+        (``diff_ci_low``/``diff_ci_high``), ``p`` and ``p_holm`` (Holm within
+        the kind). Columns :data:`PAIRED_COLUMNS`.
     folds : list of (train_idx, test_idx)
         Lesion-index folds of the first repeat (indices into ``lesions``).
     lesions : DataFrame
@@ -1493,7 +1608,8 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
     ci : {"delong", "bootstrap", None}
         Confidence interval of each AUC (first repeat), level 1 − ``alpha``.
     n_boot : int
-        Bootstrap resamples when ``ci="bootstrap"``.
+        Bootstrap resamples (the AUC CIs when ``ci="bootstrap"``, and the
+        intervals of the paired differences).
     folds : sequence of (train_idx, test_idx), optional
         Lesion folds to use (only with ``n_repeats=1``).
     progress : bool
@@ -1575,27 +1691,41 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
 
     lo_name, hi_name = set_name("Train", (min(ranges),)), set_name("Train", (max(ranges),))
     ba_rows, pt_rows = [], []
+
+    def paired_row(kind, train_a, test_a, train_b, test_b):
+        ga, gb = groups[(0, train_a, test_a)], groups[(0, train_b, test_b)]
+        if not np.array_equal(ga["lesion"].to_numpy(), gb["lesion"].to_numpy()):  # pragma: no cover
+            raise RuntimeError("paired test: lesion order differs between settings")
+        ya, sa, sb = ga["label"].to_numpy(), ga["probability"].to_numpy(), gb["probability"].to_numpy()
+        _, dlo, dhi = auc_contrast_ci(ya, [sa, sb], [1.0, -1.0], n_boot=n_boot, alpha=alpha, seed=seed)
+        return {"backbone": backbone, "kind": kind, "train_a": train_a, "test_a": test_a, "train_b": train_b,
+                "test_b": test_b, **delong_paired_test(ya, sa, sb), "diff_ci_low": dlo, "diff_ci_high": dhi}
+
+    singles = [(set_name("Train", (r,)), set_name("Test", (r,))) for r in ranges]
+    for trname, matched in singles:
+        for _, other in singles:
+            if other != matched:
+                pt_rows.append(paired_row("matched_vs_mismatched", trname, matched, trname, other))
     for tname in test_sets:
         ga, gb = groups[(0, lo_name, tname)], groups[(0, hi_name, tname)]
         if not np.array_equal(ga["lesion"].to_numpy(), gb["lesion"].to_numpy()):  # pragma: no cover
             raise RuntimeError("Bland–Altman: lesion order differs between training sets")
         ba_rows.append({"backbone": backbone, "a": lo_name, "b": hi_name, "test": tname,
                         **bland_altman(ga["probability"].to_numpy(), gb["probability"].to_numpy())})
-        gall = groups[(0, train_all, tname)]
         for trname in train_sets:
-            if trname == train_all:
-                continue
-            gb = groups[(0, trname, tname)]
-            res = delong_paired_test(gall["label"].to_numpy(), gall["probability"].to_numpy(),
-                                     gb["probability"].to_numpy())
-            pt_rows.append({"backbone": backbone, "test": tname, "train_a": train_all, "train_b": trname, **res})
+            if trname != train_all:
+                pt_rows.append(paired_row("trainall_vs_single", train_all, tname, trname, tname))
     paired = pd.DataFrame(pt_rows)
-    paired["p_holm"] = _holm(paired["p"].to_numpy())
+    paired["p_holm"] = np.nan
+    for kind in PAIRED_KINDS:
+        sel = (paired["kind"] == kind).to_numpy()
+        paired.loc[sel, "p_holm"] = _holm(paired.loc[sel, "p"].to_numpy())
+    paired = paired[list(PAIRED_COLUMNS)]
 
     params = {"ranges": list(ranges), "n_splits": n_splits, "seed": seed, "svm_c": svm_c,
               "class_weight": class_weight, "standardize": standardize, "calibration": calibration,
               "n_repeats": n_repeats,
-              "ci": ci, "alpha": alpha, "n_boot": n_boot if ci == "bootstrap" else None,
+              "ci": ci, "alpha": alpha, "n_boot": n_boot,
               "estimator": "LinearSVM" if estimator is None else repr(estimator),
               "n_images": int(len(design.X)), "n_features": int(design.X.shape[1]),
               "n_lesions": int(len(lesions)), "n_patients": int(lesions["patient"].nunique())}
