@@ -817,3 +817,59 @@ def test_auc_contrast_ci_oracles():
     assert (est, lo, hi) == pytest.approx(ev.bootstrap_ci(y, s, n_boot=300, seed=1), abs=0.05)
     with pytest.raises(ValueError, match="weights"):
         ev.auc_contrast_ci(y, [s, s], [1.0])
+
+
+# --------------------------------------------------------------------------- #
+# Lesion weighting
+# --------------------------------------------------------------------------- #
+
+
+class WeightLog(ClassifierMixin, BaseEstimator):
+    """Injected estimator that records the sample weights it is fitted with."""
+
+    log = []
+
+    def fit(self, X, y, sample_weight=None):
+        WeightLog.log.append((np.asarray(X)[:, 1].astype(int), sample_weight))
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def predict_proba(self, X):
+        p = np.full(len(X), 0.5)
+        return np.column_stack([1 - p, p])
+
+
+def test_lesion_weighting_gives_every_lesion_total_weight_one():
+    m = make_manifest(12, seed=5)
+    m = m[~((m["lesion"] == m["lesion"].iloc[0]) & (m["margin_mm"] == 2.0))].reset_index(drop=True)  # 12 images
+    code = pd.factorize(m["lesion"])[0]
+    X = np.column_stack([np.zeros(len(m)), code])
+    WeightLog.log.clear()
+    ev.cross_validated_probabilities(X, m, train_sets={"all": None, "40": (40,)}, n_splits=3,
+                                     estimator=WeightLog(), standardize=False, lesion_weighting=True)
+    assert len(WeightLog.log) == 6
+    for lesion_code, w in WeightLog.log:
+        totals = np.bincount(lesion_code, weights=w)[np.unique(lesion_code)]
+        np.testing.assert_allclose(totals, 1.0)
+    WeightLog.log.clear()
+    ev.cross_validated_probabilities(X, m, train_sets={"all": None}, n_splits=3, estimator=WeightLog(),
+                                     standardize=False)
+    assert all(w is None for _, w in WeightLog.log)
+
+
+def test_lesion_weighted_svm_on_duplicates_equals_the_svm_on_lesions():
+    """Analytic oracle: k identical images of a lesion, each with weight 1/k, are one image of
+    weight 1 in the SVM's dual, so the weighted fit on duplicated images equals the plain fit on
+    one image per lesion."""
+    rng = np.random.default_rng(3)
+    y_les = np.repeat([0, 1], 10)
+    X_les = rng.normal(size=(20, 5)) + 1.2 * y_les[:, None]
+    k = rng.integers(1, 7, 20)
+    code = np.repeat(np.arange(20), k)
+    svm = dict(C=0.5, class_weight=None, standardize=False, calibration="image")
+    dup = LinearSVM(**svm).fit(X_les[code], y_les[code], sample_weight=1.0 / k[code])
+    one = LinearSVM(**svm).fit(X_les, y_les)
+    Xt = rng.normal(size=(30, 5))
+    np.testing.assert_allclose(dup.decision_function(Xt), one.decision_function(Xt), rtol=0, atol=2e-3)
+    plain = LinearSVM(**svm).fit(X_les[code], y_les[code])
+    assert np.abs(plain.decision_function(Xt) - one.decision_function(Xt)).max() > 0.05

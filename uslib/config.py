@@ -190,6 +190,8 @@ class Profile(BaseModel):
     calibration: Literal["grouped", "image"] = _param(
         "grouped", "Platt calibration of the SVM: on decision values cross-validated by lesion (grouped) or "
         "libsvm's image-level split (image, the paper's software)")
+    lesion_weighting: bool = _param(
+        False, "give every training lesion the same total SVM sample weight, whatever its number of images")
     n_repeats: int = _param(5, "repetitions of the CV over seeds cv_seed, cv_seed+1, ...", ge=1)
     # Robustness chapter (beyond the paper)
     unseen_ranges_db: list[DynamicRangeDb] = _param(

@@ -66,6 +66,14 @@ Calibration (``calibration="grouped"``, the default)
     behaviour (the sensitivity run). The ranking of the test images within
     one fold is the same under both (the sigmoid is monotone); pooled AUCs
     differ slightly because each fold has its own sigmoid.
+Lesion weighting (``lesion_weighting=False`` by default, as in the paper)
+    Every training image counts once, so a lesion with more images weighs
+    more, and TrainALL (three images per scan and margin) has about three
+    times the effective C of single-range training at the same ``C``. With
+    ``lesion_weighting=True`` each training image gets the sample weight
+    1 / (its lesion's number of training images), so every lesion has the
+    same total weight (libsvm multiplies C by the weight) whatever its image
+    count and whatever the training set; the Platt fit is weighted alike.
 Lesion probability
     The arithmetic mean of P(malignant) over that lesion's test images whose
     dynamic range is in the test set (6 images per dynamic range: two scans ×
@@ -83,8 +91,9 @@ Operating point
     threshold, which is optimistic); ``"nested"`` chooses, in each outer
     fold, the threshold on the *training* lesions only — on their inner
     out-of-fold probabilities from a patient-grouped CV within the training
-    lesions (:func:`nested_thresholds`) — and applies it to the fold's test
-    lesions (:func:`nested_operating_point`). The nested rule is the honest
+    lesions (:func:`nested_thresholds`; ``inner_splits`` = 3 folds by default,
+    to bound its cost) — and applies it to the fold's test lesions
+    (:func:`nested_operating_point`). The nested rule is the honest
     estimate of the accuracy a fixed threshold would have on new lesions.
 Confidence intervals
     DeLong's variance (fast algorithm of Sun & Xu 2014) and a plain Wald
@@ -768,8 +777,15 @@ def resolve_folds(lesions: pd.DataFrame, folds=None, *, n_splits: int = 5,
     return folds
 
 
+def _lesion_weights(code: np.ndarray) -> np.ndarray:
+    """1 / (number of rows of the same lesion) for each row: every lesion sums to 1."""
+    counts = np.bincount(code)
+    return 1.0 / counts[code]
+
+
 def _fold_loop(design: Design, folds, *, train_sets: Mapping[str, object], train_rows: Mapping[str, np.ndarray],
-               test_rows: np.ndarray, make, progress: bool | str = False) -> tuple[dict, np.ndarray]:
+               test_rows: np.ndarray, make, progress: bool | str = False,
+               lesion_weighting: bool = False) -> tuple[dict, np.ndarray]:
     """The fold loop itself: per fold, fit one classifier per training set, score the test images once.
 
     ``train_rows``/``test_rows`` are image masks (:meth:`Design.select`);
@@ -801,7 +817,8 @@ def _fold_loop(design: Design, folds, *, train_sets: Mapping[str, object], train
                 raise ValueError(f"fold {k}, {name}: training images hold only class "
                                  f"{np.unique(y_img[rows]).tolist()}")
             if scored.size:
-                est = _fit(make(), design.X[rows], y_img[rows], design.code[rows], None)
+                weight = _lesion_weights(design.code[rows]) if lesion_weighting else None
+                est = _fit(make(), design.X[rows], y_img[rows], design.code[rows], weight)
                 probs[name][scored] = _p_malignant(est, design.X[scored])
     return probs, fold_of
 
@@ -809,7 +826,8 @@ def _fold_loop(design: Design, folds, *, train_sets: Mapping[str, object], train
 def score_fold(features, manifest: pd.DataFrame, train_lesions, test_lesions, *,
                train_sets: Mapping[str, Sequence[float]], test_ranges: Sequence[float],
                svm_c: float = 1.0, class_weight="balanced", standardize: bool = True, seed: int = 0,
-               calibration: str = "grouped", estimator=None) -> dict[str, np.ndarray]:
+               calibration: str = "grouped", lesion_weighting: bool = False,
+               estimator=None) -> dict[str, np.ndarray]:
     """Fit one classifier per training set on one fold; score the fold's test images once.
 
     Parameters
@@ -824,7 +842,7 @@ def score_fold(features, manifest: pd.DataFrame, train_lesions, test_lesions, *,
         :meth:`Design.select`.
     test_ranges : sequence of float, or image mask
         The test images to score (the union of all test sets).
-    svm_c, class_weight, standardize, seed, calibration, estimator
+    svm_c, class_weight, standardize, seed, calibration, lesion_weighting, estimator
         See :func:`cross_validate`.
 
     Returns
@@ -841,7 +859,7 @@ def score_fold(features, manifest: pd.DataFrame, train_lesions, test_lesions, *,
                                    standardize=standardize, seed=seed, calibration=calibration)
     probs, _ = _fold_loop(design, [(train_lesions, test_lesions)], train_sets=train_sets,
                           train_rows={n: design.select(s) for n, s in train_sets.items()},
-                          test_rows=design.select(test_ranges), make=make)
+                          test_rows=design.select(test_ranges), make=make, lesion_weighting=lesion_weighting)
     return probs
 
 
@@ -899,8 +917,8 @@ class CVProbabilities:
 def cross_validated_probabilities(features, manifest: pd.DataFrame, *, train_sets: Mapping[str, object],
                                   test_set=None, folds=None, n_splits: int = 5, seed: int = 0,
                                   svm_c: float = 1.0, class_weight="balanced", standardize: bool = True,
-                                  calibration: str = "grouped", estimator=None,
-                                  progress: bool | str = False) -> CVProbabilities:
+                                  calibration: str = "grouped", lesion_weighting: bool = False,
+                                  estimator=None, progress: bool | str = False) -> CVProbabilities:
     """The cross-validation loop: out-of-fold P(malignant) of every test image, per training set.
 
     In each patient-level fold, one classifier per training set is fitted on
@@ -933,7 +951,7 @@ def cross_validated_probabilities(features, manifest: pd.DataFrame, *, train_set
         Number of folds when ``folds`` is not given.
     seed : int
         Seed of the folds and of the classifier's internal calibration split.
-    svm_c, class_weight, standardize, calibration, estimator
+    svm_c, class_weight, standardize, calibration, lesion_weighting, estimator
         See :func:`cross_validate`.
     progress : bool or str
         Show a tqdm bar over the folds (a str is its description).
@@ -976,14 +994,14 @@ def cross_validated_probabilities(features, manifest: pd.DataFrame, *, train_set
     make = lambda: _make_estimator(estimator, svm_c=svm_c, class_weight=class_weight,  # noqa: E731
                                    standardize=standardize, seed=seed, calibration=calibration)
     probs, fold_of = _fold_loop(design, folds, train_sets=train_sets, train_rows=train_rows, test_rows=test_rows,
-                                make=make, progress=progress)
+                                make=make, progress=progress, lesion_weighting=lesion_weighting)
     return CVProbabilities(probabilities=probs, fold=fold_of, folds=folds, design=design)
 
 
 def cross_validate(features, manifest: pd.DataFrame, *, train_ranges: Sequence[float],
                    test_ranges: Sequence[float], n_splits: int = 5, seed: int = 0, svm_c: float = 1.0,
                    class_weight="balanced", standardize: bool = True, calibration: str = "grouped",
-                   folds=None, estimator=None) -> pd.DataFrame:
+                   lesion_weighting: bool = False, folds=None, estimator=None) -> pd.DataFrame:
     """Out-of-fold lesion probabilities for one train/test setting.
 
     In each patient-level fold, a classifier is trained on the training
@@ -1013,6 +1031,10 @@ def cross_validate(features, manifest: pd.DataFrame, *, train_ranges: Sequence[f
         values cross-validated by lesion (``"grouped"``, default) or libsvm's
         image-level split (``"image"``, the paper's software); see the
         module notes.
+    lesion_weighting : bool
+        Give each training lesion the same total sample weight, whatever its
+        number of images (see the module notes). A custom ``estimator``
+        must accept ``sample_weight`` in ``fit``.
     folds : sequence of (train_idx, test_idx), optional
         Lesion-index folds to use instead; checked with :func:`check_folds`.
     estimator : sklearn classifier, optional
@@ -1029,7 +1051,8 @@ def cross_validate(features, manifest: pd.DataFrame, *, train_ranges: Sequence[f
     cv = cross_validated_probabilities(features, manifest, train_sets={"train": train_ranges},
                                        test_set=test_ranges, folds=folds, n_splits=n_splits, seed=seed,
                                        svm_c=svm_c, class_weight=class_weight, standardize=standardize,
-                                       calibration=calibration, estimator=estimator)
+                                       calibration=calibration, lesion_weighting=lesion_weighting,
+                                       estimator=estimator)
     mean, counts = cv.lesion_probabilities("train", test_ranges)
     lesions = cv.design.lesions
     if (counts == 0).any():
@@ -1578,7 +1601,8 @@ def _ci(y, s, *, ci: str | None, alpha: float, n_boot: int, seed: int) -> tuple[
 def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
                           ranges: Sequence[float] = (40, 50, 60), n_splits: int = 5, seed: int = 0,
                           svm_c: float = 1.0, class_weight="balanced", standardize: bool = True,
-                          calibration: str = "grouped", n_repeats: int = 1, ci: str | None = "delong", alpha: float = 0.05,
+                          calibration: str = "grouped", lesion_weighting: bool = False, n_repeats: int = 1,
+                          nested_threshold: bool = True, inner_splits: int = 3, ci: str | None = "delong", alpha: float = 0.05,
                           n_boot: int = 2000, folds=None, estimator=None,
                           progress: bool = False) -> MatrixResult:
     """Train{r}dB/TrainALL × Test{r}dB/TestALL evaluation of one backbone.
@@ -1601,12 +1625,17 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
     n_splits, seed : int
         Patient-level folds (:func:`patient_folds`); repeat r uses ``seed + r``
         for the folds and the SVM.
-    svm_c, class_weight, standardize, calibration, estimator
+    svm_c, class_weight, standardize, calibration, lesion_weighting, estimator
         See :func:`cross_validate`.
     n_repeats : int
         Repeated cross-validation; adds ``auc_mean``/``auc_sd`` to ``table``.
     ci : {"delong", "bootstrap", None}
         Confidence interval of each AUC (first repeat), level 1 − ``alpha``.
+    nested_threshold : bool
+        Add Table III's ``"nested"`` row (costs an inner cross-validation of
+        TrainALL per fold); without it ``table3`` has the ``"paper"`` row only.
+    inner_splits : int
+        Folds of that inner cross-validation (:func:`nested_thresholds`).
     n_boot : int
         Bootstrap resamples (the AUC CIs when ``ci="bootstrap"``, and the
         intervals of the paired differences).
@@ -1641,7 +1670,7 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
         cv = cross_validated_probabilities(
             features, manifest, train_sets=train_sets, test_set=ranges, folds=folds, n_splits=n_splits,
             seed=seed + rep, svm_c=svm_c, class_weight=class_weight, standardize=standardize,
-            calibration=calibration,
+            calibration=calibration, lesion_weighting=lesion_weighting,
             estimator=estimator, progress=f"{backbone} repeat {rep}" if progress else False)
         if rep == 0:
             folds_first = cv.folds
@@ -1679,14 +1708,16 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
     g = groups[(0, train_all, test_all)]
     y, s = g["label"].to_numpy(), g["probability"].to_numpy()
     auc, lo, hi = _ci(y, s, ci=ci, alpha=alpha, n_boot=n_boot, seed=seed)
-    thresholds = nested_thresholds(features, manifest, folds_first, train_set=ranges, test_set=ranges,
-                                   n_splits=n_splits, seed=seed, svm_c=svm_c, class_weight=class_weight,
-                                   standardize=standardize, calibration=calibration, estimator=estimator)
     common = {"backbone": backbone, "train": train_all, "test": test_all, "auc": auc, "ci_low": lo, "ci_high": hi,
               "n_lesions": len(y), "n_malignant": int(y.sum()), "n_benign": int((1 - y).sum())}
-    table3 = pd.DataFrame([{**common, "rule": "paper", **operating_point(y, s)},
-                           {**common, "rule": "nested",
-                            **nested_operating_point(y, s, g["fold"].to_numpy(), thresholds)}])
+    rows3 = [{**common, "rule": "paper", **operating_point(y, s)}]
+    if nested_threshold:
+        thresholds = nested_thresholds(features, manifest, folds_first, train_set=ranges, test_set=ranges,
+                                       n_splits=inner_splits, seed=seed, svm_c=svm_c, class_weight=class_weight,
+                                       standardize=standardize, calibration=calibration,
+                                       lesion_weighting=lesion_weighting, estimator=estimator)
+        rows3.append({**common, "rule": "nested", **nested_operating_point(y, s, g["fold"].to_numpy(), thresholds)})
+    table3 = pd.DataFrame(rows3)
     table3 = table3[list(TABLE3_COLUMNS)]
 
     lo_name, hi_name = set_name("Train", (min(ranges),)), set_name("Train", (max(ranges),))
@@ -1724,6 +1755,8 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
 
     params = {"ranges": list(ranges), "n_splits": n_splits, "seed": seed, "svm_c": svm_c,
               "class_weight": class_weight, "standardize": standardize, "calibration": calibration,
+              "lesion_weighting": lesion_weighting, "nested_threshold": nested_threshold,
+              "inner_splits": inner_splits if nested_threshold else None,
               "n_repeats": n_repeats,
               "ci": ci, "alpha": alpha, "n_boot": n_boot,
               "estimator": "LinearSVM" if estimator is None else repr(estimator),

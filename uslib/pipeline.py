@@ -207,7 +207,9 @@ def get_matrix(
     svm_c: float = 1.0,
     standardize: bool = True,
     calibration: str = "grouped",
+    lesion_weighting: bool = False,
     n_repeats: int = 1,
+    nested_threshold: bool = True,
 ):
     """The Train×Test matrix of one backbone, from ``run_dir/results/<backbone>-<key>/`` or computed.
 
@@ -229,7 +231,7 @@ def get_matrix(
         _manifest_key(manifest),
         feature_set.backbone,
         list(map(float, ranges)), int(n_splits), int(cv_seed), float(svm_c), bool(standardize), str(calibration),
-        int(n_repeats),
+        bool(lesion_weighting), int(n_repeats), bool(nested_threshold),
         store.code_fingerprint("evaluation", packages=("numpy", "scipy", "scikit-learn", "pandas")),
     )
     out = store.results_dir(rdir, feature_set.backbone, k)
@@ -253,7 +255,9 @@ def get_matrix(
             svm_c=float(svm_c),
             standardize=bool(standardize),
             calibration=str(calibration),
+            lesion_weighting=bool(lesion_weighting),
             n_repeats=int(n_repeats),
+            nested_threshold=bool(nested_threshold),
         )
         ev.save_results(result, out)
         store.seal_dir(out)
