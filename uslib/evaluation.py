@@ -173,6 +173,7 @@ __all__ = [
     "bootstrap_ci",
     "auc_contrast_ci",
     "mismatch_drop",
+    "sensitivity_summary",
     "bland_altman",
     "save_results",
     "load_results",
@@ -1459,6 +1460,32 @@ def mismatch_drop(result: "MatrixResult", *, n_boot: int = 2000, alpha: float = 
     n_pairs = len(ranges) * (len(ranges) - 1)
     est, lo, hi = auc_contrast_ci(y, scores, np.asarray(weights) / n_pairs, n_boot=n_boot, alpha=alpha, seed=seed)
     return {"mean_drop": est, "ci_low": lo, "ci_high": hi, "n_pairs": n_pairs, "n_lesions": int(len(y))}
+
+
+def sensitivity_summary(result: "MatrixResult", *, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> dict:
+    """The two headline numbers of one run, each with an interval, for a sensitivity table.
+
+    Parameters
+    ----------
+    result : MatrixResult
+    n_boot, alpha, seed
+        The bootstrap of :func:`mismatch_drop`.
+
+    Returns
+    -------
+    dict
+        ``auc``, ``auc_ci_low``, ``auc_ci_high``: TrainALL on TestALL (first
+        repeat, the run's CI); ``mean_drop``, ``drop_ci_low``,
+        ``drop_ci_high``: :func:`mismatch_drop`; and the run's
+        ``standardize``, ``calibration``, ``lesion_weighting``.
+    """
+    ranges = [float(r) for r in result.params["ranges"]]
+    t = result.table.set_index(["train", "test"])
+    row = t.loc[(set_name("Train", ranges, all_ranges=ranges), set_name("Test", ranges, all_ranges=ranges))]
+    drop = mismatch_drop(result, n_boot=n_boot, alpha=alpha, seed=seed)
+    return {"auc": float(row["auc"]), "auc_ci_low": float(row["ci_low"]), "auc_ci_high": float(row["ci_high"]),
+            "mean_drop": drop["mean_drop"], "drop_ci_low": drop["ci_low"], "drop_ci_high": drop["ci_high"],
+            **{k: result.params.get(k) for k in ("standardize", "calibration", "lesion_weighting")}}
 
 
 def bland_altman(a, b) -> dict:

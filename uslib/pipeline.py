@@ -27,6 +27,8 @@ __all__ = [
     "get_manifest",
     "get_features",
     "get_matrix",
+    "SENSITIVITY_CHOICES",
+    "get_sensitivity",
     "get_handcrafted_features",
     "get_curves",
     "get_baselines",
@@ -269,6 +271,68 @@ def get_matrix(
         return ev.load_results(out)[0]
 
     return store.load_or_compute(load, compute)
+
+
+#: The open protocol choices the sensitivity analysis varies, one at a time: name -> what the other setting is.
+SENSITIVITY_CHOICES = {
+    "standardize": "per-feature standardisation switched",
+    "calibration": "Platt calibration split by image instead of by lesion (or the reverse)",
+    "lesion_weighting": "lesion weighting switched",
+}
+
+
+def get_sensitivity(
+    run_dir: str | os.PathLike,
+    feature_set,
+    manifest,
+    *,
+    ranges: Sequence[float] = (40, 50, 60),
+    n_splits: int = 5,
+    cv_seed: int = 0,
+    svm_c: float = 1.0,
+    standardize: bool = True,
+    calibration: str = "grouped",
+    lesion_weighting: bool = False,
+    baseline=None,
+    n_boot: int = 2000,
+) -> pd.DataFrame:
+    """TrainALL/TestALL AUC and the mean matched→mismatched drop under each open choice.
+
+    One row for the run's own settings (``baseline``, a
+    :class:`~uslib.evaluation.MatrixResult` of these settings, or computed)
+    and one per entry of :data:`SENSITIVITY_CHOICES` with that one choice
+    switched. Each is :func:`get_matrix` with ``n_repeats=1`` and without the
+    nested Table III row (cached like any matrix; the features are reused, so
+    the cost is one cross-validation per row), summarised by
+    :func:`uslib.evaluation.sensitivity_summary`.
+
+    Returns
+    -------
+    DataFrame
+        ``backbone``, ``choice`` (``"as run"`` or a key of
+        :data:`SENSITIVITY_CHOICES`), ``setting`` (in words), ``auc``,
+        ``auc_ci_low``, ``auc_ci_high``, ``mean_drop``, ``drop_ci_low``,
+        ``drop_ci_high``, ``standardize``, ``calibration``, ``lesion_weighting``.
+    """
+    from . import evaluation as ev
+
+    base = {"standardize": bool(standardize), "calibration": str(calibration), "lesion_weighting": bool(lesion_weighting)}
+    other = {"standardize": not base["standardize"],
+             "calibration": "image" if base["calibration"] == "grouped" else "grouped",
+             "lesion_weighting": not base["lesion_weighting"]}
+    common = dict(ranges=ranges, n_splits=n_splits, cv_seed=cv_seed, svm_c=svm_c, n_repeats=1, nested_threshold=False)
+    rows = []
+    for choice in ("as run",) + tuple(SENSITIVITY_CHOICES):
+        settings = dict(base) if choice == "as run" else {**base, choice: other[choice]}
+        if choice == "as run" and baseline is not None:
+            result = baseline
+        else:
+            result = get_matrix(run_dir, feature_set, manifest, **common, **settings)
+        summary = ev.sensitivity_summary(result, n_boot=n_boot, seed=int(cv_seed))
+        words = ", ".join(f"{k} = {v}" for k, v in settings.items()) if choice == "as run" \
+            else f"{choice} = {settings[choice]}"
+        rows.append({"backbone": feature_set.backbone, "choice": choice, "setting": words, **summary})
+    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------- #
