@@ -30,6 +30,7 @@ __all__ = [
     "SENSITIVITY_CHOICES",
     "get_sensitivity",
     "get_handcrafted_features",
+    "get_roi_db_table",
     "get_curves",
     "get_baselines",
     "features_key",
@@ -384,6 +385,29 @@ def get_handcrafted_features(run_dir: str | os.PathLike, dataset) -> pd.DataFram
         t0 = time.perf_counter()
         table = rb.handcrafted_features(dataset)
         _stage_seconds(rdir, "handcrafted_features", t0)
+        return [table]
+
+    return _get_csvs([path], compute)[0]
+
+
+def get_roi_db_table(run_dir: str | os.PathLike, dataset, *,
+                     dynamic_ranges_db: Sequence[float] = (40, 50, 60)) -> pd.DataFrame:
+    """:func:`uslib.qus.roi_db_table` (ROI brightness and interior Nakagami m per scan), cached.
+
+    The key covers the data set's fingerprint, the dynamic ranges and the
+    code of :mod:`uslib.qus`.
+    """
+    from . import qus
+
+    rdir = store.run_path(run_dir)
+    ranges = [float(r) for r in dynamic_ranges_db]
+    k = store.key(dataset.fingerprint, ranges, store.code_fingerprint("qus", packages=("numpy", "scipy")))
+    path = store.robustness_path(rdir, "roi-db", k)
+
+    def compute():
+        t0 = time.perf_counter()
+        table = qus.roi_db_table(dataset, dynamic_ranges_db=ranges)
+        _stage_seconds(rdir, "roi_db_table", t0)
         return [table]
 
     return _get_csvs([path], compute)[0]
