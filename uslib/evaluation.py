@@ -313,7 +313,9 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         fitted to them; without ``groups`` each image is its own group.
         ``"cv-sigmoid"``: ``CalibratedClassifierCV(method="sigmoid",
         ensemble=False)`` with a stratified shuffled 5-fold split seeded by
-        ``random_state``.
+        ``random_state``. The class default stays ``"libsvm"`` (so that the
+        estimator equals ``SVC(probability=True)``); the cross-validation
+        functions of this module default to ``"grouped"`` and pass the lesions.
     random_state : int
         Seed of the internal calibration split.
 
