@@ -417,8 +417,8 @@ def get_curves(run_dir: str | os.PathLike, feature_set, manifest: pd.DataFrame, 
                policies=None, test_ranges_db: Sequence[float] | None = None,
                train_ranges_db: Sequence[float] = (40, 50, 60),
                continuous_range_db: Sequence[float] | None = None, folds=None, n_splits: int = 5,
-               cv_seed: int = 0, svm_c: float = 1.0, standardize: bool = True,
-               alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
+               cv_seed: int = 0, svm_c: float = 1.0, standardize: bool = True, calibration: str = "grouped",
+               lesion_weighting: bool = False, alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`uslib.robustness.generalisation_curves` of one backbone, from the run directory or computed.
 
     Files ``<run_dir>/robustness/curves-<backbone>-<key>.csv`` and
@@ -448,8 +448,8 @@ def get_curves(run_dir: str | os.PathLike, feature_set, manifest: pd.DataFrame, 
                   None if test_ranges_db is None else list(map(float, test_ranges_db)),
                   list(map(float, train_ranges_db)),
                   None if continuous_range_db is None else list(map(float, continuous_range_db)),
-                  _folds_key(folds), int(cv_seed), float(svm_c), bool(standardize), float(alpha),
-                  feature_set.backbone,
+                  _folds_key(folds), int(cv_seed), float(svm_c), bool(standardize), str(calibration),
+                  bool(lesion_weighting), float(alpha), feature_set.backbone,
                   store.code_fingerprint("robustness", packages=("numpy", "scipy", "scikit-learn", "pandas")))
     b = feature_set.backbone
     paths = [store.robustness_path(rdir, "curves", k, b), store.robustness_path(rdir, "predictions", k, b)]
@@ -459,7 +459,8 @@ def get_curves(run_dir: str | os.PathLike, feature_set, manifest: pd.DataFrame, 
         curves, preds = rb.generalisation_curves(
             feature_set.features, manifest, continuous_mask=mask, policies=pol, test_ranges_db=test_ranges_db,
             train_ranges_db=train_ranges_db, continuous_range_db=continuous_range_db, folds=folds, seed=cv_seed,
-            svm_c=svm_c, standardize=standardize, backbone=b, alpha=alpha, return_predictions=True)
+            svm_c=svm_c, standardize=standardize, calibration=calibration, lesion_weighting=lesion_weighting,
+            backbone=b, alpha=alpha, return_predictions=True)
         _stage_seconds(rdir, f"robustness_{b}", t0)
         return [curves, preds]
 
@@ -468,7 +469,7 @@ def get_curves(run_dir: str | os.PathLike, feature_set, manifest: pd.DataFrame, 
 
 
 def get_baselines(run_dir: str | os.PathLike, dataset, *, folds=None, n_splits: int = 5, cv_seed: int = 0,
-                  svm_c: float = 1.0, standardize: bool = True,
+                  svm_c: float = 1.0, standardize: bool = True, calibration: str = "grouped",
                   alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`uslib.robustness.handcrafted_baselines`, from ``<run_dir>/robustness/`` or computed.
 
@@ -489,14 +490,15 @@ def get_baselines(run_dir: str | os.PathLike, dataset, *, folds=None, n_splits: 
         folds = ev.patient_folds(table["label"].to_numpy(), table["patient"].astype(str).to_numpy(),
                                  n_splits=n_splits, seed=cv_seed)
     k = store.key(dataset.fingerprint, _folds_key(folds), int(cv_seed), float(svm_c), bool(standardize),
-                  float(alpha), {n: list(c) for n, c in rb.BASELINE_SETS.items()},
+                  str(calibration), float(alpha), {n: list(c) for n, c in rb.BASELINE_SETS.items()},
                   store.code_fingerprint("robustness", packages=("numpy", "scipy", "scikit-learn", "pandas")))
     paths = [store.robustness_path(rdir, "baselines", k), store.robustness_path(rdir, "baseline-predictions", k)]
 
     def compute():
         t0 = time.perf_counter()
         base, preds = rb.handcrafted_baselines(table=table, folds=folds, seed=cv_seed, svm_c=svm_c,
-                                               standardize=standardize, alpha=alpha, return_predictions=True)
+                                               standardize=standardize, calibration=calibration, alpha=alpha,
+                                               return_predictions=True)
         _stage_seconds(rdir, "robustness_baselines", t0)
         return [base, preds]
 
