@@ -559,8 +559,17 @@ def test_matrix_derived_tables(result):
          - p[(p["train"] == "Train60dB") & (p["test"] == "TestALL")]["probability"].to_numpy())
     assert ba.iloc[3]["mean_diff"] == pytest.approx(d.mean()) and ba.iloc[3]["n"] == len(d)
     pt = result.paired_tests
-    assert len(pt) == 12 and (pt["train_a"] == "TrainALL").all()
+    assert list(pt.columns) == list(ev.PAIRED_COLUMNS)
+    single = pt[pt["kind"] == "trainall_vs_single"]
+    assert len(single) == 12 and (single["train_a"] == "TrainALL").all() and (single["test_a"] == single["test_b"]).all()
+    mm = pt[pt["kind"] == "matched_vs_mismatched"]
+    assert len(mm) == 6 and (mm["train_a"] == mm["train_b"]).all()
+    assert (mm["train_a"].str[5:] == mm["test_a"].str[4:]).all() and (mm["test_a"] != mm["test_b"]).all()
     assert ((pt["p"] <= pt["p_holm"]) & (pt["p_holm"] <= 1)).all()
+    assert ((pt["diff_ci_low"] <= pt["diff"] + 1e-12) & (pt["diff"] <= pt["diff_ci_high"] + 1e-12)).all()
+    for kind, g in pt.groupby("kind"):  # Holm within each family: the smallest p is multiplied by its size
+        i = g["p"].idxmin()
+        assert g.loc[i, "p_holm"] == pytest.approx(min(1.0, len(g) * g.loc[i, "p"]))
     js = result.to_json()
     json.dumps(js, allow_nan=False)
     assert len(js["matrix"]) == 16 and len(js["folds"]) == 5
@@ -619,3 +628,248 @@ def test_save_load_round_trip(tmp_path, result, data):
     with pytest.raises(FileNotFoundError, match="metrics.json"):
         (tmp_path / "run" / "metrics.json").unlink()
         load_results(tmp_path / "run")
+
+
+# --------------------------------------------------------------------------- #
+# Table III by two rules: the paper's and the nested threshold
+# --------------------------------------------------------------------------- #
+
+
+class MeanDifference(ClassifierMixin, BaseEstimator):
+    """A fast linear classifier for simulations: the class-mean difference, squashed by a logistic."""
+
+    def fit(self, X, y):
+        X, y = np.asarray(X, float), np.asarray(y)
+        self.w_ = X[y == 1].mean(0) - X[y == 0].mean(0)
+        self.b_ = 0.5 * (X[y == 1].mean(0) + X[y == 0].mean(0)) @ self.w_
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def predict_proba(self, X):
+        p = 1.0 / (1.0 + np.exp(-(np.asarray(X, float) @ self.w_ - self.b_)))
+        return np.column_stack([1 - p, p])
+
+
+def _null_accuracies(seed, *, n=40, d=5):
+    """Accuracy of the nested and of the paper rule on features with no class signal."""
+    rng = np.random.default_rng(seed)
+    m = pd.DataFrame({"lesion": [f"l{i}" for i in range(n)], "patient": [f"p{i}" for i in range(n)],
+                      "label": np.repeat([0, 1], n // 2)})
+    X = rng.normal(size=(n, d))
+    kw = dict(estimator=MeanDifference(), standardize=False)
+    cv = ev.cross_validated_probabilities(X, m, train_sets={"t": None}, n_splits=5, seed=seed, **kw)
+    p, _ = cv.lesion_probabilities("t")
+    y = m["label"].to_numpy()
+    thr = ev.nested_thresholds(X, m, cv.folds, n_splits=5, seed=seed, **kw)
+    assert not np.isnan(thr).any()  # inf (call every lesion benign) is a legitimate choice
+    return ev.nested_operating_point(y, p, cv.fold, thr)["accuracy"], ev.operating_point(y, p)["accuracy"]
+
+
+def test_nested_threshold_accuracy_is_chance_without_signal():
+    """Simulated oracle: with no signal and balanced classes, a threshold that never saw the
+    test lesions gives accuracy 0.5 in expectation; the paper's rule (threshold chosen on the
+    test predictions) is optimistic."""
+    n_seeds, n = 100, 40
+    acc = np.array([_null_accuracies(s, n=n) for s in range(n_seeds)])
+    nested, paper = acc.mean(axis=0)
+    sd = max(math.sqrt(0.25 / n), acc[:, 0].std(ddof=1))  # binomial sd of one run, or the observed one
+    tol = 3.0 * sd / math.sqrt(n_seeds)
+    assert abs(nested - 0.5) < tol, (nested, tol)
+    assert paper > 0.5 + tol  # the paper's rule sees its own test lesions
+
+
+def test_nested_operating_point_uses_each_folds_threshold():
+    r = ev.nested_operating_point([0, 1, 0, 1], [0.2, 0.6, 0.5, 0.9], [0, 0, 1, 1], [0.5, 0.45])
+    assert (r["sensitivity"], r["specificity"], r["accuracy"], r["threshold"]) == (1.0, 0.5, 0.75, 0.475)
+    r = ev.nested_operating_point([0, 1, 0, 1], [0.2, 0.6, 0.5, 0.9], [0, 0, 1, 1], [0.55, np.nan])
+    assert r["accuracy"] == 1.0  # a fold without a threshold uses the others' median
+    with pytest.raises(ValueError, match="fold"):
+        ev.nested_operating_point([0, 1], [0.2, 0.6], [0, 2], [0.5, 0.5])
+
+
+def test_table3_has_both_rules(result):
+    t3 = result.table3
+    assert list(t3["rule"]) == ["paper", "nested"]
+    assert list(t3.columns) == list(ev.TABLE3_COLUMNS)
+    assert t3["auc"].nunique() == 1  # the AUC does not depend on the threshold rule
+    for _, row in t3.iterrows():
+        lo, hi = sorted([row["sensitivity"], row["specificity"]])
+        assert lo - 1e-12 <= row["accuracy"] <= hi + 1e-12
+
+
+# --------------------------------------------------------------------------- #
+# Platt scaling and lesion-grouped calibration
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_platt_scaling_analytic_two_values(weighted):
+    """With two distinct decision values the logistic fit is saturated: the fitted probability
+    at each value is the (weighted) mean of the smoothed targets of Lin et al. (2007) there."""
+    f = np.array([-2.0] * 5 + [3.0] * 7)
+    y = np.array([0, 0, 0, 0, 1] + [0, 0, 1, 1, 1, 1, 1])
+    w = np.linspace(0.5, 2.0, 12) if weighted else np.ones(12)
+    n_pos, n_neg = w[y == 1].sum(), w[y == 0].sum()
+    t = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+    q = [np.average(t[f == v], weights=w[f == v]) for v in (-2.0, 3.0)]
+    a, b = ev.platt_scaling(f, y, sample_weight=w if weighted else None)
+    np.testing.assert_allclose(ev.platt_probability([-2.0, 3.0], a, b), q, rtol=0, atol=1e-7)
+    # p = 1 / (1 + exp(a f + b)): the two logits fix a and b
+    la, lb = (np.log(1 / qi - 1) for qi in q)
+    assert a == pytest.approx((lb - la) / 5.0, abs=1e-5) and b == pytest.approx(la + 2.0 * (lb - la) / 5.0, abs=1e-5)
+
+
+def test_platt_scaling_is_scale_free_and_checks_inputs():
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=50)
+    y = (f + rng.normal(size=50) > 0).astype(int)
+    a, b = ev.platt_scaling(f, y)
+    a2, b2 = ev.platt_scaling(1000.0 * f, y)
+    assert a < 0 and a2 == pytest.approx(a / 1000.0, rel=1e-5) and b2 == pytest.approx(b, abs=1e-6)
+    with pytest.raises(ValueError, match="non-finite"):
+        ev.platt_scaling([0.0, np.inf], [0, 1])
+    with pytest.raises(ValueError, match="sample_weight"):
+        ev.platt_scaling([0.0, 1.0], [0, 1], sample_weight=[-1.0, 1.0])
+
+
+def _near_duplicates(seed, *, n_lesions=40, n_images=12, d=100, signal=2.0, image_noise=0.3):
+    """Lesions in a high-dimensional feature space, each seen as near-duplicate images."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1], n_lesions // 2)
+    m = pd.DataFrame({"lesion": np.repeat([f"l{i}" for i in range(n_lesions)], n_images),
+                      "patient": np.repeat([f"p{i}" for i in range(n_lesions)], n_images),
+                      "label": np.repeat(y, n_images)})
+    lesion = rng.normal(size=(n_lesions, d))
+    lesion[:, 0] += signal * (2 * y - 1)
+    X = np.repeat(lesion, n_images, axis=0) + image_noise * rng.normal(size=(n_lesions * n_images, d))
+    return X, m
+
+
+def test_grouped_calibration_is_not_over_confident():
+    """Simulated oracle: image-level Platt calibration sees twins of its held-out images and pushes
+    lesion probabilities to 0 or 1; lesion-grouped calibration does not, at a similar AUC."""
+    extreme, log_loss, auc = {"grouped": [], "image": []}, {"grouped": [], "image": []}, {"grouped": [], "image": []}
+    for seed in range(4):
+        X, m = _near_duplicates(100 + seed)
+        for cal in extreme:
+            cv = ev.cross_validated_probabilities(X, m, train_sets={"t": None}, calibration=cal, seed=seed)
+            p, _ = cv.lesion_probabilities("t")
+            y = cv.design.lesions["label"].to_numpy()
+            extreme[cal].append(np.mean((p < 0.05) | (p > 0.95)))
+            log_loss[cal].append(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+            auc[cal].append(roc_auc(y, p))
+    assert np.mean(extreme["grouped"]) < 0.15 < 0.25 < np.mean(extreme["image"])
+    assert np.mean(log_loss["grouped"]) < np.mean(log_loss["image"])
+    assert abs(np.mean(auc["grouped"]) - np.mean(auc["image"])) < 0.06
+
+
+def test_linear_svm_grouped_calibration():
+    X, m = _near_duplicates(0, n_lesions=20, n_images=4, d=10)
+    y = m["label"].to_numpy()
+    groups = pd.factorize(m["lesion"])[0]
+    svm = LinearSVM(calibration="grouped").fit(X, y, groups=groups)
+    p, d = svm.predict_proba(X)[:, 1], svm.decision_function(X)
+    a, b = svm.platt_
+    np.testing.assert_allclose(p, ev.platt_probability(d, a, b))
+    assert a < 0 and np.array_equal(np.argsort(p, kind="stable"), np.argsort(d, kind="stable"))
+    image = LinearSVM(calibration="image").fit(X, y)
+    assert np.allclose(image.decision_function(X), d)  # same SVM, another calibration
+    with pytest.warns(RuntimeWarning, match="two groups"):
+        one = LinearSVM(calibration="grouped").fit(X, y, groups=np.where(y == 1, 0, 1))
+    np.testing.assert_allclose(one.decision_function(X), d)
+    with pytest.raises(ValueError, match="calibration must be"):
+        ev.cross_validated_probabilities(X, m, train_sets={"t": None}, calibration="libsvm-ish")
+
+
+
+# --------------------------------------------------------------------------- #
+# Tested claims: matched against mismatched reconstruction
+# --------------------------------------------------------------------------- #
+
+
+def test_planted_mismatch_flip_is_significant_after_holm():
+    """Simulated oracle: the class signal points one way at 40 dB and the other way at 60 dB, so a
+    classifier trained at one range ranks lesions backwards at the other; the matched-vs-mismatched
+    DeLong tests must be significant after Holm, and the mean drop's interval must exclude 0."""
+    m = make_manifest(16, seed=4, ranges=(40.0, 60.0), margins=(5.0,))
+    rng = np.random.default_rng(7)
+    code = pd.factorize(m["lesion"])[0]
+    y = m["label"].to_numpy()
+    sign = np.where(m["dynamic_range_db"].to_numpy() == 40.0, 1.0, -1.0)
+    X = rng.normal(scale=0.5, size=(code.max() + 1, 4))[code] + rng.normal(scale=0.3, size=(len(m), 4))
+    X[:, 0] += 0.8 * sign * (y - 0.5)  # matched AUC about 0.9, mismatched about 0.2
+    X[:, 1] += 3.0 * (sign > 0)  # the two ranges also sit apart, as reconstructions do
+    r = reconstruction_matrix(X, m, backbone="flip", ranges=(40, 60), n_boot=500)
+    mm = r.paired_tests[r.paired_tests["kind"] == "matched_vs_mismatched"]
+    assert len(mm) == 2
+    assert (mm["diff"] > 0.5).all() and (mm["p_holm"] < 0.05).all() and (mm["diff_ci_low"] > 0).all()
+    drop = ev.mismatch_drop(r, n_boot=500)
+    assert drop["n_pairs"] == 2 and drop["ci_low"] > 0.3
+    assert drop["mean_drop"] == pytest.approx(mm["diff"].mean())
+
+
+def test_auc_contrast_ci_oracles():
+    y = np.repeat([0, 1], 15)
+    s = np.random.default_rng(0).normal(size=30) + y
+    est, lo, hi = ev.auc_contrast_ci(y, [s, s], [1.0, -1.0], n_boot=300)
+    assert (est, lo, hi) == (0.0, 0.0, 0.0)  # identical scores: the difference is 0 in every resample
+    est, lo, hi = ev.auc_contrast_ci(y, [s], [1.0], n_boot=300, seed=1)
+    assert (est, lo, hi) == pytest.approx(ev.bootstrap_ci(y, s, n_boot=300, seed=1), abs=0.05)
+    with pytest.raises(ValueError, match="weights"):
+        ev.auc_contrast_ci(y, [s, s], [1.0])
+
+
+# --------------------------------------------------------------------------- #
+# Lesion weighting
+# --------------------------------------------------------------------------- #
+
+
+class WeightLog(ClassifierMixin, BaseEstimator):
+    """Injected estimator that records the sample weights it is fitted with."""
+
+    log = []
+
+    def fit(self, X, y, sample_weight=None):
+        WeightLog.log.append((np.asarray(X)[:, 1].astype(int), sample_weight))
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def predict_proba(self, X):
+        p = np.full(len(X), 0.5)
+        return np.column_stack([1 - p, p])
+
+
+def test_lesion_weighting_gives_every_lesion_total_weight_one():
+    m = make_manifest(12, seed=5)
+    m = m[~((m["lesion"] == m["lesion"].iloc[0]) & (m["margin_mm"] == 2.0))].reset_index(drop=True)  # 12 images
+    code = pd.factorize(m["lesion"])[0]
+    X = np.column_stack([np.zeros(len(m)), code])
+    WeightLog.log.clear()
+    ev.cross_validated_probabilities(X, m, train_sets={"all": None, "40": (40,)}, n_splits=3,
+                                     estimator=WeightLog(), standardize=False, lesion_weighting=True)
+    assert len(WeightLog.log) == 6
+    for lesion_code, w in WeightLog.log:
+        totals = np.bincount(lesion_code, weights=w)[np.unique(lesion_code)]
+        np.testing.assert_allclose(totals, 1.0)
+    WeightLog.log.clear()
+    ev.cross_validated_probabilities(X, m, train_sets={"all": None}, n_splits=3, estimator=WeightLog(),
+                                     standardize=False)
+    assert all(w is None for _, w in WeightLog.log)
+
+
+def test_lesion_weighted_svm_on_duplicates_equals_the_svm_on_lesions():
+    """Analytic oracle: k identical images of a lesion, each with weight 1/k, are one image of
+    weight 1 in the SVM's dual, so the weighted fit on duplicated images equals the plain fit on
+    one image per lesion."""
+    rng = np.random.default_rng(3)
+    y_les = np.repeat([0, 1], 10)
+    X_les = rng.normal(size=(20, 5)) + 1.2 * y_les[:, None]
+    k = rng.integers(1, 7, 20)
+    code = np.repeat(np.arange(20), k)
+    svm = dict(C=0.5, class_weight=None, standardize=False, calibration="image")
+    dup = LinearSVM(**svm).fit(X_les[code], y_les[code], sample_weight=1.0 / k[code])
+    one = LinearSVM(**svm).fit(X_les, y_les)
+    Xt = rng.normal(size=(30, 5))
+    np.testing.assert_allclose(dup.decision_function(Xt), one.decision_function(Xt), rtol=0, atol=2e-3)
+    plain = LinearSVM(**svm).fit(X_les[code], y_les[code])
+    assert np.abs(plain.decision_function(Xt) - one.decision_function(Xt)).max() > 0.05

@@ -333,3 +333,14 @@ def test_round_trip_through_oasbud_file(small, tmp_path):
         for sa, sb in zip(a.scans, b.scans):
             np.testing.assert_array_equal(sa.rf, sb.rf[20:])
             np.testing.assert_array_equal(sa.roi, sb.roi[20:])
+
+
+def test_speckle_size_equals_the_psf_envelope_width():
+    """For a Gaussian PSF the intensity autocovariance has the FWHM of the PSF envelope."""
+    from uslib import phantom
+
+    rf = phantom.simulate_speckle((512, 510), seed=2, depth_offset_mm=15.0)
+    axial, lateral = phantom.speckle_size_mm(rf)
+    ax_psf, lat_psf = phantom.psf_fwhm_mm(15.0 + 256 * 0.01925, focus_depth_mm=15.0 + 256 * 0.01925)
+    assert axial == pytest.approx(ax_psf, rel=0.1)
+    assert lateral == pytest.approx(float(lat_psf), rel=0.25)

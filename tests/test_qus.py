@@ -300,3 +300,21 @@ def test_bad_roi_and_map_arguments_raise():
         nakagami_map(env, acquisition=ACQ, step_px=0)
     with pytest.raises(ValueError, match="zeros"):
         nakagami_map(np.zeros((10, 10)) + np.eye(10), acquisition=ACQ, estimator="mle")
+
+
+def test_roi_db_statistics_recovers_a_planted_contrast():
+    from types import SimpleNamespace
+
+    from uslib.qus import roi_db_statistics
+
+    rng = np.random.default_rng(0)
+    env = np.abs(rng.normal(size=(300, 200)) + 1j * rng.normal(size=(300, 200)))
+    roi = np.zeros(env.shape, bool)
+    roi[100:200, 50:150] = True
+    env[roi] *= 0.1  # -20 dB
+    r = roi_db_statistics(SimpleNamespace(rf=None, roi=roi), dynamic_ranges_db=(40,), envelope=env)
+    assert r["contrast_db"] == pytest.approx(-20.0, abs=0.3)
+    assert r["nakagami_m"] == pytest.approx(1.0, abs=0.05)  # Rayleigh inside
+    assert 0 < r["black_fraction_40"] < 0.2 and r["roi_mean_db_40"] >= -40
+    with pytest.raises(ValueError, match="background"):
+        roi_db_statistics(SimpleNamespace(rf=None, roi=np.ones(env.shape, bool)), envelope=env)

@@ -219,6 +219,21 @@ def test_curves_are_the_evaluation_loop_with_a_mask_training_set(design):
         np.testing.assert_array_equal(g["fold"].to_numpy(), cv.fold)
 
 
+@pytest.mark.parametrize("kw", [dict(calibration="image"), dict(lesion_weighting=True)])
+def test_curves_pass_the_classifier_settings_to_the_loop(design, kw):
+    m, cont = design
+    X = synthetic_features(m, rotate=True)
+    _, preds = rb.generalisation_curves(X, m, continuous_mask=cont, policies=["Train40dB"], n_splits=4, seed=1,
+                                        return_predictions=True, **kw)
+    cv = ev.cross_validated_probabilities(X, m, train_sets={"Train40dB": (40,)}, test_set=TRAIN + UNSEEN,
+                                          n_splits=4, seed=1, **kw)
+    default = ev.cross_validated_probabilities(X, m, train_sets={"Train40dB": (40,)}, test_set=TRAIN + UNSEEN,
+                                               n_splits=4, seed=1)
+    g = preds[preds["test_range_db"] == 40.0]
+    np.testing.assert_array_equal(g["probability"].to_numpy(), cv.lesion_probabilities("Train40dB", (40,))[0])
+    assert not np.allclose(g["probability"].to_numpy(), default.lesion_probabilities("Train40dB", (40,))[0])
+
+
 def test_curves_reproduce_a_drop_away_from_the_training_range(design):
     m, cont = design
     X = synthetic_features(m, rotate=True, strength=2.0)

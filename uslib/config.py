@@ -189,6 +189,11 @@ class Profile(BaseModel):
                           required=True, ge=0, le=_MAX_SEED)
     svm_c: float = _param(1.0, "SVM regularisation C", required=True, gt=0, allow_inf_nan=False)
     standardize: bool = _param(True, "z-score features on the training images of each fold")
+    calibration: Literal["grouped", "image"] = _param(
+        "grouped", "Platt calibration of the SVM: on decision values cross-validated by lesion (grouped) or "
+        "libsvm's image-level split (image, the paper's software)")
+    lesion_weighting: bool = _param(
+        False, "give every training lesion the same total SVM sample weight, whatever its number of images")
     n_repeats: int = _param(5, "repetitions of the CV over seeds cv_seed, cv_seed+1, ...", ge=1)
     # Robustness chapter (beyond the paper)
     unseen_ranges_db: list[DynamicRangeDb] = _param(

@@ -51,6 +51,29 @@ Classifier
     internal CV split. In both, the internal calibration folds split images,
     not lesions, so images of one lesion fall on both sides; this is what the
     paper's software did too.
+Calibration (``calibration="grouped"``, the default)
+    libsvm's image-level Platt split puts near-duplicate images of one lesion
+    (two scans × three margins × three dynamic ranges) on both sides of its
+    internal calibration folds, so the sigmoid is fitted to decision values
+    of images whose twins were in the training set: the probabilities come
+    out over-confident (many lesions near 0 or 1) at the same AUC. By
+    default the decision function is therefore cross-validated *by lesion*
+    within the training images (:class:`~sklearn.model_selection.StratifiedGroupKFold`,
+    5 folds or fewer, seeded) and Platt's sigmoid (:func:`platt_scaling`,
+    with the target smoothing of Lin, Lin & Weng 2007) is fitted to those
+    out-of-fold decision values; the SVM itself is then fitted on all
+    training images. ``calibration="image"`` gives the paper's libsvm
+    behaviour (the sensitivity run). The ranking of the test images within
+    one fold is the same under both (the sigmoid is monotone); pooled AUCs
+    differ slightly because each fold has its own sigmoid.
+Lesion weighting (``lesion_weighting=False`` by default, as in the paper)
+    Every training image counts once, so a lesion with more images weighs
+    more, and TrainALL (three images per scan and margin) has about three
+    times the effective C of single-range training at the same ``C``. With
+    ``lesion_weighting=True`` each training image gets the sample weight
+    1 / (its lesion's number of training images), so every lesion has the
+    same total weight (libsvm multiplies C by the weight) whatever its image
+    count and whatever the training set; the Platt fit is weighted alike.
 Lesion probability
     The arithmetic mean of P(malignant) over that lesion's test images whose
     dynamic range is in the test set (6 images per dynamic range: two scans ×
@@ -61,7 +84,17 @@ AUC
 Operating point
     The ROC point with the smallest Euclidean distance to (0, 1); ties go to
     the first such point in order of decreasing threshold; a lesion is called
-    malignant when its probability is ≥ the threshold.
+    malignant when its probability is ≥ the threshold. Table III gives it by
+    two rules (column ``rule``): ``"paper"`` chooses the threshold on the
+    pooled out-of-fold probabilities and reports accuracy on those same
+    probabilities (the paper's rule: the test lesions choose their own
+    threshold, which is optimistic); ``"nested"`` chooses, in each outer
+    fold, the threshold on the *training* lesions only — on their inner
+    out-of-fold probabilities from a patient-grouped CV within the training
+    lesions (:func:`nested_thresholds`; ``inner_splits`` = 3 folds by default,
+    to bound its cost) — and applies it to the fold's test lesions
+    (:func:`nested_operating_point`). The nested rule is the honest
+    estimate of the accuracy a fixed threshold would have on new lesions.
 Confidence intervals
     DeLong's variance (fast algorithm of Sun & Xu 2014) and a plain Wald
     interval AUC ± z σ clipped to [0, 1] (no logit transform: simple and
@@ -73,10 +106,16 @@ Bland–Altman
     highest-range one (Train40dB − Train60dB) on the same test images, for
     every test set. The paper's Figure 4 does not say which test images;
     the book shows TestALL (every test image of a lesion, scored by both).
-Paired test
-    DeLong's paired test of TrainALL against each single-range training set on
-    each test set (same lesions, same folds), with Holm-adjusted p-values
-    within a backbone (``p_holm``).
+Paired tests
+    Two families of DeLong paired tests on the same lesions (column ``kind``):
+    ``matched_vs_mismatched`` — for each single-range training set, its
+    matched test set against each mismatched one (the paper's main claim,
+    that a reconstruction mismatch costs AUC); ``trainall_vs_single`` —
+    TrainALL against each single-range training set on each test set.
+    ``p_holm`` is Holm-adjusted within each family (and backbone); each
+    difference also has a class-stratified paired bootstrap interval over
+    lesions (``diff_ci_low``/``diff_ci_high``). :func:`mismatch_drop` gives
+    the mean matched→mismatched drop with its bootstrap interval.
 Repeats
     ``n_repeats`` runs with seeds ``seed, seed + 1, ...`` (new folds and new
     SVM seed each). ``auc``/CI/Table III/Bland–Altman come from the first
@@ -106,6 +145,8 @@ from .store import atomic_path, save_json, load_json
 
 __all__ = [
     "LeakageError",
+    "platt_scaling",
+    "platt_probability",
     "LinearSVM",
     "set_name",
     "lesion_table",
@@ -123,11 +164,18 @@ __all__ = [
     "roc_curve",
     "closest_to_corner",
     "operating_point",
+    "nested_thresholds",
+    "nested_operating_point",
     "delong_components",
     "delong_variance",
     "delong_ci",
     "delong_paired_test",
     "bootstrap_ci",
+    "auc_contrast_ci",
+    "mismatch_drop",
+    "sensitivity_summary",
+    "below_chance",
+    "below_chance_sentence",
     "bland_altman",
     "save_results",
     "load_results",
@@ -146,7 +194,16 @@ RESULT_FILES = (
     "metrics.json",
 )
 
-_STR_COLUMNS = {"backbone": str, "train": str, "test": str, "lesion": str, "patient": str,
+#: Families of :attr:`MatrixResult.paired_tests` (column ``kind``); Holm's adjustment is within each.
+PAIRED_KINDS = ("matched_vs_mismatched", "trainall_vs_single")
+#: Columns of :attr:`MatrixResult.paired_tests`.
+PAIRED_COLUMNS = ("backbone", "kind", "train_a", "test_a", "train_b", "test_b", "auc_a", "auc_b", "diff", "se",
+                  "z", "p", "p_holm", "diff_ci_low", "diff_ci_high")
+#: Columns of :attr:`MatrixResult.table3`, one row per rule.
+TABLE3_COLUMNS = ("backbone", "rule", "train", "test", "auc", "ci_low", "ci_high", "accuracy", "sensitivity",
+                  "specificity", "threshold", "n_lesions", "n_malignant", "n_benign")
+
+_STR_COLUMNS = {"backbone": str, "rule": str, "kind": str, "test_a": str, "test_b": str, "train": str, "test": str, "lesion": str, "patient": str,
                 "train_a": str, "train_b": str, "a": str, "b": str}
 
 
@@ -157,6 +214,76 @@ class LeakageError(ValueError):
 # --------------------------------------------------------------------------- #
 # Classifier
 # --------------------------------------------------------------------------- #
+
+
+def platt_scaling(decision, labels, *, sample_weight=None) -> tuple[float, float]:
+    """Platt's sigmoid fitted to decision values: P(y = 1 | f) = 1 / (1 + exp(A f + B)).
+
+    Maximum likelihood (Platt 1999) with the smoothed targets of Lin, Lin &
+    Weng (2007): a positive counts as (N₊ + 1)/(N₊ + 2) and a negative as
+    1/(N₋ + 2), where N₊ and N₋ are the (weighted) class totals, so that no
+    probability is fitted to exactly 0 or 1. Minimised by BFGS with the
+    analytic gradient, from A = 0 and B = log((N₋ + 1)/(N₊ + 1)).
+
+    Parameters
+    ----------
+    decision : array_like of float, shape (n,)
+        Decision values (positive: class 1).
+    labels : array_like of {0, 1}, shape (n,)
+    sample_weight : array_like of float, shape (n,), optional
+        Case weights (also used for N₊ and N₋).
+
+    Returns
+    -------
+    (A, B) : tuple of float
+        A is negative when larger decision values mean class 1.
+
+    Examples
+    --------
+    Two decision values, each with its own share of positives: the fit is
+    saturated, so each probability equals the mean smoothed target there.
+
+    >>> a, b = platt_scaling([-1, -1, -1, 1, 1, 1], [0, 0, 1, 0, 1, 1])
+    >>> round(float(platt_probability([1.0], a, b)[0]), 6) == round((2 * 4 / 5 + 1 / 5) / 3, 6)
+    True
+    """
+    f = np.asarray(decision, dtype=float)
+    y = np.asarray(labels)
+    if f.ndim != 1 or f.shape != y.shape or f.size == 0:
+        raise ValueError(f"platt_scaling: decision {f.shape} and labels {y.shape} must be 1-D, equal, non-empty")
+    if not np.isfinite(f).all():
+        raise ValueError("platt_scaling: non-finite decision values")
+    y = y.astype(bool)
+    w = np.ones_like(f) if sample_weight is None else np.asarray(sample_weight, dtype=float)
+    if w.shape != f.shape or (w < 0).any() or not w.sum() > 0:
+        raise ValueError("platt_scaling: sample_weight must be non-negative, shaped like decision, not all 0")
+    n_pos, n_neg = float(w[y].sum()), float(w[~y].sum())
+    t = np.where(y, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
+    scale = float(np.abs(f).max()) or 1.0  # decision values of any size: fit on f / scale
+    g = f / scale
+
+    def nll(theta):
+        z = theta[0] * g + theta[1]
+        r = w * (1.0 / (1.0 + np.exp(-z)) - (1.0 - t))  # d nll / dz, since p = 1 / (1 + e^z)
+        return float(np.sum(w * (np.logaddexp(0.0, z) - (1.0 - t) * z))), np.array([r @ g, r.sum()])
+
+    from scipy.optimize import minimize
+
+    res = minimize(nll, np.array([0.0, math.log((n_neg + 1.0) / (n_pos + 1.0))]), jac=True, method="BFGS",
+                   options={"gtol": 1e-10, "maxiter": 1000})
+    return float(res.x[0] / scale), float(res.x[1])
+
+
+def platt_probability(decision, a: float, b: float) -> np.ndarray:
+    """P(y = 1 | f) = 1 / (1 + exp(a f + b)), shape of ``decision`` (see :func:`platt_scaling`)."""
+    z = a * np.asarray(decision, dtype=float) + b
+    return np.exp(-np.logaddexp(0.0, z))
+
+
+def _calibration_splits(y: np.ndarray, groups: np.ndarray, n_splits: int) -> int:
+    """Number of lesion-grouped calibration folds that leave both classes in every training part."""
+    per_class = [len(np.unique(groups[y == c])) for c in np.unique(y)]
+    return max(0, min([n_splits] + per_class))
 
 
 class LinearSVM(ClassifierMixin, BaseEstimator):
@@ -176,12 +303,19 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         Passed to :class:`sklearn.svm.SVC`.
     standardize : bool
         Standardise each feature with the training mean and sd first.
-    calibration : {"libsvm", "cv-sigmoid"}
-        ``"libsvm"``: libsvm's Platt scaling (``SVC(probability=True)``, the
-        paper's estimator; deprecated in scikit-learn 1.9, its FutureWarning
-        is silenced here). ``"cv-sigmoid"``:
-        ``CalibratedClassifierCV(method="sigmoid", ensemble=False)`` with a
-        stratified shuffled 5-fold split seeded by ``random_state``.
+    calibration : {"libsvm", "image", "grouped", "cv-sigmoid"}
+        ``"libsvm"`` (or its alias ``"image"``): libsvm's Platt scaling
+        (``SVC(probability=True)``, the paper's estimator; its internal
+        5-fold split is over images; deprecated in scikit-learn 1.9, its
+        FutureWarning is silenced here). ``"grouped"``: decision values
+        cross-validated with folds grouped by ``groups`` (5 or fewer,
+        stratified, seeded by ``random_state``) and :func:`platt_scaling`
+        fitted to them; without ``groups`` each image is its own group.
+        ``"cv-sigmoid"``: ``CalibratedClassifierCV(method="sigmoid",
+        ensemble=False)`` with a stratified shuffled 5-fold split seeded by
+        ``random_state``. The class default stays ``"libsvm"`` (so that the
+        estimator equals ``SVC(probability=True)``); the cross-validation
+        functions of this module default to ``"grouped"`` and pass the lesions.
     random_state : int
         Seed of the internal calibration split.
 
@@ -211,22 +345,56 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
             X = self.scaler_.transform(X)
         return X
 
-    def fit(self, X, y) -> "LinearSVM":
+    def fit(self, X, y, *, groups=None, sample_weight=None) -> "LinearSVM":
+        """Fit the SVM and its calibration.
+
+        Parameters
+        ----------
+        X : array_like, shape (n, d)
+        y : array_like, shape (n,)
+        groups : array_like, shape (n,), optional
+            Lesion (or other group) of each row: with ``calibration="grouped"``
+            no group is on both sides of a calibration split.
+        sample_weight : array_like of float, shape (n,), optional
+            Per-row weights (libsvm multiplies C by them; also weights the
+            Platt fit).
+        """
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y)
         if X.ndim != 2 or len(X) != len(y):
             raise ValueError(f"LinearSVM.fit: X {X.shape} and y {y.shape} do not align")
+        fit_kw = {} if sample_weight is None else {"sample_weight": np.asarray(sample_weight, dtype=float)}
         self.n_features_in_ = X.shape[1]
         self.scaler_ = StandardScaler().fit(X) if self.standardize else None
         self.X_fit_ = self.scaler_.transform(X) if self.standardize else X
         gram = self.X_fit_ @ self.X_fit_.T
         svc = SVC(kernel="precomputed", C=self.C, class_weight=self.class_weight)
-        if self.calibration == "libsvm":
+        self.platt_ = None
+        if self.calibration == "grouped":
+            from sklearn.model_selection import cross_val_predict
+
+            g = np.arange(len(y)) if groups is None else np.asarray(groups)
+            if g.shape != y.shape:
+                raise ValueError(f"LinearSVM.fit: groups {g.shape} and y {y.shape} do not align")
+            k = _calibration_splits(y, g, 5)
+            if k < 2:  # a class with one lesion: it cannot be held out by lesion
+                warnings.warn("LinearSVM(calibration='grouped'): a class has fewer than two groups; "
+                              "calibrating with each image as its own group", RuntimeWarning, stacklevel=2)
+                g = np.arange(len(y))
+                k = _calibration_splits(y, g, 5)
+            cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=self.random_state)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+                oof = cross_val_predict(clone(svc), gram, y, groups=g, cv=cv, method="decision_function",
+                                        params=fit_kw)
+            self.model_ = svc.fit(gram, y, **fit_kw)
+            self.platt_ = platt_scaling(oof, y == self.model_.classes_[1], sample_weight=fit_kw.get("sample_weight"))
+        elif self.calibration in ("libsvm", "image"):
             try:
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message=".*probability.*", category=FutureWarning)
                     svc.set_params(probability=True, random_state=self.random_state)
-                    self.model_ = svc.fit(gram, y)
+                    self.model_ = svc.fit(gram, y, **fit_kw)
             except (TypeError, ValueError) as exc:  # scikit-learn >= 1.11 has no `probability`
                 if "probability" not in str(exc):
                     raise
@@ -237,9 +405,9 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
             from sklearn.calibration import CalibratedClassifierCV
 
             cv = StratifiedKFold(5, shuffle=True, random_state=self.random_state)
-            self.model_ = CalibratedClassifierCV(svc, method="sigmoid", ensemble=False, cv=cv).fit(gram, y)
+            self.model_ = CalibratedClassifierCV(svc, method="sigmoid", ensemble=False, cv=cv).fit(gram, y, **fit_kw)
         else:
-            raise ValueError(f"LinearSVM: calibration must be 'libsvm' or 'cv-sigmoid', "
+            raise ValueError(f"LinearSVM: calibration must be 'grouped', 'image' ('libsvm') or 'cv-sigmoid', "
                              f"got {self.calibration!r}")
         self.classes_ = self.model_.classes_
         return self
@@ -256,17 +424,39 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         """Platt probabilities, shape (n, 2), columns ordered as ``classes_``."""
+        if self.platt_ is not None:
+            p1 = platt_probability(self.decision_function(X), *self.platt_)
+            return np.column_stack([1.0 - p1, p1])
         return self.model_.predict_proba(self._kernel(X))
 
     def predict(self, X) -> np.ndarray:
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
 
-def _make_estimator(estimator, *, svm_c: float, class_weight, standardize: bool, seed: int):
+#: Accepted values of ``calibration`` in the cross-validation functions.
+CALIBRATIONS = ("grouped", "image")
+
+
+def _make_estimator(estimator, *, svm_c: float, class_weight, standardize: bool, seed: int,
+                    calibration: str = "grouped"):
+    if calibration not in CALIBRATIONS:
+        raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {calibration!r}")
     if estimator is None:
-        return LinearSVM(C=svm_c, class_weight=class_weight, standardize=standardize, random_state=seed)
+        return LinearSVM(C=svm_c, class_weight=class_weight, standardize=standardize, random_state=seed,
+                         calibration=calibration)
     est = clone(estimator)
     return make_pipeline(StandardScaler(), est) if standardize else est
+
+
+def _fit(est, X: np.ndarray, y: np.ndarray, groups: np.ndarray, sample_weight: np.ndarray | None):
+    """Fit ``est``; a :class:`LinearSVM` also gets the lesion of each image (for grouped calibration)."""
+    kw = {}
+    if isinstance(est, LinearSVM):
+        kw["groups"] = groups
+    if sample_weight is not None:
+        last = est.steps[-1][0] + "__" if hasattr(est, "steps") else ""
+        kw[last + "sample_weight"] = sample_weight
+    return est.fit(X, y, **kw)
 
 
 def _p_malignant(est, X) -> np.ndarray:
@@ -592,8 +782,15 @@ def resolve_folds(lesions: pd.DataFrame, folds=None, *, n_splits: int = 5,
     return folds
 
 
+def _lesion_weights(code: np.ndarray) -> np.ndarray:
+    """1 / (number of rows of the same lesion) for each row: every lesion sums to 1."""
+    counts = np.bincount(code)
+    return 1.0 / counts[code]
+
+
 def _fold_loop(design: Design, folds, *, train_sets: Mapping[str, object], train_rows: Mapping[str, np.ndarray],
-               test_rows: np.ndarray, make, progress: bool | str = False) -> tuple[dict, np.ndarray]:
+               test_rows: np.ndarray, make, progress: bool | str = False,
+               lesion_weighting: bool = False) -> tuple[dict, np.ndarray]:
     """The fold loop itself: per fold, fit one classifier per training set, score the test images once.
 
     ``train_rows``/``test_rows`` are image masks (:meth:`Design.select`);
@@ -625,7 +822,8 @@ def _fold_loop(design: Design, folds, *, train_sets: Mapping[str, object], train
                 raise ValueError(f"fold {k}, {name}: training images hold only class "
                                  f"{np.unique(y_img[rows]).tolist()}")
             if scored.size:
-                est = make().fit(design.X[rows], y_img[rows])
+                weight = _lesion_weights(design.code[rows]) if lesion_weighting else None
+                est = _fit(make(), design.X[rows], y_img[rows], design.code[rows], weight)
                 probs[name][scored] = _p_malignant(est, design.X[scored])
     return probs, fold_of
 
@@ -633,6 +831,7 @@ def _fold_loop(design: Design, folds, *, train_sets: Mapping[str, object], train
 def score_fold(features, manifest: pd.DataFrame, train_lesions, test_lesions, *,
                train_sets: Mapping[str, Sequence[float]], test_ranges: Sequence[float],
                svm_c: float = 1.0, class_weight="balanced", standardize: bool = True, seed: int = 0,
+               calibration: str = "grouped", lesion_weighting: bool = False,
                estimator=None) -> dict[str, np.ndarray]:
     """Fit one classifier per training set on one fold; score the fold's test images once.
 
@@ -648,7 +847,7 @@ def score_fold(features, manifest: pd.DataFrame, train_lesions, test_lesions, *,
         :meth:`Design.select`.
     test_ranges : sequence of float, or image mask
         The test images to score (the union of all test sets).
-    svm_c, class_weight, standardize, seed, estimator
+    svm_c, class_weight, standardize, seed, calibration, lesion_weighting, estimator
         See :func:`cross_validate`.
 
     Returns
@@ -662,10 +861,10 @@ def score_fold(features, manifest: pd.DataFrame, train_lesions, test_lesions, *,
     """
     design = Design.build(features, manifest)
     make = lambda: _make_estimator(estimator, svm_c=svm_c, class_weight=class_weight,  # noqa: E731
-                                   standardize=standardize, seed=seed)
+                                   standardize=standardize, seed=seed, calibration=calibration)
     probs, _ = _fold_loop(design, [(train_lesions, test_lesions)], train_sets=train_sets,
                           train_rows={n: design.select(s) for n, s in train_sets.items()},
-                          test_rows=design.select(test_ranges), make=make)
+                          test_rows=design.select(test_ranges), make=make, lesion_weighting=lesion_weighting)
     return probs
 
 
@@ -723,6 +922,7 @@ class CVProbabilities:
 def cross_validated_probabilities(features, manifest: pd.DataFrame, *, train_sets: Mapping[str, object],
                                   test_set=None, folds=None, n_splits: int = 5, seed: int = 0,
                                   svm_c: float = 1.0, class_weight="balanced", standardize: bool = True,
+                                  calibration: str = "grouped", lesion_weighting: bool = False,
                                   estimator=None, progress: bool | str = False) -> CVProbabilities:
     """The cross-validation loop: out-of-fold P(malignant) of every test image, per training set.
 
@@ -756,7 +956,7 @@ def cross_validated_probabilities(features, manifest: pd.DataFrame, *, train_set
         Number of folds when ``folds`` is not given.
     seed : int
         Seed of the folds and of the classifier's internal calibration split.
-    svm_c, class_weight, standardize, estimator
+    svm_c, class_weight, standardize, calibration, lesion_weighting, estimator
         See :func:`cross_validate`.
     progress : bool or str
         Show a tqdm bar over the folds (a str is its description).
@@ -797,16 +997,16 @@ def cross_validated_probabilities(features, manifest: pd.DataFrame, *, train_set
     test_rows = design.select(test_set)
     folds = resolve_folds(design.lesions, folds, n_splits=n_splits, seed=seed)
     make = lambda: _make_estimator(estimator, svm_c=svm_c, class_weight=class_weight,  # noqa: E731
-                                   standardize=standardize, seed=seed)
+                                   standardize=standardize, seed=seed, calibration=calibration)
     probs, fold_of = _fold_loop(design, folds, train_sets=train_sets, train_rows=train_rows, test_rows=test_rows,
-                                make=make, progress=progress)
+                                make=make, progress=progress, lesion_weighting=lesion_weighting)
     return CVProbabilities(probabilities=probs, fold=fold_of, folds=folds, design=design)
 
 
 def cross_validate(features, manifest: pd.DataFrame, *, train_ranges: Sequence[float],
                    test_ranges: Sequence[float], n_splits: int = 5, seed: int = 0, svm_c: float = 1.0,
-                   class_weight="balanced", standardize: bool = True, folds=None,
-                   estimator=None) -> pd.DataFrame:
+                   class_weight="balanced", standardize: bool = True, calibration: str = "grouped",
+                   lesion_weighting: bool = False, folds=None, estimator=None) -> pd.DataFrame:
     """Out-of-fold lesion probabilities for one train/test setting.
 
     In each patient-level fold, a classifier is trained on the training
@@ -831,6 +1031,15 @@ def cross_validate(features, manifest: pd.DataFrame, *, train_ranges: Sequence[f
         Paper: inversely proportional to the class frequencies ("balanced").
     standardize : bool
         Fit a StandardScaler on each fold's training images (see the module notes).
+    calibration : {"grouped", "image"}
+        Platt calibration of the default :class:`LinearSVM`: on decision
+        values cross-validated by lesion (``"grouped"``, default) or libsvm's
+        image-level split (``"image"``, the paper's software); see the
+        module notes.
+    lesion_weighting : bool
+        Give each training lesion the same total sample weight, whatever its
+        number of images (see the module notes). A custom ``estimator``
+        must accept ``sample_weight`` in ``fit``.
     folds : sequence of (train_idx, test_idx), optional
         Lesion-index folds to use instead; checked with :func:`check_folds`.
     estimator : sklearn classifier, optional
@@ -847,6 +1056,7 @@ def cross_validate(features, manifest: pd.DataFrame, *, train_ranges: Sequence[f
     cv = cross_validated_probabilities(features, manifest, train_sets={"train": train_ranges},
                                        test_set=test_ranges, folds=folds, n_splits=n_splits, seed=seed,
                                        svm_c=svm_c, class_weight=class_weight, standardize=standardize,
+                                       calibration=calibration, lesion_weighting=lesion_weighting,
                                        estimator=estimator)
     mean, counts = cv.lesion_probabilities("train", test_ranges)
     lesions = cv.design.lesions
@@ -956,6 +1166,122 @@ def operating_point(labels, scores) -> dict:
             "specificity": pt["specificity"], "accuracy": float(np.mean(pred == y))}
 
 
+def _subset_selection(design: Design, spec, rows: np.ndarray) -> np.ndarray:
+    """An image selection of ``design`` restricted to ``rows`` (a mask of the sub-design's images)."""
+    return design.select(spec)[rows]
+
+
+def _inner_folds(lesions: pd.DataFrame, *, n_splits: int, seed: int):
+    """Patient-grouped folds within a training set, with as many splits as are feasible (or None)."""
+    labels = lesions["label"].to_numpy()
+    patients = lesions["patient"].astype(str).to_numpy()
+    most = min(int(n_splits), len(np.unique(patients)), int(labels.sum()), int((1 - labels).sum()))
+    for k in range(most, 1, -1):
+        try:
+            return resolve_folds(lesions, patient_folds(labels, patients, n_splits=k, seed=seed))
+        except ValueError:  # a grouped split left one class out of a training set: fewer splits
+            continue
+    return None
+
+
+def nested_thresholds(features, manifest: pd.DataFrame, folds, *, train_set=None, test_set=None,
+                      n_splits: int = 5, seed: int = 0, **classifier) -> np.ndarray:
+    """Per outer fold, the closest-to-(0, 1) threshold chosen on the training lesions alone.
+
+    For each outer fold, the training lesions are cross-validated on their own
+    (patient-grouped, label-stratified :func:`patient_folds` with
+    ``n_splits`` folds, fewer where the training lesions do not allow that
+    many, seeded by ``seed``) through :func:`cross_validated_probabilities`;
+    the threshold is the :func:`operating_point` of their inner out-of-fold
+    lesion probabilities. No test lesion of the outer fold is seen.
+
+    Parameters
+    ----------
+    features : ndarray, shape (n_images, d)
+    manifest : DataFrame
+        Row-aligned with ``features``.
+    folds : sequence of (train_idx, test_idx)
+        The outer lesion folds (indices into :func:`lesion_table`).
+    train_set, test_set : selection
+        The training images and the images averaged into a lesion
+        probability (see :meth:`Design.select`); default every image.
+    n_splits, seed : int
+        The inner cross-validation.
+    **classifier
+        ``svm_c``, ``class_weight``, ``standardize``, ``estimator``, ... as
+        for :func:`cross_validated_probabilities`.
+
+    Returns
+    -------
+    ndarray of float, shape (n_folds,)
+        The threshold of each outer fold (NaN where the training lesions
+        cannot be cross-validated, e.g. one lesion of a class).
+    """
+    design = Design.build(features, manifest)
+    folds = resolve_folds(design.lesions, folds)
+    out = np.full(len(folds), np.nan)
+    for k, split in enumerate(folds):
+        train_lesions = np.asarray(split[0], dtype=int)
+        rows = np.isin(design.code, train_lesions)
+        code = design.code[rows]
+        sub = pd.DataFrame({"lesion": design.lesions["lesion"].to_numpy()[code],
+                            "patient": design.lesions["patient"].to_numpy()[code],
+                            "label": design.lesions["label"].to_numpy()[code]})
+        inner = _inner_folds(lesion_table(sub), n_splits=n_splits, seed=seed)
+        if inner is None:
+            continue
+        tr_sel, te_sel = _subset_selection(design, train_set, rows), _subset_selection(design, test_set, rows)
+        cv = cross_validated_probabilities(design.X[rows], sub, train_sets={"inner": tr_sel}, test_set=te_sel,
+                                           folds=inner, seed=seed, **classifier)
+        p, n = cv.lesion_probabilities("inner", te_sel)
+        y = cv.design.lesions["label"].to_numpy()[n > 0]
+        if len(np.unique(y)) == 2:
+            out[k] = operating_point(y, p[n > 0])["threshold"]
+    return out
+
+
+def nested_operating_point(labels, scores, fold, thresholds) -> dict:
+    """Accuracy, sensitivity and specificity with a threshold per outer fold.
+
+    Lesion i is called malignant when ``scores[i] >= thresholds[fold[i]]``
+    (thresholds from :func:`nested_thresholds`); the counts are pooled over
+    folds. A fold without a threshold (NaN) uses the median of the others.
+
+    Parameters
+    ----------
+    labels : array_like of {0, 1}, shape (n,)
+    scores : array_like of float, shape (n,)
+        Out-of-fold lesion probabilities.
+    fold : array_like of int, shape (n,)
+        The outer fold in which each lesion was tested.
+    thresholds : array_like of float, shape (n_folds,)
+
+    Returns
+    -------
+    dict
+        ``threshold`` (median over folds), ``sensitivity``, ``specificity``,
+        ``accuracy``.
+
+    Examples
+    --------
+    >>> r = nested_operating_point([0, 1, 0, 1], [0.2, 0.6, 0.5, 0.9], [0, 0, 1, 1], [0.5, 0.45])
+    >>> r["sensitivity"], r["specificity"], r["accuracy"]
+    (1.0, 0.5, 0.75)
+    """
+    y, s = _binary(labels, scores)
+    fold = np.asarray(fold, dtype=int)
+    thr = np.asarray(thresholds, dtype=float)
+    if fold.shape != y.shape or fold.min() < 0 or fold.max() >= len(thr):
+        raise ValueError(f"fold {fold.shape} must index thresholds ({len(thr)}) for every lesion")
+    if np.isnan(thr).all():
+        nan = float("nan")
+        return {"threshold": nan, "sensitivity": nan, "specificity": nan, "accuracy": nan}
+    thr = np.where(np.isnan(thr), np.nanmedian(thr), thr)
+    pred = s >= thr[fold]
+    return {"threshold": float(np.median(thr)), "sensitivity": float(pred[y].mean()),
+            "specificity": float((~pred[~y]).mean()), "accuracy": float(np.mean(pred == y))}
+
+
 def delong_components(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     """DeLong's structural components ``(v10, v01)``.
 
@@ -1044,6 +1370,178 @@ def bootstrap_ci(labels, scores, *, n_boot: int = 2000, alpha: float = 0.05,
     return roc_auc(y, s), float(lo), float(hi)
 
 
+def _stratified_resamples(y: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n) case indices: positives resampled among positives, negatives among negatives."""
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
+    return np.hstack([rng.choice(pos, (n_boot, len(pos))), rng.choice(neg, (n_boot, len(neg)))])
+
+
+def _auc_rows(y_sorted: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """AUC of each row of ``scores`` (shape (B, n)) for the same labels ``y_sorted`` (shape (n,))."""
+    m, n = int(y_sorted.sum()), int((~y_sorted).sum())
+    r = stats.rankdata(scores, axis=-1)
+    return (r[..., y_sorted].sum(axis=-1) - m * (m + 1) / 2) / (m * n)
+
+
+def auc_contrast_ci(labels, scores, weights, *, n_boot: int = 2000, alpha: float = 0.05,
+                    seed: int = 0) -> tuple[float, float, float]:
+    """A weighted sum of correlated AUCs and its paired percentile bootstrap interval.
+
+    The lesions are resampled with replacement within each class, once per
+    replicate for all score vectors together, so correlations between the
+    AUCs (same lesions) are kept.
+
+    Parameters
+    ----------
+    labels : array_like of {0, 1}, shape (n,)
+    scores : array_like of float, shape (k, n)
+        k score vectors on the same n cases.
+    weights : array_like of float, shape (k,)
+        The contrast, e.g. ``[1, -1]`` for a difference of two AUCs.
+    n_boot, alpha, seed
+        Replicates, level 1 − ``alpha``, seed.
+
+    Returns
+    -------
+    (estimate, low, high) : tuple of float
+
+    Examples
+    --------
+    >>> y = [0, 0, 0, 1, 1, 1]
+    >>> est, lo, hi = auc_contrast_ci(y, [[1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1]], [1, -1], n_boot=200)
+    >>> est, lo, hi
+    (1.0, 1.0, 1.0)
+    """
+    S = np.atleast_2d(np.asarray(scores, dtype=float))
+    w = np.asarray(weights, dtype=float)
+    if w.shape != (S.shape[0],):
+        raise ValueError(f"auc_contrast_ci: {S.shape[0]} score vectors but weights of shape {w.shape}")
+    y, _ = _binary(labels, S[0])
+    for row in S[1:]:
+        _binary(labels, row)
+    est = float(sum(wj * roc_auc(y, sj) for wj, sj in zip(w, S)))
+    idx = _stratified_resamples(y, n_boot, seed)
+    yb = y[idx[0]]
+    boot = np.stack([_auc_rows(yb, sj[idx]) for sj in S], axis=1) @ w
+    lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
+    return est, float(lo), float(hi)
+
+
+def mismatch_drop(result: "MatrixResult", *, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> dict:
+    """The mean matched→mismatched AUC drop of single-range training, with a bootstrap interval.
+
+    Mean over every single-range training set r and every other single range
+    r' of AUC(Train r, Test r) − AUC(Train r, Test r'), on the first repeat's
+    out-of-fold lesion probabilities; the interval resamples lesions (within
+    class) once for all the AUCs (:func:`auc_contrast_ci`).
+
+    Parameters
+    ----------
+    result : MatrixResult
+    n_boot, alpha, seed
+        The bootstrap.
+
+    Returns
+    -------
+    dict
+        ``mean_drop``, ``ci_low``, ``ci_high``, ``n_pairs``, ``n_lesions``.
+    """
+    ranges = [float(r) for r in result.params["ranges"]]
+    p = result.predictions
+    p = p[p["repeat"] == p["repeat"].min()]
+    scores, weights, y = [], [], None
+    for r in ranges:
+        train = set_name("Train", (r,))
+        for t in ranges:
+            g = p[(p["train"] == train) & (p["test"] == set_name("Test", (t,)))]
+            if y is None:
+                y, lesions = g["label"].to_numpy(), g["lesion"].to_numpy()
+            elif not np.array_equal(g["lesion"].to_numpy(), lesions):  # pragma: no cover
+                raise RuntimeError("mismatch_drop: lesion order differs between settings")
+            scores.append(g["probability"].to_numpy())
+            weights.append(len(ranges) - 1 if t == r else -1.0)
+    n_pairs = len(ranges) * (len(ranges) - 1)
+    est, lo, hi = auc_contrast_ci(y, scores, np.asarray(weights) / n_pairs, n_boot=n_boot, alpha=alpha, seed=seed)
+    return {"mean_drop": est, "ci_low": lo, "ci_high": hi, "n_pairs": n_pairs, "n_lesions": int(len(y))}
+
+
+def sensitivity_summary(result: "MatrixResult", *, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> dict:
+    """The two headline numbers of one run, each with an interval, for a sensitivity table.
+
+    Parameters
+    ----------
+    result : MatrixResult
+    n_boot, alpha, seed
+        The bootstrap of :func:`mismatch_drop`.
+
+    Returns
+    -------
+    dict
+        ``auc``, ``auc_ci_low``, ``auc_ci_high``: TrainALL on TestALL (first
+        repeat, the run's CI); ``mean_drop``, ``drop_ci_low``,
+        ``drop_ci_high``: :func:`mismatch_drop`; and the run's
+        ``standardize``, ``calibration``, ``lesion_weighting``.
+    """
+    ranges = [float(r) for r in result.params["ranges"]]
+    t = result.table.set_index(["train", "test"])
+    row = t.loc[(set_name("Train", ranges, all_ranges=ranges), set_name("Test", ranges, all_ranges=ranges))]
+    drop = mismatch_drop(result, n_boot=n_boot, alpha=alpha, seed=seed)
+    return {"auc": float(row["auc"]), "auc_ci_low": float(row["ci_low"]), "auc_ci_high": float(row["ci_high"]),
+            "mean_drop": drop["mean_drop"], "drop_ci_low": drop["ci_low"], "drop_ci_high": drop["ci_high"],
+            **{k: result.params.get(k) for k in ("standardize", "calibration", "lesion_weighting")}}
+
+
+def below_chance(table: pd.DataFrame, *, where: Sequence[str] = ("train", "test")) -> dict:
+    """Which AUCs of a table fall below 0.5 (for a sentence that explains them).
+
+    Parameters
+    ----------
+    table : DataFrame
+        Columns ``auc`` and, optionally, ``ci_high``, plus the ``where`` columns.
+    where : sequence of str
+        Columns that name a row (joined by ", " in ``lowest_where``).
+
+    Returns
+    -------
+    dict
+        ``n`` (rows), ``n_below`` (AUC < 0.5), ``n_ci_below`` (whole CI below
+        0.5), ``lowest`` (the smallest AUC) and ``lowest_where``.
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"train": ["a", "b"], "test": ["x", "y"], "auc": [0.8, 0.3], "ci_high": [0.9, 0.45]})
+    >>> below_chance(t)
+    {'n': 2, 'n_below': 1, 'n_ci_below': 1, 'lowest': 0.3, 'lowest_where': 'b, y'}
+    """
+    auc = table["auc"].to_numpy(dtype=float)
+    i = int(np.nanargmin(auc))
+    hi = table["ci_high"].to_numpy(dtype=float) if "ci_high" in table.columns else np.full(len(auc), np.nan)
+    cols = [c for c in where if c in table.columns]
+    return {"n": int(len(auc)), "n_below": int(np.sum(auc < 0.5)), "n_ci_below": int(np.sum(hi < 0.5)),
+            "lowest": float(auc[i]), "lowest_where": ", ".join(str(table[c].iloc[i]) for c in cols)}
+
+
+def below_chance_sentence(summary: Mapping, *, what: str = "AUCs") -> str:
+    """The sentence a results page prints about AUCs below 0.5 (:func:`below_chance`).
+
+    Examples
+    --------
+    >>> below_chance_sentence({"n": 4, "n_below": 0, "n_ci_below": 0, "lowest": 0.6, "lowest_where": "a"})
+    'No AUC is below 0.5 (4 AUCs).'
+    """
+    if not summary["n_below"]:
+        return f"No AUC is below 0.5 ({summary['n']} {what})."
+    return (f"{summary['n_below']} of the {summary['n']} {what} are below 0.5 (lowest {summary['lowest']:.3f}, "
+            f"{summary['lowest_where']}), {summary['n_ci_below']} of them with a confidence interval entirely "
+            "below 0.5. An AUC below 0.5 means that the pooled out-of-fold probabilities rank benign lesions above "
+            "malignant ones. Where the features carry little class signal (random weights, few lesions) this is "
+            "an artefact of cross-validation, not a reversed signal: each fold's model learns from the lesions "
+            "the fold does not test, so a fold whose test lesions are more often malignant trains on fewer "
+            "malignant lesions and calibrates its probabilities lower, and a held-out lesion's own class loses "
+            "a member in training; pooled over folds, both effects rank test lesions against their labels.")
+
+
 def bland_altman(a, b) -> dict:
     """Bland–Altman agreement of paired measurements ``a`` and ``b``.
 
@@ -1100,13 +1598,23 @@ class MatrixResult:
         ``test``, ``lesion``, ``patient``, ``label``, ``fold``,
         ``probability``, ``n_images``.
     table3 : DataFrame
-        TrainALL × TestALL: ``auc``, CI, ``accuracy``, ``sensitivity``,
-        ``specificity``, ``threshold`` at the point closest to (0, 1).
+        TrainALL × TestALL, one row per ``rule`` (``"paper"``: threshold
+        closest to (0, 1) on the pooled out-of-fold probabilities themselves;
+        ``"nested"``: per outer fold, threshold chosen on the training lesions'
+        inner out-of-fold probabilities, the honest estimate): ``auc``, CI,
+        ``accuracy``, ``sensitivity``, ``specificity``, ``threshold`` (nested:
+        the median over folds).
     bland_altman : DataFrame
         Lowest- minus highest-range training (``a`` − ``b``) per test set.
     paired_tests : DataFrame
-        DeLong paired tests of TrainALL (``train_a``) against each
-        single-range training (``train_b``) per test set.
+        DeLong paired tests, one row per comparison of setting a
+        (``train_a``, ``test_a``) with setting b (``train_b``, ``test_b``) on
+        the same lesions; ``kind`` ``"matched_vs_mismatched"`` (one training
+        set, its matched test set against a mismatched one) or
+        ``"trainall_vs_single"`` (TrainALL against a single range on one test
+        set); ``diff`` = AUC a − AUC b with a paired bootstrap interval
+        (``diff_ci_low``/``diff_ci_high``), ``p`` and ``p_holm`` (Holm within
+        the kind). Columns :data:`PAIRED_COLUMNS`.
     folds : list of (train_idx, test_idx)
         Lesion-index folds of the first repeat (indices into ``lesions``).
     lesions : DataFrame
@@ -1137,7 +1645,7 @@ class MatrixResult:
             "backbone": self.backbone,
             "params": self.params,
             "matrix": self.table.to_dict("records"),
-            "table3": self.table3.to_dict("records")[0] if len(self.table3) else None,
+            "table3": self.table3.to_dict("records"),
             "bland_altman": self.bland_altman.to_dict("records"),
             "paired_tests": self.paired_tests.to_dict("records"),
             "lesions": lesions,
@@ -1174,7 +1682,8 @@ def _ci(y, s, *, ci: str | None, alpha: float, n_boot: int, seed: int) -> tuple[
 def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
                           ranges: Sequence[float] = (40, 50, 60), n_splits: int = 5, seed: int = 0,
                           svm_c: float = 1.0, class_weight="balanced", standardize: bool = True,
-                          n_repeats: int = 1, ci: str | None = "delong", alpha: float = 0.05,
+                          calibration: str = "grouped", lesion_weighting: bool = False, n_repeats: int = 1,
+                          nested_threshold: bool = True, inner_splits: int = 3, ci: str | None = "delong", alpha: float = 0.05,
                           n_boot: int = 2000, folds=None, estimator=None,
                           progress: bool = False) -> MatrixResult:
     """Train{r}dB/TrainALL × Test{r}dB/TestALL evaluation of one backbone.
@@ -1197,14 +1706,20 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
     n_splits, seed : int
         Patient-level folds (:func:`patient_folds`); repeat r uses ``seed + r``
         for the folds and the SVM.
-    svm_c, class_weight, standardize, estimator
+    svm_c, class_weight, standardize, calibration, lesion_weighting, estimator
         See :func:`cross_validate`.
     n_repeats : int
         Repeated cross-validation; adds ``auc_mean``/``auc_sd`` to ``table``.
     ci : {"delong", "bootstrap", None}
         Confidence interval of each AUC (first repeat), level 1 − ``alpha``.
+    nested_threshold : bool
+        Add Table III's ``"nested"`` row (costs an inner cross-validation of
+        TrainALL per fold); without it ``table3`` has the ``"paper"`` row only.
+    inner_splits : int
+        Folds of that inner cross-validation (:func:`nested_thresholds`).
     n_boot : int
-        Bootstrap resamples when ``ci="bootstrap"``.
+        Bootstrap resamples (the AUC CIs when ``ci="bootstrap"``, and the
+        intervals of the paired differences).
     folds : sequence of (train_idx, test_idx), optional
         Lesion folds to use (only with ``n_repeats=1``).
     progress : bool
@@ -1236,6 +1751,7 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
         cv = cross_validated_probabilities(
             features, manifest, train_sets=train_sets, test_set=ranges, folds=folds, n_splits=n_splits,
             seed=seed + rep, svm_c=svm_c, class_weight=class_weight, standardize=standardize,
+            calibration=calibration, lesion_weighting=lesion_weighting,
             estimator=estimator, progress=f"{backbone} repeat {rep}" if progress else False)
         if rep == 0:
             folds_first = cv.folds
@@ -1273,34 +1789,57 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
     g = groups[(0, train_all, test_all)]
     y, s = g["label"].to_numpy(), g["probability"].to_numpy()
     auc, lo, hi = _ci(y, s, ci=ci, alpha=alpha, n_boot=n_boot, seed=seed)
-    table3 = pd.DataFrame([{"backbone": backbone, "train": train_all, "test": test_all, "auc": auc,
-                            "ci_low": lo, "ci_high": hi, **operating_point(y, s), "n_lesions": len(y),
-                            "n_malignant": int(y.sum()), "n_benign": int((1 - y).sum())}])
-    table3 = table3[["backbone", "train", "test", "auc", "ci_low", "ci_high", "accuracy", "sensitivity",
-                     "specificity", "threshold", "n_lesions", "n_malignant", "n_benign"]]
+    common = {"backbone": backbone, "train": train_all, "test": test_all, "auc": auc, "ci_low": lo, "ci_high": hi,
+              "n_lesions": len(y), "n_malignant": int(y.sum()), "n_benign": int((1 - y).sum())}
+    rows3 = [{**common, "rule": "paper", **operating_point(y, s)}]
+    if nested_threshold:
+        thresholds = nested_thresholds(features, manifest, folds_first, train_set=ranges, test_set=ranges,
+                                       n_splits=inner_splits, seed=seed, svm_c=svm_c, class_weight=class_weight,
+                                       standardize=standardize, calibration=calibration,
+                                       lesion_weighting=lesion_weighting, estimator=estimator)
+        rows3.append({**common, "rule": "nested", **nested_operating_point(y, s, g["fold"].to_numpy(), thresholds)})
+    table3 = pd.DataFrame(rows3)
+    table3 = table3[list(TABLE3_COLUMNS)]
 
     lo_name, hi_name = set_name("Train", (min(ranges),)), set_name("Train", (max(ranges),))
     ba_rows, pt_rows = [], []
+
+    def paired_row(kind, train_a, test_a, train_b, test_b):
+        ga, gb = groups[(0, train_a, test_a)], groups[(0, train_b, test_b)]
+        if not np.array_equal(ga["lesion"].to_numpy(), gb["lesion"].to_numpy()):  # pragma: no cover
+            raise RuntimeError("paired test: lesion order differs between settings")
+        ya, sa, sb = ga["label"].to_numpy(), ga["probability"].to_numpy(), gb["probability"].to_numpy()
+        _, dlo, dhi = auc_contrast_ci(ya, [sa, sb], [1.0, -1.0], n_boot=n_boot, alpha=alpha, seed=seed)
+        return {"backbone": backbone, "kind": kind, "train_a": train_a, "test_a": test_a, "train_b": train_b,
+                "test_b": test_b, **delong_paired_test(ya, sa, sb), "diff_ci_low": dlo, "diff_ci_high": dhi}
+
+    singles = [(set_name("Train", (r,)), set_name("Test", (r,))) for r in ranges]
+    for trname, matched in singles:
+        for _, other in singles:
+            if other != matched:
+                pt_rows.append(paired_row("matched_vs_mismatched", trname, matched, trname, other))
     for tname in test_sets:
         ga, gb = groups[(0, lo_name, tname)], groups[(0, hi_name, tname)]
         if not np.array_equal(ga["lesion"].to_numpy(), gb["lesion"].to_numpy()):  # pragma: no cover
             raise RuntimeError("Bland–Altman: lesion order differs between training sets")
         ba_rows.append({"backbone": backbone, "a": lo_name, "b": hi_name, "test": tname,
                         **bland_altman(ga["probability"].to_numpy(), gb["probability"].to_numpy())})
-        gall = groups[(0, train_all, tname)]
         for trname in train_sets:
-            if trname == train_all:
-                continue
-            gb = groups[(0, trname, tname)]
-            res = delong_paired_test(gall["label"].to_numpy(), gall["probability"].to_numpy(),
-                                     gb["probability"].to_numpy())
-            pt_rows.append({"backbone": backbone, "test": tname, "train_a": train_all, "train_b": trname, **res})
+            if trname != train_all:
+                pt_rows.append(paired_row("trainall_vs_single", train_all, tname, trname, tname))
     paired = pd.DataFrame(pt_rows)
-    paired["p_holm"] = _holm(paired["p"].to_numpy())
+    paired["p_holm"] = np.nan
+    for kind in PAIRED_KINDS:
+        sel = (paired["kind"] == kind).to_numpy()
+        paired.loc[sel, "p_holm"] = _holm(paired.loc[sel, "p"].to_numpy())
+    paired = paired[list(PAIRED_COLUMNS)]
 
     params = {"ranges": list(ranges), "n_splits": n_splits, "seed": seed, "svm_c": svm_c,
-              "class_weight": class_weight, "standardize": standardize, "n_repeats": n_repeats,
-              "ci": ci, "alpha": alpha, "n_boot": n_boot if ci == "bootstrap" else None,
+              "class_weight": class_weight, "standardize": standardize, "calibration": calibration,
+              "lesion_weighting": lesion_weighting, "nested_threshold": nested_threshold,
+              "inner_splits": inner_splits if nested_threshold else None,
+              "n_repeats": n_repeats,
+              "ci": ci, "alpha": alpha, "n_boot": n_boot,
               "estimator": "LinearSVM" if estimator is None else repr(estimator),
               "n_images": int(len(design.X)), "n_features": int(design.X.shape[1]),
               "n_lesions": int(len(lesions)), "n_patients": int(lesions["patient"].nunique())}

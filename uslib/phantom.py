@@ -74,6 +74,7 @@ __all__ = [
     "axial_pulse",
     "lateral_beam",
     "beam_fwhm_mm",
+    "psf_fwhm_mm",
     "carrier_hz",
     "pulse_echo_psf",
     "convolve_psf",
@@ -282,6 +283,29 @@ def beam_fwhm_mm(
     z = np.asarray(depth_mm, dtype=float)
     w = np.sqrt(1.0 + ((z - focus_depth_mm) / s.depth_of_field_mm) ** 2)
     return acquisition.wavelength_mm * s.f_number * np.minimum(w, s.max_widening)
+
+
+def psf_fwhm_mm(depth_mm, *, focus_depth_mm: float, acquisition: Acquisition = OASBUD_ACQUISITION,
+                system: ImagingSystem | None = None) -> tuple[float, np.ndarray]:
+    """Full widths at half maximum of the pulse-echo PSF's envelope: (axial, lateral), mm.
+
+    Axially, the Gaussian envelope of :func:`axial_pulse` has σ = f_s / (2π σ_f)
+    samples with σ_f = bandwidth · f0 / 2.3548; laterally, :func:`beam_fwhm_mm`.
+    For a Gaussian PSF the FWHM of the speckle's intensity autocovariance
+    equals the FWHM of the PSF envelope, so these are the expected speckle
+    sizes (:func:`speckle_size_mm`).
+
+    Examples
+    --------
+    >>> ax, lat = psf_fwhm_mm(20.0, focus_depth_mm=20.0)
+    >>> round(ax, 3), float(np.round(lat, 3))
+    (0.097, 0.308)
+    """
+    s = _system(system)
+    sigma_f = s.bandwidth * acquisition.f0_hz / _FWHM_PER_SIGMA
+    sigma_samples = acquisition.fs_hz / (2.0 * math.pi * sigma_f)
+    axial = _FWHM_PER_SIGMA * sigma_samples * acquisition.dz_mm
+    return float(axial), beam_fwhm_mm(depth_mm, focus_depth_mm=focus_depth_mm, acquisition=acquisition, system=s)
 
 
 def carrier_hz(depth_mm, *, acquisition: Acquisition = OASBUD_ACQUISITION, system: ImagingSystem | None = None):

@@ -27,7 +27,10 @@ __all__ = [
     "get_manifest",
     "get_features",
     "get_matrix",
+    "SENSITIVITY_CHOICES",
+    "get_sensitivity",
     "get_handcrafted_features",
+    "get_roi_db_table",
     "get_curves",
     "get_baselines",
     "features_key",
@@ -209,7 +212,10 @@ def get_matrix(
     cv_seed: int = 0,
     svm_c: float = 1.0,
     standardize: bool = True,
+    calibration: str = "grouped",
+    lesion_weighting: bool = False,
     n_repeats: int = 1,
+    nested_threshold: bool = True,
 ):
     """The Train×Test matrix of one backbone, from ``run_dir/results/<backbone>-<key>/`` or computed.
 
@@ -230,7 +236,8 @@ def get_matrix(
         features_key(feature_set.features),
         _manifest_key(manifest),
         feature_set.backbone,
-        list(map(float, ranges)), int(n_splits), int(cv_seed), float(svm_c), bool(standardize), int(n_repeats),
+        list(map(float, ranges)), int(n_splits), int(cv_seed), float(svm_c), bool(standardize), str(calibration),
+        bool(lesion_weighting), int(n_repeats), bool(nested_threshold),
         store.code_fingerprint("evaluation", packages=("numpy", "scipy", "scikit-learn", "pandas")),
     )
     out = store.results_dir(rdir, feature_set.backbone, k)
@@ -253,7 +260,10 @@ def get_matrix(
             seed=int(cv_seed),
             svm_c=float(svm_c),
             standardize=bool(standardize),
+            calibration=str(calibration),
+            lesion_weighting=bool(lesion_weighting),
             n_repeats=int(n_repeats),
+            nested_threshold=bool(nested_threshold),
         )
         ev.save_results(result, out)
         store.seal_dir(out)
@@ -265,6 +275,68 @@ def get_matrix(
         return ev.load_results(out)[0]
 
     return store.load_or_compute(load, compute)
+
+
+#: The open protocol choices the sensitivity analysis varies, one at a time: name -> what the other setting is.
+SENSITIVITY_CHOICES = {
+    "standardize": "per-feature standardisation switched",
+    "calibration": "Platt calibration split by image instead of by lesion (or the reverse)",
+    "lesion_weighting": "lesion weighting switched",
+}
+
+
+def get_sensitivity(
+    run_dir: str | os.PathLike,
+    feature_set,
+    manifest,
+    *,
+    ranges: Sequence[float] = (40, 50, 60),
+    n_splits: int = 5,
+    cv_seed: int = 0,
+    svm_c: float = 1.0,
+    standardize: bool = True,
+    calibration: str = "grouped",
+    lesion_weighting: bool = False,
+    baseline=None,
+    n_boot: int = 2000,
+) -> pd.DataFrame:
+    """TrainALL/TestALL AUC and the mean matched→mismatched drop under each open choice.
+
+    One row for the run's own settings (``baseline``, a
+    :class:`~uslib.evaluation.MatrixResult` of these settings, or computed)
+    and one per entry of :data:`SENSITIVITY_CHOICES` with that one choice
+    switched. Each is :func:`get_matrix` with ``n_repeats=1`` and without the
+    nested Table III row (cached like any matrix; the features are reused, so
+    the cost is one cross-validation per row), summarised by
+    :func:`uslib.evaluation.sensitivity_summary`.
+
+    Returns
+    -------
+    DataFrame
+        ``backbone``, ``choice`` (``"as run"`` or a key of
+        :data:`SENSITIVITY_CHOICES`), ``setting`` (in words), ``auc``,
+        ``auc_ci_low``, ``auc_ci_high``, ``mean_drop``, ``drop_ci_low``,
+        ``drop_ci_high``, ``standardize``, ``calibration``, ``lesion_weighting``.
+    """
+    from . import evaluation as ev
+
+    base = {"standardize": bool(standardize), "calibration": str(calibration), "lesion_weighting": bool(lesion_weighting)}
+    other = {"standardize": not base["standardize"],
+             "calibration": "image" if base["calibration"] == "grouped" else "grouped",
+             "lesion_weighting": not base["lesion_weighting"]}
+    common = dict(ranges=ranges, n_splits=n_splits, cv_seed=cv_seed, svm_c=svm_c, n_repeats=1, nested_threshold=False)
+    rows = []
+    for choice in ("as run",) + tuple(SENSITIVITY_CHOICES):
+        settings = dict(base) if choice == "as run" else {**base, choice: other[choice]}
+        if choice == "as run" and baseline is not None:
+            result = baseline
+        else:
+            result = get_matrix(run_dir, feature_set, manifest, **common, **settings)
+        summary = ev.sensitivity_summary(result, n_boot=n_boot, seed=int(cv_seed))
+        words = ", ".join(f"{k} = {v}" for k, v in settings.items()) if choice == "as run" \
+            else f"{choice} = {settings[choice]}"
+        rows.append({"backbone": feature_set.backbone, "choice": choice, "setting": words, **summary})
+    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------- #
@@ -321,12 +393,35 @@ def get_handcrafted_features(run_dir: str | os.PathLike, dataset) -> pd.DataFram
     return _get_csvs([path], compute)[0]
 
 
+def get_roi_db_table(run_dir: str | os.PathLike, dataset, *,
+                     dynamic_ranges_db: Sequence[float] = (40, 50, 60)) -> pd.DataFrame:
+    """:func:`uslib.qus.roi_db_table` (ROI brightness and interior Nakagami m per scan), cached.
+
+    The key covers the data set's fingerprint, the dynamic ranges and the
+    code of :mod:`uslib.qus`.
+    """
+    from . import qus
+
+    rdir = store.run_path(run_dir)
+    ranges = [float(r) for r in dynamic_ranges_db]
+    k = store.key(dataset.fingerprint, ranges, store.code_fingerprint("qus", packages=("numpy", "scipy")))
+    path = store.robustness_path(rdir, "roi-db", k)
+
+    def compute():
+        t0 = time.perf_counter()
+        table = qus.roi_db_table(dataset, dynamic_ranges_db=ranges)
+        _stage_seconds(rdir, "roi_db_table", t0)
+        return [table]
+
+    return _get_csvs([path], compute)[0]
+
+
 def get_curves(run_dir: str | os.PathLike, feature_set, manifest: pd.DataFrame, continuous_mask=None, *,
                policies=None, test_ranges_db: Sequence[float] | None = None,
                train_ranges_db: Sequence[float] = (40, 50, 60),
                continuous_range_db: Sequence[float] | None = None, folds=None, n_splits: int = 5,
-               cv_seed: int = 0, svm_c: float = 1.0, standardize: bool = True,
-               alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
+               cv_seed: int = 0, svm_c: float = 1.0, standardize: bool = True, calibration: str = "grouped",
+               lesion_weighting: bool = False, alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`uslib.robustness.generalisation_curves` of one backbone, from the run directory or computed.
 
     Files ``<run_dir>/robustness/curves-<backbone>-<key>.csv`` and
@@ -356,8 +451,8 @@ def get_curves(run_dir: str | os.PathLike, feature_set, manifest: pd.DataFrame, 
                   None if test_ranges_db is None else list(map(float, test_ranges_db)),
                   list(map(float, train_ranges_db)),
                   None if continuous_range_db is None else list(map(float, continuous_range_db)),
-                  _folds_key(folds), int(cv_seed), float(svm_c), bool(standardize), float(alpha),
-                  feature_set.backbone,
+                  _folds_key(folds), int(cv_seed), float(svm_c), bool(standardize), str(calibration),
+                  bool(lesion_weighting), float(alpha), feature_set.backbone,
                   store.code_fingerprint("robustness", packages=("numpy", "scipy", "scikit-learn", "pandas")))
     b = feature_set.backbone
     paths = [store.robustness_path(rdir, "curves", k, b), store.robustness_path(rdir, "predictions", k, b)]
@@ -367,7 +462,8 @@ def get_curves(run_dir: str | os.PathLike, feature_set, manifest: pd.DataFrame, 
         curves, preds = rb.generalisation_curves(
             feature_set.features, manifest, continuous_mask=mask, policies=pol, test_ranges_db=test_ranges_db,
             train_ranges_db=train_ranges_db, continuous_range_db=continuous_range_db, folds=folds, seed=cv_seed,
-            svm_c=svm_c, standardize=standardize, backbone=b, alpha=alpha, return_predictions=True)
+            svm_c=svm_c, standardize=standardize, calibration=calibration, lesion_weighting=lesion_weighting,
+            backbone=b, alpha=alpha, return_predictions=True)
         _stage_seconds(rdir, f"robustness_{b}", t0)
         return [curves, preds]
 
@@ -376,7 +472,7 @@ def get_curves(run_dir: str | os.PathLike, feature_set, manifest: pd.DataFrame, 
 
 
 def get_baselines(run_dir: str | os.PathLike, dataset, *, folds=None, n_splits: int = 5, cv_seed: int = 0,
-                  svm_c: float = 1.0, standardize: bool = True,
+                  svm_c: float = 1.0, standardize: bool = True, calibration: str = "grouped",
                   alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`uslib.robustness.handcrafted_baselines`, from ``<run_dir>/robustness/`` or computed.
 
@@ -397,14 +493,15 @@ def get_baselines(run_dir: str | os.PathLike, dataset, *, folds=None, n_splits: 
         folds = ev.patient_folds(table["label"].to_numpy(), table["patient"].astype(str).to_numpy(),
                                  n_splits=n_splits, seed=cv_seed)
     k = store.key(dataset.fingerprint, _folds_key(folds), int(cv_seed), float(svm_c), bool(standardize),
-                  float(alpha), {n: list(c) for n, c in rb.BASELINE_SETS.items()},
+                  str(calibration), float(alpha), {n: list(c) for n, c in rb.BASELINE_SETS.items()},
                   store.code_fingerprint("robustness", packages=("numpy", "scipy", "scikit-learn", "pandas")))
     paths = [store.robustness_path(rdir, "baselines", k), store.robustness_path(rdir, "baseline-predictions", k)]
 
     def compute():
         t0 = time.perf_counter()
         base, preds = rb.handcrafted_baselines(table=table, folds=folds, seed=cv_seed, svm_c=svm_c,
-                                               standardize=standardize, alpha=alpha, return_predictions=True)
+                                               standardize=standardize, calibration=calibration, alpha=alpha,
+                                               return_predictions=True)
         _stage_seconds(rdir, "robustness_baselines", t0)
         return [base, preds]
 

@@ -18,7 +18,34 @@ __all__ = [
     "bland_altman_plot",
     "roc_plot",
     "label_synthetic",
+    "class_strips",
 ]
+
+
+def class_strips(ax, values, labels, *, ylabel: str = "", title: str | None = None, reference=None,
+                 reference_label: str | None = None):
+    """One jittered strip of points per class (benign, malignant) with the class medians.
+
+    ``reference``: an optional horizontal line (e.g. a theoretical value).
+    """
+    values = np.asarray(values, dtype=float)
+    labels = np.asarray(labels).astype(int)
+    rng = np.random.default_rng(0)
+    for k, (name, colour) in enumerate((("benign", "C0"), ("malignant", "C3"))):
+        v = values[labels == k]
+        ax.scatter(k + rng.uniform(-0.15, 0.15, v.size), v, s=12, color=colour, alpha=0.7)
+        if v.size:
+            ax.plot([k - 0.3, k + 0.3], [np.median(v)] * 2, color="k", lw=1.5)
+    if reference is not None:
+        ax.axhline(reference, color="0.4", ls="--", lw=1, label=reference_label)
+        if reference_label:
+            ax.legend(fontsize=8, loc="best")
+    ax.set_xticks([0, 1], ["benign", "malignant"])
+    ax.set_xlim(-0.6, 1.6)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
 
 
 def label_synthetic(fig, text: str = "SYNTHETIC DATA") -> None:

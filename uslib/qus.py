@@ -44,6 +44,8 @@ __all__ = [
     "roi_statistics",
     "qus_features",
     "qus_table",
+    "roi_db_statistics",
+    "roi_db_table",
     "nakagami_map",
 ]
 
@@ -351,6 +353,79 @@ def qus_table(dataset):
     from .data import lesion_feature_table
 
     return lesion_feature_table(dataset, qus_features, QUS_FEATURES)
+
+
+def roi_db_statistics(scan, *, dynamic_ranges_db: Sequence[float] = (40, 50, 60), envelope=None) -> dict[str, float]:
+    """Brightness of a scan's ROI in dB below the scan's peak, and its interior Nakagami m.
+
+    The log-compressed envelope is 20·log10(A / A_max) with A_max the scan's
+    maximum envelope amplitude (as in :func:`uslib.reconstruction.bmode`).
+
+    Parameters
+    ----------
+    scan : uslib.data.Scan
+    dynamic_ranges_db : sequence of float
+        For each range r: the mean of the dB values clipped at −r inside the
+        ROI (what the B-mode at r shows, in dB) and the fraction of ROI
+        pixels at or below −r (black in that B-mode).
+    envelope : ndarray, optional
+        Precomputed envelope of ``scan.rf``.
+
+    Returns
+    -------
+    dict
+        ``peak_db`` (20·log10 A_max, RF units), ``roi_median_db``,
+        ``background_median_db`` (every pixel outside the ROI),
+        ``contrast_db`` (their difference, ROI − background),
+        ``nakagami_m`` (maximum-likelihood m of the ROI envelope) and, per
+        range r, ``roi_mean_db_<r>`` and ``black_fraction_<r>``.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> env = np.ones((64, 8)); env[:, 4:] = np.where(np.arange(64) % 2, 0.01, 0.001)[:, None]
+    >>> roi = np.zeros(env.shape, bool); roi[16:48, 4:] = True  # half at -40 dB, half at -60 dB
+    >>> r = roi_db_statistics(SimpleNamespace(rf=None, roi=roi), dynamic_ranges_db=(30, 50), envelope=env)
+    >>> r["roi_median_db"], r["roi_mean_db_30"], r["black_fraction_30"], r["roi_mean_db_50"], r["black_fraction_50"]
+    (-50.0, -30.0, 1.0, -45.0, 0.5)
+    """
+    env = np.asarray(_envelope_of(scan.rf) if envelope is None else envelope, dtype=np.float64)
+    _as_envelope(env)  # checks: real, finite, non-negative
+    roi = np.asarray(scan.roi).astype(bool)
+    if roi.shape != env.shape or not roi.any() or roi.all():
+        raise ValueError("roi_db_statistics: the ROI must match the scan and leave a background")
+    peak = float(env.max())
+    with np.errstate(divide="ignore"):
+        db = 20.0 * np.log10(env / peak)
+    inside, outside = db[roi], db[~roi]
+    out = {"peak_db": 20.0 * math.log10(peak), "roi_median_db": float(np.median(inside)),
+           "background_median_db": float(np.median(outside))}
+    out["contrast_db"] = out["roi_median_db"] - out["background_median_db"]
+    out["nakagami_m"] = roi_statistics(env, roi)["nakagami_m_mle"]
+    for r in dynamic_ranges_db:
+        out[f"roi_mean_db_{float(r):g}"] = float(np.maximum(inside, -float(r)).mean())
+        out[f"black_fraction_{float(r):g}"] = float(np.mean(inside <= -float(r)))
+    return out
+
+
+def roi_db_table(dataset, *, dynamic_ranges_db: Sequence[float] = (40, 50, 60)):
+    """:func:`roi_db_statistics` of every scan: one row per scan.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``lesion``, ``patient``, ``label``, ``birads``, ``scan``, then the
+        statistics.
+    """
+    import pandas as pd
+
+    rows = []
+    for lesion in dataset:
+        for k, scan in enumerate(lesion.scans):
+            rows.append({"lesion": lesion.key, "patient": lesion.patient, "label": int(lesion.label),
+                         "birads": str(lesion.birads), "scan": k,
+                         **roi_db_statistics(scan, dynamic_ranges_db=dynamic_ranges_db)})
+    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------------------

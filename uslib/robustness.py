@@ -350,6 +350,7 @@ def generalisation_curves(features, manifest: pd.DataFrame, *, continuous_mask=N
                           train_ranges_db: Sequence[float] = (40, 50, 60),
                           continuous_range_db: Sequence[float] | None = None, folds=None, n_splits: int = 5,
                           seed: int = 0, svm_c: float = 1.0, class_weight="balanced", standardize: bool = True,
+                          calibration: str = "grouped", lesion_weighting: bool = False,
                           backbone: str = "", alpha: float = 0.05, estimator=None,
                           return_predictions: bool = False):
     """AUC against the test dynamic range, one curve per training policy.
@@ -386,9 +387,10 @@ def generalisation_curves(features, manifest: pd.DataFrame, *, continuous_mask=N
         Lesion folds (indices into :func:`uslib.evaluation.lesion_table`
         ``(manifest)``); default :func:`uslib.evaluation.patient_folds`
         with ``n_splits`` and ``seed``.
-    svm_c, class_weight, standardize, estimator
+    svm_c, class_weight, standardize, calibration, lesion_weighting, estimator
         As :func:`uslib.evaluation.cross_validate` (linear SVM, C = 1,
-        balanced, z-scored on each fold's training images).
+        balanced, z-scored on each fold's training images, Platt calibration
+        split by lesion, no lesion weighting).
     seed : int
         Folds and the SVM's internal calibration split.
     backbone : str
@@ -443,7 +445,8 @@ def generalisation_curves(features, manifest: pd.DataFrame, *, continuous_mask=N
 
     cv = ev.cross_validated_probabilities(features, manifest, train_sets=train_sets, test_set=test, folds=folds,
                                           n_splits=n_splits, seed=seed, svm_c=svm_c, class_weight=class_weight,
-                                          standardize=standardize, estimator=estimator)
+                                          standardize=standardize, calibration=calibration,
+                                          lesion_weighting=lesion_weighting, estimator=estimator)
     fold_of = cv.fold
 
     les = design.lesions
@@ -500,6 +503,7 @@ def handcrafted_features(dataset) -> pd.DataFrame:
 
 def handcrafted_baselines(dataset=None, *, table: pd.DataFrame | None = None, folds=None, n_splits: int = 5,
                           seed: int = 0, svm_c: float = 1.0, class_weight="balanced", standardize: bool = True,
+                          calibration: str = "grouped",
                           feature_sets: Mapping[str, Sequence[str]] | None = None, alpha: float = 0.05,
                           estimator=None, return_predictions: bool = False):
     """Lesion-level cross-validated AUC of the hand-crafted feature sets.
@@ -524,8 +528,9 @@ def handcrafted_baselines(dataset=None, *, table: pd.DataFrame | None = None, fo
     feature_sets : mapping name -> columns, optional
         Default :data:`BASELINE_SETS` (``QUS``, ``Morphology``,
         ``QUS+Morphology``).
-    svm_c, class_weight, standardize, estimator, seed, alpha
-        As :func:`generalisation_curves`.
+    svm_c, class_weight, standardize, calibration, estimator, seed, alpha
+        As :func:`generalisation_curves` (one row per lesion: lesion-grouped
+        calibration is the image-level one here).
     return_predictions : bool
         Also return the out-of-fold probabilities.
 
@@ -571,7 +576,8 @@ def handcrafted_baselines(dataset=None, *, table: pd.DataFrame | None = None, fo
         # one row per lesion, no dynamic range: every row trains (in its training folds) and is tested
         cv = ev.cross_validated_probabilities(X, table[["lesion", "patient", "label"]], train_sets={name: None},
                                               folds=folds, seed=seed, svm_c=svm_c, class_weight=class_weight,
-                                              standardize=standardize, estimator=estimator)
+                                              standardize=standardize, calibration=calibration,
+                                              estimator=estimator)
         p, _ = cv.lesion_probabilities(name)
         auc, lo, hi = ev.delong_ci(y, p, alpha=alpha)
         rows.append({"feature_set": str(name), "auc": auc, "ci_low": lo, "ci_high": hi,

@@ -29,7 +29,9 @@ path under the run directory                    what, and what its key covers
                                                 set, CV parameters, code of ``evaluation``
 ``robustness/<kind>[-<backbone>]-<key>.csv``    robustness curves, predictions, handcrafted
                                                 features and baselines (sealed); key as above
-                                                plus the chapter's own parameters
+                                                plus the chapter's own parameters; also
+                                                ``roi-db-<key>.csv``, the ROI brightness per
+                                                scan (key: data set, ranges, code of ``qus``)
 ==============================================  =============================================
 
 Three rules hold for every file here:
