@@ -124,7 +124,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 #: Infrastructure modules left out of code fingerprints: they move bytes and
 #: name files but compute nothing that ends up in an artefact.
-INFRASTRUCTURE = frozenset({"store", "config", "run", "pages", "pipeline", "plots", "paper", "__main__", "__init__"})
+INFRASTRUCTURE = frozenset({"store", "config", "run", "pages", "pipeline", "plots", "paper", "scheduler", "sweep",
+                            "__main__", "__init__"})
 
 
 class DamagedArtefact(RuntimeError):
