@@ -1,4 +1,7 @@
-"""Command line: ``python -m uslib run --profile params/default.yaml``."""
+"""Command line: ``python -m uslib run --profile params/default.yaml``.
+
+``python -m uslib sweep --profile P --set svm_c=0.1,1,10`` runs a parameter sweep (:mod:`uslib.sweep`).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--no-build", action="store_true", help="execute the chapters, skip the book build")
     p_build = sub.add_parser("build", help="build the book from the executed chapters of one run")
     p_build.add_argument("--profile", default="params/default.yaml")
+    p_sweep = sub.add_parser("sweep", help="run the affected chapters at every point of a parameter grid")
+    p_sweep.add_argument("--profile", default="params/default.yaml", help="the parent profile")
+    p_sweep.add_argument("--set", dest="sets", action="append", required=True, metavar="NAME=V1,V2,...",
+                         help="a swept parameter and its values (YAML each); repeat for a grid")
     args = parser.parse_args(argv)
 
     from .config import ProfileError
@@ -35,6 +42,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run.main_run(args.profile, only=args.only, build=not args.no_build)
     if args.command == "build":
         return run.main_build(args.profile)
+    if args.command == "sweep":
+        from .sweep import run_sweep
+
+        run_sweep(args.profile, args.sets)
+        return 0
     return 2
 
 

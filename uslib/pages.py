@@ -22,6 +22,7 @@ __all__ = [
     "parameters_page",
     "provenance_page",
     "benchmarks_page",
+    "sweep_page",
     "write_generated_pages",
 ]
 
@@ -232,6 +233,60 @@ def benchmarks_page(run_dir: str | os.PathLike | None = None, bench_dir: Path | 
     return "\n".join(lines)
 
 
+def sweep_page(run_dir: str | os.PathLike) -> str:
+    """Markdown: the run's last sweep (``<run_dir>/sweep/summary.csv``), or a note that none was run.
+
+    One table per backbone: a row per Train/Test setting, a column per point
+    of the grid, each cell the AUC with its 95 % DeLong CI.
+    """
+    lines = [
+        "# Sweep",
+        "",
+        "A sweep re-runs the chapters that declare a swept parameter at every point of a grid,",
+        "each point in its own run directory, sharing this run's data set and features",
+        "(see *Running on a cluster*):",
+        "",
+        "```bash",
+        "python -m uslib sweep --profile params/tiny.yaml --set svm_c=0.1,1,10 [--set n_splits=3,5]",
+        "```",
+        "",
+    ]
+    path = store.sweep_summary_path(run_dir)
+    if not path.exists():
+        lines += ["```{note}", "No sweep has been run for this run directory: this page fills in after "
+                  "`python -m uslib sweep` and a rebuild of the book.", "```", ""]
+        return "\n".join(lines)
+    try:
+        summary = store.load_csv(path, dtype={"point": str, "backbone": str, "train": str, "test": str})
+    except store.DamagedArtefact as exc:
+        lines += ["```{warning}", f"The sweep summary is damaged ({_md_escape(exc.reason)}): run the sweep again.",
+                  "```", ""]
+        return "\n".join(lines)
+    sweep = read_run_record(run_dir).get("sweep", {})
+    swept = list(sweep.get("sets", {})) or [c for c in summary.columns
+                                             if c not in ("point", "backbone", "train", "test", "auc", "ci_low",
+                                                          "ci_high")]
+    rel = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+    lines += [f"Generated from `{_md_escape(rel)}` when the book was built. Swept: "
+              + ", ".join(f"`{s}`" for s in swept) + f"; chapters run at each point: "
+              + (", ".join(sweep.get("chapters", [])) or "(not recorded)")
+              + f"; images whose features were computed for the sweep: {sweep.get('features_computed', 'n/a')}."
+              + " AUC [95 % DeLong CI] per point.", ""]
+    points = list(dict.fromkeys(summary["point"]))
+    for b, table in summary.groupby("backbone", sort=False):
+        lines += [f"## {b}", "", "| train | test | " + " | ".join(f"`{_md_escape(pt)}`" for pt in points) + " |",
+                  "|---|---|" + "---|" * len(points)]
+        for (train, test), rows in table.groupby(["train", "test"], sort=False):
+            cells = []
+            for pt in points:
+                r = rows[rows["point"] == pt]
+                cells.append("" if r.empty else
+                             f"{r.auc.iloc[0]:.3f} [{r.ci_low.iloc[0]:.3f}, {r.ci_high.iloc[0]:.3f}]")
+            lines.append(f"| {train} | {test} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
@@ -255,13 +310,14 @@ def _write(path: Path, text: str) -> None:
 
 
 def write_generated_pages(run_dir: str | os.PathLike, out_dir: Path | None = None) -> list[Path]:
-    """Write ``parameters.md``, ``provenance.md`` and ``benchmarks.md`` into ``book/chapters/``."""
+    """Write ``parameters.md``, ``provenance.md``, ``benchmarks.md`` and ``sweep.md`` into ``book/chapters/``."""
     out_dir = out_dir or (REPO_ROOT / "book" / "chapters")
     out_dir.mkdir(parents=True, exist_ok=True)
     pages = {
         "parameters.md": parameters_page(),
         "provenance.md": provenance_page(run_dir),
         "benchmarks.md": benchmarks_page(run_dir),
+        "sweep.md": sweep_page(run_dir),
     }
     written = []
     for name, text in pages.items():

@@ -28,6 +28,7 @@ __all__ = [
     "get_manifest",
     "get_features",
     "get_matrix",
+    "get_robustness_manifest",
     "get_handcrafted_features",
     "get_curves",
     "get_baselines",
@@ -48,11 +49,6 @@ _MANIFEST_KEY_COLUMNS = ("lesion", "patient", "label", "scan", "margin_mm", "dyn
 #: The file each data set of this process was read from: Dataset -> (path, skip_samples). Lets
 #: :func:`get_features` send workers a path instead of the scans.
 _DATA_FILES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _cache_root(run_dir, cache_dir) -> Path:
-    """Where the content-keyed caches (data set file, features) live: ``cache_dir``, else the run directory."""
-    return store.run_path(cache_dir) if cache_dir not in (None, "") else store.run_path(run_dir)
 
 
 def _stage_seconds(run_dir, name: str, t0: float) -> None:
@@ -94,7 +90,7 @@ def get_dataset(
         from . import phantom
         from .data import save_oasbud
 
-        path = store.phantom_path(_cache_root(rdir, cache_dir), n_lesions=n_lesions, seed=data_seed,
+        path = store.phantom_path(store.cache_root(rdir, cache_dir), n_lesions=n_lesions, seed=data_seed,
                                   key_=store.key(store.code_fingerprint("phantom"), int(n_lesions), int(data_seed)))
 
         def simulate():
@@ -203,7 +199,7 @@ def get_features(
         dataset,
         manifest,
         backbone,
-        cache_dir=store.features_root(_cache_root(rdir, cache_dir)),
+        cache_dir=store.features_root(store.cache_root(rdir, cache_dir)),
         client=client,
         data_file=_DATA_FILES.get(dataset),
         weights=None if weights in ("random", None) else weights,
@@ -335,6 +331,23 @@ def _get_csvs(paths: Sequence[Path], compute) -> list[pd.DataFrame]:
         return _load_csvs(*paths)
 
     return store.load_or_compute(load, run)
+
+
+def get_robustness_manifest(dataset, *, train_ranges_db: Sequence[float], unseen_ranges_db: Sequence[float],
+                            margins_mm: Sequence[float], continuous_range_db: Sequence[float], seed: int):
+    """The robustness chapter's images (:func:`uslib.robustness.robustness_manifest`; cheap, never stale).
+
+    One function for the chapter and for a sweep that prepares its features.
+
+    Returns
+    -------
+    manifest : DataFrame
+    continuous_mask : ndarray of bool
+    """
+    from . import robustness as rb
+
+    return rb.robustness_manifest(dataset, train_ranges_db=train_ranges_db, unseen_ranges_db=unseen_ranges_db,
+                                  margins_mm=margins_mm, continuous_range_db=continuous_range_db, seed=seed)
 
 
 def get_handcrafted_features(run_dir: str | os.PathLike, dataset) -> pd.DataFrame:
