@@ -71,6 +71,8 @@ __all__ = [
 ]
 
 _KERAS_APPS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+#: Packages whose versions are part of the features' code fingerprint.
+_FEATURE_PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scipy")
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -820,9 +822,10 @@ def extract_features(
     -----
     On a cluster the features are those of the same network (same weights,
     checked through ``values_sha256``) on the same images, but in other
-    batches and on other thread counts, so oneDNN may sum in another order:
-    they agree with in-process features to a relative error of 1e-5 (measured
-    on the tiny profile: see ``tests/test_distributed.py``), not bitwise.
+    batches and on other thread counts, so oneDNN may sum in another order.
+    Measured here they were bitwise equal (``benchmarks/bench_distributed.py``
+    reports the largest difference); ``tests/test_distributed.py`` allows
+    1e-5 relative to the largest feature.
     """
     from .augmentation import image_key, iter_images
 
@@ -938,7 +941,6 @@ _WORKER_MODELS: dict[tuple[str, str], tuple[Any, WeightsInfo, float]] = {}
 _WORKER_DATA: dict[tuple[str, int, int, int], Any] = {}
 
 _MANIFEST_COLUMNS = ["lesion", "scan", "margin_mm", "dynamic_range_db"]
-_FEATURE_PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scipy")
 
 
 def _worker_model(bb: Backbone, info: WeightsInfo):
