@@ -309,6 +309,7 @@ def run_point(profile: str, params: Mapping[str, Any], chapter_names: Sequence[s
 
     p = dict(params)
     rdir = store.run_path(p["run_dir"])
+    print(f"[uslib] sweep point {point_label(swept)}: {rdir}", flush=True)
     run_profile(profile, only=[Path(c).stem for c in chapter_names], overrides=p,
                 output_dir=store.sweep_chapter_dir(rdir), notebook_dir=notebook_dir)
     ds = pipeline.get_dataset(rdir, data_source=p["data_source"], oasbud_path=p["oasbud_path"],
