@@ -282,6 +282,19 @@ def test_round_trip_is_exact(tmp_path, compress):
     assert back.fingerprint == ds.fingerprint
 
 
+def test_fingerprint_covers_patients_and_labels_content_digests_only_the_images(tmp_path):
+    ds = _dataset(synthetic=True)
+    path = save_oasbud(ds, tmp_path / "x.mat")
+    plain = load_oasbud(path)
+    merged = load_oasbud(path, patients={k: "one" for k in plain.keys})
+    assert merged.fingerprint != plain.fingerprint, "patients are part of the fingerprint"
+    assert merged.content_digests == plain.content_digests, "patients do not change an image"
+    relabelled = D.Dataset([D.Lesion(les.id, les.key, les.patient, 1 - les.label, les.birads, les.scans)
+                          for les in plain], synthetic=True)
+    assert relabelled.fingerprint != plain.fingerprint
+    assert relabelled.content_digests == plain.content_digests
+
+
 def test_round_trip_public_schema(tmp_path):
     """The written file has exactly the public layout (plus the uslib variable)."""
     ds = _dataset(synthetic=False)

@@ -76,6 +76,7 @@ def test_a_chapter_from_an_older_run_than_the_record_is_refused(book, tmp_path):
 
 def test_a_failed_chapter_is_recorded_and_refused(book, monkeypatch):
     first = _run(book)
+    store.update_run_record(book["run_dir"], stage_seconds={"total": 1.0})  # as main_run records it
     monkeypatch.setenv("FAIL_TWO", "1.0")
     with pytest.raises(pm.PapermillExecutionError, match="asked to fail"):
         _run(book)
@@ -83,6 +84,7 @@ def test_a_failed_chapter_is_recorded_and_refused(book, monkeypatch):
     assert rec["status"] == "failed" and rec.get("finished") is None, "no stale 'finished' from the run before"
     assert rec["run_id"] != first["run_id"]
     assert rec["stages"]["01_one"]["status"] == "finished" and rec["stages"]["02_two"]["status"] == "failed"
+    assert "total" not in rec["stage_seconds"]
     assert _meta(book, "02_two.ipynb")["status"] == "failed"
     with pytest.raises(BookError, match="02_two failed"):
         check_chapters(book["out"], notebook_dir=book["src"])

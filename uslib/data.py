@@ -282,6 +282,7 @@ class Dataset(Sequence[Lesion]):
         self.source = source
         self.synthetic = bool(synthetic)
         self._fingerprint: str | None = None
+        self._content: dict[str, str] | None = None
 
     # Sequence protocol -------------------------------------------------
     def __len__(self) -> int:
@@ -338,20 +339,45 @@ class Dataset(Sequence[Lesion]):
         return pd.DataFrame(rows)
 
     @property
-    def fingerprint(self) -> str:
-        """SHA-256 over every lesion's metadata, RF and ROI bytes (hex, 16 chars).
+    def content_digests(self) -> dict[str, str]:
+        """SHA-256 of each lesion's image inputs: RF and ROI bytes and acquisition of its scans.
 
-        Used as the data set's part of every cache key.
+        Labels, patients and BI-RADS are left out: they do not change an
+        image, so features keyed by these digests survive a regrouping of
+        patients or a corrected label. Computed once per data set.
+
+        Returns
+        -------
+        dict
+            lesion key -> hex digest (16 characters).
         """
-        if self._fingerprint is None:
-            h = hashlib.sha256()
+        if self._content is None:
+            out = {}
             for les in self.lesions:
-                h.update(repr((les.key, les.patient, int(les.label), les.birads, len(les.scans))).encode())
+                h = hashlib.sha256()
                 for s in les.scans:
                     rf = np.ascontiguousarray(s.rf)
                     h.update(repr((rf.dtype.str, rf.shape, s.acquisition)).encode())
                     h.update(rf.tobytes())
                     h.update(np.packbits(np.ascontiguousarray(s.roi, dtype=bool)).tobytes())
+                out[les.key] = h.hexdigest()[:16]
+            self._content = out
+        return self._content
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 over every lesion's metadata (key, patient, label, BI-RADS) and content digest.
+
+        Used as the data set's part of every cache key that depends on
+        patients or labels (results); see :attr:`content_digests` for the
+        image inputs alone.
+        """
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            digests = self.content_digests
+            for les in self.lesions:
+                h.update(repr((les.key, les.patient, int(les.label), les.birads, len(les.scans),
+                               digests[les.key])).encode())
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
 

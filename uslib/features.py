@@ -708,11 +708,15 @@ def _read_sidecar(folder: Path) -> dict | None:
 
 
 def image_content_keys(dataset) -> dict[str, str]:
-    """Content fingerprint of each lesion's images' inputs: RF, ROI and acquisition of its scans.
+    """Content fingerprint of each lesion's image inputs: RF, ROI and acquisition of its scans.
 
     Labels and patients are left out: they do not change an image, so
-    regrouping patients or correcting a label reuses the features.
+    regrouping patients or correcting a label reuses the features. For a
+    :class:`uslib.data.Dataset` this is its (cached) ``content_digests``.
     """
+    digests = getattr(dataset, "content_digests", None)
+    if digests is not None:
+        return dict(digests)
     out = {}
     for les in dataset:
         parts = []

@@ -209,6 +209,8 @@ def run_profile(
     same = previous.get("parameters") == params and previous.get("run_id")
     run_id = previous["run_id"] if (only and same) else _new_run_id()
     fresh = run_id != previous.get("run_id")
+    if fresh:  # a new run starts with no stages and no timings of the run before
+        store.update_run_record(rdir, stages=None, stage_seconds=None, finished=None, scheduler=None, cluster=None)
     store.update_run_record(
         rdir,
         run_id=run_id,
@@ -218,7 +220,6 @@ def run_profile(
         started=_now() if fresh else previous.get("started"),
         finished=None,
         status="running",
-        **({"stages": {}, "stage_seconds": {}} if fresh else {}),
     )
     events_file = store.events_path(rdir)
     offset = events_file.stat().st_size if events_file.exists() else 0
