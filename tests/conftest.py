@@ -1,7 +1,10 @@
 """Test-wide guard: nothing in the test process may reach beyond this machine.
 
-Connections to loopback addresses (Jupyter kernels, the browser driver) are
-allowed; any other address fails the test at once with a clear message.
+Connections to loopback addresses (Jupyter kernels, the browser driver, the
+download tests' web server) are allowed; any other address fails the test at
+once with a clear message. The memo of file digests
+(:func:`uslib.download.file_digest`) goes to a temporary folder, not the
+user's cache.
 """
 
 from __future__ import annotations
@@ -38,6 +41,19 @@ def _guarded_connect(self, address):
     if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_local(host):
         raise RuntimeError(f"test tried to reach the network: {address!r}")
     return _real_connect(self, address)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _digest_memo(tmp_path_factory):
+    import os
+
+    old = os.environ.get("USLIB_DIGEST_MEMO")
+    os.environ["USLIB_DIGEST_MEMO"] = str(tmp_path_factory.mktemp("memo") / "digests.json")
+    yield
+    if old is None:
+        os.environ.pop("USLIB_DIGEST_MEMO", None)
+    else:
+        os.environ["USLIB_DIGEST_MEMO"] = old
 
 
 @pytest.fixture(autouse=True)

@@ -523,23 +523,24 @@ def test_load_error_bad_meta(tmp_path, records):
 
 
 def test_fetch_oasbud_configuration(monkeypatch, tmp_path):
-    pooch = pytest.importorskip("pooch")
-    calls = []
+    """Sources and targets, without the network (downloads: tests/test_download.py)."""
+    import hashlib
 
-    def fake_retrieve(**kwargs):
-        calls.append(kwargs)
-        return str(Path(kwargs["path"]) / kwargs["fname"])
-
-    monkeypatch.setattr(pooch, "retrieve", fake_retrieve)
-    out = D.fetch_oasbud(path=tmp_path, progress=False)
-    assert out == tmp_path / "OASBUD.mat"
-    kw = calls[-1]
-    assert kw["url"] == "https://zenodo.org/record/545928/files/OASBUD.mat"
-    assert kw["known_hash"] == "sha256:698eadeabe451d8af3b6c8e205d2a8cbc590ab1275d188614916bceb501bcd48"
-    assert kw["progressbar"] is False
+    monkeypatch.delenv("USLIB_OASBUD_URL", raising=False)
+    monkeypatch.delenv("USLIB_OASBUD_SHA256", raising=False)
+    assert D.oasbud_source() == ("https://zenodo.org/record/545928/files/OASBUD.mat",
+                                 "698eadeabe451d8af3b6c8e205d2a8cbc590ab1275d188614916bceb501bcd48")
+    assert D.OASBUD_SIZE_BYTES == 296_800_010 and "545928" in D.OASBUD_URL
+    # a file already in place with the expected checksum is returned, not fetched (a folder or a .mat path)
+    body = b"an OASBUD-schema file"
+    (tmp_path / "OASBUD.mat").write_bytes(body)
+    monkeypatch.setenv("USLIB_OASBUD_URL", "http://127.0.0.1:9/OASBUD.mat")
+    monkeypatch.setenv("USLIB_OASBUD_SHA256", hashlib.sha256(body).hexdigest().upper())
+    assert D.oasbud_source() == ("http://127.0.0.1:9/OASBUD.mat", hashlib.sha256(body).hexdigest())
+    assert D.fetch_oasbud(path=tmp_path, progress=False) == tmp_path / "OASBUD.mat"
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "oas.mat").write_bytes(body)
     assert D.fetch_oasbud(path=tmp_path / "raw" / "oas.mat") == tmp_path / "raw" / "oas.mat"
-    assert D.OASBUD_SIZE_BYTES == 296_800_010
-    assert "545928" in D.OASBUD_URL
 
 
 def test_public_api_exported():

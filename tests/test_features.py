@@ -165,21 +165,22 @@ def test_strict_raises_with_instructions():
     assert "weights_path" in msg
 
 
-def test_download_failure_is_caught(monkeypatch):
-    import keras
+def test_download_failure_is_caught(monkeypatch, tmp_path):
+    """A download that cannot connect (a loopback port nobody listens on) is named, then strict or fallback."""
+    import socket
 
-    seen = {}
-
-    def fail(fname, origin, **kw):
-        seen.update(fname=fname, origin=origin, **kw)
-        raise Exception(f"URL fetch failure on {origin}: None -- [Errno -2] Name or service not known")
-
-    monkeypatch.setattr(keras.utils, "get_file", fail)
-    with pytest.raises(F.WeightsUnavailableError, match="URL fetch failure"):
-        F.resolve_weights("inception_v3", strict=True)
+    with socket.socket() as sock:  # a free port, closed again: connections to it are refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setenv("USLIB_WEIGHTS_BASE_URL", f"http://127.0.0.1:{port}/mirror")
     bb = F.BACKBONES["inception_v3"]
-    assert seen["fname"] == bb.weights_file and seen["origin"] == bb.weights_url
-    assert seen["file_hash"] == bb.weights_md5 and seen["cache_dir"] == str(F.keras_cache_dir())
+    url, md5 = F.weights_source(bb)
+    assert url == f"http://127.0.0.1:{port}/mirror/inception_v3/{bb.weights_file}" and md5 == bb.weights_md5
+    with pytest.raises(F.WeightsUnavailableError, match="download from http://127.0.0.1") as err:
+        F.resolve_weights("inception_v3", strict=True)
+    assert "failed" in str(err.value)
+    assert not (tmp_path / "keras" / "models" / bb.weights_file).exists()
     with pytest.warns(F.WeightsWarning):
         assert F.resolve_weights("inception_v3").kind == "random"
 

@@ -43,13 +43,46 @@ def _fs(backbone, kind):
 
 def test_banner_names_what_to_distrust():
     synthetic, real = Dataset([], synthetic=True), Dataset([], synthetic=False)
-    assert pipeline.status_banner(real, [_fs("vgg19", "imagenet")]) == ""
+    assert ":::{warning}" not in pipeline.status_banner(real, [_fs("vgg19", "imagenet")])
     text = pipeline.status_banner(real, [_fs("vgg19", "random"), _fs("inception_v3", "imagenet")])
-    assert "Random weights" in text and "vgg19" in text and "inception_v3" not in text
+    warning = text.split(":::{note}")[0]
+    assert "Random weights" in warning and "vgg19" in warning and "inception_v3" not in warning
     assert "Synthetic data" not in text
     text = pipeline.status_banner(synthetic, [_fs("vgg19", "custom")])
     assert "Synthetic data" in text and "Non-ImageNet weights" in text
     assert text.startswith(":::{warning}") and text.rstrip().endswith(":::")
+
+
+def _info(backbone, path, md5):
+    """The weights dict a feature set carries, made by the real WeightsInfo."""
+    from uslib.features import BACKBONES, WeightsInfo
+
+    kind = "imagenet" if md5 == BACKBONES[backbone].weights_md5 else "custom"
+    return WeightsInfo(kind=kind, source=f"keras cache: {path}", fingerprint="0" * 16, path=path, md5=md5).to_dict()
+
+
+def test_real_imagenet_weights_are_named_with_their_md5_and_no_warning_remains():
+    from uslib.features import BACKBONES
+
+    real = Dataset([], synthetic=False)
+    inc, vgg = BACKBONES["inception_v3"], BACKBONES["vgg19"]
+    both = [("inception_v3", _info("inception_v3", "/k/a.h5", inc.weights_md5)),
+            ("vgg19", _info("vgg19", "/k/b.h5", vgg.weights_md5))]
+    text = pipeline.status_banner(real, both)
+    assert ":::{warning}" not in text and text.startswith(":::{note}")
+    assert f"ImageNet weights (md5 {inc.weights_md5})" in text and f"ImageNet weights (md5 {vgg.weights_md5})" in text
+    assert pipeline.weights_note(both) == text
+    # a mirror's file (another md5) is labelled custom: a warning naming its md5, no ImageNet note for it
+    mirror = [("inception_v3", _info("inception_v3", "/k/a.h5", "0123456789abcdef0123456789abcdef")), both[1]]
+    text = pipeline.status_banner(real, mirror)
+    warning, note = text.split(":::{note}")
+    assert "Non-ImageNet weights" in warning and "inception_v3 (md5 0123456789abcdef0123456789abcdef)" in warning
+    assert "vgg19" not in warning and f"ImageNet weights (md5 {vgg.weights_md5})" in note
+    assert "inception_v3" not in note
+    # feature-set objects work the same as (backbone, dict) pairs
+    fs = SimpleNamespace(backbone="vgg19", weights=both[1][1])
+    assert pipeline.weights_note([fs]) == pipeline.weights_note([both[1]])
+    assert pipeline.weights_note([_fs("vgg19", "random")]) == ""
 
 
 def test_run_record_merges_sections(tmp_path):

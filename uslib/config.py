@@ -180,7 +180,9 @@ class Profile(BaseModel):
         "imagenet", "network weights: ImageNet, or a seeded random initialisation", required=True)
     weights_path: str | None = _param(None, "local weights file or folder (offline clusters)", min_length=1)
     strict_weights: bool = _param(False, "true: fail when ImageNet weights cannot be had (no random fallback)")
-    allow_download: bool = _param(True, "the features chapter may download ImageNet weights into the Keras cache")
+    allow_download: bool = _param(
+        True, "the runner may download what is missing: OASBUD.mat to oasbud_path (checked by SHA-256) and "
+              "ImageNet weights into the Keras cache (checked by MD5)")
     weights_seed: int = _param(0, "seed of the random-initialisation fallback", ge=0, le=_MAX_SEED)
     batch_size: int = _param(16, "images per forward pass", ge=1)
     # Cross-validation
@@ -458,7 +460,7 @@ def _defaults() -> dict[str, Any]:
 
 
 def validate_parameters(values: Mapping[str, Any], *, source: str = "parameters",
-                        names: Iterable[str] | None = None) -> dict[str, Any]:
+                        names: Iterable[str] | None = None, check_folds: bool = True) -> dict[str, Any]:
     """Check parameter values against :class:`Profile`; return them unchanged.
 
     Parameters
@@ -475,6 +477,9 @@ def validate_parameters(values: Mapping[str, Any], *, source: str = "parameters"
         ``n_lesions``, ``data_seed`` and ``cv_seed`` among them, the folds are
         checked on the phantom's patients (seeds ``cv_seed`` …
         ``cv_seed + n_repeats - 1``).
+    check_folds : bool, default True
+        Run that fold check (it imports the phantom and scikit-learn, a few
+        seconds; the pre-flight check skips it to answer at once).
 
     Returns
     -------
@@ -501,7 +506,7 @@ def validate_parameters(values: Mapping[str, Any], *, source: str = "parameters"
         given = set(values) if names is None else set(names)
         model = Profile.model_validate({**_defaults(), **values})
         problems = [f"{n}: {p}, got {values.get(n)!r}" for n, p in model.cross_problems(given)]
-        if not problems and model.data_source == "phantom" and \
+        if not problems and check_folds and model.data_source == "phantom" and \
                 given.issuperset({"data_source", "n_lesions", "data_seed", "n_splits", "cv_seed"}):
             from .phantom import patient_assignment
 
@@ -638,7 +643,8 @@ def _profile_path(profile: str | os.PathLike) -> Path:
     return p
 
 
-def load_profile(profile: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def load_profile(profile: str | os.PathLike, overrides: Mapping[str, Any] | None = None, *,
+                 check_folds: bool = True) -> dict[str, Any]:
     """Read and validate a YAML profile.
 
     Parameters
@@ -649,6 +655,9 @@ def load_profile(profile: str | os.PathLike, overrides: Mapping[str, Any] | None
     overrides : mapping, optional
         Values that replace the file's (e.g. another ``run_dir``), merged
         before validation.
+    check_folds : bool, default True
+        Check that the phantom's patients support ``n_splits``
+        (:func:`validate_parameters`); False skips that check's seconds.
 
     Returns
     -------
@@ -689,7 +698,7 @@ def load_profile(profile: str | os.PathLike, overrides: Mapping[str, Any] | None
     merged = {**params, **dict(overrides or {})}
     missing = [f"{k}: missing parameter (every profile sets it)" for k in REQUIRED if k not in merged]
     try:
-        values = validate_parameters(merged, source=source, names=Profile.model_fields)
+        values = validate_parameters(merged, source=source, names=Profile.model_fields, check_folds=check_folds)
     except ProfileError as e:
         raise ProfileError(source, missing + e.problems) from None
     if missing:

@@ -12,6 +12,13 @@ the synthetic phantom) into a :class:`Dataset`, :func:`save_oasbud` writes a
 :class:`Dataset` in the same schema, and :func:`patient_key` derives a patient
 from a lesion id.
 
+:func:`fetch_oasbud` verifies the download by SHA-256 before it puts the file
+in place (:mod:`uslib.download`). For rehearsals and mirrors only, the
+environment variables ``USLIB_OASBUD_URL`` and ``USLIB_OASBUD_SHA256``
+replace the Zenodo URL and the public file's checksum
+(:func:`oasbud_source`); :func:`count_records` counts a file's lesions from
+its variable headers, without reading the data.
+
 The schema
 ----------
 ``OASBUD.mat`` is a MATLAB v5/v7 file (readable by :func:`scipy.io.loadmat`,
@@ -114,6 +121,12 @@ __all__ = [
     "OASBUD_URL",
     "OASBUD_SHA256",
     "OASBUD_SIZE_BYTES",
+    "OASBUD_N_LESIONS",
+    "OASBUD_URL_ENV",
+    "OASBUD_SHA256_ENV",
+    "oasbud_source",
+    "default_oasbud_dir",
+    "count_records",
     "patient_key",
     "load_oasbud",
     "save_oasbud",
@@ -398,6 +411,11 @@ OASBUD_URL = "https://zenodo.org/record/545928/files/OASBUD.mat"
 OASBUD_SHA256 = "698eadeabe451d8af3b6c8e205d2a8cbc590ab1275d188614916bceb501bcd48"
 #: Size of ``OASBUD.mat`` in bytes.
 OASBUD_SIZE_BYTES = 296_800_010
+#: Lesions in the public ``OASBUD.mat`` (52 malignant, 48 benign).
+OASBUD_N_LESIONS = 100
+#: Environment variables overriding the download's URL and SHA-256 (rehearsals, mirrors): :func:`oasbud_source`.
+OASBUD_URL_ENV = "USLIB_OASBUD_URL"
+OASBUD_SHA256_ENV = "USLIB_OASBUD_SHA256"
 
 _META_VAR = "uslib"
 _META_FORMAT = 1
@@ -992,18 +1010,59 @@ def save_oasbud(dataset: Sequence[Lesion], path: str | os.PathLike, *, compress:
     return path
 
 
-def fetch_oasbud(*, path: str | os.PathLike | None = None, progress: bool = True) -> Path:
-    """Download the public ``OASBUD.mat`` (297 MB) once, verified by SHA-256.
+def oasbud_source() -> tuple[str, str]:
+    """The URL and SHA-256 that :func:`fetch_oasbud` downloads and checks.
 
-    Uses :func:`pooch.retrieve` on Zenodo record 545928
-    (:data:`OASBUD_URL`, :data:`OASBUD_SHA256`). A file already in place with
-    the right checksum is not downloaded again.
+    Zenodo record 545928 (:data:`OASBUD_URL`, :data:`OASBUD_SHA256`), unless
+    the environment overrides them. The overrides are for rehearsals and
+    mirrors (the tests serve a small OASBUD-schema file from a loopback HTTP
+    server through them), not for everyday use:
+
+    ``USLIB_OASBUD_URL``
+        Where to download ``OASBUD.mat`` from instead of Zenodo.
+    ``USLIB_OASBUD_SHA256``
+        The SHA-256 that download must have instead of the public file's.
+
+    Returns
+    -------
+    url, sha256 : str
+
+    Examples
+    --------
+    >>> import os
+    >>> oasbud_source() == (OASBUD_URL, OASBUD_SHA256) or "USLIB_OASBUD_URL" in os.environ
+    True
+    """
+    url = os.environ.get(OASBUD_URL_ENV) or OASBUD_URL
+    sha = (os.environ.get(OASBUD_SHA256_ENV) or OASBUD_SHA256).strip().lower()
+    return url, sha
+
+
+def default_oasbud_dir() -> Path:
+    """Where ``oasbud_path: download`` keeps ``OASBUD.mat``: the user cache, ``pooch.os_cache("uslib")``."""
+    import pooch
+
+    return Path(pooch.os_cache("uslib"))
+
+
+def fetch_oasbud(*, path: str | os.PathLike | None = None, progress: bool = True) -> Path:
+    """Download ``OASBUD.mat`` (297 MB) once, verified by SHA-256.
+
+    The file comes from :func:`oasbud_source` (Zenodo record 545928 unless
+    ``USLIB_OASBUD_URL`` / ``USLIB_OASBUD_SHA256`` name a mirror) through
+    :func:`uslib.download.download`: written to ``<path>.part``, resumed if
+    the connection drops, checked by SHA-256 and only then renamed into
+    place, so a truncated, corrupted or HTML-error-page download never leaves
+    a file under the target name. A file already in place with the expected
+    checksum is not downloaded again; a file already in place with another
+    checksum is never overwritten (it may be the user's own data set).
 
     Parameters
     ----------
     path : str or path-like, optional
-        A folder to keep ``OASBUD.mat`` in, or a file path ending in ``.mat``.
-        Default: the user cache, ``pooch.os_cache("uslib")``.
+        A folder to keep ``OASBUD.mat`` in, or a file path ending in ``.mat``
+        (``params/paper.yaml`` uses ``data/OASBUD.mat`` in the repository).
+        Default: the user cache, :func:`default_oasbud_dir`.
     progress : bool, default True
         Show a download progress bar (tqdm).
 
@@ -1011,22 +1070,56 @@ def fetch_oasbud(*, path: str | os.PathLike | None = None, progress: bool = True
     -------
     pathlib.Path
         The local file; pass it to :func:`load_oasbud`.
+
+    Raises
+    ------
+    uslib.download.DownloadError
+        The download failed, ended short or has the wrong checksum (the
+        message names the URL, both checksums and the path), or another file
+        is in the way.
     """
-    import pooch
+    from .download import DownloadError, download, file_digest
 
     if path is None:
-        folder, fname = Path(pooch.os_cache("uslib")), "OASBUD.mat"
+        target = default_oasbud_dir() / "OASBUD.mat"
     else:
-        p = Path(path)
-        folder, fname = (p.parent, p.name) if p.suffix.lower() == ".mat" else (p, "OASBUD.mat")
-    local = pooch.retrieve(
-        url=OASBUD_URL,
-        known_hash=f"sha256:{OASBUD_SHA256}",
-        fname=fname,
-        path=folder,
-        progressbar=bool(progress),
-    )
-    return Path(local)
+        p = Path(path).expanduser()
+        target = p if p.suffix.lower() == ".mat" else p / "OASBUD.mat"
+    url, sha = oasbud_source()
+    if target.is_file():
+        have = file_digest(target, "sha256")
+        if have == sha:
+            return target
+        raise DownloadError(
+            f"{target} already exists with sha256 {have}, not the expected {sha} of {url}; it is left alone. "
+            "To use it as it is, give its path as oasbud_path; to download the public file, move it away."
+        )
+    return download(url, target, sha256=sha, progress=progress, desc="OASBUD.mat")
+
+
+def count_records(path: str | os.PathLike) -> int | None:
+    """Number of records (lesions) of an OASBUD-schema MAT file, read from its variable headers only.
+
+    Cheap: :func:`scipy.io.whosmat` reads the header of each variable, not
+    the RF data, so this answers in well under a second even for the 297 MB
+    public file. Used by the pre-flight check.
+
+    Returns
+    -------
+    int or None
+        The length of the ``data`` struct array; None when the file is not a
+        readable MAT v5/v7 file with a ``data`` variable (:func:`load_oasbud`
+        then says why).
+    """
+    import scipy.io
+
+    try:
+        for name, shape, _ in scipy.io.whosmat(str(path)):
+            if name == "data":
+                return int(np.prod(shape))
+    except Exception:  # noqa: BLE001 - any unreadable file: the loader names the problem
+        return None
+    return None
 
 
 def lesion_feature_table(dataset: Sequence[Lesion], scan_features, names: Sequence[str]):

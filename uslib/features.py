@@ -14,8 +14,10 @@ Weights policy (design.md, "Pretrained weights"), in this order:
    ``~/.keras/models``), under the name ``keras.applications`` uses;
 2. a local weights file, or a folder holding it, named by ``weights_path``
    (the profile option of the same name, for offline machines);
-3. a download through Keras (:func:`keras.utils.get_file`) into the Keras
-   cache, unless ``allow_download=False``;
+3. a download (:func:`download_weights`) into the Keras cache, unless
+   ``allow_download=False``: written beside the target, checked by MD5 as
+   Keras checks it, and only then renamed into place, so a truncated or
+   corrupted download never leaves a file under the name step 1 looks for;
 4. otherwise ``strict=True`` raises :class:`WeightsUnavailableError`, whose
    message says which file to put where; ``strict=False`` warns
    (:class:`WeightsWarning`) and falls back to a seeded random
@@ -27,6 +29,16 @@ published file, "custom" for a file whose checksum differs from it,
 SHA-256, or a hash of architecture + seed + Keras version for random
 weights) and a human-readable ``message``. The fingerprint is part of every
 cache key, so features from different weights never mix.
+
+Test-only overrides (rehearsals, mirrors): the environment variable
+``USLIB_WEIGHTS_BASE_URL`` replaces the Keras weights store
+(:data:`KERAS_APPS_URL`; a mirror keeps its layout,
+``<base>/<module>/<file>``), and ``USLIB_WEIGHTS_MD5_INCEPTION_V3`` /
+``USLIB_WEIGHTS_MD5_VGG19`` the MD5 a download must have
+(:func:`weights_source`). They change what is downloaded and how it is
+checked, never how a file is labelled: a file is "imagenet" only when its MD5
+is the published one (:attr:`Backbone.weights_md5`), so weights served by a
+rehearsal mirror are labelled "custom" on every page.
 
 TensorFlow is imported lazily, so ``import uslib.features`` is cheap. The
 module sets ``TF_ENABLE_ONEDNN_OPTS=1`` (oneDNN kernels, off by default on
@@ -61,6 +73,12 @@ __all__ = [
     "WeightsWarning",
     "FeatureSet",
     "keras_cache_dir",
+    "KERAS_APPS_URL",
+    "WEIGHTS_BASE_URL_ENV",
+    "weights_md5_env",
+    "weights_source",
+    "locate_weights",
+    "download_weights",
     "resolve_weights",
     "load_backbone",
     "preprocess",
@@ -70,7 +88,10 @@ __all__ = [
     "image_content_keys",
 ]
 
-_KERAS_APPS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+#: Where ``keras.applications`` downloads its weights from.
+KERAS_APPS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+#: Environment variable replacing :data:`KERAS_APPS_URL` (rehearsals, mirrors).
+WEIGHTS_BASE_URL_ENV = "USLIB_WEIGHTS_BASE_URL"
 #: Packages whose versions are part of the features' code fingerprint.
 _FEATURE_PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scipy")
 
@@ -112,6 +133,9 @@ class Backbone:
         Where ``keras.applications`` downloads them from.
     weights_md5 : str
         MD5 of the published weights file (as checked by Keras).
+    weights_size_bytes : int
+        Approximate size of the published weights file (for the pre-flight
+        check's download estimate).
 
     Examples
     --------
@@ -131,6 +155,7 @@ class Backbone:
     weights_file: str
     weights_url: str
     weights_md5: str
+    weights_size_bytes: int = 0
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -149,8 +174,9 @@ BACKBONES: dict[str, Backbone] = {
         pooling="avg",
         feature_layer=None,
         weights_file="inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        weights_url=_KERAS_APPS_URL + "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_url=KERAS_APPS_URL + "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
         weights_md5="bcbd6486424b2319ff4ef7d526e38f63",
+        weights_size_bytes=87_910_968,
     ),
     "vgg19": Backbone(
         name="vgg19",
@@ -162,8 +188,9 @@ BACKBONES: dict[str, Backbone] = {
         pooling=None,
         feature_layer="fc1",
         weights_file="vgg19_weights_tf_dim_ordering_tf_kernels.h5",
-        weights_url=_KERAS_APPS_URL + "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels.h5",
+        weights_url=KERAS_APPS_URL + "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels.h5",
         weights_md5="cbe5617147190e668d6c5d5026f83318",
+        weights_size_bytes=574_710_816,
     ),
 }
 
@@ -211,6 +238,9 @@ class WeightsInfo:
         values (:func:`_values_digest`); filled in by
         :func:`load_backbone`, used to check that a random initialisation
         reproduces the one that filled a cache.
+    md5 : str or None
+        MD5 of the weights file (None for random weights): equal to
+        :attr:`Backbone.weights_md5` exactly when ``kind`` is "imagenet".
     """
 
     kind: str
@@ -220,6 +250,7 @@ class WeightsInfo:
     path: str | None = None
     seed: int | None = None
     values_sha256: str | None = None
+    md5: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -261,21 +292,12 @@ def _keras_cache_dirs() -> list[Path]:
     return dirs
 
 
-_HASHES: dict[tuple[str, int, int], tuple[str, str]] = {}
-
-
 def _file_hashes(path: Path) -> tuple[str, str]:
-    """(sha256, md5) hex digests of a file, memoised on (path, size, mtime)."""
-    st = path.stat()
-    memo_key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if memo_key not in _HASHES:
-        sha, md5 = hashlib.sha256(), hashlib.md5()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                sha.update(chunk)
-                md5.update(chunk)
-        _HASHES[memo_key] = (sha.hexdigest(), md5.hexdigest())
-    return _HASHES[memo_key]
+    """(sha256, md5) hex digests of a file, memoised by (path, size, mtime) (:func:`uslib.download.file_digest`)."""
+    from .download import file_digests
+
+    d = file_digests(path, ("sha256", "md5"))
+    return d["sha256"], d["md5"]
 
 
 def _file_info(bb: Backbone, path: Path, origin: str) -> WeightsInfo:
@@ -295,6 +317,7 @@ def _file_info(bb: Backbone, path: Path, origin: str) -> WeightsInfo:
         fingerprint=sha[:16],
         message=message,
         path=str(path),
+        md5=md5,
     )
 
 
@@ -322,6 +345,118 @@ def _find_in_folder(bb: Backbone, folder: Path) -> Path | None:
         if cand.is_file():
             return cand
     return None
+
+
+def weights_md5_env(backbone: str | Backbone) -> str:
+    """Name of the environment variable overriding a backbone's download MD5 (``USLIB_WEIGHTS_MD5_<NAME>``).
+
+    Examples
+    --------
+    >>> weights_md5_env("inception_v3")
+    'USLIB_WEIGHTS_MD5_INCEPTION_V3'
+    """
+    return f"USLIB_WEIGHTS_MD5_{_backbone(backbone).name.upper()}"
+
+
+def weights_source(backbone: str | Backbone) -> tuple[str, str]:
+    """The URL a backbone's weights are downloaded from and the MD5 the download must have.
+
+    The Keras weights store and the published MD5 unless the environment
+    overrides them; the overrides are for rehearsals and mirrors (the tests
+    serve small weight files from a loopback HTTP server through them):
+
+    ``USLIB_WEIGHTS_BASE_URL``
+        Replaces :data:`KERAS_APPS_URL`; the file is fetched from
+        ``<base>/<module>/<weights_file>``, the Keras store's layout.
+    ``USLIB_WEIGHTS_MD5_INCEPTION_V3``, ``USLIB_WEIGHTS_MD5_VGG19``
+        The MD5 the downloaded file must have (:func:`weights_md5_env`).
+
+    The label of a file never follows the override: "imagenet" means the
+    published MD5 (:attr:`Backbone.weights_md5`).
+
+    Returns
+    -------
+    url, md5 : str
+
+    Examples
+    --------
+    >>> url, md5 = weights_source("vgg19")
+    >>> url.endswith("vgg19/vgg19_weights_tf_dim_ordering_tf_kernels.h5"), len(md5)
+    (True, 32)
+    """
+    bb = _backbone(backbone)
+    base = os.environ.get(WEIGHTS_BASE_URL_ENV)
+    url = (base.rstrip("/") + "/" + bb.weights_url[len(KERAS_APPS_URL):]) if base else bb.weights_url
+    md5 = (os.environ.get(weights_md5_env(bb)) or bb.weights_md5).strip().lower()
+    return url, md5
+
+
+def locate_weights(backbone: str | Backbone, *, weights_path: str | os.PathLike | None = None
+                   ) -> tuple[Path | None, str, list[str]]:
+    """Find a backbone's weights file on this machine, without hashing or downloading it.
+
+    Steps 1 and 2 of the weights policy (module docstring): the Keras cache,
+    then ``weights_path`` (a file, or a folder holding the file or
+    ``models/<file>``; a file named for the other backbone is not used, its
+    folder is searched instead).
+
+    Returns
+    -------
+    path : pathlib.Path or None
+        The file found, or None.
+    origin : str
+        ``"keras cache"`` or ``"weights_path"`` ('' when nothing was found).
+    tried : list of str
+        Where it looked and why each place failed, for messages.
+    """
+    bb = _backbone(backbone)
+    tried: list[str] = []
+    for d in _keras_cache_dirs():
+        cand = d / "models" / bb.weights_file
+        if cand.is_file():
+            return cand, "keras cache", tried
+        tried.append(f"Keras cache {cand}: not found")
+    if weights_path is None:
+        tried.append("weights_path: not given")
+        return None, "", tried
+    p = Path(weights_path).expanduser()
+    others = {o.weights_file: o.name for o in BACKBONES.values() if o.weights_file != bb.weights_file}
+    if p.is_file() and p.name not in others:
+        return p, "weights_path", tried
+    if p.is_file():  # another network's file (one profile option serves both): look beside it
+        found = _find_in_folder(bb, p.parent)
+        if found is not None:
+            return found, "weights_path", tried
+        tried.append(f"weights_path {p}: is the {others[p.name]} file; no {bb.weights_file} beside it")
+    elif p.is_dir():
+        found = _find_in_folder(bb, p)
+        if found is not None:
+            return found, "weights_path", tried
+        tried.append(f"weights_path {p}: folder has no {bb.weights_file}")
+    else:
+        tried.append(f"weights_path {p}: does not exist")
+    return None, "", tried
+
+
+def download_weights(backbone: str | Backbone, *, progress: bool = True) -> Path:
+    """Download a backbone's weights into the Keras cache, verified by MD5; return the file.
+
+    From :func:`weights_source` into ``keras_cache_dir()/models/<weights_file>``
+    through :func:`uslib.download.download`: written beside the target,
+    resumed when the connection drops, checked by MD5 and only then renamed
+    into place, with a progress bar.
+
+    Raises
+    ------
+    uslib.download.DownloadError
+        Naming the URL, the expected and actual MD5 and the path.
+    """
+    from .download import download
+
+    bb = _backbone(backbone)
+    url, md5 = weights_source(bb)
+    return download(url, keras_cache_dir() / "models" / bb.weights_file, md5=md5, progress=progress,
+                    desc=f"{bb.name} weights")
 
 
 def resolve_weights(
@@ -352,7 +487,8 @@ def resolve_weights(
     seed : int
         Seed of the random initialisation.
     allow_download : bool
-        Try a download through Keras (step 3). Tests pass False.
+        Try a download (step 3, :func:`download_weights`). Tests pass False
+        unless they serve the file from a loopback mirror.
 
     Returns
     -------
@@ -384,50 +520,17 @@ def resolve_weights(
             "(give a local weights file or folder as weights_path)"
         )
 
-    tried: list[str] = []
-    # (a) the Keras cache
-    for d in _keras_cache_dirs():
-        cand = d / "models" / bb.weights_file
-        if cand.is_file():
-            return _file_info(bb, cand, "keras cache")
-        tried.append(f"Keras cache {cand}: not found")
-    # (b) a local file or folder
-    if weights_path is not None:
-        p = Path(weights_path).expanduser()
-        others = {o.weights_file: o.name for o in BACKBONES.values() if o.weights_file != bb.weights_file}
-        if p.is_file() and p.name not in others:
-            return _file_info(bb, p, "weights_path")
-        if p.is_file():  # another network's file (one profile option serves both): look beside it
-            found = _find_in_folder(bb, p.parent)
-            if found is not None:
-                return _file_info(bb, found, "weights_path")
-            tried.append(f"weights_path {p}: is the {others[p.name]} file; no {bb.weights_file} beside it")
-        elif p.is_dir():
-            found = _find_in_folder(bb, p)
-            if found is not None:
-                return _file_info(bb, found, "weights_path")
-            tried.append(f"weights_path {p}: folder has no {bb.weights_file}")
-        else:
-            tried.append(f"weights_path {p}: does not exist")
-    else:
-        tried.append("weights_path: not given")
-    # (c) download through Keras
+    found, origin, tried = locate_weights(bb, weights_path=weights_path)
+    if found is not None:
+        return _file_info(bb, found, origin)
+    # (c) download into the Keras cache, verified before it is put in place
+    url, _ = weights_source(bb)
     if allow_download:
-        target_home = keras_cache_dir()
         try:
-            import keras
-
-            got = keras.utils.get_file(
-                bb.weights_file,
-                bb.weights_url,
-                cache_subdir="models",
-                cache_dir=str(target_home),
-                file_hash=bb.weights_md5,
-            )
-            return _file_info(bb, Path(got), "download")
+            return _file_info(bb, download_weights(bb), "download")
         except Exception as exc:  # no network, bad checksum, disk full, ...
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            tried.append(f"download from {bb.weights_url}: failed ({first})")
+            tried.append(f"download from {url}: failed ({first})")
     else:
         tried.append("download: not allowed (allow_download=False)")
     # (d) none

@@ -166,10 +166,12 @@ def provenance_page(run_dir: str | os.PathLike) -> str:
     lines += _kv_table("Data set", rec.get("dataset", {}).items())
     weights = rec.get("weights", {})
     if weights:
-        lines += ["## Network weights used", "", "| backbone | kind | source | fingerprint | note |", "|---|---|---|---|---|"]
+        lines += ["## Network weights used", "",
+                  "| backbone | kind | source | md5 | fingerprint | note |", "|---|---|---|---|---|---|"]
         for name, w in weights.items():
+            md5 = f"`{w['md5']}`" if w.get("md5") else "—"
             lines.append(
-                f"| {name} | **{w.get('kind')}** | {_md_escape(w.get('source'))} | `{w.get('fingerprint')}` | "
+                f"| {name} | **{w.get('kind')}** | {_md_escape(w.get('source'))} | {md5} | `{w.get('fingerprint')}` | "
                 f"{_md_escape(w.get('message', ''))} |"
             )
         lines.append("")

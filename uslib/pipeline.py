@@ -35,6 +35,8 @@ __all__ = [
     "features_key",
     "run_status",
     "status_banner",
+    "weights_note",
+    "figure_caveat",
     "run_record",
 ]
 
@@ -109,8 +111,9 @@ def get_dataset(
             path = resolve_path(oasbud_path)
             if not path.exists():
                 raise FileNotFoundError(
-                    f"OASBUD file not found at {path}. Download OASBUD.mat from Zenodo record 545928 "
-                    "and put it there, or set oasbud_path: download to fetch it (checked by SHA-256)."
+                    f"OASBUD file not found at {path}. Run the book with python -m uslib run --profile P "
+                    "(or python -m uslib fetch --profile P) with allow_download: true to fetch it there "
+                    "(checked by SHA-256), or download OASBUD.mat from Zenodo record 545928 and put it there."
                 )
     else:
         raise ValueError(f"data_source must be 'phantom' or 'oasbud', not {data_source!r}")
@@ -472,11 +475,57 @@ def run_status(dataset, feature_sets: Sequence = ()) -> dict[str, Any]:
     }
 
 
+def weights_note(feature_sets: Sequence = ()) -> str:
+    """A MyST note naming the published ImageNet weights a page's features come from ('' if none).
+
+    One line per backbone whose weights are the published Keras ImageNet file
+    (``kind == "imagenet"``: its MD5 equals the published one), e.g.
+    "inception_v3: ImageNet weights (md5 bcbd…f63)". Accepts feature sets
+    (``.backbone``, ``.weights``) or ``(backbone, weights dict)`` pairs.
+
+    Examples
+    --------
+    >>> info = {"kind": "imagenet", "md5": "bcbd6486424b2319ff4ef7d526e38f63"}
+    >>> print(weights_note([("inception_v3", info)]))
+    :::{note}
+    **inception_v3**: ImageNet weights (md5 bcbd6486424b2319ff4ef7d526e38f63), the published Keras file.
+    :::
+    <BLANKLINE>
+    >>> weights_note([("vgg19", {"kind": "random"})])
+    ''
+    """
+    lines = []
+    for backbone, info in _weights_items(feature_sets):
+        if info.get("kind") == "imagenet":
+            md5 = info.get("md5") or "not recorded"
+            lines.append(f"**{backbone}**: ImageNet weights (md5 {md5}), the published Keras file.")
+    if not lines:
+        return ""
+    return ":::{note}\n" + "\n\n".join(lines) + "\n:::\n"
+
+
+def _weights_items(feature_sets: Sequence) -> list[tuple[str, dict]]:
+    out = []
+    for fs in feature_sets:
+        if isinstance(fs, tuple):
+            out.append((str(fs[0]), dict(fs[1])))
+        else:
+            out.append((fs.backbone, dict(fs.weights)))
+    return out
+
+
 def status_banner(dataset, feature_sets: Sequence = ()) -> str:
-    """A MyST warning box for the top of a results page ('' when nothing to warn about).
+    """The boxes at the top of a results page: warnings, and the ImageNet weights used.
+
+    A MyST warning box for synthetic data, random weights or weights that are
+    not the published ImageNet file (none when there is nothing to warn
+    about), followed by :func:`weights_note` (which names the MD5 of each
+    published ImageNet file used). So a run on the real data with the real
+    weights shows no warning, only "ImageNet weights (md5 …)".
 
     Display it with ``IPython.display.Markdown``; the book renders Markdown
-    outputs as MyST.
+    outputs as MyST. ``feature_sets`` may be feature sets or
+    ``(backbone, weights dict)`` pairs.
 
     Examples
     --------
@@ -486,7 +535,8 @@ def status_banner(dataset, feature_sets: Sequence = ()) -> str:
     >>> status_banner(Dataset([], synthetic=False))
     ''
     """
-    st = run_status(dataset, feature_sets)
+    items = _weights_items(feature_sets)
+    st = run_status(dataset, [_Weights(b, w) for b, w in items])
     parts = []
     if st["synthetic"]:
         parts.append(
@@ -501,14 +551,42 @@ def status_banner(dataset, feature_sets: Sequence = ()) -> str:
             "from a seeded random initialisation and are *not* transfer learning."
         )
     if st["custom_weights"]:
-        names = ", ".join(st["custom_weights"])
+        md5s = {b: w.get("md5") for b, w in items}
+        names = ", ".join(f"{b} (md5 {md5s.get(b) or 'not recorded'})" for b in st["custom_weights"])
         parts.append(
-            f"**Non-ImageNet weights.** {names} used a local weights file that is not the published "
+            f"**Non-ImageNet weights.** {names} used a weights file that is not the published "
             "Keras ImageNet file (its checksum differs); see the Provenance page."
         )
-    if not parts:
-        return ""
-    return ":::{warning}\n" + "\n\n".join(parts) + "\n:::\n"
+    warning = ":::{warning}\n" + "\n\n".join(parts) + "\n:::\n" if parts else ""
+    note = weights_note(items)
+    return warning + ("\n" if warning and note else "") + note
+
+
+class _Weights:
+    """A (backbone, weights dict) pair in the shape :func:`run_status` reads."""
+
+    def __init__(self, backbone: str, weights: dict):
+        self.backbone, self.weights = backbone, weights
+
+
+def figure_caveat(dataset, feature_sets: Sequence = ()) -> str:
+    """The stamp for a figure whose content is not what the paper measured ('' when none is due).
+
+    ``"SYNTHETIC DATA"``, ``"RANDOM WEIGHTS"``, ``"NON-IMAGENET WEIGHTS"``,
+    joined by `` · `` (for :func:`uslib.plots.label_synthetic`).
+
+    Examples
+    --------
+    >>> from uslib.data import Dataset
+    >>> figure_caveat(Dataset([], synthetic=True), [("vgg19", {"kind": "custom"})])
+    'SYNTHETIC DATA · NON-IMAGENET WEIGHTS'
+    >>> figure_caveat(Dataset([], synthetic=False), [("vgg19", {"kind": "imagenet"})])
+    ''
+    """
+    st = run_status(dataset, [_Weights(b, w) for b, w in _weights_items(feature_sets)])
+    parts = (["SYNTHETIC DATA"] if st["synthetic"] else []) + (["RANDOM WEIGHTS"] if st["random_weights"] else []) \
+        + (["NON-IMAGENET WEIGHTS"] if st["custom_weights"] else [])
+    return " · ".join(parts)
 
 
 def run_record(run_dir: str | os.PathLike) -> dict[str, Any]:

@@ -171,6 +171,7 @@ def run_profile(
     output_dir: str | os.PathLike = CHAPTER_DIR,
     overrides: dict[str, Any] | None = None,
     notebook_dir: str | os.PathLike = NOTEBOOK_DIR,
+    fetch: bool = True,
 ) -> dict[str, Any]:
     """Execute the chapters of a profile in order; record the run in run.json.
 
@@ -193,6 +194,11 @@ def run_profile(
         Parameter values that replace the profile's (e.g. another ``run_dir``).
     notebook_dir : path
         Where the source notebooks are.
+    fetch : bool, default True
+        First download what the profile lacks and may download
+        (:func:`uslib.check.fetch_missing`: the OASBUD file checked by
+        SHA-256, ImageNet weights checked by MD5, with progress bars), so
+        that the chapters find everything in place.
 
     Returns
     -------
@@ -200,6 +206,10 @@ def run_profile(
         ``params``, ``run_dir``, ``run_id``, ``stage_seconds``.
     """
     params = load_profile(profile, overrides=overrides)
+    if fetch:
+        from .check import fetch_missing
+
+        fetch_missing(params)
     # Kernels inherit the environment: quiet TensorFlow's C++ logging, use oneDNN.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
@@ -345,11 +355,33 @@ def build_book(root: str | os.PathLike = REPO_ROOT, *, strict: bool = True,
     return index
 
 
+def main_check(profile: str, *, params: dict[str, Any] | None = None) -> int:
+    """``python -m uslib check``: print the pre-flight check; 0 when the profile can run here, else 1.
+
+    ``params``: the profile already loaded (the runner validates it fully
+    first); by default it is loaded here without the phantom's fold check,
+    so the answer comes in a second or two.
+    """
+    from .check import format_preflight, preflight
+
+    report = preflight(params if params is not None else load_profile(profile, check_folds=False))
+    print(format_preflight(report), flush=True)
+    return 0 if report.ok else 1
+
+
 def main_run(profile: str, *, only: list[str] | None = None, build: bool = True) -> int:
-    """``python -m uslib run``: execute the chapters, write the generated pages, build the book."""
+    """``python -m uslib run``: the pre-flight check, then the chapters, the generated pages, the book.
+
+    A profile that cannot run here (:func:`uslib.check.preflight`) stops
+    before anything is downloaded or computed, with exit status 1.
+    """
     from .pages import write_generated_pages
 
     t0 = time.perf_counter()
+    if main_check(profile, params=load_profile(profile)) != 0:
+        print("[uslib] not running: fix the problems above (python -m uslib check --profile P repeats the check)",
+              file=sys.stderr, flush=True)
+        return 1
     result = run_profile(profile, only=only)
     rdir = result["run_dir"]
     if build:
