@@ -17,6 +17,7 @@ SCRIPTS = [
     ["bench_reconstruction.py", "--repeat", "5"],
     ["bench_features.py"],
     ["bench_evaluation.py"],
+    ["bench_distributed.py"],
 ]
 
 

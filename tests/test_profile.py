@@ -381,3 +381,49 @@ def test_parameters_page_shows_the_schema_and_each_profile():
     page = parameters_page()
     assert "| `data_source` | string | phantom \\| oasbud |" in page
     assert "**`12`**" in page, "a profile's value that differs from the default is in bold"
+
+
+# --------------------------------------------------------------------------- #
+# Where the work runs: the scheduler key
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("value", [None, "local", "tcp://127.0.0.1:8786", "tcp://head.cluster:8786",
+                                   "tls://10.0.0.5:8786"])
+def test_scheduler_accepts_null_local_and_addresses(value):
+    params = load_profile("tiny", overrides={"scheduler": value})
+    assert params["scheduler"] == value
+
+
+def test_shipped_profiles_run_in_process():
+    for name in ("default", "tiny", "paper"):
+        assert load_profile(name)["scheduler"] is None and load_profile(name)["cache_dir"] is None
+
+
+@pytest.mark.parametrize("text, shown, hint", [
+    ("lcoal", "'lcoal'", True),
+    ("tcp://head", "'tcp://head'", False),         # no port
+    ("head:8786", "'head:8786'", False),           # no protocol
+    ("local cluster", "'local cluster'", False),
+])
+def test_a_bad_scheduler_is_named_with_what_is_expected(tmp_path, text, shown, hint):
+    path = _profile(tmp_path, {"scheduler": f'"{text}"'})
+    message = str(_error(path))
+    expected = (f"profile {path}: scheduler: expected null, 'local' or a scheduler address such as "
+                f"'tcp://host:8786'" + (" (did you mean 'local'?)" if hint else "") + f", got {shown}")
+    assert message == expected
+
+
+@pytest.mark.parametrize("text, phrase", [("true", "expected a string, got True"), ("8786", "expected a string"),
+                                          ('""', "expected a non-empty string")])
+def test_a_scheduler_that_is_not_a_string_is_refused(tmp_path, text, phrase):
+    assert f"scheduler: {phrase}" in str(_error(_profile(tmp_path, {"scheduler": text})))
+
+
+def test_scheduler_is_documented_and_declared_by_the_feature_chapters():
+    from uslib.run import notebook_parameters
+
+    spec = parameter_specs()["scheduler"]
+    assert spec.type == "string or null" and "local" in spec.description and not spec.runner_only
+    for stem in ("04_features", "07_robustness"):
+        assert "scheduler" in notebook_parameters(REPO_ROOT / "notebooks" / f"{stem}.ipynb"), stem

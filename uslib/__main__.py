@@ -4,6 +4,7 @@
 ``python -m uslib check --profile P``  the pre-flight check alone (seconds; exit 1 if P cannot run here)
 ``python -m uslib fetch --profile P``  download what P lacks (data by SHA-256, weights by MD5)
 ``python -m uslib build --profile P``  build the book from the executed chapters of one run
+``python -m uslib sweep --profile P --set svm_c=0.1,1,10``  a parameter sweep (:mod:`uslib.sweep`)
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     p_check.add_argument("--profile", default="params/default.yaml", help="profile name or YAML path")
     p_fetch = sub.add_parser("fetch", help="download what the profile lacks (data by SHA-256, weights by MD5)")
     p_fetch.add_argument("--profile", default="params/default.yaml", help="profile name or YAML path")
+    p_sweep = sub.add_parser("sweep", help="run the affected chapters at every point of a parameter grid")
+    p_sweep.add_argument("--profile", default="params/default.yaml", help="the parent profile")
+    p_sweep.add_argument("--set", dest="sets", action="append", required=True, metavar="NAME=V1,V2,...",
+                         help="a swept parameter and its values (YAML each); repeat for a grid")
     args = parser.parse_args(argv)
 
     from .config import ProfileError
@@ -56,6 +61,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         for path in fetch_missing(load_profile(args.profile)):
             print(path)
         return run.main_check(args.profile)
+    if args.command == "sweep":
+        from .sweep import run_sweep
+
+        run_sweep(args.profile, args.sets)
+        return 0
     return 2
 
 

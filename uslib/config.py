@@ -39,6 +39,7 @@ import ast
 import difflib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Iterable, Literal, Mapping
@@ -73,6 +74,9 @@ PROFILE_DIR = REPO_ROOT / "params"
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 #: Where the runner writes the executed chapters and the generated pages.
 CHAPTER_DIR = REPO_ROOT / "book" / "chapters"
+
+#: A Dask scheduler address: protocol, host, port (``tcp://10.0.0.5:8786``, ``tls://head:8786``).
+_SCHEDULER_ADDRESS = re.compile(r"(tcp|tls|ucx|ws|wss|inproc)://[^\s:/]+(:\d{1,5})(/[^\s]*)?|inproc://[^\s]+")
 
 _MAX_SEED = 2**32 - 1  # numpy SeedSequence and scikit-learn's random_state both take [0, 2**32)
 
@@ -208,6 +212,13 @@ class Profile(BaseModel):
     lesion_index: int = _param(0, "which lesion the figures show (0-based)", ge=0,
                                rule="less than n_lesions for the phantom")
     # Execution
+    scheduler: str | None = _param(
+        None, "where feature extraction and sweeps run: null in this process; local: a Dask LocalCluster "
+        "sized to this machine; or a Dask scheduler address such as tcp://host:8786",
+        rule="null, local, or <protocol>://<host>:<port>", min_length=1)
+    cache_dir: str | None = _param(
+        None, "folder of the content-keyed caches (data set file, CNN features) shared between runs; "
+        "null: the run directory", min_length=1)
     cell_timeout_s: float = _param(3600, "longest one notebook cell may run before the runner stops, s",
                                    runner_only=True, gt=0, allow_inf_nan=False)
 
@@ -222,6 +233,14 @@ class Profile(BaseModel):
         if repeated:
             raise ValueError(f"repeats {_fmt_list(repeated)}")
         return value
+
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler_address(cls, value: str | None) -> str | None:
+        if value is None or value == "local" or _SCHEDULER_ADDRESS.fullmatch(value):
+            return value
+        hint = " (did you mean 'local'?)" if difflib.get_close_matches(value, ["local"], n=1) else ""
+        raise ValueError(f"expected null, 'local' or a scheduler address such as 'tcp://host:8786'{hint}")
 
     @field_validator("continuous_range_db")
     @classmethod

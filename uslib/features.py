@@ -48,8 +48,10 @@ environment already sets them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
@@ -82,6 +84,7 @@ __all__ = [
     "preprocess",
     "feature_function",
     "extract_features",
+    "lesion_features",
     "image_content_keys",
 ]
 
@@ -89,6 +92,8 @@ __all__ = [
 KERAS_APPS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 #: Environment variable replacing :data:`KERAS_APPS_URL` (rehearsals, mirrors).
 WEIGHTS_BASE_URL_ENV = "USLIB_WEIGHTS_BASE_URL"
+#: Packages whose versions are part of the features' code fingerprint.
+_FEATURE_PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scipy")
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -571,6 +576,35 @@ def _values_digest(model, n_per_tensor: int = 4096) -> str:
     return h.hexdigest()[:16]
 
 
+@contextlib.contextmanager
+def _private_python_random(seed: int):
+    """Keras draws each layer's initialiser seed from Python's global ``random``; give it its own.
+
+    Other threads of the process (a Dask worker's event loop, say) also draw
+    from the global generator, which would make a seeded initialisation
+    differ from one process to the next. A private ``random.Random(seed)``
+    has the state ``keras.utils.set_random_seed(seed)`` gives the global one,
+    so a process alone draws the same seeds either way.
+    """
+    import random
+
+    try:
+        from keras.src.random import seed_generator as sg
+    except ImportError:  # pragma: no cover - private module moved: fall back to the global generator
+        yield
+        return
+    with _PRIVATE_RANDOM_LOCK:
+        saved = sg.python_random
+        sg.python_random = random.Random(seed)
+        try:
+            yield
+        finally:
+            sg.python_random = saved
+
+
+_PRIVATE_RANDOM_LOCK = threading.Lock()
+
+
 def _build(bb: Backbone, info: WeightsInfo):
     """Build the feature model for resolved weights; returns (model, info with values digest)."""
     import random
@@ -583,7 +617,8 @@ def _build(bb: Backbone, info: WeightsInfo):
         py_state, np_state = random.getstate(), np.random.get_state()
         try:
             keras.utils.set_random_seed(int(info.seed or 0))
-            base = ctor(weights=None, **kwargs)
+            with _private_python_random(int(info.seed or 0)):
+                base = ctor(weights=None, **kwargs)
         finally:  # do not leave the caller's global generators reseeded
             random.setstate(py_state)
             np.random.set_state(np_state)
@@ -709,6 +744,12 @@ class FeatureSet:
         Distinct images read from the cache.
     seconds : float
         Wall time of the call.
+    tasks : list of dict
+        With a Dask client, one record per partition (lesion) computed on the
+        cluster: ``lesion``, ``n_images``, ``worker``, ``build_seconds`` (0
+        when the worker already held the network), ``render_seconds``,
+        ``inference_seconds``, ``task_seconds`` (on the worker),
+        ``bytes_in`` (arguments sent), ``bytes_out`` (features returned).
     """
 
     features: np.ndarray
@@ -717,6 +758,7 @@ class FeatureSet:
     n_computed: int = 0
     n_cached: int = 0
     seconds: float = 0.0
+    tasks: list = field(default_factory=list)
 
     def __repr__(self) -> str:
         return (
@@ -819,6 +861,9 @@ def extract_features(
     batch_size: int = 16,
     progress: bool = True,
     allow_download: bool = True,
+    client=None,
+    data_file: tuple[str, int] | None = None,
+    retries: int = 3,
 ) -> FeatureSet:
     """Features of every image of a manifest, computed once and cached.
 
@@ -854,12 +899,40 @@ def extract_features(
         Images per forward pass (and per cache chunk).
     progress : bool
         Show a tqdm progress bar with the throughput in images/s.
+    client : distributed.Client or callable, optional
+        Compute the missing images on a Dask cluster instead of in this
+        process; a callable returning a client is called only when images
+        are missing (so a fully cached call starts no cluster). The missing
+        images are partitioned by lesion, one task each
+        (:func:`lesion_features`): every worker builds each network once and
+        keeps it, renders its lesion's images from the RF and returns their
+        features; this process writes each partition's chunk as soon as it
+        arrives, so the store needs no shared file system and a rerun
+        computes only what had not arrived. A worker lost mid-run is
+        replaced and its tasks rerun (``retries``).
+    data_file : (str, int), optional
+        ``(path, skip_samples)`` of the file the data set was read from. When
+        every worker can read it (same size), tasks carry the path and
+        workers read the file (once per worker); otherwise each lesion's
+        scans are sent to the cluster (``client.scatter``). Workers check
+        that what they read has the content key of the lesion asked for.
+    retries : int
+        Times Dask reruns a partition whose worker died or that failed.
 
     Returns
     -------
     FeatureSet
         ``features`` float32 ``(len(manifest), n_features)`` in the manifest's
         row order.
+
+    Notes
+    -----
+    On a cluster the features are those of the same network (same weights,
+    checked through ``values_sha256``) on the same images, but in other
+    batches and on other thread counts, so oneDNN may sum in another order.
+    Measured here they were bitwise equal (``benchmarks/bench_distributed.py``
+    reports the largest difference); ``tests/test_distributed.py`` allows
+    1e-5 relative to the largest feature.
     """
     from .augmentation import image_key, iter_images
 
@@ -874,7 +947,7 @@ def extract_features(
 
     n = len(manifest)
     content = image_content_keys(dataset)
-    code = store.code_fingerprint("features", packages=("tensorflow", "tensorflow-cpu", "keras", "numpy", "scipy"))
+    code = store.code_fingerprint("features", packages=_FEATURE_PACKAGES)
     keys = [
         store.key(content[row.lesion], image_key(row), bb.size_px, bb.name, info.fingerprint, code)
         for row in manifest.itertuples(index=False)
@@ -888,7 +961,28 @@ def extract_features(
     missing = [k for k in positions_of if k not in index]
 
     n_computed = 0
-    if missing:
+    tasks: list[dict] = []
+    if missing and client is not None:
+        client = client() if callable(client) and not hasattr(client, "submit") else client
+        sub = manifest.iloc[[positions_of[k][0] for k in missing]]
+        for chunk_keys, feats, record, values_sha256 in _cluster_partitions(
+                client, dataset, sub, missing, bb, info, content, code,
+                batch_size=int(batch_size), data_file=data_file, retries=int(retries)):
+            if not tasks:  # the first partition tells which weight values the workers built
+                info = replace(info, values_sha256=values_sha256)
+                _check_sidecar(folder, info)
+                store.save_json(folder / "weights.json", {"backbone": bb.name, **info.to_dict()})
+            elif values_sha256 != info.values_sha256:
+                raise RuntimeError(f"{bb.name}: workers built different weight values ({values_sha256} and "
+                                   f"{info.values_sha256}); the random initialisation is not reproducible there")
+            _write_chunk(folder, chunk_keys, feats)
+            for k, f in zip(chunk_keys, feats):
+                out[positions_of[k]] = f
+            n_computed += len(chunk_keys)
+            tasks.append(record)
+        if n_computed != len(missing):
+            raise RuntimeError(f"{bb.name}: the cluster returned {n_computed} of {len(missing)} missing images")
+    elif missing:
         model, info = _build(bb, info)
         _check_sidecar(folder, info)
         store.save_json(folder / "weights.json", {"backbone": bb.name, **info.to_dict()})
@@ -940,4 +1034,172 @@ def extract_features(
         n_computed=n_computed,
         n_cached=len(positions_of) - n_computed,
         seconds=time.perf_counter() - t_start,
+        tasks=tasks,
     )
+
+
+# ---------------------------------------------------------------------------
+# On a Dask cluster
+# ---------------------------------------------------------------------------
+
+#: Networks built in this (worker) process: (backbone, weights fingerprint) -> (run, info, build seconds).
+_WORKER_MODELS: dict[tuple[str, str], tuple[Any, WeightsInfo, float]] = {}
+#: Data sets read in this (worker) process: (path, size, mtime, skip_samples) -> Dataset.
+_WORKER_DATA: dict[tuple[str, int, int, int], Any] = {}
+
+_MANIFEST_COLUMNS = ["lesion", "scan", "margin_mm", "dynamic_range_db"]
+
+
+def _worker_model(bb: Backbone, info: WeightsInfo):
+    """The compiled feature function of ``bb`` with ``info``'s weights, built once per process."""
+    memo = (bb.name, info.fingerprint)
+    if memo not in _WORKER_MODELS:
+        threads = int(os.environ.get("USLIB_TF_THREADS", "0") or 0)
+        if threads > 0:
+            import tensorflow as tf
+
+            try:  # only possible before TensorFlow's first operation in this process
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+                tf.config.threading.set_inter_op_parallelism_threads(threads)
+            except RuntimeError:
+                pass
+        t0 = time.perf_counter()
+        model, built = _build(bb, info)
+        _WORKER_MODELS.clear()  # keep one network per worker: VGG19 alone is 0.5 GB
+        _WORKER_MODELS[memo] = (feature_function(model, bb), built, time.perf_counter() - t0)
+        return _WORKER_MODELS[memo]
+    run, built, _ = _WORKER_MODELS[memo]
+    return run, built, 0.0
+
+
+def _worker_lesion(data, lesion: str):
+    """The lesion a task asks for: sent with it, or read from the data file (once per worker)."""
+    if not isinstance(data, tuple):
+        return data
+    from .data import load_oasbud
+
+    path, skip_samples = data
+    st = os.stat(path)
+    memo = (str(path), st.st_size, st.st_mtime_ns, int(skip_samples))
+    if memo not in _WORKER_DATA:
+        _WORKER_DATA.clear()
+        _WORKER_DATA[memo] = load_oasbud(path, skip_samples=int(skip_samples))
+    return _WORKER_DATA[memo][lesion]
+
+
+def lesion_features(data, lesion: str, content_key: str, rows, *, backbone: str, weights: dict,
+                    batch_size: int, code: str) -> dict[str, Any]:
+    """Features of some images of one lesion: the task a Dask worker runs.
+
+    Parameters
+    ----------
+    data : Lesion or (str, int)
+        The lesion itself, or ``(path, skip_samples)`` of the data file
+        holding it (read once per worker process).
+    lesion : str
+        The lesion's key.
+    content_key : str
+        :func:`image_content_keys` of the lesion as the client sees it; the
+        worker checks that its lesion has the same.
+    rows : pandas.DataFrame
+        Manifest rows (``lesion``, ``scan``, ``margin_mm``,
+        ``dynamic_range_db``) of this lesion.
+    backbone : str
+    weights : dict
+        :meth:`WeightsInfo.to_dict` of the resolved weights.
+    batch_size : int
+        Images per forward pass.
+    code : str
+        The client's code fingerprint of this module; a worker running other
+        code (or other TensorFlow/Keras versions) refuses the task.
+
+    Returns
+    -------
+    dict
+        ``features`` float32 ``(len(rows), n_features)`` in row order,
+        ``values_sha256`` of the network built, and timings
+        (``build_seconds``, ``render_seconds``, ``inference_seconds``,
+        ``task_seconds``) and the worker's process id.
+    """
+    from .augmentation import iter_images
+    from .data import Dataset
+
+    t0 = time.perf_counter()
+    mine = store.code_fingerprint("features", packages=_FEATURE_PACKAGES)
+    if mine != code:
+        raise RuntimeError(f"this worker runs other uslib code or packages (fingerprint {mine}, the client has "
+                           f"{code}): install the same uslib and pins on every worker")
+    bb = _backbone(backbone)
+    les = _worker_lesion(data, lesion)
+    one = Dataset([les], source=f"lesion {lesion}")
+    got = image_content_keys(one)[les.key]
+    if les.key != lesion or got != content_key:
+        raise RuntimeError(f"lesion {lesion}: the worker's data differ from the client's (content key {got}, "
+                           f"expected {content_key}); is the data file the same on every machine?")
+    fields = {k: weights.get(k) for k in WeightsInfo.__dataclass_fields__}
+    run, built, build_s = _worker_model(bb, WeightsInfo(**fields))
+    out = np.empty((len(rows), bb.n_features), np.float32)
+    render_s = infer_s = 0.0
+    t_r = time.perf_counter()
+    for positions, batch in iter_images(one, rows, size_px=bb.size_px, batch_size=int(batch_size)):
+        t_i = time.perf_counter()
+        render_s += t_i - t_r
+        out[positions] = run(preprocess(batch, bb))
+        t_r = time.perf_counter()
+        infer_s += t_r - t_i
+    return {"features": out, "values_sha256": built.values_sha256, "build_seconds": build_s,
+            "render_seconds": render_s, "inference_seconds": infer_s,
+            "task_seconds": time.perf_counter() - t0, "worker_pid": os.getpid()}
+
+
+def _file_readable(path: str, size: int) -> bool:
+    """Whether this (worker) process sees ``path`` with ``size`` bytes."""
+    try:
+        return os.stat(path).st_size == size
+    except OSError:
+        return False
+
+
+def _cluster_partitions(client, dataset, sub, missing: Sequence[str], bb: Backbone, info: WeightsInfo,
+                        content: dict[str, str], code: str, *, batch_size: int, data_file, retries: int):
+    """Submit one task per lesion of the missing images; yield (keys, features, record, values) as they finish."""
+    import pickle
+
+    from distributed import as_completed
+
+    by_lesion: dict[str, list[int]] = {}
+    for i, les in enumerate(sub["lesion"].astype(str).tolist()):
+        by_lesion.setdefault(les, []).append(i)
+    use_path = False
+    if data_file is not None:
+        path, skip = str(data_file[0]), int(data_file[1])
+        size = os.stat(path).st_size
+        seen = client.run(_file_readable, path, size)
+        use_path = bool(seen) and all(seen.values())
+    weights = info.to_dict()
+    futures, meta = [], {}
+    for les, idx in by_lesion.items():
+        rows = sub.iloc[idx][_MANIFEST_COLUMNS].reset_index(drop=True)
+        if use_path:
+            data, sent = (path, skip), 0
+        else:  # sent with the task (not scattered): the scheduler keeps it, so a lost worker loses nothing
+            data = lesion = dataset[les]
+            sent = sum(np.asarray(s.rf).nbytes + np.asarray(s.roi).nbytes for s in lesion.scans)
+        fut = client.submit(lesion_features, data, les, content[les], rows, backbone=bb.name, weights=weights,
+                            batch_size=batch_size, code=code, retries=retries, pure=False,
+                            key=f"uslib-features-{bb.name}-{store.key(les, [missing[i] for i in idx])}")
+        futures.append(fut)
+        meta[fut.key] = (les, [missing[i] for i in idx], sent + len(pickle.dumps(rows)))
+    for fut in as_completed(futures):
+        res = fut.result()
+        les, keys, bytes_in = meta[fut.key]
+        feats = np.asarray(res["features"], np.float32)
+        if feats.shape != (len(keys), bb.n_features):
+            raise RuntimeError(f"{bb.name}: lesion {les}: features of shape {feats.shape}, "
+                               f"expected ({len(keys)}, {bb.n_features})")
+        record = {"lesion": les, "n_images": len(keys), "worker": res["worker_pid"],
+                  **{k: round(float(res[k]), 4) for k in ("build_seconds", "render_seconds", "inference_seconds",
+                                                           "task_seconds")},
+                  "bytes_in": int(bytes_in), "bytes_out": int(feats.nbytes)}
+        fut.release()
+        yield keys, feats, record, res["values_sha256"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,6 +30,7 @@ __all__ = [
     "get_matrix",
     "SENSITIVITY_CHOICES",
     "get_sensitivity",
+    "get_robustness_manifest",
     "get_handcrafted_features",
     "get_roi_db_table",
     "get_curves",
@@ -49,6 +51,11 @@ _STR_COLUMNS = {"backbone": str, "policy": str, "family": str, "lesion": str, "p
 _MANIFEST_KEY_COLUMNS = ("lesion", "patient", "label", "scan", "margin_mm", "dynamic_range_db")
 
 
+#: The file each data set of this process was read from: Dataset -> (path, skip_samples). Lets
+#: :func:`get_features` send workers a path instead of the scans.
+_DATA_FILES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def _stage_seconds(run_dir, name: str, t0: float) -> None:
     store.update_run_record(run_dir, stage_seconds={name: round(time.perf_counter() - t0, 2)})
 
@@ -62,6 +69,7 @@ def get_dataset(
     data_seed: int = 0,
     skip_samples: int = 20,
     patients_csv: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ):
     """The run's data set, read through the OASBUD loader.
 
@@ -70,6 +78,9 @@ def get_dataset(
     (:func:`uslib.store.phantom_path`, sealed) and reads that file back; a
     damaged or unsealed file is reported and simulated again. ``"oasbud"``
     reads ``oasbud_path`` (``"download"`` fetches the Zenodo file).
+    With ``cache_dir`` the phantom file is kept there instead (a folder
+    shared by several runs, e.g. the points of a sweep: the file's name
+    carries its key, so sharing is safe).
 
     Returns
     -------
@@ -84,7 +95,7 @@ def get_dataset(
         from . import phantom
         from .data import save_oasbud
 
-        path = store.phantom_path(rdir, n_lesions=n_lesions, seed=data_seed,
+        path = store.phantom_path(store.cache_root(rdir, cache_dir), n_lesions=n_lesions, seed=data_seed,
                                   key_=store.key(store.code_fingerprint("phantom"), int(n_lesions), int(data_seed)))
 
         def simulate():
@@ -110,6 +121,7 @@ def get_dataset(
     else:
         raise ValueError(f"data_source must be 'phantom' or 'oasbud', not {data_source!r}")
     ds = load_oasbud(path, skip_samples=int(skip_samples), patients=patients)
+    _DATA_FILES[ds] = (str(path), int(skip_samples))
     store.update_run_record(
         rdir,
         dataset={
@@ -156,6 +168,8 @@ def get_features(
     batch_size: int = 16,
     progress: bool = True,
     allow_download: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    scheduler=None,
 ):
     """Features of every manifest row for one backbone, from the run's feature cache.
 
@@ -163,6 +177,13 @@ def get_features(
     features chapter asks for them (and Keras caches a successful download);
     later chapters only look in the caches, so a failed download is not
     retried by every chapter.
+
+    The cache is ``<cache_dir or run_dir>/features/`` (keyed by image
+    content, weights and code, so several runs may share it). ``scheduler``
+    (the profile key, or a ``distributed.Client``) computes the missing
+    images on a Dask cluster (:func:`uslib.features.extract_features`); the
+    cluster is started or connected only when images are missing, and kept
+    for the rest of the process. With None everything runs here.
 
     Returns
     -------
@@ -172,11 +193,21 @@ def get_features(
 
     rdir = store.run_path(run_dir)
     t0 = time.perf_counter()
+    client = None
+    if isinstance(scheduler, str):
+        from . import scheduler as sched
+
+        def client():
+            return sched.get_client(scheduler)
+    elif scheduler is not None:
+        client = scheduler
     fs = extract_features(
         dataset,
         manifest,
         backbone,
-        cache_dir=store.features_root(rdir),
+        cache_dir=store.features_root(store.cache_root(rdir, cache_dir)),
+        client=client,
+        data_file=_DATA_FILES.get(dataset),
         weights=None if weights in ("random", None) else weights,
         weights_path=str(resolve_path(weights_path)) if weights_path else None,
         strict=bool(strict_weights),
@@ -188,6 +219,11 @@ def get_features(
     sections: dict[str, Any] = {"weights": {backbone: dict(fs.weights)}}
     if fs.n_computed:
         sections["stage_seconds"] = {f"features_{backbone}": round(time.perf_counter() - t0, 2)}
+    if fs.tasks:
+        sections["cluster"] = {f"features_{backbone}": {
+            "partitions": len(fs.tasks), "workers": len({t["worker"] for t in fs.tasks}),
+            "images": int(sum(t["n_images"] for t in fs.tasks)),
+            "build_seconds": round(sum(t["build_seconds"] for t in fs.tasks), 2)}}
     store.update_run_record(rdir, **sections)
     return fs
 
@@ -370,6 +406,23 @@ def _get_csvs(paths: Sequence[Path], compute) -> list[pd.DataFrame]:
         return _load_csvs(*paths)
 
     return store.load_or_compute(load, run)
+
+
+def get_robustness_manifest(dataset, *, train_ranges_db: Sequence[float], unseen_ranges_db: Sequence[float],
+                            margins_mm: Sequence[float], continuous_range_db: Sequence[float], seed: int):
+    """The robustness chapter's images (:func:`uslib.robustness.robustness_manifest`; cheap, never stale).
+
+    One function for the chapter and for a sweep that prepares its features.
+
+    Returns
+    -------
+    manifest : DataFrame
+    continuous_mask : ndarray of bool
+    """
+    from . import robustness as rb
+
+    return rb.robustness_manifest(dataset, train_ranges_db=train_ranges_db, unseen_ranges_db=unseen_ranges_db,
+                                  margins_mm=margins_mm, continuous_range_db=continuous_range_db, seed=seed)
 
 
 def get_handcrafted_features(run_dir: str | os.PathLike, dataset) -> pd.DataFrame:

@@ -19,6 +19,7 @@ directory records. ``run.json`` records each stage's status (``running``,
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import platform
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import __version__, store
+from . import __version__, scheduler, store
 from .config import CHAPTER_DIR, NOTEBOOK_DIR, REPO_ROOT, chapters, load_profile, notebook_parameters, resolve_path
 
 __all__ = [
@@ -219,7 +220,7 @@ def run_profile(
     run_id = previous["run_id"] if (only and same) else _new_run_id()
     fresh = run_id != previous.get("run_id")
     if fresh:  # a new run starts with no stages and no timings of the run before
-        store.update_run_record(rdir, stages=None, stage_seconds=None, finished=None)
+        store.update_run_record(rdir, stages=None, stage_seconds=None, finished=None, scheduler=None, cluster=None)
     store.update_run_record(
         rdir,
         run_id=run_id,
@@ -235,17 +236,25 @@ def run_profile(
     old_env = os.environ.get(store.EVENTS_ENV)
     os.environ[store.EVENTS_ENV] = str(events_file)
     timings: dict[str, float] = {}
+    resources = contextlib.ExitStack()
     try:
-        for nb in chapters(notebook_dir):
-            if only and not any(nb.name.startswith(o) for o in only):
-                continue
+        selected = [nb for nb in chapters(notebook_dir) if not only or any(nb.name.startswith(o) for o in only)]
+        # One cluster for the whole run (its workers keep the networks between chapters), started only
+        # when a chapter that runs declares `scheduler`; the chapters get its address and start nothing.
+        wanted = params.get("scheduler") if any("scheduler" in notebook_parameters(nb) for nb in selected) else None
+        client = resources.enter_context(scheduler.cluster(wanted))
+        chapter_params = params
+        if client is not None:
+            chapter_params = {**params, "scheduler": client.scheduler.address}
+            store.update_run_record(rdir, scheduler={"spec": params["scheduler"], **scheduler.describe(client)})
+        for nb in selected:
             t0 = time.perf_counter()
             print(f"[uslib] {nb.stem}: running", flush=True)
             store.update_run_record(rdir, stages={nb.stem: {"status": "running", "started": _now()}})
             out = Path(output_dir) / nb.name
             status = "failed"
             try:
-                run_chapter(nb, params, output_dir=output_dir)
+                run_chapter(nb, chapter_params, output_dir=output_dir)
                 status = "finished"
             except KeyboardInterrupt:
                 status = "interrupted"
@@ -264,6 +273,7 @@ def run_profile(
                 )
             print(f"[uslib] {nb.stem}: done in {timings[nb.stem]:.1f} s", flush=True)
     finally:
+        resources.close()
         if old_env is None:
             os.environ.pop(store.EVENTS_ENV, None)
         else:

@@ -32,7 +32,18 @@ path under the run directory                    what, and what its key covers
                                                 plus the chapter's own parameters; also
                                                 ``roi-db-<key>.csv``, the ROI brightness per
                                                 scan (key: data set, ranges, code of ``qus``)
+``sweep/<param=value,...>/``                    one point of a sweep (``python -m uslib sweep``):
+                                                a run directory of its own (``run.json``,
+                                                ``results/``, ``chapters/``) whose data set and
+                                                features are the parent's (profile key
+                                                ``cache_dir``)
+``sweep/summary.csv``                           AUC with its CI per point, backbone and
+                                                Train/Test setting (sealed)
 ==============================================  =============================================
+
+``data/`` and ``features/`` are keyed by content alone, so several runs may
+share them: with the profile key ``cache_dir`` they live in that folder
+(:func:`cache_root`) instead of the run directory.
 
 Three rules hold for every file here:
 
@@ -105,6 +116,11 @@ __all__ = [
     "feature_dir",
     "results_dir",
     "robustness_path",
+    "cache_root",
+    "sweep_dir",
+    "sweep_point_dir",
+    "sweep_chapter_dir",
+    "sweep_summary_path",
     "read_run_record",
     "update_run_record",
 ]
@@ -126,7 +142,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 #: Infrastructure modules left out of code fingerprints: they move bytes and
 #: name files but compute nothing that ends up in an artefact.
-INFRASTRUCTURE = frozenset({"store", "config", "run", "pages", "pipeline", "plots", "paper", "__main__", "__init__"})
+INFRASTRUCTURE = frozenset({"store", "config", "run", "pages", "pipeline", "plots", "paper", "scheduler", "sweep",
+                            "__main__", "__init__"})
 
 
 class DamagedArtefact(RuntimeError):
@@ -609,6 +626,33 @@ def features_root(run_dir: str | os.PathLike) -> Path:
 def feature_dir(root: str | os.PathLike, backbone: str, weights_fingerprint: str) -> Path:
     """``<root>/<backbone>-<weights fingerprint>``: one backbone's feature chunks."""
     return Path(root) / f"{backbone}-{weights_fingerprint}"
+
+
+def cache_root(run_dir: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where a run keeps its content-keyed caches (``data/``, ``features/``): ``cache_dir``, else the run directory."""
+    return run_path(cache_dir) if cache_dir not in (None, "") else run_path(run_dir)
+
+
+def sweep_dir(run_dir: str | os.PathLike) -> Path:
+    """``<run_dir>/sweep``: the points of the run's sweeps and their summary."""
+    return run_path(run_dir) / "sweep"
+
+
+def sweep_point_dir(run_dir: str | os.PathLike, label: str) -> Path:
+    """``<run_dir>/sweep/<label>``: one point's run directory (label e.g. ``svm_c=0.1,n_splits=5``)."""
+    if not label or "/" in label or label.startswith("."):
+        raise ValueError(f"not a sweep point label: {label!r}")
+    return sweep_dir(run_dir) / label
+
+
+def sweep_chapter_dir(point_dir: str | os.PathLike) -> Path:
+    """``<point run dir>/chapters``: the executed chapters of one sweep point."""
+    return run_path(point_dir) / "chapters"
+
+
+def sweep_summary_path(run_dir: str | os.PathLike) -> Path:
+    """``<run_dir>/sweep/summary.csv``: AUC per sweep point, backbone and Train/Test setting."""
+    return sweep_dir(run_dir) / "summary.csv"
 
 
 def results_dir(run_dir: str | os.PathLike, backbone: str, key_: str) -> Path:
