@@ -814,19 +814,10 @@ def image_content_keys(dataset) -> dict[str, str]:
     """Content fingerprint of each lesion's image inputs: RF, ROI and acquisition of its scans.
 
     Labels and patients are left out: they do not change an image, so
-    regrouping patients or correcting a label reuses the features. For a
-    :class:`uslib.data.Dataset` this is its (cached) ``content_digests``.
+    regrouping patients or correcting a label reuses the features. This is
+    the data set's (cached) :attr:`uslib.data.Dataset.content_digests`.
     """
-    digests = getattr(dataset, "content_digests", None)
-    if digests is not None:
-        return dict(digests)
-    out = {}
-    for les in dataset:
-        parts = []
-        for s in les.scans:
-            parts += [np.asarray(s.rf), np.packbits(np.ascontiguousarray(s.roi, dtype=bool))]
-        out[les.key] = store.key(store.array_digest(*parts), [repr(s.acquisition) for s in les.scans])
-    return out
+    return dict(dataset.content_digests)
 
 
 def _write_chunk(folder: Path, keys: Sequence[str], features: np.ndarray) -> Path:
