@@ -142,6 +142,30 @@ def test_code_fingerprint_follows_computation_not_prose(tmp_path):
     assert store.code_fingerprint("phantom", package_dir=pkg) == before["phantom"]
 
 
+def test_code_fingerprint_memo_is_keyed_by_source_and_survives_damage(tmp_path):
+    """A new process reads the syntax-tree digests memoised in __pycache__; a damaged memo is recomputed."""
+    import subprocess
+    import sys
+
+    pkg = tmp_path / "uslib"
+    shutil.copytree(store.PACKAGE_DIR, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    code = f"from uslib import store; print(store.code_fingerprint('features', package_dir={str(pkg)!r}))"
+
+    def fingerprint():
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              cwd=store.REPO_ROOT).stdout.strip()
+
+    first = fingerprint()
+    memos = sorted((pkg / "__pycache__").glob("*.uslib-ast-*.json"))
+    assert {m.name.split(".")[0] for m in memos} == set(store.stage_modules("features", package_dir=pkg))
+    assert fingerprint() == first == store.code_fingerprint("features", package_dir=pkg)
+    for m in memos:
+        m.write_text("{ damaged")
+    assert fingerprint() == first
+    (pkg / "augmentation.py").write_text((pkg / "augmentation.py").read_text() + "\nEDIT = 1\n")
+    assert fingerprint() != first, "an edit makes a new memo name, never a stale read"
+
+
 def test_run_record_sections_merge_and_none_removes(tmp_path):
     store.update_run_record(tmp_path, a={"x": 1}, b=1)
     rec = store.update_run_record(tmp_path, a={"y": 2}, b=None)

@@ -71,6 +71,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import warnings
 import zipfile
@@ -255,14 +256,36 @@ _SOURCE_CACHE: dict[tuple[str, int, int], tuple[str, set[str]]] = {}
 
 
 def _module_digest(path: Path) -> tuple[str, set[str]]:
+    """(digest of the syntax tree without docstrings, uslib modules imported) of one source file.
+
+    Parsing and dumping a module's tree costs about 0.1 s, paid again in every
+    chapter's kernel. Like Python's own bytecode cache, the result is kept in
+    the module's ``__pycache__`` folder, under the SHA-256 of the source bytes
+    (and the Python version, whose ``ast.dump`` it is): any edit makes a new
+    name, so a stale entry is never read. An unreadable or unwritable entry is
+    ignored and the tree is parsed.
+    """
     st = path.stat()
     ck = (str(path), st.st_mtime_ns, st.st_size)
-    if ck not in _SOURCE_CACHE:
-        tree = ast.parse(path.read_text(), filename=str(path))
+    if ck in _SOURCE_CACHE:
+        return _SOURCE_CACHE[ck]
+    source = path.read_bytes()
+    tag = f"py{sys.version_info[0]}{sys.version_info[1]}-{hashlib.sha256(source).hexdigest()[:32]}"
+    memo = path.parent / "__pycache__" / f"{path.stem}.uslib-ast-{tag}.json"
+    try:
+        entry = json.loads(memo.read_text())
+        digest, deps = str(entry["digest"]), set(entry["imports"])
+    except (OSError, ValueError, KeyError, TypeError):
+        tree = ast.parse(source, filename=str(path))
         deps = _imports(tree)
         digest = hashlib.sha256(ast.dump(_strip_docstrings(tree)).encode()).hexdigest()
-        _SOURCE_CACHE[ck] = (digest, deps)
-    return _SOURCE_CACHE[ck]
+        try:
+            with atomic_path(memo) as tmp:
+                tmp.write_text(json.dumps({"digest": digest, "imports": sorted(deps)}))
+        except OSError:
+            pass
+    _SOURCE_CACHE[ck] = (digest, deps)
+    return digest, deps
 
 
 def stage_modules(module: str, *, package_dir: str | os.PathLike | None = None) -> list[str]:
