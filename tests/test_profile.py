@@ -251,6 +251,25 @@ def test_n_splits_above_the_phantom_s_patients_fails_before_anything_runs(tmp_pa
     assert "n_splits:" in str(e) and "n_lesions 6" in str(e)
 
 
+def test_a_passed_fold_check_is_not_repeated_for_the_same_values(monkeypatch):
+    """The runner's check is inherited by its chapter kernels (the environment); other values are checked."""
+    import uslib.phantom
+    from uslib.config import FOLDS_CHECKED_ENV
+
+    monkeypatch.delenv(FOLDS_CHECKED_ENV, raising=False)
+    values = {"data_source": "phantom", "n_lesions": 12, "data_seed": 0, "n_splits": 3, "cv_seed": 0, "n_repeats": 2}
+    validate_parameters(values)
+    assert FOLDS_CHECKED_ENV in __import__("os").environ
+    calls = []
+    real = uslib.phantom.patient_assignment
+    monkeypatch.setattr(uslib.phantom, "patient_assignment", lambda *a, **k: calls.append(a) or real(*a, **k))
+    validate_parameters(values)
+    assert calls == [], "the same values were checked again"
+    with pytest.raises(ProfileError, match="n_splits"):
+        validate_parameters({**values, "n_splits": 40})
+    assert calls, "other values must be checked in full"
+
+
 def test_the_fold_check_agrees_with_the_cross_validation():
     from uslib.evaluation import check_folds, patient_folds
 

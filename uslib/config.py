@@ -464,6 +464,11 @@ def _defaults() -> dict[str, Any]:
     return {n: f.default for n, f in Profile.model_fields.items()}
 
 
+#: Environment variable noting the phantom fold check last passed in this process
+#: (or its parent, e.g. the runner of a chapter's kernel): see :func:`validate_parameters`.
+FOLDS_CHECKED_ENV = "USLIB_FOLDS_CHECKED"
+
+
 def validate_parameters(values: Mapping[str, Any], *, source: str = "parameters",
                         names: Iterable[str] | None = None, check_folds: bool = True) -> dict[str, Any]:
     """Check parameter values against :class:`Profile`; return them unchanged.
@@ -513,16 +518,24 @@ def validate_parameters(values: Mapping[str, Any], *, source: str = "parameters"
         problems = [f"{n}: {p}, got {values.get(n)!r}" for n, p in model.cross_problems(given)]
         if not problems and check_folds and model.data_source == "phantom" and \
                 given.issuperset({"data_source", "n_lesions", "data_seed", "n_splits", "cv_seed"}):
-            from .phantom import patient_assignment
-
-            labels, patients = patient_assignment(model.n_lesions, seed=model.data_seed)
             n_repeats = model.n_repeats if "n_repeats" in given else 1
-            try:
-                check_folds_feasible(model.n_splits, labels, patients,
-                                     seeds=range(model.cv_seed, model.cv_seed + n_repeats),
-                                     data=f"the phantom (n_lesions {model.n_lesions}, data_seed {model.data_seed})")
-            except ProfileError as e:
-                problems = e.problems
+            # The check costs a second or two (the phantom's patients, scikit-learn's
+            # folds for every seed). Once passed it is noted in the environment, which
+            # the runner's chapter kernels inherit: they skip the same check of the
+            # same values, and check any other values in full.
+            token = (f"n_lesions={model.n_lesions} data_seed={model.data_seed} n_splits={model.n_splits} "
+                     f"cv_seed={model.cv_seed} n_repeats={n_repeats}")
+            if os.environ.get(FOLDS_CHECKED_ENV) != token:
+                from .phantom import patient_assignment
+
+                labels, patients = patient_assignment(model.n_lesions, seed=model.data_seed)
+                try:
+                    check_folds_feasible(model.n_splits, labels, patients,
+                                         seeds=range(model.cv_seed, model.cv_seed + n_repeats),
+                                         data=f"the phantom (n_lesions {model.n_lesions}, data_seed {model.data_seed})")
+                    os.environ[FOLDS_CHECKED_ENV] = token
+                except ProfileError as e:
+                    problems = e.problems
     if problems:
         raise ProfileError(source, problems)
     return values
