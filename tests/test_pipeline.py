@@ -210,6 +210,26 @@ def test_a_truncated_phantom_file_is_rebuilt(tmp_path, monkeypatch):
         pipeline.get_dataset(tmp_path, data_source="phantom", n_lesions=2, data_seed=3)
 
 
+def test_content_digests_are_kept_with_the_phantom_and_a_damaged_memo_is_recomputed(tmp_path, monkeypatch):
+    from uslib.data import load_oasbud
+
+    monkeypatch.delenv(store.EVENTS_ENV, raising=False)
+    ds = pipeline.get_dataset(tmp_path, data_source="phantom", n_lesions=2, data_seed=4, skip_samples=20)
+    path = next((tmp_path / "data").glob("phantom-*.mat"))
+    fresh = load_oasbud(path, skip_samples=20).content_digests  # hashed from the RF, no memo
+    memos = list((tmp_path / "data").glob("content-*.json"))
+    assert len(memos) == 1 and ds.content_digests == fresh
+    again = pipeline.get_dataset(tmp_path, data_source="phantom", n_lesions=2, data_seed=4, skip_samples=20)
+    assert again.content_digests == fresh and again.fingerprint == ds.fingerprint
+    other = pipeline.get_dataset(tmp_path, data_source="phantom", n_lesions=2, data_seed=4, skip_samples=30)
+    assert len(list((tmp_path / "data").glob("content-*.json"))) == 2, "skip_samples is part of the key"
+    assert other.content_digests == load_oasbud(path, skip_samples=30).content_digests != fresh
+    memos[0].write_text(memos[0].read_text().replace(fresh[ds.keys[0]], "0" * 16))
+    with pytest.warns(store.DamagedArtefactWarning, match=memos[0].name):
+        repaired = pipeline.get_dataset(tmp_path, data_source="phantom", n_lesions=2, data_seed=4, skip_samples=20)
+    assert repaired.content_digests == fresh
+
+
 def test_n_splits_above_what_the_patients_allow_names_the_key(phantom_run):
     from uslib.config import ProfileError
 

@@ -377,6 +377,38 @@ class Dataset(Sequence[Lesion]):
             self._content = out
         return self._content
 
+    def use_content_digests(self, digests: Mapping[str, str]) -> None:
+        """Adopt :attr:`content_digests` computed earlier for the same content (a memo).
+
+        The caller vouches that ``digests`` were computed from identical
+        inputs (e.g. keyed by the SHA-256 of the file this data set was read
+        from); only their shape is checked here.
+
+        Raises
+        ------
+        ValueError
+            If the keys are not exactly this data set's lesion keys, or a
+            digest is not 16 hexadecimal characters.
+
+        Examples
+        --------
+        >>> ds = Dataset([])
+        >>> ds.use_content_digests({})
+        >>> ds.use_content_digests({"x": "0123456789abcdef"})
+        Traceback (most recent call last):
+        ...
+        ValueError: content digests name lesions ['x'], not this data set's []
+        """
+        digests = {str(k): str(v) for k, v in dict(digests).items()}
+        if sorted(digests) != sorted(self.keys):
+            raise ValueError(f"content digests name lesions {sorted(digests)[:5]}, "
+                             f"not this data set's {sorted(self.keys)[:5]}")
+        bad = [k for k, v in digests.items() if not re.fullmatch(r"[0-9a-f]{16}", v)]
+        if bad:
+            raise ValueError(f"content digests of {bad[:5]} are not 16 hexadecimal characters")
+        self._content = {k: digests[k] for k in self.keys}
+        self._fingerprint = None
+
     @property
     def fingerprint(self) -> str:
         """SHA-256 over every lesion's metadata (key, patient, label, BI-RADS) and content digest.

@@ -17,6 +17,11 @@ path under the run directory                    what, and what its key covers
 ``data/phantom-n<N>-seed<S>-<key>.mat``         the synthetic data set in the OASBUD schema;
                                                 key: n, seed, code of ``phantom`` (and what it
                                                 imports); sealed by a ``.sha256`` sidecar
+``data/content-<key>.json``                     per-lesion content digests of a phantom file
+                                                (:attr:`uslib.data.Dataset.content_digests`), so
+                                                a chapter need not hash the RF again; key: the
+                                                file's sealed SHA-256, ``skip_samples``, code of
+                                                ``data``; sealed by a ``.sha256`` sidecar
 ``features/<backbone>-<weights>/``              CNN features, one ``chunk-<key>.npz`` per
                                                 batch (zip CRC-checked) and ``weights.json``;
                                                 key of each image: the RF/ROI content of its
@@ -457,6 +462,21 @@ def seal(path: str | os.PathLike) -> Path:
     return side
 
 
+def sealed_digest(path: str | os.PathLike) -> str:
+    """The SHA-256 recorded in ``path``'s seal (:func:`seal`); after :func:`verify`, the file's own.
+
+    Raises
+    ------
+    DamagedArtefact
+        If there is no seal, or it holds no digest.
+    """
+    side = _seal_path(Path(path))
+    text = side.read_text().split() if side.is_file() else []
+    if not text:
+        raise DamagedArtefact(Path(path), "no seal (the write did not finish)")
+    return text[0]
+
+
 def verify(path: str | os.PathLike) -> Path:
     """Check ``path`` against its seal (:func:`seal`).
 
@@ -639,6 +659,11 @@ def events_path(run_dir: str | os.PathLike) -> Path:
 def phantom_path(run_dir: str | os.PathLike, *, n_lesions: int, seed: int, key_: str) -> Path:
     """``<run_dir>/data/phantom-n<N>-seed<S>-<key>.mat``."""
     return run_path(run_dir) / "data" / f"phantom-n{int(n_lesions)}-seed{int(seed)}-{key_}.mat"
+
+
+def content_digests_path(root: str | os.PathLike, key_: str) -> Path:
+    """``<root>/data/content-<key>.json``: the memoised content digests of a data file."""
+    return run_path(root) / "data" / f"content-{key_}.json"
 
 
 def features_root(run_dir: str | os.PathLike) -> Path:
