@@ -15,6 +15,11 @@ __all__ = [
     "show_bmode",
     "bmode_colorbar",
     "dynamic_range_explorer",
+    "bmode_grid",
+    "spectrum_plot",
+    "psf_image",
+    "envelope_histogram",
+    "depth_profile_plot",
     "evaluation_pipeline",
     "auc_heatmap",
     "bland_altman_plot",
@@ -280,6 +285,124 @@ def dynamic_range_explorer(env, dynamic_ranges_db: Sequence[float], *, extent=No
 }})();
 </script>
 """
+
+
+def bmode_grid(fig, envelopes, dynamic_ranges_db: Sequence[float], *, extents, rois=None, row_titles=None):
+    """Scans (rows) at several dynamic ranges (columns), one dB colour bar under each column.
+
+    Parameters
+    ----------
+    fig : matplotlib Figure (empty)
+    envelopes : sequence of ndarray
+        One envelope per row (:func:`uslib.reconstruction.envelope`).
+    dynamic_ranges_db : sequence of float
+    extents : sequence of (left, right, bottom, top)
+        Axis extents in mm, one per row.
+    rois : sequence of ndarray of bool, optional
+    row_titles : sequence of str, optional
+        Shown as the y label of each row's first panel.
+
+    Returns
+    -------
+    ndarray of Axes, shape (n_rows, n_ranges)
+    """
+    from .reconstruction import bmode_from_envelope
+
+    n_rows, n_cols = len(envelopes), len(dynamic_ranges_db)
+    axes = np.atleast_2d(fig.subplots(n_rows, n_cols, squeeze=False))
+    rois = rois if rois is not None else [None] * n_rows
+    for i, (env, extent, roi) in enumerate(zip(envelopes, extents, rois)):
+        for j, dr in enumerate(dynamic_ranges_db):
+            ax = axes[i, j]
+            show_bmode(ax, bmode_from_envelope(env, dr), extent=extent, roi=roi,
+                       title=f"{dr:g} dB" if i == 0 else None)
+            if j:
+                ax.set_ylabel("")
+            elif row_titles is not None:
+                ax.set_ylabel(f"{row_titles[i]}\ndepth [mm]")
+            if i < n_rows - 1:
+                ax.set_xlabel("")
+    for j, dr in enumerate(dynamic_ranges_db):
+        bmode_colorbar(axes[-1, j].images[0], axes[:, j], dr, orientation="horizontal")
+    return axes
+
+
+def spectrum_plot(ax, freqs_hz, curves: Mapping[str, np.ndarray], *, f0_hz: float | None = None,
+                  band_hz: tuple[float, float] | None = None, level_db: float = -6.0, floor_db: float = -40.0):
+    """Power spectra in dB against frequency in MHz, with the -6 dB level, a band and the nominal f0.
+
+    ``curves`` maps a legend label to a power spectrum in dB; the first is
+    drawn thin and grey when there are three or more (a single line's noisy
+    spectrum beside averages), the others in colour with their own styles.
+    """
+    f_mhz = np.asarray(freqs_hz, dtype=float) / 1e6
+    styles = [dict(color="C0", lw=1.8, ls="-"), dict(color="C3", lw=1.8, ls="--"), dict(color="C2", lw=1.8, ls="-.")]
+    items = list(curves.items())
+    if len(items) >= 3:
+        label, p = items.pop(0)
+        ax.plot(f_mhz, p, color="0.65", lw=0.6, label=label)
+    for (label, p), st in zip(items, styles):
+        ax.plot(f_mhz, p, label=label, **st)
+    ax.axhline(level_db, color="k", lw=0.8, ls=":", label=f"{level_db:g} dB")
+    if band_hz is not None:
+        ax.axvspan(band_hz[0] / 1e6, band_hz[1] / 1e6, color="C0", alpha=0.12, label=f"{level_db:g} dB band")
+    if f0_hz is not None:
+        ax.axvline(f0_hz / 1e6, color="0.3", lw=1.0, ls=(0, (6, 2, 1, 2)), label="nominal $f_0$")
+    ax.set_xlim(0, f_mhz[-1])
+    ax.set_ylim(floor_db, 2)
+    ax.set_xlabel("frequency [MHz]")
+    ax.set_ylabel("power [dB re peak]")
+    ax.legend(fontsize=8, loc="upper right")
+    return ax
+
+
+def psf_image(ax, psf, *, dz_mm: float, dx_mm: float, title: str | None = None):
+    """The pulse-echo PSF (signed) on axes in mm, centred on its peak."""
+    psf = np.asarray(psf, dtype=float)
+    n_z, n_x = psf.shape
+    half_z, half_x = (n_z - 1) / 2 * dz_mm, (n_x - 1) / 2 * dx_mm
+    lim = float(np.abs(psf).max())
+    im = ax.imshow(psf, cmap="RdBu_r", vmin=-lim, vmax=lim, extent=(-half_x, half_x, half_z, -half_z),
+                   aspect="equal", interpolation="nearest")
+    ax.set_xlabel("lateral [mm]")
+    ax.set_ylabel("depth [mm]")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return im
+
+
+def envelope_histogram(ax, env, *, bins: int = 80, title: str | None = None):
+    """Histogram of an envelope scaled by its RMS, against the Rayleigh density of the same RMS.
+
+    With ``a = A / sqrt(mean A²)``, a Rayleigh envelope has density
+    ``2 a exp(−a²)`` (σ² = 1/2).
+    """
+    a = np.asarray(env, dtype=float).ravel()
+    a = a / np.sqrt(np.mean(a**2))
+    ax.hist(a, bins=bins, range=(0, 3.5), density=True, color="0.6", label="phantom speckle")
+    x = np.linspace(0, 3.5, 300)
+    ax.plot(x, 2 * x * np.exp(-(x**2)), color="C3", lw=1.8, label="Rayleigh")
+    ax.set_xlabel(r"envelope / RMS")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def depth_profile_plot(ax, depth_mm, curves: Mapping[str, np.ndarray], *, title: str | None = None):
+    """Depth profiles in dB (one curve per entry, each with its own style), depth on the x axis."""
+    styles = [dict(color="C0", lw=1.2, ls="-"), dict(color="C3", lw=1.5, ls="--"), dict(color="C2", lw=1.2, ls="-."),
+              dict(color="0.3", lw=1.2, ls=":")]
+    for (label, p), st in zip(curves.items(), styles):
+        ax.plot(depth_mm, p, label=label, **st)
+    ax.set_xlabel("depth [mm]")
+    ax.set_ylabel("dB")
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(True, alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
 
 
 def evaluation_pipeline(ax, dynamic_ranges_db: Sequence[float] = (40, 50, 60)):
