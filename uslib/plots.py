@@ -141,7 +141,7 @@ def bmode_colorbar(mappable, ax, dynamic_range_db: float | None = None, *, orien
     matplotlib.colorbar.Colorbar
     """
     fig = np.atleast_1d(ax).ravel()[0].figure
-    kw = dict(fraction=0.046, pad=0.03) if orientation == "vertical" else dict(fraction=0.06, pad=0.12, aspect=30)
+    kw = dict(fraction=0.046, pad=0.03) if orientation == "vertical" else dict(fraction=0.05, pad=0.03, aspect=25)
     cb = fig.colorbar(mappable, ax=ax, orientation=orientation, **kw)
     if dynamic_range_db is None:
         cb.set_ticks([0, 64, 128, 192, 255])
@@ -154,7 +154,7 @@ def bmode_colorbar(mappable, ax, dynamic_range_db: float | None = None, *, orien
         if ticks_db[-1] + dr < step / 2:
             ticks_db = ticks_db[:-1]
         ticks_db = np.append(ticks_db, -dr)
-    cb.set_ticks((ticks_db + dr) * 255.0 / dr, labels=[f"{v:g}" for v in ticks_db])
+    cb.set_ticks((ticks_db + dr) * 255.0 / dr, labels=[f"{v:g}".replace("-", "\u2212") for v in ticks_db])
     cb.set_label("dB re $A_\\mathrm{max}$")
     return cb
 
@@ -205,7 +205,7 @@ def dynamic_range_explorer(env, dynamic_ranges_db: Sequence[float], *, extent=No
 
     import matplotlib.pyplot as plt
 
-    from .reconstruction import bmode_from_envelope
+    from .reconstruction import gray_levels, log_compress, to_uint8
 
     drs = [float(d) for d in dynamic_ranges_db]
     if not drs:
@@ -218,14 +218,14 @@ def dynamic_range_explorer(env, dynamic_ranges_db: Sequence[float], *, extent=No
     # The panel is a few hundred pixels high: drawing every row of a ~2000-row
     # scan only costs time. Rows are taken with a stride (no averaging, so the
     # grey levels shown are the B-mode's own); histograms use every pixel.
-    stride = max(1, env.shape[0] // 600)
-    a_max = float(env.max())
+    stride = max(1, env.shape[0] // 300)
+    db = log_compress(env)  # once; each frame only maps it (bmode_from_envelope would redo the log)
     bins = np.arange(0, 257, 4)
     centres = bins[:-1] + 2
     frames = []
     fig, (ax_img, ax_hist) = plt.subplots(1, 2, figsize=figsize, dpi=dpi, gridspec_kw=dict(width_ratios=[1, 1.25]))
     try:
-        show_bmode(ax_img, bmode_from_envelope(env[::stride], drs[start], a_max=a_max), extent=extent,
+        show_bmode(ax_img, to_uint8(gray_levels(db[::stride], drs[start])), extent=extent,
                    roi=None if mask is None else mask[::stride])
         im = ax_img.images[0]
         scan_bars = ax_hist.bar(centres, np.full(centres.size, 1e-12), width=4, color="0.35", label="whole scan")
@@ -234,6 +234,9 @@ def dynamic_range_explorer(env, dynamic_ranges_db: Sequence[float], *, extent=No
         ax_hist.set_yscale("log")
         ax_hist.set_ylim(1e-5, 0.25)
         ax_hist.set_xlim(0, 256)
+        # Fixed ticks: the log locator is most of the drawing time of a frame.
+        ax_hist.set_yticks([1e-5, 1e-4, 1e-3, 1e-2, 1e-1], ["$10^{-5}$", "$10^{-4}$", "$10^{-3}$", "$10^{-2}$", "$10^{-1}$"])
+        ax_hist.minorticks_off()
         ax_hist.set_xlabel("grey level")
         ax_hist.set_ylabel("fraction of pixels per grey level")
         ax_hist.legend(loc="upper right", fontsize=8)
@@ -241,7 +244,7 @@ def dynamic_range_explorer(env, dynamic_ranges_db: Sequence[float], *, extent=No
         if synthetic:
             label_synthetic(fig)
         for dr in drs:
-            img = bmode_from_envelope(env, dr, a_max=a_max)
+            img = to_uint8(gray_levels(db, dr))
             im.set_data(img[::stride])
             ax_img.set_title(f"B-mode at {dr:g} dB")
             counts = np.bincount(img.ravel(), minlength=256).reshape(-1, 4).sum(axis=1) / (4.0 * img.size)
@@ -357,13 +360,17 @@ def spectrum_plot(ax, freqs_hz, curves: Mapping[str, np.ndarray], *, f0_hz: floa
 
 
 def psf_image(ax, psf, *, dz_mm: float, dx_mm: float, title: str | None = None):
-    """The pulse-echo PSF (signed) on axes in mm, centred on its peak."""
+    """The pulse-echo PSF (signed) on axes in mm, centred on its peak.
+
+    The axes are stretched to fill the panel (``aspect="auto"``): the PSF is
+    a few times wider than it is long, and at equal scales it would be a sliver.
+    """
     psf = np.asarray(psf, dtype=float)
     n_z, n_x = psf.shape
     half_z, half_x = (n_z - 1) / 2 * dz_mm, (n_x - 1) / 2 * dx_mm
     lim = float(np.abs(psf).max())
     im = ax.imshow(psf, cmap="RdBu_r", vmin=-lim, vmax=lim, extent=(-half_x, half_x, half_z, -half_z),
-                   aspect="equal", interpolation="nearest")
+                   aspect="auto", interpolation="nearest")
     ax.set_xlabel("lateral [mm]")
     ax.set_ylabel("depth [mm]")
     if title:
