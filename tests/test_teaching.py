@@ -114,3 +114,89 @@ def test_at_least_eight_exercises_with_solutions_across_chapters_01_to_03_and_05
     all_labels = [label for v in counted.values() for label in v]
     assert len(all_labels) == len(set(all_labels)), f"labels repeat across chapters: {counted}"
     assert total >= MIN_EXERCISES, f"{total} exercises with executed solutions, need {MIN_EXERCISES}: {counted}"
+
+
+# --------------------------------------------------------------------------
+# The dynamic-range explorer of chapter 02 (uslib.plots.dynamic_range_explorer)
+# --------------------------------------------------------------------------
+
+
+def _explorer_html(n_frames=3):
+    import numpy as np
+
+    from uslib.plots import dynamic_range_explorer
+
+    rng = np.random.default_rng(0)
+    env = rng.rayleigh(size=(120, 40)) * np.linspace(1, 0.01, 120)[:, None]  # 40 dB of decay over depth
+    roi = np.zeros(env.shape, bool)
+    roi[40:70, 10:25] = True
+    drs = np.linspace(20, 80, n_frames)
+    return dynamic_range_explorer(env, drs, extent=(0, 3, 2.3, 0), roi=roi, figsize=(4, 2), dpi=40), drs
+
+
+def test_explorer_html_is_self_contained_with_one_frame_per_dynamic_range():
+    html, drs = _explorer_html()
+    assert html.startswith('<div id="dr-explorer"')
+    assert re.search(r'<input id="dr-explorer-range" type="range" min="0" max="2"', html)
+    assert '<img id="dr-explorer-img" src="data:image/jpeg;base64,' in html
+    frames = re.findall(r'"data:image/jpeg;base64,[A-Za-z0-9+/=]+"', html)
+    assert len(set(frames)) == len(drs)  # in the script's array; every frame differs
+    assert "http" not in html  # nothing fetched from a network
+    assert [f"{d:g} dB" for d in drs] == re.findall(r'"(\d+ dB)"', html.split("var labels = ")[1].split(";")[0])
+
+
+CHROMIUM = __import__("shutil").which("chromium") or __import__("shutil").which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine")
+def test_explorer_slider_changes_the_image_in_headless_chromium(tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (a test extra) is not installed")
+    html, drs = _explorer_html()
+    page_path = tmp_path / "explorer.html"
+    page_path.write_text(f"<!doctype html><html><body>{html}</body></html>")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            errors = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(("file:", "data:")) else r.abort())
+            page.goto(page_path.as_uri(), wait_until="load")
+            before = page.evaluate("document.querySelector('#dr-explorer img').src")
+            page.evaluate("""() => { const r = document.querySelector('#dr-explorer input[type=range]');
+                r.value = '0'; r.dispatchEvent(new Event('input')); r.dispatchEvent(new Event('change')); }""")
+            after = page.evaluate("document.querySelector('#dr-explorer img').src")
+            label = page.evaluate("document.querySelector('#dr-explorer output').textContent")
+            loaded = page.evaluate("document.querySelector('#dr-explorer img').naturalWidth")
+        finally:
+            browser.close()
+    assert before != after and after.startswith("data:image/jpeg;base64,")
+    assert label == f"{drs[0]:g} dB"
+    assert loaded > 0
+    assert not errors
+
+
+def test_bmode_colour_bar_is_ticked_in_db_from_minus_dr_to_zero():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from uslib.plots import show_bmode
+
+    def bar(dr):
+        fig, ax = plt.subplots()
+        try:
+            show_bmode(ax, np.zeros((10, 10), np.uint8), dynamic_range_db=dr, colorbar=True)
+            cax = fig.axes[-1]
+            return cax.get_yticks(), [t.get_text().replace("\u2212", "-") for t in cax.get_yticklabels()]
+        finally:
+            plt.close(fig)
+
+    ticks, labels = bar(45)
+    assert labels == ["0", "-10", "-20", "-30", "-40", "-45"]
+    np.testing.assert_allclose(ticks, [255 * (45 - d) / 45 for d in (0, 10, 20, 30, 40, 45)])
+    ticks, labels = bar(42)  # -40 would crowd -42 (black): dropped
+    assert labels == ["0", "-10", "-20", "-30", "-42"]
+    assert ticks[-1] == 0
