@@ -160,7 +160,7 @@ def bmode_colorbar(mappable, ax, dynamic_range_db: float | None = None, *, orien
 
 
 def dynamic_range_explorer(env, dynamic_ranges_db: Sequence[float], *, extent=None, roi=None,
-                           initial_db: float | None = None, figsize=(7.5, 3.1), dpi: int = 72,
+                           initial_db: float | None = None, figsize=(7.5, 3.1), dpi: int = 80,
                            synthetic: bool = False, element_id: str = "dr-explorer",
                            image_format: str = "jpeg") -> str:
     """A self-contained HTML slider over dynamic ranges: B-mode image and grey-level histogram per DR.
