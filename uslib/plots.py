@@ -13,6 +13,13 @@ import numpy as np
 __all__ = [
     "mapping_functions",
     "show_bmode",
+    "bmode_colorbar",
+    "dynamic_range_explorer",
+    "bmode_grid",
+    "spectrum_plot",
+    "psf_image",
+    "envelope_histogram",
+    "depth_profile_plot",
     "evaluation_pipeline",
     "auc_heatmap",
     "bland_altman_plot",
@@ -74,9 +81,25 @@ def mapping_functions(ax, dynamic_ranges_db: Sequence[float] = (40, 50, 60), *, 
     return ax
 
 
-def show_bmode(ax, image, *, extent=None, roi=None, title: str | None = None):
-    """A B-mode image (uint8) in grey with mm axes, optionally the ROI outline."""
-    ax.imshow(image, cmap="gray", vmin=0, vmax=255, extent=extent, aspect="equal", interpolation="nearest")
+def show_bmode(ax, image, *, extent=None, roi=None, title: str | None = None,
+               dynamic_range_db: float | None = None, colorbar: bool = False):
+    """A B-mode image (uint8) in grey with mm axes, optionally the ROI outline and a colour bar.
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+    image : ndarray of uint8, shape (n_samples, n_lines)
+    extent : (left, right, bottom, top) in mm, optional
+    roi : ndarray of bool, optional
+        Lesion mask, drawn as an orange outline.
+    title : str, optional
+    dynamic_range_db : float, optional
+        The image's dynamic range: with ``colorbar``, the bar is labelled in dB
+        re A_max (grey 0 = −DR dB, 255 = 0 dB); without it, in grey levels.
+    colorbar : bool
+        Add a colour bar beside the image (:func:`bmode_colorbar`).
+    """
+    im = ax.imshow(image, cmap="gray", vmin=0, vmax=255, extent=extent, aspect="equal", interpolation="nearest")
     if roi is not None and np.any(roi):
         n_z, n_x = roi.shape
         if extent is not None:
@@ -90,6 +113,302 @@ def show_bmode(ax, image, *, extent=None, roi=None, title: str | None = None):
         ax.set_ylabel("depth [mm]")
     if title:
         ax.set_title(title)
+    if colorbar:
+        bmode_colorbar(im, ax, dynamic_range_db)
+    return ax
+
+
+def bmode_colorbar(mappable, ax, dynamic_range_db: float | None = None, *, orientation: str = "vertical",
+                   step_db: float | None = None):
+    """Colour bar of a B-mode image: grey levels 0–255, ticked in dB re A_max when the DR is given.
+
+    Grey level g shows ``g · DR / 255 − DR`` dB (the mapping of
+    :func:`uslib.reconstruction.gray_levels`), so the bar's bottom is −DR dB
+    (black) and its top 0 dB (white).
+
+    Parameters
+    ----------
+    mappable : matplotlib image (``ax.imshow``'s return value)
+    ax : Axes or sequence of Axes
+        Where the bar takes its room from.
+    dynamic_range_db : float, optional
+    orientation : {"vertical", "horizontal"}
+    step_db : float, optional
+        Tick spacing in dB; default 10 dB (5 dB below a 30 dB range).
+
+    Returns
+    -------
+    matplotlib.colorbar.Colorbar
+    """
+    fig = np.atleast_1d(ax).ravel()[0].figure
+    kw = dict(fraction=0.046, pad=0.03) if orientation == "vertical" else dict(fraction=0.05, pad=0.03, aspect=25)
+    cb = fig.colorbar(mappable, ax=ax, orientation=orientation, **kw)
+    if dynamic_range_db is None:
+        cb.set_ticks([0, 64, 128, 192, 255])
+        cb.set_label("grey level")
+        return cb
+    dr = float(dynamic_range_db)
+    step = step_db if step_db is not None else (10.0 if dr >= 30 else 5.0)
+    ticks_db = np.arange(0.0, -dr - 1e-9, -step)
+    if ticks_db[-1] > -dr + 1e-9:  # -DR (black) is always ticked; drop a tick crowding it
+        if ticks_db[-1] + dr < step / 2:
+            ticks_db = ticks_db[:-1]
+        ticks_db = np.append(ticks_db, -dr)
+    cb.set_ticks((ticks_db + dr) * 255.0 / dr, labels=[f"{v:g}".replace("-", "\u2212") for v in ticks_db])
+    cb.set_label("dB re $A_\\mathrm{max}$")
+    return cb
+
+
+def dynamic_range_explorer(env, dynamic_ranges_db: Sequence[float], *, extent=None, roi=None,
+                           initial_db: float | None = None, figsize=(7.5, 3.1), dpi: int = 80,
+                           synthetic: bool = False, element_id: str = "dr-explorer",
+                           image_format: str = "jpeg") -> str:
+    """A self-contained HTML slider over dynamic ranges: B-mode image and grey-level histogram per DR.
+
+    Each dynamic range is drawn once, as an image embedded in the page (base64),
+    and a few lines of JavaScript show the frame that the range input selects.
+    The result needs no kernel and no network: it works in the static book.
+    (Matplotlib's ``FuncAnimation.to_jshtml`` does the same but links its
+    button icons from a CDN, which an offline page must not do, hence this.)
+
+    Parameters
+    ----------
+    env : ndarray, shape (n_samples, n_lines)
+        Envelope of one scan (:func:`uslib.reconstruction.envelope`).
+    dynamic_ranges_db : sequence of float
+        One frame per value, in slider order.
+    extent : (left, right, bottom, top) in mm, optional
+    roi : ndarray of bool, optional
+        Lesion mask: outlined on the image; its pixels get their own histogram.
+    initial_db : float, optional
+        Frame shown first (default: the middle one).
+    figsize, dpi :
+        Size of each frame; small, so that the page stays light.
+    synthetic : bool
+        Stamp every frame with "SYNTHETIC DATA".
+    element_id : str
+        ``id`` of the outer ``div``; the range input and the image are inside it.
+    image_format : {"jpeg", "png"}
+        Encoding of the frames; JPEG keeps a page of speckle images a few
+        times lighter than PNG.
+
+    Returns
+    -------
+    str
+        HTML: ``<div id=element_id>`` holding an ``input[type=range]``, the
+        current value and an ``img``, then a ``<script>``.
+    """
+    import base64
+    import html
+    import io
+    import json
+
+    import matplotlib.pyplot as plt
+
+    from .reconstruction import gray_levels, log_compress, to_uint8
+
+    drs = [float(d) for d in dynamic_ranges_db]
+    if not drs:
+        raise ValueError("dynamic_ranges_db is empty")
+    if image_format not in ("png", "jpeg"):
+        raise ValueError(f"image_format must be 'png' or 'jpeg', got {image_format!r}")
+    start = len(drs) // 2 if initial_db is None else int(np.argmin(np.abs(np.asarray(drs) - initial_db)))
+    env = np.asarray(env, dtype=float)
+    mask = None if roi is None else np.asarray(roi, dtype=bool)
+    # The panel is a few hundred pixels high: drawing every row of a ~2000-row
+    # scan only costs time. Rows are taken with a stride (no averaging, so the
+    # grey levels shown are the B-mode's own); histograms use every pixel.
+    stride = max(1, env.shape[0] // 300)
+    db = log_compress(env)  # once; each frame only maps it (bmode_from_envelope would redo the log)
+    bins = np.arange(0, 257, 4)
+    centres = bins[:-1] + 2
+    frames = []
+    fig, (ax_img, ax_hist) = plt.subplots(1, 2, figsize=figsize, dpi=dpi, gridspec_kw=dict(width_ratios=[1, 1.25]))
+    try:
+        show_bmode(ax_img, to_uint8(gray_levels(db[::stride], drs[start])), extent=extent,
+                   roi=None if mask is None else mask[::stride])
+        im = ax_img.images[0]
+        scan_bars = ax_hist.bar(centres, np.full(centres.size, 1e-12), width=4, color="0.35", label="whole scan")
+        (roi_line,) = ax_hist.step(centres, np.full(centres.size, 1e-12), where="mid", color="#ff7f0e", lw=1.8,
+                                   label="inside the ROI")
+        ax_hist.set_yscale("log")
+        ax_hist.set_ylim(1e-5, 0.25)
+        ax_hist.set_xlim(0, 256)
+        # Fixed ticks: the log locator is most of the drawing time of a frame.
+        ax_hist.set_yticks([1e-5, 1e-4, 1e-3, 1e-2, 1e-1], ["$10^{-5}$", "$10^{-4}$", "$10^{-3}$", "$10^{-2}$", "$10^{-1}$"])
+        ax_hist.minorticks_off()
+        ax_hist.set_xlabel("grey level")
+        ax_hist.set_ylabel("fraction of pixels per grey level")
+        ax_hist.legend(loc="upper right", fontsize=8)
+        fig.tight_layout()
+        if synthetic:
+            label_synthetic(fig)
+        for dr in drs:
+            img = to_uint8(gray_levels(db, dr))
+            im.set_data(img[::stride])
+            ax_img.set_title(f"B-mode at {dr:g} dB")
+            counts = np.bincount(img.ravel(), minlength=256).reshape(-1, 4).sum(axis=1) / (4.0 * img.size)
+            for bar, h in zip(scan_bars, counts):
+                bar.set_height(max(h, 1e-12))
+            if mask is not None and mask.any():
+                roi_counts = np.bincount(img[mask], minlength=256).reshape(-1, 4).sum(axis=1) / (4.0 * mask.sum())
+                roi_line.set_ydata(np.where(roi_counts > 0, roi_counts, np.nan))
+            ax_hist.set_title(f"{100 * np.mean(img == 0):.1f} % of the scan is black (grey 0)", fontsize=10)
+            buf = io.BytesIO()
+            fig.savefig(buf, format=image_format, dpi=dpi,
+                        **({"pil_kwargs": {"quality": 85}} if image_format == "jpeg" else {}))
+            frames.append(f"data:image/{image_format};base64," + base64.b64encode(buf.getvalue()).decode("ascii"))
+    finally:
+        plt.close(fig)
+    eid = html.escape(element_id, quote=True)
+    labels = [f"{d:g} dB" for d in drs]
+    alt = ("B-mode image of one scan and its grey-level histogram at the dynamic range the slider selects "
+           f"({labels[0]} to {labels[-1]})")
+    return f"""<div id="{eid}" class="dr-explorer" style="max-width:{int(figsize[0] * dpi)}px">
+<label for="{eid}-range" style="display:block">Dynamic range: <output id="{eid}-value">{labels[start]}</output></label>
+<input id="{eid}-range" type="range" min="0" max="{len(drs) - 1}" step="1" value="{start}"
+ aria-valuetext="{labels[start]}" style="width:100%">
+<img id="{eid}-img" src="{frames[start]}" alt="{html.escape(alt, quote=True)}" style="width:100%;height:auto">
+</div>
+<script>
+(function () {{
+  var frames = {json.dumps(frames)};
+  var labels = {json.dumps(labels)};
+  var range = document.getElementById("{eid}-range");
+  var img = document.getElementById("{eid}-img");
+  var out = document.getElementById("{eid}-value");
+  function show() {{
+    var i = Math.max(0, Math.min(frames.length - 1, parseInt(range.value, 10) || 0));
+    img.src = frames[i];
+    out.textContent = labels[i];
+    range.setAttribute("aria-valuetext", labels[i]);
+  }}
+  range.addEventListener("input", show);
+  range.addEventListener("change", show);
+}})();
+</script>
+"""
+
+
+def bmode_grid(fig, envelopes, dynamic_ranges_db: Sequence[float], *, extents, rois=None, row_titles=None):
+    """Scans (rows) at several dynamic ranges (columns), one dB colour bar under each column.
+
+    Parameters
+    ----------
+    fig : matplotlib Figure (empty)
+    envelopes : sequence of ndarray
+        One envelope per row (:func:`uslib.reconstruction.envelope`).
+    dynamic_ranges_db : sequence of float
+    extents : sequence of (left, right, bottom, top)
+        Axis extents in mm, one per row.
+    rois : sequence of ndarray of bool, optional
+    row_titles : sequence of str, optional
+        Shown as the y label of each row's first panel.
+
+    Returns
+    -------
+    ndarray of Axes, shape (n_rows, n_ranges)
+    """
+    from .reconstruction import bmode_from_envelope
+
+    n_rows, n_cols = len(envelopes), len(dynamic_ranges_db)
+    axes = np.atleast_2d(fig.subplots(n_rows, n_cols, squeeze=False))
+    rois = rois if rois is not None else [None] * n_rows
+    for i, (env, extent, roi) in enumerate(zip(envelopes, extents, rois)):
+        for j, dr in enumerate(dynamic_ranges_db):
+            ax = axes[i, j]
+            show_bmode(ax, bmode_from_envelope(env, dr), extent=extent, roi=roi,
+                       title=f"{dr:g} dB" if i == 0 else None)
+            if j:
+                ax.set_ylabel("")
+            elif row_titles is not None:
+                ax.set_ylabel(f"{row_titles[i]}\ndepth [mm]")
+            if i < n_rows - 1:
+                ax.set_xlabel("")
+    for j, dr in enumerate(dynamic_ranges_db):
+        bmode_colorbar(axes[-1, j].images[0], axes[:, j], dr, orientation="horizontal")
+    return axes
+
+
+def spectrum_plot(ax, freqs_hz, curves: Mapping[str, np.ndarray], *, f0_hz: float | None = None,
+                  band_hz: tuple[float, float] | None = None, level_db: float = -6.0, floor_db: float = -40.0):
+    """Power spectra in dB against frequency in MHz, with the -6 dB level, a band and the nominal f0.
+
+    ``curves`` maps a legend label to a power spectrum in dB; the first is
+    drawn thin and grey when there are three or more (a single line's noisy
+    spectrum beside averages), the others in colour with their own styles.
+    """
+    f_mhz = np.asarray(freqs_hz, dtype=float) / 1e6
+    styles = [dict(color="C0", lw=1.8, ls="-"), dict(color="C3", lw=1.8, ls="--"), dict(color="C2", lw=1.8, ls="-.")]
+    items = list(curves.items())
+    if len(items) >= 3:
+        label, p = items.pop(0)
+        ax.plot(f_mhz, p, color="0.65", lw=0.6, label=label)
+    for (label, p), st in zip(items, styles):
+        ax.plot(f_mhz, p, label=label, **st)
+    ax.axhline(level_db, color="k", lw=0.8, ls=":", label=f"{level_db:g} dB")
+    if band_hz is not None:
+        ax.axvspan(band_hz[0] / 1e6, band_hz[1] / 1e6, color="C0", alpha=0.12, label=f"{level_db:g} dB band")
+    if f0_hz is not None:
+        ax.axvline(f0_hz / 1e6, color="0.3", lw=1.0, ls=(0, (6, 2, 1, 2)), label="nominal $f_0$")
+    ax.set_xlim(0, f_mhz[-1])
+    ax.set_ylim(floor_db, 2)
+    ax.set_xlabel("frequency [MHz]")
+    ax.set_ylabel("power [dB re peak]")
+    ax.legend(fontsize=8, loc="upper right")
+    return ax
+
+
+def psf_image(ax, psf, *, dz_mm: float, dx_mm: float, title: str | None = None):
+    """The pulse-echo PSF (signed) on axes in mm, centred on its peak.
+
+    The axes are stretched to fill the panel (``aspect="auto"``): the PSF is
+    a few times wider than it is long, and at equal scales it would be a sliver.
+    """
+    psf = np.asarray(psf, dtype=float)
+    n_z, n_x = psf.shape
+    half_z, half_x = (n_z - 1) / 2 * dz_mm, (n_x - 1) / 2 * dx_mm
+    lim = float(np.abs(psf).max())
+    im = ax.imshow(psf, cmap="RdBu_r", vmin=-lim, vmax=lim, extent=(-half_x, half_x, half_z, -half_z),
+                   aspect="auto", interpolation="nearest")
+    ax.set_xlabel("lateral [mm]")
+    ax.set_ylabel("depth [mm]")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return im
+
+
+def envelope_histogram(ax, env, *, bins: int = 80, title: str | None = None):
+    """Histogram of an envelope scaled by its RMS, against the Rayleigh density of the same RMS.
+
+    With ``a = A / sqrt(mean A²)``, a Rayleigh envelope has density
+    ``2 a exp(−a²)`` (σ² = 1/2).
+    """
+    a = np.asarray(env, dtype=float).ravel()
+    a = a / np.sqrt(np.mean(a**2))
+    ax.hist(a, bins=bins, range=(0, 3.5), density=True, color="0.6", label="phantom speckle")
+    x = np.linspace(0, 3.5, 300)
+    ax.plot(x, 2 * x * np.exp(-(x**2)), color="C3", lw=1.8, label="Rayleigh")
+    ax.set_xlabel(r"envelope / RMS")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def depth_profile_plot(ax, depth_mm, curves: Mapping[str, np.ndarray], *, title: str | None = None):
+    """Depth profiles in dB (one curve per entry, each with its own style), depth on the x axis."""
+    styles = [dict(color="C0", lw=1.2, ls="-"), dict(color="C3", lw=1.5, ls="--"), dict(color="C2", lw=1.2, ls="-."),
+              dict(color="0.3", lw=1.2, ls=":")]
+    for (label, p), st in zip(curves.items(), styles):
+        ax.plot(depth_mm, p, label=label, **st)
+    ax.set_xlabel("depth [mm]")
+    ax.set_ylabel("dB")
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(True, alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=10)
     return ax
 
 
