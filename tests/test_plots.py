@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 
 from uslib import plots  # noqa: E402
-from uslib.tables import format_ci, format_ci_column  # noqa: E402
+from uslib.tables import compact, format_ci, format_ci_column  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -70,6 +70,13 @@ def test_format_ci_nan_and_columns():
         format_ci_column([0.5], [0.1, 0.2], [0.9])
 
 
+def test_compact_keeps_cells_on_one_line_and_rounds():
+    t = pd.DataFrame({"AUC (95 % CI)": [format_ci(0.7551, 0.59, 0.92)], "p": [0.123456], "q": [float("nan")]})
+    html = compact(t).to_html()
+    assert "white-space: nowrap" in html
+    assert "0.755 (0.59–0.92)" in html and ">0.123<" in html and "0.123456" not in html and ">—<" in html
+
+
 # --- the stamp ----------------------------------------------------------------
 
 @pytest.mark.parametrize("layout", ["tight", "tight, no xlabel", "figure legend"])
@@ -124,11 +131,12 @@ def test_heatmap_colour_scale_shows_values_below_chance():
     assert all(t.get_fontsize() >= 9 for t in ax.texts)
 
 
-def test_heatmap_orders_trainall_last():
+def test_heatmap_orders_all_last_and_names_the_axes():
     fig, ax = plt.subplots()
     plots.auc_heatmap(ax, _matrix(np.eye(4) * 0.2 + 0.6), cbar=False)
-    assert [t.get_text() for t in ax.get_yticklabels()][-1] == "TrainALL"
-    assert [t.get_text() for t in ax.get_xticklabels()][-1] == "TestALL"
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["40dB", "50dB", "60dB", "ALL"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["40dB", "50dB", "60dB", "ALL"]
+    assert ax.get_ylabel() == "training set" and ax.get_xlabel() == "test set"
 
 
 # --- Bland–Altman -------------------------------------------------------------

@@ -69,7 +69,7 @@ def label_synthetic(fig, text: str = "SYNTHETIC DATA") -> None:
         t.remove()
     bbox = fig.get_tightbbox(renderer)  # inches, everything drawn so far
     w_in, h_in = fig.get_size_inches()
-    gap_in = 0.06
+    gap_in = 0.15  # clear of the lowest text, legend rows included
     fig.text(bbox.x1 / w_in, (bbox.y0 - gap_in) / h_in, text, ha="right", va="top", fontsize=9, color="0.25",
              gid=STAMP_GID, bbox=dict(boxstyle="round,pad=0.25", fc="#fff3cd", ec="#d39e00", lw=0.6))
 
@@ -180,6 +180,8 @@ def auc_heatmap(ax, table, *, value: str = "auc", title: str | None = None, vmin
     order_r = [r for r in pivot.index if r != "TrainALL"] + [r for r in pivot.index if r == "TrainALL"]
     order_c = [c for c in pivot.columns if c != "TestALL"] + [c for c in pivot.columns if c == "TestALL"]
     pivot = pivot.loc[order_r, order_c]
+    # the axis titles say "training set" / "test set": tick labels keep only the range ("40dB", "ALL")
+    pivot = pivot.rename(index=lambda r: str(r).removeprefix("Train"), columns=lambda c: str(c).removeprefix("Test"))
     sns.heatmap(pivot, annot=True, fmt=fmt, cmap=cmap, vmin=vmin, vmax=vmax, center=(vmin + vmax) / 2, ax=ax,
                 cbar=cbar, cbar_kws={"label": f"{value.upper()} (0.5 = chance)"} if cbar else None,
                 annot_kws={"fontsize": annot_fontsize}, linewidths=0.5, linecolor="white")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
-__all__ = ["format_ci", "format_ci_column"]
+__all__ = ["format_ci", "format_ci_column", "compact"]
 
 EN_DASH = "\u2013"
 
@@ -70,3 +70,29 @@ def format_ci_column(estimates: Iterable[float], lows: Iterable[float], highs: I
     if not len(estimates) == len(lows) == len(highs):
         raise ValueError(f"lengths differ: {len(estimates)}, {len(lows)}, {len(highs)}")
     return [format_ci(e, lo, hi, digits=digits, ci_digits=ci_digits) for e, lo, hi in zip(estimates, lows, highs)]
+
+
+def compact(table, *, precision: int = 3, font_size: str = "0.9em"):
+    """A DataFrame styled to stay narrow in the book: cells never wrap, a slightly smaller font.
+
+    Without it the book theme squeezes a wide table into the column by
+    wrapping each ``0.755 (0.59–0.92)`` cell at its dash and space, so one
+    cell takes two lines. Numbers are shown with ``precision`` decimals and
+    missing values as ``—``.
+
+    Returns
+    -------
+    pandas.io.formats.style.Styler
+        Display it as the last expression of a cell (HTML output).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> html = compact(pd.DataFrame({"AUC (95 % CI)": [format_ci(0.75, 0.6, 0.9)]})).to_html()
+    >>> "white-space: nowrap" in html and "0.750 (0.60–0.90)" in html
+    True
+    """
+    props = f"white-space: nowrap; font-size: {font_size};"
+    return (table.style.format(precision=precision, na_rep="—")
+            .format_index(precision=precision, na_rep="—")
+            .set_table_styles([{"selector": "td", "props": props}, {"selector": "th", "props": props}]))
