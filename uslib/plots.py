@@ -227,7 +227,7 @@ def bland_altman_plot(ax, a, b, *, title: str | None = None, labels=None,
     ax.set_ylabel(difference_label)
     ax.set_xlim(0, 1)
     if legend:  # below the axes, where it hides no point
-        ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2,
+        ax.legend(handles=handles, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1,
                   frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
