@@ -183,7 +183,7 @@ def auc_heatmap(ax, table, *, value: str = "auc", title: str | None = None, vmin
     # the axis titles say "training set" / "test set": tick labels keep only the range ("40dB", "ALL")
     pivot = pivot.rename(index=lambda r: str(r).removeprefix("Train"), columns=lambda c: str(c).removeprefix("Test"))
     sns.heatmap(pivot, annot=True, fmt=fmt, cmap=cmap, vmin=vmin, vmax=vmax, center=(vmin + vmax) / 2, ax=ax,
-                cbar=cbar, cbar_kws={"label": f"{value.upper()} (0.5 = chance)"} if cbar else None,
+                cbar=cbar, cbar_kws={"label": value.upper() + (" (0.5 = chance)" if value == "auc" else "")} if cbar else None,
                 annot_kws={"fontsize": annot_fontsize}, linewidths=0.5, linecolor="white")
     ax.set_xlabel("test set")
     ax.set_ylabel("training set")
