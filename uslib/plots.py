@@ -41,7 +41,7 @@ def class_strips(ax, values, labels, *, ylabel: str = "", title: str | None = No
     if reference is not None:
         ax.axhline(reference, color="0.4", ls="--", lw=1, label=reference_label)
         if reference_label:
-            ax.legend(fontsize=8, loc="best")
+            ax.legend(fontsize=9, loc="best")
     ax.set_xticks([0, 1], ["benign", "malignant"])
     ax.set_xlim(-0.6, 1.6)
     ax.set_ylabel(ylabel)
