@@ -25,7 +25,6 @@ import datetime as _dt
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from . import __version__, scheduler, store
+from .hygiene import path_replacements, replace_paths, repo_relative
 from .config import CHAPTER_DIR, NOTEBOOK_DIR, REPO_ROOT, chapters, load_profile, notebook_parameters, resolve_path
 
 __all__ = [
@@ -46,9 +46,6 @@ __all__ = [
     "provenance",
     "check_chapters",
     "BookError",
-    "ABSOLUTE_PATH",
-    "repo_relative",
-    "path_replacements",
     "clean_chapter",
     "parameters_used_markdown",
 ]
@@ -152,71 +149,6 @@ def run_chapter(
     return out
 
 
-#: An absolute path of a machine (``/home/...``, ``/tmp/...``, ``/work/...``): never on a published page.
-ABSOLUTE_PATH = re.compile(
-    r"(?<![\w.~:/-])/(?:home|root|tmp|work|Users|var|opt|usr|mnt|srv|private|data|scratch|builds)/"
-)
-
-
-def repo_relative(path: str | os.PathLike) -> str:
-    """A path as the chapters see it: relative to the repository root (their working directory).
-
-    Examples
-    --------
-    >>> repo_relative(REPO_ROOT / "runs" / "tiny")
-    'runs/tiny'
-    >>> repo_relative("runs/tiny")
-    'runs/tiny'
-    """
-    path = resolve_path(path)
-    try:
-        return path.relative_to(REPO_ROOT).as_posix()
-    except ValueError:
-        return Path(os.path.relpath(path, REPO_ROOT)).as_posix()
-
-
-def path_replacements(run_dir: str | os.PathLike | None = None) -> list[tuple[str, str]]:
-    """``(absolute prefix, shown as)`` pairs, longest first, that :func:`clean_chapter` applies.
-
-    The run directory becomes its path relative to the repository root, a path
-    inside the repository becomes relative (``uslib/pipeline.py``), and the
-    home folder becomes ``~`` (the Keras cache: ``~/.keras/models/...``).
-    """
-    pairs = []
-    if run_dir is not None:
-        pairs.append((str(resolve_path(run_dir)), repo_relative(run_dir)))
-    pairs.append((str(REPO_ROOT) + os.sep, ""))
-    pairs.append((str(REPO_ROOT), "."))
-    home = os.path.expanduser("~")
-    if home not in ("", os.sep, "~"):
-        pairs.append((home.rstrip(os.sep) + os.sep, "~" + os.sep))
-    return sorted(pairs, key=lambda p: -len(p[0]))
-
-
-def _replace_paths(value: Any, pairs: list[tuple[str, str]]) -> tuple[Any, int]:
-    """``value`` (str, list, dict: JSON-like) with every prefix of ``pairs`` replaced; and the count."""
-    if isinstance(value, str):
-        n = 0
-        for old, new in pairs:
-            if old in value:
-                n += value.count(old)
-                value = value.replace(old, new)
-        return value, n
-    if isinstance(value, list):
-        done = [_replace_paths(v, pairs) for v in value]
-        return [v for v, _ in done], sum(n for _, n in done)
-    if isinstance(value, dict):
-        out, total = type(value)(), 0
-        for k, v in value.items():
-            if isinstance(k, str) and k.startswith("image/"):
-                out[k] = v  # base64 picture data holds no paths
-                continue
-            out[k], n = _replace_paths(v, pairs)
-            total += n
-        return out, total
-    return value, 0
-
-
 def _assignments(source: str) -> dict[str, str]:
     """``name -> source text of its value`` for the top-level ``name = value`` lines of a cell."""
     try:
@@ -297,7 +229,7 @@ def clean_chapter(path: str | os.PathLike, *, run_dir: str | os.PathLike | None 
             if o.get("output_type") == "stream" and o.get("name") == "stderr":
                 moved.append(o.get("text", ""))
                 continue
-            cleaned, n = _replace_paths(dict(o), pairs)
+            cleaned, n = replace_paths(dict(o), pairs)
             n_paths += n
             kept.append(nbformat.from_dict(cleaned))
         cell.outputs = kept
@@ -306,7 +238,7 @@ def clean_chapter(path: str | os.PathLike, *, run_dir: str | os.PathLike | None 
         if isinstance(pm_meta.get(key), str) and os.path.isabs(pm_meta[key]):
             pm_meta[key] = repo_relative(pm_meta[key])
             n_paths += 1
-    meta, n = _replace_paths(json.loads(json.dumps(nb.metadata)), pairs)
+    meta, n = replace_paths(json.loads(json.dumps(nb.metadata)), pairs)
     nb.metadata = nbformat.from_dict(meta)
     n_paths += n
     _explain_parameter_cells(nb, profile=profile, chapter=path.stem)
