@@ -183,8 +183,16 @@ def _count_chapters(app, config) -> None:
 
 def _one_copy_of_each_script(app, pagename, templatename, context, doctree) -> None:
     scripts = context.get("script_files")
-    if isinstance(scripts, list):
-        context["script_files"] = list(dict.fromkeys(scripts))
+    if not isinstance(scripts, list):
+        return
+    seen, kept = set(), []
+    for js in scripts:  # an inline script is registered once with filename None and once with ""
+        attributes = getattr(js, "attributes", {}) or {}
+        key = (str(getattr(js, "filename", js) or ""), tuple(sorted((k, str(v)) for k, v in attributes.items())))
+        if key not in seen:
+            seen.add(key)
+            kept.append(js)
+    context["script_files"] = kept
 
 
 def _launch_buttons_to_sources(app, pagename, templatename, context, doctree) -> None:
