@@ -25,7 +25,7 @@
         table.parentNode.insertBefore(box, table);
         box.appendChild(table);
       }
-      const overflows = box.scrollWidth > box.clientWidth + 1;
+      const overflows = box.scrollWidth > box.clientWidth + 4;  // a border or a rounding is no hidden column
       box.classList.toggle("uslib-overflows", overflows);
       const before = box.previousElementSibling;
       const hinted = before && before.classList.contains("uslib-scroll-hint");

@@ -379,8 +379,8 @@ def test_parameters_page_shows_the_schema_and_each_profile():
     assert row["tiny.yaml"] == "12" and row["default"] == "40" and row["chapters"].startswith("01")
     assert table.set_index("parameter").loc["cell_timeout_s", "chapters"] == "runner"
     page = parameters_page()
-    assert "| `data_source` | where the lesions come from: the synthetic phantom or the OASBUD file *Required.* | " \
-           "string: phantom \\| oasbud | `\"phantom\"` | all |" in page
+    assert "| `data_source` | where the lesions come from: the synthetic phantom or the OASBUD file. *Required.* " \
+           "Chapters: all. | string: phantom \\| oasbud | `\"phantom\"` |" in page
     assert "**`12`**" in page, "a profile's value that differs from the default is in bold"
 
 

@@ -109,20 +109,21 @@ def parameters_page(notebook_dir: Path | None = None) -> str:
         "",
         "## Parameters",
         "",
-        "One row per parameter of the schema. *Required*: every profile file sets it;",
-        "*chapters*: the notebooks (by number) that declare it, *all* when every chapter does,",
-        "or *runner* for a parameter only the runner reads.",
+        "One row per parameter of the schema. *Required*: every profile file sets it. *Chapters*:",
+        "the notebooks (by number) whose `parameters` cell declares it; the runner alone reads",
+        "the others.",
         "",
     ]
     cols = ["parameter", "type", "allowed", "default", "description", "required", "chapters"]
     n_chapters = len({c for v in table["chapters"] for c in str(v).split(", ") if c.isdigit()})
-    lines += ["| parameter | meaning | type: accepted values | default | chapters |", "|---|---|---|---|---|"]
+    lines += ["| parameter | meaning | type: accepted values | default |", "|---|---|---|---|"]
     for _, r in table.iterrows():
-        meaning = _md_escape(r["description"]) + (" *Required.*" if r["required"] else "")
-        kind = _md_escape(r["type"]) + (f": {_md_escape(r['allowed'])}" if r["allowed"] else "")
         used = str(r["chapters"])
-        used = "all" if n_chapters > 1 and len(used.split(", ")) == n_chapters else used
-        lines.append(f"| `{_md_escape(r['parameter'])}` | {meaning} | {kind} | `{_md_escape(r['default'])}` | {used} |")
+        used = ("Read by the runner only." if used == "runner" else
+                "Chapters: all." if n_chapters > 1 and len(used.split(", ")) == n_chapters else f"Chapters: {used}.")
+        meaning = _md_escape(r["description"]).rstrip(".") + ". " + ("*Required.* " if r["required"] else "") + used
+        kind = _md_escape(r["type"]) + (f": {_md_escape(r['allowed'])}" if r["allowed"] else "")
+        lines.append(f"| `{_md_escape(r['parameter'])}` | {meaning} | {kind} | `{_md_escape(r['default'])}` |")
     lines.append("")
     profile_cols = [c for c in table.columns if c not in cols]
     if profile_cols:
