@@ -37,6 +37,7 @@ __all__ = [
     "mathjax_source",
     "copy_mathjax",
     "toc_chapters",
+    "in_words",
     "source_notebook",
     "launch_url_to_source",
     "setup",
@@ -170,14 +171,23 @@ def launch_url_to_source(url: str, built: str, source: str) -> str:
 # --------------------------------------------------------------------------- #
 
 
+def in_words(n: int) -> str:
+    """A count as prose writes it: words up to ten, digits above.
+
+    Examples
+    --------
+    >>> in_words(7), in_words(12)
+    ('seven', '12')
+    """
+    words = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+    return words[n] if 0 <= n < len(words) else str(n)
+
+
 def _count_chapters(app, config) -> None:
     toc = Path(getattr(config, "external_toc_path", None) or "_toc.yml")
     toc = toc if toc.is_absolute() else Path(app.srcdir) / toc
-    n = len(toc_chapters(toc)) if toc.is_file() else 0
-    words = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight",
-             9: "nine", 10: "ten"}
     subs = dict(getattr(config, "myst_substitutions", None) or {})
-    subs.setdefault("n_chapters", words.get(n, str(n)))
+    subs.setdefault("n_chapters", in_words(len(toc_chapters(toc)) if toc.is_file() else 0))
     config.myst_substitutions = subs
 
 
