@@ -15,7 +15,8 @@ import pytest
 
 from uslib import store
 from uslib.config import REPO_ROOT
-from uslib.run import ABSOLUTE_PATH, BookError, check_chapters, repo_relative, run_profile
+from uslib.hygiene import ABSOLUTE_PATH, repo_relative
+from uslib.run import BookError, check_chapters, run_profile
 
 
 def _notebook(path, body: str):
