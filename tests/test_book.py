@@ -8,6 +8,7 @@ user's book/chapters/, _build/ and runs/ alone.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import time
@@ -29,6 +30,7 @@ def built(tmp_path_factory):
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy(REPO_ROOT / name, root / name)
     shutil.copytree(REPO_ROOT / "book", root / "book", ignore=shutil.ignore_patterns("chapters"))
+    shutil.copytree(REPO_ROOT / "_static", root / "_static")
     run_dir = root / "run"
     t0 = time.perf_counter()
     result = run_profile("tiny", output_dir=root / "book" / "chapters", overrides={"run_dir": str(run_dir)})
@@ -164,3 +166,229 @@ def test_results_page_loads_in_headless_chromium_with_every_image(built):
     broken = [src for src, complete, width in images if not complete or width == 0]
     assert not broken, f"images that did not load: {broken}"
     assert shot.stat().st_size > 0
+
+
+
+# --------------------------------------------------------------------------- #
+# Every page as a reader meets it (issue 11)
+# --------------------------------------------------------------------------- #
+
+
+def _html_pages(html_dir):
+    """Every page of the built book (not the redirecting index, not the theme's own files)."""
+    return sorted(p for p in html_dir.rglob("*.html")
+                  if not {"_static", "_sources", "_images"} & set(p.relative_to(html_dir).parts)
+                  and not (p.parent == html_dir and p.name == "index.html"))
+
+
+def _notebook_text(path) -> tuple[str, list]:
+    """Everything of a notebook a reader can see or download, as text (pictures left out); and its outputs."""
+    nb = nbformat.read(path, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    text = json.dumps({"outputs": [{k: v for k, v in o.items() if k != "data"} for o in outputs]
+                       + [{k: v for k, v in o.get("data", {}).items() if not k.startswith("image/")} for o in outputs],
+                       "metadata": nb.metadata, "sources": [c.source for c in nb.cells]})
+    return text, outputs
+
+
+def test_executed_chapters_carry_no_stderr_and_no_absolute_paths(built):
+    from uslib.hygiene import ABSOLUTE_PATH
+
+    for nb in chapters():
+        path = built["root"] / "book" / "chapters" / nb.name
+        # the downloadable copy the book serves is the same cleaned notebook
+        for copy in (path, built["html"] / "_sources" / "book" / "chapters" / nb.name):
+            text, outputs = _notebook_text(copy)
+            assert not [o for o in outputs if o.get("name") == "stderr"], f"{copy}: stderr on the page"
+            assert "Downloading data from" not in text, f"{copy}: download chatter"
+            found = ABSOLUTE_PATH.search(text) or (str(REPO_ROOT) in text and str(REPO_ROOT))
+            assert not found, f"{copy}: an absolute path: {text[max(0, text.find(str(found)) - 120):][:240]}"
+        # the two parameter cells are hidden, and one note says which values applied
+        executed = nbformat.read(path, as_version=4)
+        notes = [c for c in executed.cells if "uslib-parameters-used" in c.metadata.get("tags", [])]
+        assert len(notes) == 1 and "| parameter | value used | default |" in notes[0].source, nb.name
+
+
+def _tracked_files() -> set[str]:
+    import subprocess
+
+    out = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    return set(out.splitlines())
+
+
+def test_every_launch_link_targets_a_tracked_notebook(built):
+    from urllib.parse import parse_qs, unquote, urlparse
+
+    tracked = _tracked_files()
+    links = {}
+    for page in _html_pages(built["html"]):
+        for href in re.findall(r'href="(https://(?:mybinder\.org|colab\.research\.google\.com)/[^"]+)"',
+                               page.read_text()):
+            links.setdefault(page.relative_to(built["html"]).as_posix(), []).append(href.replace("&amp;", "&"))
+    for nb in chapters():  # every chapter can be launched on Binder and on Colab
+        hrefs = links.get(f"book/chapters/{nb.stem}.html", [])
+        assert any("mybinder.org" in h for h in hrefs) and any("colab" in h for h in hrefs), (nb.stem, hrefs)
+    for page, hrefs in links.items():
+        for href in hrefs:
+            url = urlparse(href)
+            if url.netloc == "mybinder.org":
+                path = unquote(parse_qs(url.query)["urlpath"][0]).split("/tree/", 1)[1]
+            else:
+                path = url.path.split("/blob/", 1)[1].split("/", 1)[1]
+            assert path in tracked, f"{page}: {href} opens {path}, which git does not track"
+            assert path.startswith("notebooks/") and path.endswith(".ipynb"), (page, href)
+
+
+def test_maths_engine_is_served_with_the_book(built):
+    html = built["html"]
+    assert (html / "_static" / "mathjax" / "tex-mml-chtml.js").is_file()
+    assert list((html / "_static" / "mathjax" / "output" / "chtml" / "fonts").rglob("*.woff")), "MathJax fonts"
+    for page in _html_pages(html):
+        text = page.read_text()
+        remote = re.findall(r'<(?:script|link)[^>]+(?:src|href)="(https?://[^"]+)"', text)
+        assert not remote, f"{page.name} loads {remote}"
+        if "math notranslate" in text:
+            assert re.search(r'<script[^>]+src="(\.\./)*_static/mathjax/tex-mml-chtml\.js', text), page.name
+
+
+def test_reference_pages_read_true(built):
+    chapters_dir = built["html"] / "book" / "chapters"
+    text = lambda p: re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", p.read_text()))  # noqa: E731
+    params = text(chapters_dir / "parameters.html")
+    assert not re.search("[\u2018\u2019\u201c\u201d]", params), "curly quotes break copy-paste of values"
+    prov = text(chapters_dir / "provenance.html")
+    record = pipeline.run_record(built["run_dir"])
+    assert f"run `{record['run_id']}`" in (built["root"] / "book" / "chapters" / "provenance.md").read_text()
+    total = sum(v["seconds"] for v in record["stages"].values())
+    assert f"all chapters {total:.1f}" in prov, "the total is this run's"
+    bench = text(chapters_dir / "benchmarks.html")
+    assert "No benchmark has been run" in bench or "Measured" in bench
+    refs = (built["html"] / "book" / "references.html").read_text()
+    sources = "".join(p.read_text() for p in [*(REPO_ROOT / "book").glob("*.md"), *(REPO_ROOT / "notebooks").glob("*.ipynb")])
+    cited = {k.strip() for group in re.findall(r"\{cite:[pt]\}`([^`]+)`", sources) for k in group.split(",")}
+    in_bib = set(re.findall(r"^@\w+\{([^,]+),", (REPO_ROOT / "book" / "references.bib").read_text(), re.M))
+    assert cited <= in_bib
+    assert refs.count('role="doc-biblioentry"') == len(cited), "the bibliography lists the cited works only"
+    assert re.search(r"\[Byra et al\., 2018\]|Byra et al\., 2018", refs), "author-year labels"
+    from uslib.sphinxext import in_words, toc_chapters
+
+    intro = text(built["html"] / "book" / "intro.html")
+    assert len(toc_chapters(REPO_ROOT / "_toc.yml")) == len(chapters())
+    assert f"{in_words(len(chapters()))} parameterised chapters" in intro
+
+
+CHECK_PAGE_JS = r"""
+async () => {
+  for (const img of document.images) { img.loading = "eager"; }
+  await Promise.all(Array.from(document.images).map(i => i.complete ? null
+      : new Promise(r => { i.addEventListener("load", r); i.addEventListener("error", r); })));
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) { await MathJax.startup.promise; }
+  const article = document.querySelector("article.bd-article") || document.querySelector("main");
+  const edge = article.getBoundingClientRect().right + 1;
+  const images = Array.from(document.images).filter(i => i.getAttribute("src"))
+      .map(i => [i.getAttribute("src"), i.complete && i.naturalWidth > 0]);
+  const copy = article.cloneNode(true);
+  copy.querySelectorAll("pre, code, script, style, mjx-container, .highlight").forEach(e => e.remove());
+  const text = copy.textContent;
+  const tables = [];
+  for (const t of article.querySelectorAll("table")) {
+    if (t.getBoundingClientRect().right <= edge) continue;
+    let box = null;
+    for (let a = t.parentElement; a && a !== article.parentElement; a = a.parentElement) {
+      const ox = getComputedStyle(a).overflowX;
+      if (ox === "auto" || ox === "scroll") { box = a; break; }
+    }
+    if (!box || box.getBoundingClientRect().right > edge) tables.push(t.outerHTML.slice(0, 120));
+  }
+  const maths = Array.from(article.querySelectorAll(".math")).filter(m => !m.querySelector("mjx-container"));
+  return {images, text, tables, unrendered: maths.map(m => m.textContent.slice(0, 60)),
+          merrors: article.querySelectorAll("mjx-merror").length};
+}
+"""
+
+RAW_TEX = re.compile(r"\\\(|\\\)|\\\[|\\\]|\$\$|\\(?:mathcal|frac|sqrt|begin|end|left|right|mathrm|text|cdot)\b")
+
+EXPLORER_JS = r"""
+async () => {
+  const box = document.getElementById("dr-explorer");
+  if (!box) return {error: "no element with id dr-explorer"};
+  const range = box.querySelector('input[type="range"]'), img = box.querySelector("img");
+  if (!range || !img) return {error: "dr-explorer lacks an input[type=range] or an img"};
+  const before = img.getAttribute("src");
+  const lo = Number(range.min || 0), hi = Number(range.max || 100), now = Number(range.value);
+  range.value = String(now === hi ? lo : hi);
+  range.dispatchEvent(new Event("input", {bubbles: true}));
+  range.dispatchEvent(new Event("change", {bubbles: true}));
+  await new Promise(r => setTimeout(r, 100));
+  return {before, after: img.getAttribute("src"), value: range.value};
+}
+"""
+
+
+def _file_only(found: list):
+    """A route handler that lets ``file:`` requests through and blocks (and notes) every other."""
+    def route(r, request):
+        if request.url.startswith("file:"):
+            return r.continue_()
+        found.append(f"request left the disk: {request.url}")
+        return r.abort()
+    return route
+
+
+def check_pages(html_dir, *, viewport=(1280, 900)):
+    """Open every page of a built book in headless Chromium with every non-file request blocked.
+
+    Returns ``{page: [problem, ...]}`` for the pages with problems: console
+    errors and uncaught exceptions, requests that left the disk, images that
+    did not load, raw TeX left in the text, maths MathJax did not render, and
+    tables wider than the article outside a horizontally scrolling box. On
+    the chapter 02 page, the dynamic-range explorer must change its image.
+    """
+    from playwright.sync_api import sync_playwright
+
+    problems: dict[str, list[str]] = {}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        try:
+            for page_path in _html_pages(html_dir):
+                name = page_path.relative_to(html_dir).as_posix()
+                found: list[str] = []
+                context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+                page = context.new_page()
+
+                page.route("**/*", _file_only(found))
+                page.on("console", lambda m, found=found: found.append(f"console {m.type}: {m.text}")
+                        if m.type == "error" else None)
+                page.on("pageerror", lambda e, found=found: found.append(f"uncaught: {e}"))
+                page.goto(page_path.as_uri(), wait_until="load")
+                res = page.evaluate(CHECK_PAGE_JS)
+                found += [f"image did not load: {src}" for src, ok in res["images"] if not ok]
+                tex = sorted({m.group(0) for m in RAW_TEX.finditer(res["text"])})
+                if tex:
+                    i = RAW_TEX.search(res["text"]).start()
+                    found.append(f"raw TeX {tex} in the text: ...{res['text'][max(0, i - 60):i + 60]}...")
+                found += [f"maths not rendered: {m}" for m in res["unrendered"]]
+                if res["merrors"]:
+                    found.append(f"{res['merrors']} MathJax errors")
+                found += [f"table past the article edge, not in a scrolling box: {t}" for t in res["tables"]]
+                if name == "book/chapters/02_reconstruction.html":
+                    ex = page.evaluate(EXPLORER_JS)
+                    if "error" in ex:
+                        found.append(f"dynamic-range explorer: {ex['error']}")
+                    elif ex["before"] == ex["after"]:
+                        found.append(f"dynamic-range explorer: the image did not change ({ex})")
+                context.close()
+                if found:
+                    problems[name] = found
+        finally:
+            browser.close()
+    return problems
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (Debian package 'chromium'; .ci/run installs it)")
+def test_every_page_reads_cleanly_in_headless_chromium_offline(built):
+    pytest.importorskip("playwright.sync_api", reason="playwright (a test extra) is not installed")
+    problems = check_pages(built["html"])
+    assert not problems, "\n".join(f"{page}:\n  " + "\n  ".join(p) for page, p in problems.items())

@@ -712,3 +712,16 @@ def test_impossible_declared_geometry_is_refused(tmp_path, records, acq, match):
     path = write_oasbud_like(tmp_path / "bad.mat", records, uslib=_declared_meta(4, **acq))
     with pytest.raises(DatasetError, match=r"bad\.mat: variable 'uslib', field 'acquisition'.*" + match):
         load_oasbud(path)
+
+
+def test_a_dataset_displays_in_a_notebook_wrapped_at_spaces_never_cut_mid_word():
+    from IPython.lib.pretty import pretty
+
+    ds = Dataset(list(_dataset()), source="uslib.phantom.simulate_dataset(n_lesions=40, seed=0, "
+                                          "n_nonecho_rows=20, malignant_fraction=0.4, depth_range_mm=(30.0, 50.0)) "
+                                          "phantom v1, uslib 0.1.0; synthetic convolution-model phantom",
+                 synthetic=True)
+    shown = pretty(ds)
+    lines = shown.splitlines()
+    assert len(lines) > 1 and max(map(len, lines)) <= 88
+    assert " ".join(line.strip() for line in lines) == repr(ds), "the same text, only wrapped at spaces"

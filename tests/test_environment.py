@@ -289,3 +289,13 @@ def test_make_does_not_look_for_python_when_the_venv_is_fresh(tmp_path):
     done, _ = _make(tmp_path, "-n", "test", f"VENV={venv}")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [f"{venv}/bin/python -m pytest"]
+
+
+def test_binder_builds_the_compendium_from_the_root_environment_yml():
+    """The book's Binder button needs no other file: repo2docker reads environment.yml at the root
+    (there is no binder/ folder to take precedence) and its pip section installs this package."""
+    assert not (REPO_ROOT / "binder").exists() and not (REPO_ROOT / ".binder").exists()
+    env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    assert "-e ." in pip, "uslib itself is installed"
+    assert "ipykernel" in _pins_environment(), "the notebooks' python3 kernel"

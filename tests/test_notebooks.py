@@ -12,12 +12,13 @@ import pytest
 import yaml
 
 from uslib.config import PROFILE_DIR, parameter_specs
+from uslib.launch import INSTALL_TAG, install_cell_source, repository
 from uslib.run import chapters, notebook_parameters
 
 NOTEBOOKS = chapters()
 
 
-def test_the_six_chapters_are_there():
+def test_the_seven_chapters_are_there():
     names = [p.stem for p in NOTEBOOKS]
     for stem in ("01_data", "02_reconstruction", "03_augmentation", "04_features",
                  "05_cross_validation", "06_results", "07_robustness"):
@@ -34,8 +35,22 @@ def test_stored_clean(path):
             assert cell.get("execution_count") is None, f"{path.name}: execution count stored"
     tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, f"{path.name}: {len(tagged)} parameters cells"
-    assert nb["cells"][0]["cell_type"] == "markdown", "a chapter explains before it computes"
-    assert "".join(nb["cells"][0]["source"]).lstrip().startswith("# "), "first cell is the chapter title"
+    # the install cell for Colab comes first (hidden in the book); then the chapter explains before it computes
+    assert INSTALL_TAG in nb["cells"][0].get("metadata", {}).get("tags", [])
+    assert nb["cells"][1]["cell_type"] == "markdown", "a chapter explains before it computes"
+    assert "".join(nb["cells"][1]["source"]).lstrip().startswith("# "), "the cell after it is the chapter title"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_the_first_cell_installs_uslib_from_the_configured_repository_only_when_missing(path):
+    nb = json.loads(path.read_text())
+    installs = [c for c in nb["cells"] if INSTALL_TAG in c.get("metadata", {}).get("tags", [])]
+    assert len(installs) == 1 and installs[0] is nb["cells"][0]
+    cell = installs[0]
+    assert "remove-cell" in cell["metadata"]["tags"], "the book does not show it"
+    url, branch = repository()
+    assert "".join(cell["source"]) == install_cell_source(url, branch), "run: python -m uslib.launch"
+    assert 'find_spec("uslib") is None' in "".join(cell["source"]), "installs only when uslib is missing"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -398,7 +398,8 @@ def test_parameters_page_shows_the_schema_and_each_profile():
     assert row["tiny.yaml"] == "12" and row["default"] == "40" and row["chapters"].startswith("01")
     assert table.set_index("parameter").loc["cell_timeout_s", "chapters"] == "runner"
     page = parameters_page()
-    assert "| `data_source` | string | phantom \\| oasbud |" in page
+    assert "| `data_source` | where the lesions come from: the synthetic phantom or the OASBUD file. *Required.* " \
+           "Chapters: all. | string: phantom \\| oasbud | `\"phantom\"` |" in page
     assert "**`12`**" in page, "a profile's value that differs from the default is in bold"
 
 
@@ -446,3 +447,20 @@ def test_scheduler_is_documented_and_declared_by_the_feature_chapters():
     assert spec.type == "string or null" and "local" in spec.description and not spec.runner_only
     for stem in ("04_features", "07_robustness"):
         assert "scheduler" in notebook_parameters(REPO_ROOT / "notebooks" / f"{stem}.ipynb"), stem
+
+
+def test_parameters_page_lists_each_parameter_once_typed_from_the_schema():
+    import re
+
+    from uslib.config import parameter_specs
+    from uslib.pages import parameters_page
+
+    page = parameters_page()
+    section = page.split("## Parameters")[1].split("## Profiles")[0]
+    rows = [re.split(r"(?<!\\)\|", line)[1:-1] for line in section.splitlines() if line.startswith("| `")]
+    assert [r[0].strip().strip("`") for r in rows] == list(Profile.model_fields), "each parameter once, in order"
+    specs = parameter_specs()
+    for cells in rows:
+        name, kind = cells[0].strip().strip("`"), cells[2].strip()
+        assert kind.startswith(specs[name].type) and "None" not in kind, (name, kind)
+    assert not re.search("[\u2018\u2019\u201c\u201d]", page), "straight quotes only: values must paste as typed"

@@ -7,12 +7,15 @@ take seconds, not the minutes of the real chapters (tests/test_book.py).
 from __future__ import annotations
 
 import json
+import re
 
 import nbformat
 import papermill as pm
 import pytest
 
 from uslib import store
+from uslib.config import REPO_ROOT
+from uslib.hygiene import ABSOLUTE_PATH, repo_relative
 from uslib.run import BookError, check_chapters, run_profile
 
 
@@ -51,7 +54,7 @@ def test_one_run_stamps_every_chapter_and_records_each_stage(book):
     assert {k: v["status"] for k, v in rec["stages"].items()} == {"01_one": "finished", "02_two": "finished"}
     for name in ("01_one.ipynb", "02_two.ipynb"):
         assert _meta(book, name) == {"run_id": result["run_id"], "profile": "tiny",
-                                     "run_dir": str(book["run_dir"]), "status": "finished"}
+                                     "run_dir": repo_relative(book["run_dir"]), "status": "finished"}
     assert check_chapters(book["out"], notebook_dir=book["src"]) == result["run_id"]
     # a partial re-run with the same parameters continues the same run: still one book
     again = _run(book, only=["02"])
@@ -111,3 +114,40 @@ def test_damage_reports_reach_the_terminal_not_the_page(book, capsys):
     assert "damaged cache file" in err and "x.json" in err
     page = json.dumps(nbformat.read(book["out"] / "01_one.ipynb", as_version=4).cells[-1].get("outputs", []))
     assert "damaged" not in page and "Warning" not in page
+
+
+def test_executed_chapters_have_no_stderr_and_no_absolute_paths(tmp_path):
+    """What a chapter writes to standard error, and the machine's paths, never reach the page."""
+    src = tmp_path / "notebooks"
+    src.mkdir()
+    run_dir = tmp_path / "run"
+    body = ("import sys, warnings, os\n"
+            "print('noise from a library', file=sys.stderr)\n"
+            "warnings.warn('a warning naming ' + os.getcwd())\n"
+            "print('the run directory is', os.path.abspath(run_dir))\n"
+            "print('the code is in', os.path.abspath('uslib/run.py'))\n"
+            "print('the cache is in', os.path.expanduser('~/.keras/models'))")
+    _notebook(src / "01_one.ipynb", body)
+    out = tmp_path / "chapters"
+    run_profile("tiny", notebook_dir=src, output_dir=out, overrides={"run_dir": str(run_dir)})
+    executed = nbformat.read(out / "01_one.ipynb", as_version=4)
+    outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("name") == "stderr"], "stderr reached the page"
+    text = json.dumps({"outputs": outputs, "metadata": executed.metadata,
+                       "injected": [c.source for c in executed.cells
+                                    if "injected-parameters" in c.metadata.get("tags", [])]})
+    assert str(REPO_ROOT) not in text
+    assert not re.search(r"(?<![.\w])" + re.escape(str(run_dir)), text), "the absolute run directory is shown"
+    assert not ABSOLUTE_PATH.search(text), ABSOLUTE_PATH.search(text)
+    stdout = "".join(o.get("text", "") for o in outputs if o.get("name") == "stdout")
+    assert f"the run directory is {repo_relative(run_dir)}" in stdout
+    assert "the code is in uslib/run.py" in stdout and "the cache is in ~/.keras/models" in stdout
+    # the standard error is kept, off the page, in the run directory
+    log = store.chapter_log_path(run_dir, "01_one").read_text()
+    assert "noise from a library" in log and "a warning naming" in log
+    # the two parameter cells are hidden and replaced by one note of the values that applied
+    tags = [c.metadata.get("tags", []) for c in executed.cells]
+    assert sum("remove-cell" in t and ("parameters" in t or "injected-parameters" in t) for t in tags) == 2
+    note = next(c for c in executed.cells if "uslib-parameters-used" in c.metadata.get("tags", []))
+    assert f"| `run_dir` | **`\"{repo_relative(run_dir)}\"`** | `\"runs/tiny\"` |" in note.source
+    assert "| `svm_c` | `1.0` | `1.0` |" in note.source

@@ -313,6 +313,13 @@ class Dataset(Sequence[Lesion]):
         kind = "synthetic" if self.synthetic else "real"
         return f"Dataset({len(self)} lesions, {int(self.labels.sum())} malignant, {kind}, source={self.source!r})"
 
+    def _repr_pretty_(self, p, cycle: bool) -> None:
+        """IPython's display (a notebook's ``ds``): the repr wrapped at spaces to 88 columns, never mid-word."""
+        import textwrap
+
+        p.text(textwrap.fill(repr(self), width=88, subsequent_indent="    ", break_long_words=False,
+                             break_on_hyphens=False))
+
     # Convenience -------------------------------------------------------
     @property
     def keys(self) -> list[str]:

@@ -177,7 +177,7 @@ def _size_text(n_bytes: int | None) -> str:
 
 def _fetch_once(url: str, part: Path, *, timeout_s: float, progress: bool, desc: str) -> tuple[int, int | None]:
     """One HTTP request, appending to (or restarting) ``part``; returns (bytes on disk, expected total)."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain text on stderr, never a notebook widget: the runner keeps stderr off the pages
 
     have = part.stat().st_size if part.exists() else 0
     req = urllib.request.Request(url, headers={"User-Agent": "uslib", "Accept-Encoding": "identity"})

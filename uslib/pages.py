@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import store
+from .hygiene import path_replacements, replace_paths
 from .store import atomic_path, load_json, read_run_record
 from .config import PROFILE_DIR, REPO_ROOT
 
@@ -108,16 +109,21 @@ def parameters_page(notebook_dir: Path | None = None) -> str:
         "",
         "## Parameters",
         "",
-        "*required*: every profile file sets it; *chapters*: the notebooks (by number) that",
-        "declare it, or *runner* for a parameter only the runner reads.",
+        "One row per parameter of the schema. *Required*: every profile file sets it. *Chapters*:",
+        "the notebooks (by number) whose `parameters` cell declares it; the runner alone reads",
+        "the others.",
         "",
     ]
     cols = ["parameter", "type", "allowed", "default", "description", "required", "chapters"]
-    lines.append("| " + " | ".join(cols) + " |")
-    lines.append("|" + "---|" * len(cols))
+    n_chapters = len({c for v in table["chapters"] for c in str(v).split(", ") if c.isdigit()})
+    lines += ["| parameter | meaning | type: accepted values | default |", "|---|---|---|---|"]
     for _, r in table.iterrows():
-        cells = [f"`{_md_escape(r[c])}`" if c in ("parameter", "default") else _md_escape(r[c]) for c in cols]
-        lines.append("| " + " | ".join(cells) + " |")
+        used = str(r["chapters"])
+        used = ("Read by the runner only." if used == "runner" else
+                "Chapters: all." if n_chapters > 1 and len(used.split(", ")) == n_chapters else f"Chapters: {used}.")
+        meaning = _md_escape(r["description"]).rstrip(".") + ". " + ("*Required.* " if r["required"] else "") + used
+        kind = _md_escape(r["type"]) + (f": {_md_escape(r['allowed'])}" if r["allowed"] else "")
+        lines.append(f"| `{_md_escape(r['parameter'])}` | {meaning} | {kind} | `{_md_escape(r['default'])}` |")
     lines.append("")
     profile_cols = [c for c in table.columns if c not in cols]
     if profile_cols:
@@ -175,7 +181,7 @@ def provenance_page(run_dir: str | os.PathLike) -> str:
                 f"{_md_escape(w.get('message', ''))} |"
             )
         lines.append("")
-    lines += _kv_table("Stage timings", rec.get("stage_seconds", {}).items(), ("stage", "seconds"))
+    lines += _stage_timings(rec, "Stage timings")
     lines += _kv_table("Package versions", sorted(prov.get("packages", {}).items()), ("package", "version"))
     params = rec.get("parameters", {})
     if params:
@@ -195,15 +201,49 @@ TARGETS = [
 ]
 
 
+def _stage_timings(rec: dict, title: str) -> list[str]:
+    """A ``##`` table of the run's chapter timings (``stages``), with their sum; [] when none ran.
+
+    Only the chapters of the run this book shows are listed: the book build and
+    the command's end-to-end time (``stage_seconds.book_build``, ``.total``)
+    are written to ``run.json`` after the pages are generated, so a figure
+    there belongs to an earlier invocation and is not shown.
+    """
+    stages = {k: v for k, v in (rec.get("stages") or {}).items() if isinstance(v, dict) and "seconds" in v}
+    if not stages:
+        stages = {k: {"seconds": v} for k, v in (rec.get("stage_seconds") or {}).items()
+                  if k not in ("total", "book_build")}
+    if not stages:
+        return []
+    lines = [f"## {title}", "",
+             f"Seconds each chapter of run `{rec.get('run_id')}` took (a chapter that found its results cached "
+             "takes little time, so a warm rerun reads differently from a cold one; these are records of this "
+             "run, not benchmarks).", "",
+             "| chapter | status | seconds |", "|---|---|---|"]
+    lines += [f"| {_md_escape(k)} | {_md_escape(v.get('status', ''))} | {float(v['seconds']):.1f} |"
+              for k, v in stages.items()]
+    lines += [f"| all chapters | | {sum(float(v['seconds']) for v in stages.values()):.1f} |", ""]
+    return lines
+
+
 def benchmarks_page(run_dir: str | os.PathLike | None = None, bench_dir: Path | None = None) -> str:
-    """Markdown: the targets, this build's own stage timings, and ``runs/benchmarks/*.json``."""
+    """Markdown: the targets, this build's own stage timings, and ``runs/benchmarks/*.json``.
+
+    Without benchmark files the page says so plainly, and how to produce them.
+    """
     bench_dir = bench_dir or (REPO_ROOT / "runs" / "benchmarks")
+    files = sorted(bench_dir.glob("*.json")) if bench_dir.exists() else []
+    intro = ("The measurements below were made on the machine that built this book, each with the command "
+             "that produced it; `make bench` refreshes them." if files else
+             "**No benchmark has been run on the machine that built this book**, so this page has no "
+             "measurements: only the targets, and the chapter timings of the run it shows. To measure, run "
+             "`make bench` (it runs `benchmarks/run_all.py`, each script writing `runs/benchmarks/<name>.json`), "
+             "then rebuild the book: `python -m uslib build --profile P`.")
     lines = [
         "# Benchmarks",
         "",
-        "Speed and memory of the pipeline's stages against the project's targets. The tests",
-        "never assert timings; the figures below are measurements on the machine that built",
-        "this book, each with the command that produced it. `make bench` refreshes them.",
+        "Speed and memory of the pipeline's stages against the project's targets. The tests never",
+        "assert timings. " + intro,
         "",
         "## Targets",
         "",
@@ -213,16 +253,8 @@ def benchmarks_page(run_dir: str | os.PathLike | None = None, bench_dir: Path | 
     lines += [f"| {n} | {w} | {t} |" for n, w, t in TARGETS]
     lines.append("")
     if run_dir is not None and store.record_path(run_dir).exists():
-        rec = read_run_record(run_dir)
-        st = rec.get("stage_seconds", {})
-        if st:
-            table = _kv_table("This build", st.items(), ("stage", "seconds"))
-            note = (f"Stage timings of the run this book shows (profile `{rec.get('profile')}`; a stage that "
-                    "found its results cached is fast, so a warm rebuild reads differently from a cold one):")
-            lines += table[:2] + [note, ""] + table[2:]
-    files = sorted(bench_dir.glob("*.json")) if bench_dir.exists() else []
+        lines += _stage_timings(read_run_record(run_dir), "This build")
     if not files:
-        lines += ["```{note}", "No benchmark script has been run on this machine yet: run `make bench`, then rebuild the book.", "```", ""]
         return "\n".join(lines)
     for f in files:
         rec = load_json(f)
@@ -423,7 +455,10 @@ def _write(path: Path, text: str) -> None:
 
 
 def write_generated_pages(run_dir: str | os.PathLike, out_dir: Path | None = None) -> list[Path]:
-    """Write ``parameters.md``, ``provenance.md``, ``benchmarks.md`` and ``sweep.md`` into ``book/chapters/``."""
+    """Write ``parameters.md``, ``provenance.md``, ``benchmarks.md`` and ``sweep.md`` into ``book/chapters/``.
+
+    Absolute paths of this machine are shown relative (:func:`uslib.hygiene.replace_paths`).
+    """
     out_dir = out_dir or (REPO_ROOT / "book" / "chapters")
     out_dir.mkdir(parents=True, exist_ok=True)
     pages = {
@@ -434,8 +469,9 @@ def write_generated_pages(run_dir: str | os.PathLike, out_dir: Path | None = Non
     }
     # not a page of its own (not in _toc.yml, so not built): included by book/cluster.md
     pages["cluster_estimate.md"] = cluster_estimate_fragment()
+    pairs = path_replacements(run_dir)  # no absolute path of this machine on a page
     written = []
     for name, text in pages.items():
-        _write(out_dir / name, text)
+        _write(out_dir / name, replace_paths(text, pairs)[0])
         written.append(out_dir / name)
     return written

@@ -19,8 +19,10 @@ directory records. ``run.json`` records each stage's status (``running``,
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import datetime as _dt
+import json
 import os
 import platform
 import subprocess
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from . import __version__, scheduler, store
+from .hygiene import path_replacements, replace_paths, repo_relative
 from .config import CHAPTER_DIR, NOTEBOOK_DIR, REPO_ROOT, chapters, load_profile, notebook_parameters, resolve_path
 
 __all__ = [
@@ -43,6 +46,8 @@ __all__ = [
     "provenance",
     "check_chapters",
     "BookError",
+    "clean_chapter",
+    "parameters_used_markdown",
 ]
 
 KERNEL_NAME = "python3"
@@ -115,23 +120,157 @@ def run_chapter(
     notebook = Path(notebook)
     declared = notebook_parameters(notebook)
     passed = {k: v for k, v in params.items() if k in declared}
-    if "run_dir" in passed:
-        passed["run_dir"] = str(resolve_path(passed["run_dir"]))
+    if "run_dir" in passed:  # the kernel runs in the repository root: a relative path is exact, and portable
+        passed["run_dir"] = repo_relative(passed["run_dir"])
     out = Path(output_dir) / notebook.name
     out.parent.mkdir(parents=True, exist_ok=True)
     timeout = cell_timeout_s if cell_timeout_s is not None else params.get("cell_timeout_s", 3600)
-    pm.execute_notebook(
-        str(notebook),
-        str(out),
-        parameters=passed,
-        kernel_name=KERNEL_NAME,
-        cwd=str(REPO_ROOT),
-        execution_timeout=timeout,
-        progress_bar=False,
-        log_output=False,
-        report_mode=False,
-    )
+    try:
+        pm.execute_notebook(
+            str(notebook),
+            str(out),
+            parameters=passed,
+            kernel_name=KERNEL_NAME,
+            cwd=str(REPO_ROOT),
+            execution_timeout=timeout,
+            progress_bar=False,
+            log_output=False,
+            report_mode=False,
+        )
+    finally:
+        if out.exists():
+            run_dir = params.get("run_dir")
+            log = store.chapter_log_path(run_dir, notebook.stem) if run_dir else None
+            cleaned = clean_chapter(out, run_dir=run_dir, log_file=log, profile=params.get("profile"))
+            if cleaned["stderr"]:
+                shown = repo_relative(log) if log is not None else "nowhere"
+                print(f"[uslib] {notebook.stem}: {cleaned['stderr']} standard-error output(s) kept off the page, "
+                      f"in {shown}", flush=True)
     return out
+
+
+def _assignments(source: str) -> dict[str, str]:
+    """``name -> source text of its value`` for the top-level ``name = value`` lines of a cell."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return {}
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            out[node.targets[0].id] = ast.get_source_segment(source, node.value) or ""
+    return out
+
+
+def parameters_used_markdown(defaults: dict[str, str], used: dict[str, str], *, profile: str | None = None,
+                             chapter: str | None = None) -> str:
+    """Markdown of the note that replaces a chapter's two parameter cells on its page.
+
+    ``defaults``: name -> value text of the chapter's ``parameters`` cell;
+    ``used``: name -> value text papermill injected (absent: the default applied).
+
+    Examples
+    --------
+    >>> print(parameters_used_markdown({"svm_c": "1.0", "n_splits": "5"}, {"svm_c": "10"}).splitlines()[-3])
+    | `svm_c` | **`10`** | `1.0` |
+    """
+    source = f"`notebooks/{chapter}.ipynb`" if chapter else "the source notebook"
+    who = f"with profile `{profile}`" if profile else "by the runner"
+    lines = [
+        ":::{admonition} Parameters of this run",
+        ":class: note dropdown",
+        f"This chapter ran {who}. Its `parameters` cell ({source}) holds the defaults; the runner "
+        "(papermill) put this run's values in a cell right after it, which is the one that applied. Both "
+        "cells are in the downloadable notebook; here they are replaced by this table (**bold**: not the "
+        "default). What each parameter means: {doc}`parameters`.",
+        "",
+        "| parameter | value used | default |",
+        "|---|---|---|",
+    ]
+    for name, default in defaults.items():
+        value, default = used.get(name, default).replace("|", "\\|"), default.replace("|", "\\|")
+        shown = f"`{value}`" if value == default else f"**`{value}`**"
+        lines.append(f"| `{name}` | {shown} | `{default}` |")
+    lines.append(":::")
+    return "\n".join(lines)
+
+
+def clean_chapter(path: str | os.PathLike, *, run_dir: str | os.PathLike | None = None,
+                  log_file: str | os.PathLike | None = None, profile: str | None = None) -> dict[str, int]:
+    """Make an executed chapter publishable, in place (atomically).
+
+    * Standard-error outputs (TensorFlow's C++ log lines, warnings, progress
+      bars) leave the page: their text is appended to ``log_file`` (when
+      given) and they are removed from the notebook.
+    * Absolute paths in outputs and in the notebook's metadata become
+      relative (:func:`path_replacements`).
+    * The ``parameters`` cell and papermill's ``injected-parameters`` cell are
+      tagged ``remove-cell`` (they stay in the downloadable notebook) and a
+      note right after them lists the values that applied
+      (:func:`parameters_used_markdown`).
+
+    Returns
+    -------
+    dict
+        ``stderr``: outputs moved off the page; ``paths``: paths made relative.
+    """
+    import nbformat
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    pairs = path_replacements(run_dir)
+    moved: list[str] = []
+    n_paths = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for o in cell.get("outputs", []):
+            if o.get("output_type") == "stream" and o.get("name") == "stderr":
+                moved.append(o.get("text", ""))
+                continue
+            cleaned, n = replace_paths(dict(o), pairs)
+            n_paths += n
+            kept.append(nbformat.from_dict(cleaned))
+        cell.outputs = kept
+    pm_meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):  # papermill records both notebooks' absolute paths
+        if isinstance(pm_meta.get(key), str) and os.path.isabs(pm_meta[key]):
+            pm_meta[key] = repo_relative(pm_meta[key])
+            n_paths += 1
+    meta, n = replace_paths(json.loads(json.dumps(nb.metadata)), pairs)
+    nb.metadata = nbformat.from_dict(meta)
+    n_paths += n
+    _explain_parameter_cells(nb, profile=profile, chapter=path.stem)
+    if moved and log_file is not None:
+        log_file = Path(log_file)
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "w") as fh:
+            fh.write("".join(moved))
+    with store.atomic_path(path) as tmp:
+        nbformat.write(nb, str(tmp))
+    return {"stderr": len(moved), "paths": n_paths}
+
+
+NOTE_TAG = "uslib-parameters-used"
+
+
+def _explain_parameter_cells(nb, *, profile: str | None, chapter: str) -> None:
+    import nbformat
+
+    tags = lambda c: c.metadata.get("tags", [])  # noqa: E731
+    idx = {t: i for i, c in enumerate(nb.cells) for t in ("parameters", "injected-parameters") if t in tags(c)}
+    if "parameters" not in idx or any(NOTE_TAG in tags(c) for c in nb.cells):
+        return
+    defaults = _assignments(nb.cells[idx["parameters"]].source)
+    used = _assignments(nb.cells[idx["injected-parameters"]].source) if "injected-parameters" in idx else {}
+    for i in idx.values():
+        cell = nb.cells[i]
+        if "remove-cell" not in tags(cell):
+            cell.metadata["tags"] = [*tags(cell), "remove-cell"]
+    note = nbformat.v4.new_markdown_cell(parameters_used_markdown(defaults, used, profile=profile, chapter=chapter))
+    note.metadata["tags"] = [NOTE_TAG]
+    nb.cells.insert(max(idx.values()) + 1, note)
 
 
 def _new_run_id() -> str:
@@ -263,7 +402,7 @@ def run_profile(
                 timings[nb.stem] = round(time.perf_counter() - t0, 2)
                 offset = _print_events(events_file, offset)
                 if out.exists():
-                    stamp_chapter(out, run_id=run_id, profile=params.get("profile"), run_dir=str(rdir),
+                    stamp_chapter(out, run_id=run_id, profile=params.get("profile"), run_dir=repo_relative(rdir),
                                   status=status)
                 store.update_run_record(
                     rdir,
@@ -318,7 +457,7 @@ def check_chapters(chapter_dir: str | os.PathLike = CHAPTER_DIR, *, run_dir: str
                         "; ".join(f"run {r}: {', '.join(c)}" for r, c in sorted(ids.items())))
     if not problems:
         (run_id,) = ids
-        rdir = Path(run_dir) if run_dir is not None else (Path(dirs.pop()) if len(dirs) == 1 else None)
+        rdir = Path(run_dir) if run_dir is not None else (resolve_path(dirs.pop()) if len(dirs) == 1 else None)
         if rdir is None:
             problems.append("the chapters name different run directories")
         else:

@@ -117,6 +117,7 @@ __all__ = [
     "manifest_path",
     "record_path",
     "events_path",
+    "chapter_log_path",
     "phantom_path",
     "features_root",
     "feature_dir",
@@ -654,6 +655,11 @@ def manifest_path(run_dir: str | os.PathLike) -> Path:
 def events_path(run_dir: str | os.PathLike) -> Path:
     """``<run_dir>/events.jsonl``."""
     return run_path(run_dir) / "events.jsonl"
+
+
+def chapter_log_path(run_dir: str | os.PathLike, chapter: str) -> Path:
+    """``<run_dir>/logs/<chapter>.stderr.txt``: what a chapter wrote to standard error (kept off its page)."""
+    return run_path(run_dir) / "logs" / f"{chapter}.stderr.txt"
 
 
 def phantom_path(run_dir: str | os.PathLike, *, n_lesions: int, seed: int, key_: str) -> Path:
