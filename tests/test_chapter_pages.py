@@ -67,15 +67,15 @@ def test_every_figure_is_glued_with_alt_text_name_and_caption(name):
 
 @pytest.mark.parametrize("name", CHAPTERS)
 def test_chapter_opens_with_prerequisites_and_time_to_read(name):
-    first = _nb(name).cells[0]
-    assert first.cell_type == "markdown" and first.source.startswith("# ")
+    first = next(c for c in _nb(name).cells if c.cell_type == "markdown")  # after the install cell
+    assert first.source.startswith("# ")
     head = first.source.split("## ")[0]
     assert "**Prerequisites:**" in head and re.search(r"\*\*Time to read:\*\* about \d+ minutes", head)
 
 
 def test_results_page_warning_box_is_under_the_title():
     nb = _nb("06_results")
-    first = nb.cells[0].source
+    first = next(c for c in nb.cells if c.cell_type == "markdown").source
     lines = [ln for ln in first.splitlines() if ln.strip()]
     assert lines[0].startswith("# ") and lines[1] == "```{glue:md} status_banner"
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
