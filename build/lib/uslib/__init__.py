@@ -1,0 +1,12 @@
+"""uslib: helper library of the ultrasound reconstruction compendium.
+
+A companion to Byra et al. (2018), *Impact of ultrasound image reconstruction
+method on breast lesion classification with neural transfer learning*
+(arXiv:1804.02119). One module per stage of the pipeline:
+
+``data`` / ``phantom``  → ``reconstruction`` → ``augmentation`` →
+``features`` → ``evaluation`` → ``plots``; beyond the paper ``qus``,
+``morphology``, ``featurespace`` and ``robustness``; ``run`` executes the book.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,441 @@
+"""Generated reference pages of the book: chapter parameters and provenance.
+
+Both pages are written into ``book/chapters/`` (git-ignored) by the runner
+before the book is built: the parameter table is read from the notebooks'
+``parameters`` cells and the profiles, the provenance page from the run's
+``run.json``. Nothing on them is typed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from . import store
+from .store import atomic_path, load_json, read_run_record
+from .config import PROFILE_DIR, REPO_ROOT
+
+__all__ = [
+    "parameter_table",
+    "parameters_page",
+    "provenance_page",
+    "benchmarks_page",
+    "sweep_page",
+    "scaling_estimate",
+    "cluster_estimate_fragment",
+    "write_generated_pages",
+]
+
+
+def _md_escape(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _kv_table(title: str, items, header: tuple[str, str] = ("item", "value")) -> list[str]:
+    """Lines of a two-column Markdown table under a ``##`` heading ([] when ``items`` is empty)."""
+    items = list(items)
+    if not items:
+        return []
+    lines = [f"## {title}", "", f"| {header[0]} | {header[1]} |", "|---|---|"]
+    lines += [f"| {_md_escape(k)} | {_md_escape(v)} |" for k, v in items]
+    return lines + [""]
+
+
+def parameter_table(notebook_dir: Path | None = None) -> "pandas.DataFrame":  # noqa: F821
+    """One row per parameter of the profile schema (:class:`uslib.config.Profile`).
+
+    Columns: ``parameter``, ``type``, ``allowed`` (values or range),
+    ``default``, ``description``, ``required`` (every profile sets it),
+    ``chapters`` (the notebooks whose ``parameters`` cell declares it, or
+    ``runner``), then one column per profile in ``params/`` (``default.yaml``,
+    ...) with its value (JSON). A profile that fails validation gets no column; its error is in
+    ``table.attrs["invalid_profiles"]`` (name -> message).
+    """
+    import pandas as pd
+
+    from .config import ProfileError, load_profile, parameter_specs
+    from .config import NOTEBOOK_DIR, chapters, notebook_parameters
+
+    declared: dict[str, list[str]] = {}
+    for nb in chapters(notebook_dir or NOTEBOOK_DIR):
+        for name in notebook_parameters(nb):
+            declared.setdefault(name, []).append(nb.stem[:2])
+    profiles, invalid = {}, {}
+    for path in sorted(PROFILE_DIR.glob("*.yaml")):
+        try:
+            profiles[path.name] = load_profile(path)
+        except ProfileError as e:
+            invalid[path.name] = str(e)
+    rows = []
+    for name, spec in parameter_specs().items():
+        row = {
+            "parameter": name,
+            "type": spec.type,
+            "allowed": spec.allowed,
+            "default": json.dumps(spec.default),
+            "description": spec.description,
+            "required": "yes" if spec.required else "",
+            "chapters": "runner" if spec.runner_only else ", ".join(declared.get(name, [])),
+        }
+        for pname, values in profiles.items():
+            row[pname] = json.dumps(values[name])
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table.attrs["invalid_profiles"] = invalid
+    return table
+
+
+def parameters_page(notebook_dir: Path | None = None) -> str:
+    """Markdown: the profile schema and every profile's values, from :func:`parameter_table`."""
+    table = parameter_table(notebook_dir)
+    lines = [
+        "# Chapter parameters",
+        "",
+        "Every parameter is declared once, in `uslib.config.Profile` (type, accepted values,",
+        "default, meaning); this page was generated from that declaration, the notebooks'",
+        "`parameters` cells and the profiles in `params/` when the book was built.",
+        "`python -m uslib run --profile params/NAME.yaml` validates the whole profile before",
+        "any chapter runs and passes each chapter the values it declares; a chapter run on its",
+        "own uses the *default* column and checks its parameters in its first code cell. A",
+        "string is never read as a boolean or a number, and an unknown name is an error. To",
+        "re-run one chapter with a new value:",
+        "",
+        "```bash",
+        ".venv/bin/papermill notebooks/05_cross_validation.ipynb out.ipynb -p svm_c 10",
+        "```",
+        "",
+        "## Parameters",
+        "",
+        "*required*: every profile file sets it; *chapters*: the notebooks (by number) that",
+        "declare it, or *runner* for a parameter only the runner reads.",
+        "",
+    ]
+    cols = ["parameter", "type", "allowed", "default", "description", "required", "chapters"]
+    lines.append("| " + " | ".join(cols) + " |")
+    lines.append("|" + "---|" * len(cols))
+    for _, r in table.iterrows():
+        cells = [f"`{_md_escape(r[c])}`" if c in ("parameter", "default") else _md_escape(r[c]) for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    profile_cols = [c for c in table.columns if c not in cols]
+    if profile_cols:
+        lines += ["## Profiles", "",
+                  "The value of every parameter in each profile (**bold**: differs from the default).", ""]
+        lines.append("| parameter | " + " | ".join(f"`{c}`" for c in profile_cols) + " |")
+        lines.append("|" + "---|" * (len(profile_cols) + 1))
+        for _, r in table.iterrows():
+            cells = [f"**`{_md_escape(r[c])}`**" if r[c] != r["default"] else f"`{_md_escape(r[c])}`"
+                     for c in profile_cols]
+            lines.append(f"| `{r['parameter']}` | " + " | ".join(cells) + " |")
+        lines.append("")
+    for name, message in table.attrs.get("invalid_profiles", {}).items():
+        lines += ["```{warning}", f"`params/{name}` is not a valid profile: {message}", "```", ""]
+    return "\n".join(lines)
+
+
+def provenance_page(run_dir: str | os.PathLike) -> str:
+    """Markdown summary of ``<run_dir>/run.json``."""
+    run_dir = Path(run_dir)
+    path = store.record_path(run_dir)
+    rec = read_run_record(run_dir)
+    prov = rec.get("provenance", {})
+    lines = [
+        "# Provenance",
+        "",
+        f"Generated from `{path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}` "
+        "when the book was built: what ran, on what, with which inputs.",
+        "",
+        "## Run",
+        "",
+        "| item | value |",
+        "|---|---|",
+        f"| run id | `{rec.get('run_id')}` |",
+        f"| profile | `{rec.get('profile')}` |",
+        f"| status | {rec.get('status')} |",
+        f"| started (UTC) | {rec.get('started')} |",
+        f"| finished (UTC) | {rec.get('finished')} |",
+        f"| git commit | `{prov.get('git_commit')}` |",
+        f"| uslib | {prov.get('uslib')} |",
+        f"| Python | {prov.get('python')} |",
+        f"| platform | {_md_escape(prov.get('platform'))} |",
+        f"| CPUs | {prov.get('cpu_count')} |",
+        "",
+    ]
+    lines += _kv_table("Data set", rec.get("dataset", {}).items())
+    weights = rec.get("weights", {})
+    if weights:
+        lines += ["## Network weights used", "",
+                  "| backbone | kind | source | md5 | fingerprint | note |", "|---|---|---|---|---|---|"]
+        for name, w in weights.items():
+            md5 = f"`{w['md5']}`" if w.get("md5") else "—"
+            lines.append(
+                f"| {name} | **{w.get('kind')}** | {_md_escape(w.get('source'))} | {md5} | `{w.get('fingerprint')}` | "
+                f"{_md_escape(w.get('message', ''))} |"
+            )
+        lines.append("")
+    lines += _kv_table("Stage timings", rec.get("stage_seconds", {}).items(), ("stage", "seconds"))
+    lines += _kv_table("Package versions", sorted(prov.get("packages", {}).items()), ("package", "version"))
+    params = rec.get("parameters", {})
+    if params:
+        lines += ["## Parameters of this run", "", "```yaml"]
+        lines += [f"{k}: {json.dumps(v)}" for k, v in params.items()]
+        lines += ["```", ""]
+    return "\n".join(lines)
+
+
+#: The project's speed and memory targets (from its issues), shown beside the measurements.
+TARGETS = [
+    ("phantom", "simulate 100 lesions", "< 60 s on 2 cores"),
+    ("reconstruction", "one 2000×510 scan at 40/50/60 dB", "reported (envelope computed once per scan)"),
+    ("features", "compiled batched extraction vs one-image model.predict", "≥ 2× naive, ≥ 50 % of the matmul roofline, peak RSS < 4 GiB"),
+    ("evaluation", "Train × Test matrix, both backbones, default profile", "< 60 s on 2 cores"),
+    ("book", "make book on params/default.yaml", "< 15 min cold, < 3 min warm (excluding installation)"),
+]
+
+
+def benchmarks_page(run_dir: str | os.PathLike | None = None, bench_dir: Path | None = None) -> str:
+    """Markdown: the targets, this build's own stage timings, and ``runs/benchmarks/*.json``."""
+    bench_dir = bench_dir or (REPO_ROOT / "runs" / "benchmarks")
+    lines = [
+        "# Benchmarks",
+        "",
+        "Speed and memory of the pipeline's stages against the project's targets. The tests",
+        "never assert timings; the figures below are measurements on the machine that built",
+        "this book, each with the command that produced it. `make bench` refreshes them.",
+        "",
+        "## Targets",
+        "",
+        "| benchmark | what | target |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {n} | {w} | {t} |" for n, w, t in TARGETS]
+    lines.append("")
+    if run_dir is not None and store.record_path(run_dir).exists():
+        rec = read_run_record(run_dir)
+        st = rec.get("stage_seconds", {})
+        if st:
+            table = _kv_table("This build", st.items(), ("stage", "seconds"))
+            note = (f"Stage timings of the run this book shows (profile `{rec.get('profile')}`; a stage that "
+                    "found its results cached is fast, so a warm rebuild reads differently from a cold one):")
+            lines += table[:2] + [note, ""] + table[2:]
+    files = sorted(bench_dir.glob("*.json")) if bench_dir.exists() else []
+    if not files:
+        lines += ["```{note}", "No benchmark script has been run on this machine yet: run `make bench`, then rebuild the book.", "```", ""]
+        return "\n".join(lines)
+    for f in files:
+        rec = load_json(f)
+        lines += [f"## {rec.get('name', f.stem)}", "",
+                  f"Measured {rec.get('measured')} on {_md_escape(rec.get('machine', {}).get('platform'))}, "
+                  f"{rec.get('machine', {}).get('cpu_count')} CPUs, with `{_md_escape(rec.get('command'))}`.", ""]
+        if rec.get("notes"):
+            lines += [_md_escape(rec["notes"]), ""]
+        lines += ["| figure | value |", "|---|---|"]
+        lines += [f"| {_md_escape(k)} | {_fmt(v)} |" for k, v in _flatten(rec.get("figures", {})).items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def sweep_page(run_dir: str | os.PathLike) -> str:
+    """Markdown: the run's last sweep (``<run_dir>/sweep/summary.csv``), or a note that none was run.
+
+    One table per backbone: a row per Train/Test setting, a column per point
+    of the grid, each cell the AUC with its 95 % DeLong CI.
+    """
+    lines = [
+        "# Sweep",
+        "",
+        "A sweep re-runs the chapters that declare a swept parameter at every point of a grid,",
+        "each point in its own run directory, sharing this run's data set and features",
+        "(see *Running on a cluster*):",
+        "",
+        "```bash",
+        "python -m uslib sweep --profile params/tiny.yaml --set svm_c=0.1,1,10 [--set n_splits=3,5]",
+        "```",
+        "",
+    ]
+    path = store.sweep_summary_path(run_dir)
+    if not path.exists():
+        lines += ["```{note}", "No sweep has been run for this run directory: this page fills in after "
+                  "`python -m uslib sweep` and a rebuild of the book.", "```", ""]
+        return "\n".join(lines)
+    try:
+        summary = store.load_csv(path, dtype={"point": str, "backbone": str, "train": str, "test": str})
+    except store.DamagedArtefact as exc:
+        lines += ["```{warning}", f"The sweep summary is damaged ({_md_escape(exc.reason)}): run the sweep again.",
+                  "```", ""]
+        return "\n".join(lines)
+    sweep = read_run_record(run_dir).get("sweep", {})
+    swept = list(sweep.get("sets", {})) or [c for c in summary.columns
+                                             if c not in ("point", "backbone", "train", "test", "auc", "ci_low",
+                                                          "ci_high")]
+    rel = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+    lines += [f"Generated from `{_md_escape(rel)}` when the book was built. Swept: "
+              + ", ".join(f"`{s}`" for s in swept) + f"; chapters run at each point: "
+              + (", ".join(sweep.get("chapters", [])) or "(not recorded)")
+              + f"; images whose features were computed for the sweep: {sweep.get('features_computed', 'n/a')}."
+              + " AUC [95 % DeLong CI] per point.", ""]
+    points = list(dict.fromkeys(summary["point"]))
+    for b, table in summary.groupby("backbone", sort=False):
+        lines += [f"## {b}", "", "| train | test | " + " | ".join(f"`{_md_escape(pt)}`" for pt in points) + " |",
+                  "|---|---|" + "---|" * len(points)]
+        for (train, test), rows in table.groupby(["train", "test"], sort=False):
+            cells = []
+            for pt in points:
+                r = rows[rows["point"] == pt]
+                cells.append("" if r.empty else
+                             f"{r.auc.iloc[0]:.3f} [{r.ci_low.iloc[0]:.3f}, {r.ci_high.iloc[0]:.3f}]")
+            lines.append(f"| {train} | {test} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+#: Workloads of the scaling estimate: (name, lesions, images per lesion). The paper's extended set had
+#: 251 lesions; 18 images per lesion are 2 scans × 3 dynamic ranges × 3 margins (the default profile).
+SCALING_WORKLOADS = (("the paper's 251 lesions", 251, 18), ("a clinical collection of 5000 lesions", 5000, 18))
+#: Cluster sizes of the scaling estimate, in nodes.
+SCALING_NODES = (1, 2, 4, 8, 16, 32)
+
+
+def scaling_estimate(bench: dict, *, nodes=SCALING_NODES, workloads=SCALING_WORKLOADS) -> list[dict]:
+    """Feature extraction time on N nodes like the benchmark's, from ``runs/benchmarks/distributed.json``.
+
+    Model: every worker warms up once (``warm-up``: the cold pass's extra
+    time over the warm pass: reading the data, building and tracing the
+    network), then the partitions (one per lesion) are shared out; each costs
+    its images at the measured warm per-node rate plus a fixed overhead
+    (a no-op task's round trip and the worker's own bookkeeping per
+    partition). Nodes are assumed alike (same cores, same per-node rate) and
+    the client's writes and the network are assumed not to be the
+    bottleneck: the bytes returned are shown so that this can be checked.
+
+    Returns
+    -------
+    list of dict
+        One per (workload, nodes): ``workload``, ``nodes``, ``images``,
+        ``seconds``, ``speedup`` (against one node), ``efficiency``,
+        ``mbytes_returned``.
+    """
+    import math
+
+    fig = bench["figures"]
+    lc = fig["local_cluster"]
+    warm, cold = lc["warm_workers"], lc["cold_workers"]
+    workers = int(fig["setup"]["workers"])
+    n_images = int(fig["setup"]["images"])
+    node_rate = float(warm["images_per_s"])  # images/s of one node, workers warm, overhead included
+    per_partition = float(lc["task_round_trip_s"]) + max(0.0, float(warm["worker_other_s_per_partition"]))
+    warm_up = max(0.0, float(cold["seconds"]) - n_images / node_rate)
+    bytes_out = float(warm["bytes_out_per_image"])
+    out = []
+    for name, lesions, per_lesion in workloads:
+        images = lesions * per_lesion
+        base = None
+        for n in nodes:
+            rounds = math.ceil(lesions / (n * workers))
+            seconds = warm_up + images / (n * node_rate) + rounds * per_partition
+            base = base or seconds
+            out.append({"workload": name, "nodes": n, "images": images, "seconds": seconds,
+                        "speedup": base / seconds, "efficiency": base / seconds / n,
+                        "mbytes_returned": images * bytes_out / 1e6})
+    return out
+
+
+def cluster_estimate_fragment(bench_dir: Path | None = None) -> str:
+    """Markdown included by ``book/cluster.md``: the measured figures and the scaling estimate.
+
+    Every number is read from ``runs/benchmarks/distributed.json``
+    (``benchmarks/bench_distributed.py``); without it the fragment says how
+    to measure.
+    """
+    bench_dir = bench_dir or (REPO_ROOT / "runs" / "benchmarks")
+    path = bench_dir / "distributed.json"
+    if not path.exists():
+        return "\n".join(["```{note}", "The distributed benchmark has not been run on this machine: run "
+                          "`.venv/bin/python benchmarks/bench_distributed.py` (or `make bench`), then rebuild the "
+                          "book to see the measured figures and the scaling estimate here.", "```", ""])
+    bench = load_json(path)
+    fig = bench["figures"]
+    setup, ip, lc = fig["setup"], fig["in_process"], fig["local_cluster"]
+    warm, cold = lc["warm_workers"], lc["cold_workers"]
+    lines = [
+        f"Measured {bench.get('measured')} on {_md_escape(bench.get('machine', {}).get('platform'))}, "
+        f"{setup['cpu_count']} CPUs, with `{_md_escape(bench.get('command'))}`: {setup['images']} images of "
+        f"{setup['lesions']} lesions ({setup['backbone']}, random weights, batches of {setup['batch_size']}), "
+        f"{setup['workers']} worker processes of {setup['threads_per_worker']} thread.",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| in-process throughput (network built) | {ip['images_per_s']:.3g} images/s |",
+        f"| LocalCluster throughput, cold workers | {cold['images_per_s']:.3g} images/s |",
+        f"| LocalCluster throughput, warm workers (per node) | {warm['images_per_s']:.3g} images/s |",
+        f"| warm cluster against in-process | {fig['speedup_warm_cluster_vs_in_process']:.3g}× |",
+        f"| largest feature difference, cluster against in-process (relative to the largest feature) | "
+        f"{max(cold['max_rel_diff_vs_in_process'], warm['max_rel_diff_vs_in_process']):.3g} |",
+        f"| model build per worker | {cold['model_build_s_per_worker']:.3g} s (in-process: {ip['model_build_s']:.3g} s) |",
+        f"| inference per image on one worker thread | {warm['inference_s_per_image']:.3g} s |",
+        f"| rendering per image (RF to network input) | {warm['render_s_per_image']:.3g} s |",
+        f"| task round trip (no-op task) | {lc['task_round_trip_s'] * 1e3:.3g} ms |",
+        f"| other worker time per partition (reading, checks) | {warm['worker_other_s_per_partition']:.3g} s |",
+        f"| bytes sent per image (data file readable by the workers) | {warm['bytes_in_per_image']:.4g} |",
+        f"| bytes sent per image (lesions sent with the tasks) | {lc['scattered_lesions']['bytes_in_per_image']:.4g} |",
+        f"| bytes returned per image (features) | {warm['bytes_out_per_image']:.4g} |",
+        f"| LocalCluster start | {lc['start_s']:.3g} s |",
+        "",
+        "Estimated time to extract one backbone's features on *N* nodes like this one "
+        f"({setup['cpu_count']} cores, {setup['workers']} workers each), from the figures above "
+        "(`uslib.pages.scaling_estimate`: warm-up once, then the images at the warm per-node rate, plus "
+        "the per-partition overhead for every round of partitions):",
+        "",
+        "| workload | nodes | images | estimated time | speed-up | efficiency | features returned |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in scaling_estimate(bench):
+        s = r["seconds"]
+        when = f"{s / 3600:.2f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
+        lines.append(f"| {r['workload']} | {r['nodes']} | {r['images']} | {when} | {r['speedup']:.2f}× | "
+                     f"{r['efficiency']:.0%} | {r['mbytes_returned']:.0f} MB |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, name + " / "))
+        else:
+            out[name] = v
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return _md_escape(v)
+
+
+def _write(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_generated_pages(run_dir: str | os.PathLike, out_dir: Path | None = None) -> list[Path]:
+    """Write ``parameters.md``, ``provenance.md``, ``benchmarks.md`` and ``sweep.md`` into ``book/chapters/``."""
+    out_dir = out_dir or (REPO_ROOT / "book" / "chapters")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pages = {
+        "parameters.md": parameters_page(),
+        "provenance.md": provenance_page(run_dir),
+        "benchmarks.md": benchmarks_page(run_dir),
+        "sweep.md": sweep_page(run_dir),
+    }
+    # not a page of its own (not in _toc.yml, so not built): included by book/cluster.md
+    pages["cluster_estimate.md"] = cluster_estimate_fragment()
+    written = []
+    for name, text in pages.items():
+        _write(out_dir / name, text)
+        written.append(out_dir / name)
+    return written

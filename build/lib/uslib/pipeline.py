@@ -1,0 +1,700 @@
+"""Get-or-compute steps of the chapters, against a run directory.
+
+Every chapter calls these functions with its parameters. Each returns the
+artefact it names, reading it from ``run_dir`` when an artefact with the same
+inputs exists and computing (and atomically writing) it otherwise, so a chapter
+run on its own recomputes only what is missing or stale. Each also records
+what it used in ``run_dir/run.json``. Where and how artefacts are stored, and
+what their keys cover, is :mod:`uslib.store`'s business; this module only
+decides what to compute.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import weakref
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import store
+from .store import resolve_path
+
+__all__ = [
+    "get_dataset",
+    "get_manifest",
+    "get_features",
+    "get_matrix",
+    "SENSITIVITY_CHOICES",
+    "get_sensitivity",
+    "get_robustness_manifest",
+    "get_handcrafted_features",
+    "get_roi_db_table",
+    "get_curves",
+    "get_baselines",
+    "features_key",
+    "run_status",
+    "status_banner",
+    "weights_note",
+    "figure_caveat",
+    "run_record",
+]
+
+#: Columns read back as strings from the robustness CSVs.
+_STR_COLUMNS = {"backbone": str, "policy": str, "family": str, "lesion": str, "patient": str,
+                "feature_set": str}
+
+#: Manifest columns that define a result: which images, of which lesion, patient and class.
+_MANIFEST_KEY_COLUMNS = ("lesion", "patient", "label", "scan", "margin_mm", "dynamic_range_db")
+
+
+#: The file each data set of this process was read from: Dataset -> (path, skip_samples). Lets
+#: :func:`get_features` send workers a path instead of the scans.
+_DATA_FILES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _stage_seconds(run_dir, name: str, t0: float) -> None:
+    store.update_run_record(run_dir, stage_seconds={name: round(time.perf_counter() - t0, 2)})
+
+
+def get_dataset(
+    run_dir: str | os.PathLike,
+    *,
+    data_source: str = "phantom",
+    oasbud_path: str | None = None,
+    n_lesions: int = 40,
+    data_seed: int = 0,
+    skip_samples: int = 20,
+    patients_csv: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+):
+    """The run's data set, read through the OASBUD loader.
+
+    ``data_source="phantom"`` simulates ``n_lesions`` lesions (seeded) once,
+    writes them in the OASBUD schema to the run directory
+    (:func:`uslib.store.phantom_path`, sealed) and reads that file back; a
+    damaged or unsealed file is reported and simulated again. ``"oasbud"``
+    reads ``oasbud_path`` (``"download"`` fetches the Zenodo file).
+    With ``cache_dir`` the phantom file is kept there instead (a folder
+    shared by several runs, e.g. the points of a sweep: the file's name
+    carries its key, so sharing is safe).
+
+    Returns
+    -------
+    uslib.data.Dataset
+    """
+    from .data import fetch_oasbud, load_oasbud
+
+    rdir = store.run_path(run_dir)
+    patients = str(resolve_path(patients_csv)) if patients_csv else None
+    t0 = time.perf_counter()
+    if data_source == "phantom":
+        from . import phantom
+        from .data import save_oasbud
+
+        path = store.phantom_path(store.cache_root(rdir, cache_dir), n_lesions=n_lesions, seed=data_seed,
+                                  key_=store.key(store.code_fingerprint("phantom"), int(n_lesions), int(data_seed)))
+
+        def simulate():
+            # Uncompressed: several times faster to write and read than the compressed default.
+            save_oasbud(phantom.simulate_dataset(int(n_lesions), seed=int(data_seed)), path, compress=False)
+            store.seal(path)
+            return path
+
+        store.load_or_compute(lambda: store.verify(path), simulate)
+    elif data_source == "oasbud":
+        if oasbud_path in (None, ""):
+            raise ValueError("data_source='oasbud' needs oasbud_path: a path to OASBUD.mat, or 'download'")
+        if oasbud_path == "download":
+            path = Path(fetch_oasbud())
+        else:
+            path = resolve_path(oasbud_path)
+            if not path.exists():
+                raise FileNotFoundError(
+                    f"OASBUD file not found at {path}. Run the book with python -m uslib run --profile P "
+                    "(or python -m uslib fetch --profile P) with allow_download: true to fetch it there "
+                    "(checked by SHA-256), or download OASBUD.mat from Zenodo record 545928 and put it there."
+                )
+    else:
+        raise ValueError(f"data_source must be 'phantom' or 'oasbud', not {data_source!r}")
+    ds = load_oasbud(path, skip_samples=int(skip_samples), patients=patients)
+    _DATA_FILES[ds] = (str(path), int(skip_samples))
+    store.update_run_record(
+        rdir,
+        dataset={
+            "source": data_source,
+            "file": str(path),
+            "synthetic": bool(ds.synthetic),
+            "n_lesions": len(ds),
+            "n_malignant": int(ds.labels.sum()),
+            "n_patients": len(set(ds.patients)),
+            "fingerprint": ds.fingerprint,
+            "skip_samples": int(skip_samples),
+            "patients_csv": patients,
+        },
+        stage_seconds={"load_dataset": round(time.perf_counter() - t0, 2)},
+    )
+    return ds
+
+
+def get_manifest(dataset, *, dynamic_ranges_db: Sequence[float], margins_mm: Sequence[float],
+                 run_dir: str | os.PathLike | None = None):
+    """The image-set manifest (cheap; recomputed every time, never stale).
+
+    With ``run_dir`` it is also written to ``<run_dir>/manifest.csv`` for
+    readers who want the table outside the book.
+    """
+    from .augmentation import image_set
+
+    manifest = image_set(dataset, dynamic_ranges_db=tuple(dynamic_ranges_db), margins_mm=tuple(margins_mm))
+    if run_dir is not None:
+        store.save_csv(store.manifest_path(run_dir), manifest)
+    return manifest
+
+
+def get_features(
+    run_dir: str | os.PathLike,
+    dataset,
+    manifest,
+    backbone: str,
+    *,
+    weights: str = "imagenet",
+    weights_path: str | None = None,
+    strict_weights: bool = False,
+    weights_seed: int = 0,
+    batch_size: int | None = None,
+    progress: bool = True,
+    allow_download: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    scheduler=None,
+    precision: str = "float32",
+):
+    """Features of every manifest row for one backbone, from the run's feature cache.
+
+    ``allow_download=False`` never tries to download ImageNet weights: the
+    features chapter asks for them (and Keras caches a successful download);
+    later chapters only look in the caches, so a failed download is not
+    retried by every chapter.
+
+    The cache is ``<cache_dir or run_dir>/features/`` (keyed by image
+    content, weights and code, so several runs may share it). ``scheduler``
+    (the profile key, or a ``distributed.Client``) computes the missing
+    images on a Dask cluster (:func:`uslib.features.extract_features`); the
+    cluster is started or connected only when images are missing, and kept
+    for the rest of the process. With None everything runs here.
+
+    Every image is keyed by its own content, crop and dynamic range, not by
+    the manifest it came in, so chapters share features: the robustness
+    chapter's images at the main set's ranges and margins are read from what
+    the features chapter stored, never computed again. ``batch_size`` None
+    is the backbone's rule (:func:`uslib.features.default_batch_size`);
+    ``precision`` (float32 or bfloat16) is cached apart.
+
+    Returns
+    -------
+    uslib.features.FeatureSet
+    """
+    from .features import extract_features
+
+    rdir = store.run_path(run_dir)
+    t0 = time.perf_counter()
+    client = None
+    if isinstance(scheduler, str):
+        from . import scheduler as sched
+
+        def client():
+            return sched.get_client(scheduler)
+    elif scheduler is not None:
+        client = scheduler
+    fs = extract_features(
+        dataset,
+        manifest,
+        backbone,
+        cache_dir=store.features_root(store.cache_root(rdir, cache_dir)),
+        client=client,
+        data_file=_DATA_FILES.get(dataset),
+        weights=None if weights in ("random", None) else weights,
+        weights_path=str(resolve_path(weights_path)) if weights_path else None,
+        strict=bool(strict_weights),
+        seed=int(weights_seed),
+        batch_size=None if batch_size is None else int(batch_size),
+        progress=progress,
+        allow_download=allow_download,
+        precision=precision,
+    )
+    sections: dict[str, Any] = {"weights": {backbone: dict(fs.weights)}}
+    if fs.n_computed:
+        sections["stage_seconds"] = {f"features_{backbone}": round(time.perf_counter() - t0, 2)}
+    if fs.tasks:
+        sections["cluster"] = {f"features_{backbone}": {
+            "partitions": len(fs.tasks), "workers": len({t["worker"] for t in fs.tasks}),
+            "images": int(sum(t["n_images"] for t in fs.tasks)),
+            "build_seconds": round(sum(t["build_seconds"] for t in fs.tasks), 2)}}
+    store.update_run_record(rdir, **sections)
+    return fs
+
+
+def features_key(features: np.ndarray) -> str:
+    """A content hash of a feature matrix (for keying what is computed from it)."""
+    return store.array_digest(np.asarray(features))
+
+
+def _manifest_key(manifest: pd.DataFrame) -> list:
+    cols = [c for c in _MANIFEST_KEY_COLUMNS if c in manifest.columns]
+    return [cols, manifest[cols].astype(str).values.tolist()]
+
+
+def get_matrix(
+    run_dir: str | os.PathLike,
+    feature_set,
+    manifest,
+    *,
+    ranges: Sequence[float] = (40, 50, 60),
+    n_splits: int = 5,
+    cv_seed: int = 0,
+    svm_c: float = 1.0,
+    standardize: bool = True,
+    calibration: str = "grouped",
+    lesion_weighting: bool = False,
+    n_repeats: int = 1,
+    nested_threshold: bool = True,
+):
+    """The Train×Test matrix of one backbone, from ``run_dir/results/<backbone>-<key>/`` or computed.
+
+    The key covers the features' content, the manifest (images, lesions,
+    patients, labels), the CV parameters and the code of
+    :mod:`uslib.evaluation` with the versions of numpy, scipy and
+    scikit-learn: another ``svm_c`` or another patient grouping is another
+    result; the features are reused.
+
+    Returns
+    -------
+    uslib.evaluation.MatrixResult
+    """
+    from . import evaluation as ev
+
+    rdir = store.run_path(run_dir)
+    k = store.key(
+        features_key(feature_set.features),
+        _manifest_key(manifest),
+        feature_set.backbone,
+        list(map(float, ranges)), int(n_splits), int(cv_seed), float(svm_c), bool(standardize), str(calibration),
+        bool(lesion_weighting), int(n_repeats), bool(nested_threshold),
+        store.code_fingerprint("evaluation", packages=("numpy", "scipy", "scikit-learn", "pandas")),
+    )
+    out = store.results_dir(rdir, feature_set.backbone, k)
+
+    def compute():
+        from .config import check_folds_feasible
+
+        lesions = ev.lesion_table(manifest)
+        # the data set's patients are known only now (for OASBUD): an impossible n_splits names itself
+        check_folds_feasible(int(n_splits), lesions["label"].to_numpy(), lesions["patient"].astype(str).to_numpy(),
+                             seeds=range(int(cv_seed), int(cv_seed) + int(n_repeats)),
+                             data=f"the data set ({len(lesions)} lesions)", source="n_splits")
+        t0 = time.perf_counter()
+        result = ev.reconstruction_matrix(
+            feature_set.features,
+            manifest,
+            backbone=feature_set.backbone,
+            ranges=tuple(ranges),
+            n_splits=int(n_splits),
+            seed=int(cv_seed),
+            svm_c=float(svm_c),
+            standardize=bool(standardize),
+            calibration=str(calibration),
+            lesion_weighting=bool(lesion_weighting),
+            n_repeats=int(n_repeats),
+            nested_threshold=bool(nested_threshold),
+        )
+        ev.save_results(result, out)
+        store.seal_dir(out)
+        _stage_seconds(rdir, f"cv_{feature_set.backbone}", t0)
+        return result
+
+    def load():
+        store.verify_dir(out)
+        return ev.load_results(out)[0]
+
+    return store.load_or_compute(load, compute)
+
+
+#: The open protocol choices the sensitivity analysis varies, one at a time: name -> what the other setting is.
+SENSITIVITY_CHOICES = {
+    "standardize": "per-feature standardisation switched",
+    "calibration": "Platt calibration split by image instead of by lesion (or the reverse)",
+    "lesion_weighting": "lesion weighting switched",
+}
+
+
+def get_sensitivity(
+    run_dir: str | os.PathLike,
+    feature_set,
+    manifest,
+    *,
+    ranges: Sequence[float] = (40, 50, 60),
+    n_splits: int = 5,
+    cv_seed: int = 0,
+    svm_c: float = 1.0,
+    standardize: bool = True,
+    calibration: str = "grouped",
+    lesion_weighting: bool = False,
+    baseline=None,
+    n_boot: int = 2000,
+) -> pd.DataFrame:
+    """TrainALL/TestALL AUC and the mean matched→mismatched drop under each open choice.
+
+    One row for the run's own settings (``baseline``, a
+    :class:`~uslib.evaluation.MatrixResult` of these settings, or computed)
+    and one per entry of :data:`SENSITIVITY_CHOICES` with that one choice
+    switched. Each is :func:`get_matrix` with ``n_repeats=1`` and without the
+    nested Table III row (cached like any matrix; the features are reused, so
+    the cost is one cross-validation per row), summarised by
+    :func:`uslib.evaluation.sensitivity_summary`.
+
+    Returns
+    -------
+    DataFrame
+        ``backbone``, ``choice`` (``"as run"`` or a key of
+        :data:`SENSITIVITY_CHOICES`), ``setting`` (in words), ``auc``,
+        ``auc_ci_low``, ``auc_ci_high``, ``mean_drop``, ``drop_ci_low``,
+        ``drop_ci_high``, ``standardize``, ``calibration``, ``lesion_weighting``.
+    """
+    from . import evaluation as ev
+
+    base = {"standardize": bool(standardize), "calibration": str(calibration), "lesion_weighting": bool(lesion_weighting)}
+    other = {"standardize": not base["standardize"],
+             "calibration": "image" if base["calibration"] == "grouped" else "grouped",
+             "lesion_weighting": not base["lesion_weighting"]}
+    common = dict(ranges=ranges, n_splits=n_splits, cv_seed=cv_seed, svm_c=svm_c, n_repeats=1, nested_threshold=False)
+    rows = []
+    for choice in ("as run",) + tuple(SENSITIVITY_CHOICES):
+        settings = dict(base) if choice == "as run" else {**base, choice: other[choice]}
+        if choice == "as run" and baseline is not None:
+            result = baseline
+        else:
+            result = get_matrix(run_dir, feature_set, manifest, **common, **settings)
+        summary = ev.sensitivity_summary(result, n_boot=n_boot, seed=int(cv_seed))
+        words = ", ".join(f"{k} = {v}" for k, v in settings.items()) if choice == "as run" \
+            else f"{choice} = {settings[choice]}"
+        rows.append({"backbone": feature_set.backbone, "choice": choice, "setting": words, **summary})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- #
+# The robustness chapter (beyond the paper)
+# --------------------------------------------------------------------------- #
+
+
+def _load_csvs(*paths: Path) -> list[pd.DataFrame]:
+    frames = [store.load_csv(p, dtype=_STR_COLUMNS) for p in paths]
+    for df in frames:
+        if "seen" in df.columns:
+            df["seen"] = df["seen"].astype(bool)
+    return frames
+
+
+def _folds_key(folds) -> list:
+    return [[np.asarray(tr, int).tolist(), np.asarray(te, int).tolist()] for tr, te in folds]
+
+
+def _get_csvs(paths: Sequence[Path], compute) -> list[pd.DataFrame]:
+    """Load sealed CSVs, or ``compute()`` -> frames (written in order; the first path marks completion last)."""
+    def run():
+        frames = compute()
+        for p, df in list(zip(paths, frames))[::-1]:
+            store.save_csv(p, df)
+        return _load_csvs(*paths)
+
+    def load():
+        for p in paths:
+            store.verify(p)
+        return _load_csvs(*paths)
+
+    return store.load_or_compute(load, run)
+
+
+def get_robustness_manifest(dataset, *, train_ranges_db: Sequence[float], unseen_ranges_db: Sequence[float],
+                            margins_mm: Sequence[float], continuous_range_db: Sequence[float], seed: int):
+    """The robustness chapter's images (:func:`uslib.robustness.robustness_manifest`; cheap, never stale).
+
+    One function for the chapter and for a sweep that prepares its features.
+
+    Returns
+    -------
+    manifest : DataFrame
+    continuous_mask : ndarray of bool
+    """
+    from . import robustness as rb
+
+    return rb.robustness_manifest(dataset, train_ranges_db=train_ranges_db, unseen_ranges_db=unseen_ranges_db,
+                                  margins_mm=margins_mm, continuous_range_db=continuous_range_db, seed=seed)
+
+
+def get_handcrafted_features(run_dir: str | os.PathLike, dataset) -> pd.DataFrame:
+    """:func:`uslib.robustness.handcrafted_features`, cached in ``<run_dir>/robustness/``.
+
+    The key covers the data set's fingerprint (content, patients, labels) and
+    the code of the QUS and morphology features.
+    """
+    from . import robustness as rb
+
+    rdir = store.run_path(run_dir)
+    k = store.key(dataset.fingerprint, store.code_fingerprint("robustness", packages=("numpy", "scipy")))
+    path = store.robustness_path(rdir, "handcrafted", k)
+
+    def compute():
+        t0 = time.perf_counter()
+        table = rb.handcrafted_features(dataset)
+        _stage_seconds(rdir, "handcrafted_features", t0)
+        return [table]
+
+    return _get_csvs([path], compute)[0]
+
+
+def get_roi_db_table(run_dir: str | os.PathLike, dataset, *,
+                     dynamic_ranges_db: Sequence[float] = (40, 50, 60)) -> pd.DataFrame:
+    """:func:`uslib.qus.roi_db_table` (ROI brightness and interior Nakagami m per scan), cached.
+
+    The key covers the data set's fingerprint, the dynamic ranges and the
+    code of :mod:`uslib.qus`.
+    """
+    from . import qus
+
+    rdir = store.run_path(run_dir)
+    ranges = [float(r) for r in dynamic_ranges_db]
+    k = store.key(dataset.fingerprint, ranges, store.code_fingerprint("qus", packages=("numpy", "scipy")))
+    path = store.robustness_path(rdir, "roi-db", k)
+
+    def compute():
+        t0 = time.perf_counter()
+        table = qus.roi_db_table(dataset, dynamic_ranges_db=ranges)
+        _stage_seconds(rdir, "roi_db_table", t0)
+        return [table]
+
+    return _get_csvs([path], compute)[0]
+
+
+def get_curves(run_dir: str | os.PathLike, feature_set, manifest: pd.DataFrame, continuous_mask=None, *,
+               policies=None, test_ranges_db: Sequence[float] | None = None,
+               train_ranges_db: Sequence[float] = (40, 50, 60),
+               continuous_range_db: Sequence[float] | None = None, folds=None, n_splits: int = 5,
+               cv_seed: int = 0, svm_c: float = 1.0, standardize: bool = True, calibration: str = "grouped",
+               lesion_weighting: bool = False, alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`uslib.robustness.generalisation_curves` of one backbone, from the run directory or computed.
+
+    Files ``<run_dir>/robustness/curves-<backbone>-<key>.csv`` and
+    ``predictions-<backbone>-<key>.csv``. The key covers the features'
+    content, the manifest (images, patients, labels), the continuous mask,
+    the policies, test ranges, folds, SVM settings and the code of
+    :mod:`uslib.robustness` and :mod:`uslib.evaluation`.
+
+    Returns
+    -------
+    curves, predictions : DataFrame
+    """
+    from . import evaluation as ev
+    from . import robustness as rb
+
+    rdir = store.run_path(run_dir)
+    if policies is None:
+        policies = rb.DEFAULT_POLICIES
+    if folds is None:
+        lesions = ev.lesion_table(manifest)
+        folds = ev.patient_folds(lesions["label"].to_numpy(), lesions["patient"].astype(str).to_numpy(),
+                                 n_splits=n_splits, seed=cv_seed)
+    mask = np.zeros(len(manifest), bool) if continuous_mask is None else np.asarray(continuous_mask, bool)
+    pol = rb.resolve_policies(policies, train_ranges_db=train_ranges_db)
+    k = store.key(features_key(feature_set.features), _manifest_key(manifest),
+                  np.flatnonzero(mask).tolist(), {n: (list(v) if not isinstance(v, str) else v) for n, v in pol.items()},
+                  None if test_ranges_db is None else list(map(float, test_ranges_db)),
+                  list(map(float, train_ranges_db)),
+                  None if continuous_range_db is None else list(map(float, continuous_range_db)),
+                  _folds_key(folds), int(cv_seed), float(svm_c), bool(standardize), str(calibration),
+                  bool(lesion_weighting), float(alpha), feature_set.backbone,
+                  store.code_fingerprint("robustness", packages=("numpy", "scipy", "scikit-learn", "pandas")))
+    b = feature_set.backbone
+    paths = [store.robustness_path(rdir, "curves", k, b), store.robustness_path(rdir, "predictions", k, b)]
+
+    def compute():
+        t0 = time.perf_counter()
+        curves, preds = rb.generalisation_curves(
+            feature_set.features, manifest, continuous_mask=mask, policies=pol, test_ranges_db=test_ranges_db,
+            train_ranges_db=train_ranges_db, continuous_range_db=continuous_range_db, folds=folds, seed=cv_seed,
+            svm_c=svm_c, standardize=standardize, calibration=calibration, lesion_weighting=lesion_weighting,
+            backbone=b, alpha=alpha, return_predictions=True)
+        _stage_seconds(rdir, f"robustness_{b}", t0)
+        return [curves, preds]
+
+    curves, preds = _get_csvs(paths, compute)
+    return curves, preds
+
+
+def get_baselines(run_dir: str | os.PathLike, dataset, *, folds=None, n_splits: int = 5, cv_seed: int = 0,
+                  svm_c: float = 1.0, standardize: bool = True, calibration: str = "grouped",
+                  alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`uslib.robustness.handcrafted_baselines`, from ``<run_dir>/robustness/`` or computed.
+
+    The features come from :func:`get_handcrafted_features`; the key covers
+    the data set (content, patients, labels), the folds, the SVM settings and
+    the code.
+
+    Returns
+    -------
+    baselines, predictions : DataFrame
+    """
+    from . import evaluation as ev
+    from . import robustness as rb
+
+    rdir = store.run_path(run_dir)
+    table = get_handcrafted_features(rdir, dataset)
+    if folds is None:
+        folds = ev.patient_folds(table["label"].to_numpy(), table["patient"].astype(str).to_numpy(),
+                                 n_splits=n_splits, seed=cv_seed)
+    k = store.key(dataset.fingerprint, _folds_key(folds), int(cv_seed), float(svm_c), bool(standardize),
+                  str(calibration), float(alpha), {n: list(c) for n, c in rb.BASELINE_SETS.items()},
+                  store.code_fingerprint("robustness", packages=("numpy", "scipy", "scikit-learn", "pandas")))
+    paths = [store.robustness_path(rdir, "baselines", k), store.robustness_path(rdir, "baseline-predictions", k)]
+
+    def compute():
+        t0 = time.perf_counter()
+        base, preds = rb.handcrafted_baselines(table=table, folds=folds, seed=cv_seed, svm_c=svm_c,
+                                               standardize=standardize, calibration=calibration, alpha=alpha,
+                                               return_predictions=True)
+        _stage_seconds(rdir, "robustness_baselines", t0)
+        return [base, preds]
+
+    base, preds = _get_csvs(paths, compute)
+    return base, preds
+
+
+def run_status(dataset, feature_sets: Sequence = ()) -> dict[str, Any]:
+    """What a results page must warn about: synthetic data, random or non-ImageNet weights."""
+    kinds = {fs.backbone: fs.weights.get("kind") for fs in feature_sets}
+    return {
+        "synthetic": bool(dataset.synthetic),
+        "random_weights": sorted(b for b, k in kinds.items() if k == "random"),
+        "custom_weights": sorted(b for b, k in kinds.items() if k not in ("random", "imagenet")),
+    }
+
+
+def weights_note(feature_sets: Sequence = ()) -> str:
+    """A MyST note naming the published ImageNet weights a page's features come from ('' if none).
+
+    One line per backbone whose weights are the published Keras ImageNet file
+    (``kind == "imagenet"``: its MD5 equals the published one), e.g.
+    "inception_v3: ImageNet weights (md5 bcbd…f63)". Accepts feature sets
+    (``.backbone``, ``.weights``) or ``(backbone, weights dict)`` pairs.
+
+    Examples
+    --------
+    >>> info = {"kind": "imagenet", "md5": "bcbd6486424b2319ff4ef7d526e38f63"}
+    >>> print(weights_note([("inception_v3", info)]))
+    :::{note}
+    **inception_v3**: ImageNet weights (md5 bcbd6486424b2319ff4ef7d526e38f63), the published Keras file.
+    :::
+    <BLANKLINE>
+    >>> weights_note([("vgg19", {"kind": "random"})])
+    ''
+    """
+    lines = []
+    for backbone, info in _weights_items(feature_sets):
+        if info.get("kind") == "imagenet":
+            md5 = info.get("md5") or "not recorded"
+            lines.append(f"**{backbone}**: ImageNet weights (md5 {md5}), the published Keras file.")
+    if not lines:
+        return ""
+    return ":::{note}\n" + "\n\n".join(lines) + "\n:::\n"
+
+
+def _weights_items(feature_sets: Sequence) -> list[tuple[str, dict]]:
+    out = []
+    for fs in feature_sets:
+        if isinstance(fs, tuple):
+            out.append((str(fs[0]), dict(fs[1])))
+        else:
+            out.append((fs.backbone, dict(fs.weights)))
+    return out
+
+
+def status_banner(dataset, feature_sets: Sequence = ()) -> str:
+    """The boxes at the top of a results page: warnings, and the ImageNet weights used.
+
+    A MyST warning box for synthetic data, random weights or weights that are
+    not the published ImageNet file (none when there is nothing to warn
+    about), followed by :func:`weights_note` (which names the MD5 of each
+    published ImageNet file used). So a run on the real data with the real
+    weights shows no warning, only "ImageNet weights (md5 …)".
+
+    Display it with ``IPython.display.Markdown``; the book renders Markdown
+    outputs as MyST. ``feature_sets`` may be feature sets or
+    ``(backbone, weights dict)`` pairs.
+
+    Examples
+    --------
+    >>> from uslib.data import Dataset
+    >>> "Synthetic data" in status_banner(Dataset([], synthetic=True))
+    True
+    >>> status_banner(Dataset([], synthetic=False))
+    ''
+    """
+    items = _weights_items(feature_sets)
+    st = run_status(dataset, [_Weights(b, w) for b, w in items])
+    parts = []
+    if st["synthetic"]:
+        parts.append(
+            "**Synthetic data.** These results come from the simulated phantom "
+            "(`uslib.phantom`), not from patients. They show what the pipeline does, "
+            "not how it performs on breast lesions."
+        )
+    if st["random_weights"]:
+        names = ", ".join(st["random_weights"])
+        parts.append(
+            f"**Random weights.** No ImageNet weights were available for {names}: the features come "
+            "from a seeded random initialisation and are *not* transfer learning."
+        )
+    if st["custom_weights"]:
+        md5s = {b: w.get("md5") for b, w in items}
+        names = ", ".join(f"{b} (md5 {md5s.get(b) or 'not recorded'})" for b in st["custom_weights"])
+        parts.append(
+            f"**Non-ImageNet weights.** {names} used a weights file that is not the published "
+            "Keras ImageNet file (its checksum differs); see the Provenance page."
+        )
+    warning = ":::{warning}\n" + "\n\n".join(parts) + "\n:::\n" if parts else ""
+    note = weights_note(items)
+    return warning + ("\n" if warning and note else "") + note
+
+
+class _Weights:
+    """A (backbone, weights dict) pair in the shape :func:`run_status` reads."""
+
+    def __init__(self, backbone: str, weights: dict):
+        self.backbone, self.weights = backbone, weights
+
+
+def figure_caveat(dataset, feature_sets: Sequence = ()) -> str:
+    """The stamp for a figure whose content is not what the paper measured ('' when none is due).
+
+    ``"SYNTHETIC DATA"``, ``"RANDOM WEIGHTS"``, ``"NON-IMAGENET WEIGHTS"``,
+    joined by `` · `` (for :func:`uslib.plots.label_synthetic`).
+
+    Examples
+    --------
+    >>> from uslib.data import Dataset
+    >>> figure_caveat(Dataset([], synthetic=True), [("vgg19", {"kind": "custom"})])
+    'SYNTHETIC DATA · NON-IMAGENET WEIGHTS'
+    >>> figure_caveat(Dataset([], synthetic=False), [("vgg19", {"kind": "imagenet"})])
+    ''
+    """
+    st = run_status(dataset, [_Weights(b, w) for b, w in _weights_items(feature_sets)])
+    parts = (["SYNTHETIC DATA"] if st["synthetic"] else []) + (["RANDOM WEIGHTS"] if st["random_weights"] else []) \
+        + (["NON-IMAGENET WEIGHTS"] if st["custom_weights"] else [])
+    return " · ".join(parts)
+
+
+def run_record(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The run's ``run.json`` as a dict (empty if the run has not started)."""
+    return store.read_run_record(run_dir)

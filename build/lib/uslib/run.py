@@ -1,0 +1,540 @@
+"""Execute the chapters with papermill and build the book.
+
+``python -m uslib run --profile params/default.yaml`` runs every notebook in
+``notebooks/`` in order into ``book/chapters/``, passing each the profile's
+values for the parameters it declares, records provenance and stage timings
+in ``<run_dir>/run.json``, writes the generated reference pages (parameter
+table, provenance) and builds the HTML book with Jupyter Book
+(``execute_notebooks: off``: the book shows exactly what the runner computed).
+A chapter that fails stops the run and the book is not built.
+
+**One run per book.** Every run gets a run id (recorded in ``run.json``);
+each executed chapter carries it in its notebook metadata (``uslib``:
+run id, profile, run directory, status), and :func:`check_chapters` refuses
+to build a book from chapters of different runs, from a chapter that failed
+or was interrupted, or from chapters whose run is not the one the run
+directory records. ``run.json`` records each stage's status (``running``,
+``finished``, ``failed``, ``interrupted``) and seconds.
+
+**The terminal shows progress, not noise.** While a chapter runs, the
+runner reads the run's events file (:func:`uslib.store.report_progress`,
+:func:`uslib.store.report_damage`) and prints each long stage's progress
+(images done/total, images/s, time left) on its own terminal, never into
+the notebook (:func:`format_progress`). Kernels talk to the runner over IPC
+sockets (:class:`IPCKernelManager`), not TCP, so ipykernel has no
+unencrypted-TCP warning to print.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from . import __version__, scheduler, store
+from .config import CHAPTER_DIR, NOTEBOOK_DIR, REPO_ROOT, chapters, load_profile, notebook_parameters, resolve_path
+
+__all__ = [
+    "NOTEBOOK_DIR",
+    "CHAPTER_DIR",
+    "chapters",
+    "notebook_parameters",
+    "run_chapter",
+    "run_profile",
+    "build_book",
+    "provenance",
+    "check_chapters",
+    "BookError",
+    "format_progress",
+    "EventTail",
+    "IPCKernelManager",
+]
+
+KERNEL_NAME = "python3"
+
+#: Packages whose versions go into the provenance record.
+PACKAGES = (
+    "numpy", "scipy", "pandas", "scikit-learn", "scikit-image", "tensorflow-cpu",
+    "tensorflow", "keras", "matplotlib", "seaborn", "papermill", "jupyter-book",
+    "myst-nb", "h5py", "pooch",
+)
+
+
+class BookError(RuntimeError):
+    """The executed chapters cannot be published as one book."""
+
+
+def _kernel_manager_class():
+    """A Jupyter kernel manager whose kernels listen on IPC (Unix) sockets instead of TCP.
+
+    The kernel is on this machine, so IPC is enough and is reachable by this
+    user only; over TCP every chapter's kernel prints ipykernel's warning
+    about unencrypted TCP on the runner's terminal. Made on first use, so
+    ``import uslib.run`` stays cheap.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class IPCKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _default_transport(self):
+            return "ipc"
+
+    return IPCKernelManager
+
+
+def __getattr__(name: str):  # IPCKernelManager, built lazily
+    if name == "IPCKernelManager":
+        return _kernel_manager_class()
+    raise AttributeError(name)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def format_progress(event: dict[str, Any]) -> str:
+    """One terminal line for a progress event (:func:`uslib.store.report_progress`).
+
+    Examples
+    --------
+    >>> format_progress({"stage": "vgg19 features", "done": 300, "total": 1800, "seconds": 60.0, "unit": "img"})
+    'vgg19 features: 300/1800 img (17 %), 5.0 img/s, about 5 min 00 s left'
+    >>> format_progress({"stage": "vgg19 features", "done": 0, "total": 1800, "seconds": 0.0, "unit": "img"})
+    'vgg19 features: 0/1800 img (0 %), starting'
+    """
+    done, total = int(event.get("done", 0)), int(event.get("total", 0))
+    seconds, unit = float(event.get("seconds", 0.0)), event.get("unit", "img")
+    share = f"{done / total:.0%}".replace("%", " %") if total else "?"
+    head = f"{event.get('stage', '?')}: {done}/{total} {unit} ({share})"
+    if done <= 0 or seconds <= 0:
+        return f"{head}, starting"
+    rate = done / seconds
+    if done >= total:
+        return f"{head}, {rate:.1f} {unit}/s, done in {_duration(seconds)}"
+    return f"{head}, {rate:.1f} {unit}/s, about {_duration((total - done) / rate)} left"
+
+
+class EventTail:
+    """Prints what the chapters append to the run's events file, while they run.
+
+    :meth:`poll` reads the lines appended since the last call and prints
+    damage reports at once and progress at most every ``every_s`` seconds per
+    stage (always the first and the last of a stage); :meth:`running` does
+    that in a thread every ``interval_s`` seconds for the duration of a
+    ``with`` block.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, offset: int = 0, prefix: str = "[uslib]", every_s: float = 10.0,
+                 interval_s: float = 2.0, stream=None, clock=time.monotonic):
+        import threading
+
+        self.path, self.offset, self.prefix = Path(path), int(offset), prefix
+        self.every_s, self.interval_s, self.clock = float(every_s), float(interval_s), clock
+        self.stream = stream
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def _print(self, text: str) -> None:
+        print(f"{self.prefix} {text}", file=self.stream or sys.stderr, flush=True)
+
+    def poll(self) -> int:
+        """Print what is new; return the number of lines printed."""
+        with self._lock:
+            events, self.offset = store.read_events(self.path, start=self.offset)
+            printed = 0
+            for e in events:
+                if e.get("kind") == "progress":
+                    stage, now = str(e.get("stage")), self.clock()
+                    last = self._last.get(stage)
+                    final = int(e.get("done", 0)) >= int(e.get("total", 0))
+                    if last is None or final or now - last >= self.every_s:
+                        self._print(format_progress(e))
+                        self._last[stage] = now
+                        printed += 1
+                    if final:
+                        self._last.pop(stage, None)
+                else:
+                    self._print(f"warning: damaged cache file {e.get('path')} ({e.get('reason')}): {e.get('action')}")
+                    printed += 1
+            return printed
+
+    @contextlib.contextmanager
+    def running(self):
+        import threading
+
+        stop = threading.Event()
+
+        def loop():
+            while not stop.wait(self.interval_s):
+                with contextlib.suppress(Exception):  # a display problem must not stop a run
+                    self.poll()
+
+        t = threading.Thread(target=loop, name="uslib-event-tail", daemon=True)
+        t.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            t.join()
+            self.poll()
+
+
+def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def provenance() -> dict[str, Any]:
+    """Software and machine facts recorded with every run."""
+    return {
+        "uslib": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "packages": package_versions(),
+        "git_commit": git_commit(),
+    }
+
+
+def run_chapter(
+    notebook: str | os.PathLike,
+    params: dict[str, Any],
+    *,
+    output_dir: str | os.PathLike = CHAPTER_DIR,
+    cell_timeout_s: float | None = None,
+) -> Path:
+    """Execute one notebook with the profile's values for its declared parameters.
+
+    Parameters not declared by the notebook are not passed. Returns the path of
+    the executed notebook. Raises ``papermill.PapermillExecutionError`` if a
+    cell fails (the executed notebook, with the traceback, is still written).
+    """
+    import papermill as pm
+
+    notebook = Path(notebook)
+    declared = notebook_parameters(notebook)
+    passed = {k: v for k, v in params.items() if k in declared}
+    if "run_dir" in passed:
+        passed["run_dir"] = str(resolve_path(passed["run_dir"]))
+    out = Path(output_dir) / notebook.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    timeout = cell_timeout_s if cell_timeout_s is not None else params.get("cell_timeout_s", 3600)
+    pm.execute_notebook(
+        str(notebook),
+        str(out),
+        parameters=passed,
+        kernel_name=KERNEL_NAME,
+        cwd=str(REPO_ROOT),
+        execution_timeout=timeout,
+        progress_bar=False,
+        log_output=False,
+        report_mode=False,
+        kernel_manager_class=_kernel_manager_class(),
+    )
+    return out
+
+
+def _new_run_id() -> str:
+    import uuid
+
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{now}-{uuid.uuid4().hex[:8]}"
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def stamp_chapter(path: str | os.PathLike, **meta: Any) -> None:
+    """Write ``meta`` into the ``uslib`` metadata of an executed notebook (atomically)."""
+    import nbformat
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata["uslib"] = {**nb.metadata.get("uslib", {}), **meta}
+    with store.atomic_path(path) as tmp:
+        nbformat.write(nb, str(tmp))
+
+
+def _print_events(events_file: Path, offset: int) -> int:
+    tail = EventTail(events_file, offset=offset)
+    tail.poll()
+    return tail.offset
+
+
+def run_profile(
+    profile: str | os.PathLike,
+    *,
+    only: Iterable[str] | None = None,
+    output_dir: str | os.PathLike = CHAPTER_DIR,
+    overrides: dict[str, Any] | None = None,
+    notebook_dir: str | os.PathLike = NOTEBOOK_DIR,
+    fetch: bool = True,
+) -> dict[str, Any]:
+    """Execute the chapters of a profile in order; record the run in run.json.
+
+    The whole profile is validated first (:func:`uslib.config.load_profile`),
+    before any chapter starts. A full run starts a new run id; a partial run
+    (``only``) continues the run recorded in the run directory when its
+    parameters are the same, and starts a new one otherwise (a book then
+    needs the other chapters re-run: :func:`check_chapters`).
+
+    Parameters
+    ----------
+    profile : str or path
+        Profile name or YAML path.
+    only : iterable of str, optional
+        Run only chapters whose file name starts with one of these prefixes
+        (e.g. ``["05"]``).
+    output_dir : path
+        Where the executed notebooks go (``book/chapters/``).
+    overrides : dict, optional
+        Parameter values that replace the profile's (e.g. another ``run_dir``).
+    notebook_dir : path
+        Where the source notebooks are.
+    fetch : bool, default True
+        First download what the profile lacks and may download
+        (:func:`uslib.check.fetch_missing`: the OASBUD file checked by
+        SHA-256, ImageNet weights checked by MD5, with progress bars), so
+        that the chapters find everything in place.
+
+    Returns
+    -------
+    dict
+        ``params``, ``run_dir``, ``run_id``, ``stage_seconds``.
+    """
+    params = load_profile(profile, overrides=overrides)
+    if fetch:
+        from .check import fetch_missing
+
+        fetch_missing(params)
+    # Kernels inherit the environment: quiet TensorFlow's C++ logging, use oneDNN.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    rdir = store.run_path(params["run_dir"])
+    previous = store.read_run_record(rdir)  # a damaged record stops here, naming the file
+    only = list(only) if only else None
+    same = previous.get("parameters") == params and previous.get("run_id")
+    run_id = previous["run_id"] if (only and same) else _new_run_id()
+    fresh = run_id != previous.get("run_id")
+    if fresh:  # a new run starts with no stages and no timings of the run before
+        store.update_run_record(rdir, stages=None, stage_seconds=None, finished=None, scheduler=None, cluster=None)
+    store.update_run_record(
+        rdir,
+        run_id=run_id,
+        profile=params.get("profile"),
+        parameters=params,
+        provenance=provenance(),
+        started=_now() if fresh else previous.get("started"),
+        finished=None,
+        status="running",
+    )
+    events_file = store.events_path(rdir)
+    offset = events_file.stat().st_size if events_file.exists() else 0
+    old_env = os.environ.get(store.EVENTS_ENV)
+    os.environ[store.EVENTS_ENV] = str(events_file)
+    timings: dict[str, float] = {}
+    resources = contextlib.ExitStack()
+    try:
+        selected = [nb for nb in chapters(notebook_dir) if not only or any(nb.name.startswith(o) for o in only)]
+        # One cluster for the whole run (its workers keep the networks between chapters), started only
+        # when a chapter that runs declares `scheduler`; the chapters get its address and start nothing.
+        wanted = params.get("scheduler") if any("scheduler" in notebook_parameters(nb) for nb in selected) else None
+        client = resources.enter_context(scheduler.cluster(wanted))
+        chapter_params = params
+        if client is not None:
+            chapter_params = {**params, "scheduler": client.scheduler.address}
+            store.update_run_record(rdir, scheduler={"spec": params["scheduler"], **scheduler.describe(client)})
+        for nb in selected:
+            t0 = time.perf_counter()
+            print(f"[uslib] {nb.stem}: running", flush=True)
+            store.update_run_record(rdir, stages={nb.stem: {"status": "running", "started": _now()}})
+            out = Path(output_dir) / nb.name
+            status = "failed"
+            tail = EventTail(events_file, offset=offset, prefix=f"[uslib] {nb.stem}:")
+            try:
+                with tail.running():
+                    run_chapter(nb, chapter_params, output_dir=output_dir)
+                status = "finished"
+            except KeyboardInterrupt:
+                status = "interrupted"
+                raise
+            finally:
+                timings[nb.stem] = round(time.perf_counter() - t0, 2)
+                offset = _print_events(events_file, tail.offset)
+                if out.exists():
+                    stamp_chapter(out, run_id=run_id, profile=params.get("profile"), run_dir=str(rdir),
+                                  status=status)
+                store.update_run_record(
+                    rdir,
+                    stages={nb.stem: {"status": status, "seconds": timings[nb.stem], "ended": _now()}},
+                    stage_seconds={nb.stem: timings[nb.stem]},
+                    **({} if status == "finished" else {"status": status}),
+                )
+            print(f"[uslib] {nb.stem}: done in {timings[nb.stem]:.1f} s", flush=True)
+    finally:
+        resources.close()
+        if old_env is None:
+            os.environ.pop(store.EVENTS_ENV, None)
+        else:
+            os.environ[store.EVENTS_ENV] = old_env
+    store.update_run_record(rdir, finished=_now(), status="finished")
+    return {"params": params, "run_dir": rdir, "run_id": run_id, "stage_seconds": timings}
+
+
+def check_chapters(chapter_dir: str | os.PathLike = CHAPTER_DIR, *, run_dir: str | os.PathLike | None = None,
+                   notebook_dir: str | os.PathLike = NOTEBOOK_DIR) -> str:
+    """Check that the executed chapters make one book; return their run id.
+
+    Every chapter of ``notebook_dir`` must have been executed into
+    ``chapter_dir`` by the runner, have finished, and carry the same run id,
+    which must be the run id of ``run_dir``'s ``run.json`` (by default the
+    run directory the chapters name).
+
+    Raises
+    ------
+    BookError
+        Naming the chapters at fault and what to run.
+    """
+    import nbformat
+
+    chapter_dir = Path(chapter_dir)
+    problems, ids, dirs = [], {}, set()
+    for nb in chapters(notebook_dir):
+        out = chapter_dir / nb.name
+        if not out.exists():
+            problems.append(f"{nb.stem} has not been executed")
+            continue
+        meta = nbformat.read(out, as_version=4).metadata.get("uslib")
+        if not meta or not meta.get("run_id"):
+            problems.append(f"{nb.stem} was not executed by the runner (no run id)")
+            continue
+        if meta.get("status") != "finished":
+            problems.append(f"{nb.stem} {meta.get('status', 'did not finish')} in run {meta['run_id']}")
+        ids.setdefault(meta["run_id"], []).append(nb.stem)
+        dirs.add(meta.get("run_dir"))
+    if len(ids) > 1:
+        problems.append("the chapters come from different runs: " +
+                        "; ".join(f"run {r}: {', '.join(c)}" for r, c in sorted(ids.items())))
+    if not problems:
+        (run_id,) = ids
+        rdir = Path(run_dir) if run_dir is not None else (Path(dirs.pop()) if len(dirs) == 1 else None)
+        if rdir is None:
+            problems.append("the chapters name different run directories")
+        else:
+            recorded = store.read_run_record(rdir).get("run_id")
+            if recorded != run_id:
+                problems.append(f"the chapters come from run {run_id}, but {store.record_path(rdir)} records run "
+                                f"{recorded}: the provenance page would describe another run")
+    if problems:
+        raise BookError("cannot build one book from these chapters: " + "; ".join(problems) +
+                        ". Run every chapter with one profile: python -m uslib run --profile P")
+    return run_id
+
+
+def build_book(root: str | os.PathLike = REPO_ROOT, *, strict: bool = True,
+               run_dir: str | os.PathLike | None = None) -> Path:
+    """``jupyter-book build`` of ``root`` (the repository root); returns ``_build/html/index.html``.
+
+    The executed chapters under ``root/book/chapters`` are checked first
+    (:func:`check_chapters`): a book is built from one run only. With
+    ``strict`` every Sphinx warning is an error (``-W --keep-going``).
+    """
+    root = Path(root)
+    check_chapters(root / "book" / "chapters", run_dir=run_dir)
+    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
+           "build", str(root), "--builder", "html"]
+    if strict:
+        cmd += ["-W", "--keep-going"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=root)
+    if proc.returncode != 0:
+        raise RuntimeError(f"jupyter-book build failed (exit {proc.returncode}); see the log above")
+    index = root / "_build" / "html" / "index.html"
+    print(f"[uslib] book built in {time.perf_counter() - t0:.1f} s: {index}", flush=True)
+    return index
+
+
+def main_check(profile: str, *, params: dict[str, Any] | None = None) -> int:
+    """``python -m uslib check``: print the pre-flight check; 0 when the profile can run here, else 1.
+
+    ``params``: the profile already loaded (the runner validates it fully
+    first); by default it is loaded here without the phantom's fold check,
+    so the answer comes in a second or two.
+    """
+    from .check import format_preflight, preflight
+
+    report = preflight(params if params is not None else load_profile(profile, check_folds=False))
+    print(format_preflight(report), flush=True)
+    return 0 if report.ok else 1
+
+
+def main_run(profile: str, *, only: list[str] | None = None, build: bool = True) -> int:
+    """``python -m uslib run``: the pre-flight check, then the chapters, the generated pages, the book.
+
+    A profile that cannot run here (:func:`uslib.check.preflight`) stops
+    before anything is downloaded or computed, with exit status 1.
+    """
+    from .pages import write_generated_pages
+
+    t0 = time.perf_counter()
+    if main_check(profile, params=load_profile(profile)) != 0:
+        print("[uslib] not running: fix the problems above (python -m uslib check --profile P repeats the check)",
+              file=sys.stderr, flush=True)
+        return 1
+    result = run_profile(profile, only=only)
+    rdir = result["run_dir"]
+    if build:
+        check_chapters(CHAPTER_DIR, run_dir=rdir)
+        write_generated_pages(rdir)
+        t1 = time.perf_counter()
+        build_book(run_dir=rdir)
+        store.update_run_record(rdir, stage_seconds={"book_build": round(time.perf_counter() - t1, 2)})
+    total = time.perf_counter() - t0
+    store.update_run_record(rdir, stage_seconds={"total": round(total, 2)})
+    print(f"[uslib] total {total:.1f} s", flush=True)
+    return 0
+
+
+def main_build(profile: str) -> int:
+    """``python -m uslib build``: build the book from the executed chapters of one run."""
+    from .pages import write_generated_pages
+
+    rdir = store.run_path(load_profile(profile)["run_dir"])
+    check_chapters(CHAPTER_DIR, run_dir=rdir)
+    write_generated_pages(rdir)
+    build_book(run_dir=rdir)
+    return 0
