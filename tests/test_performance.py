@@ -353,3 +353,16 @@ def test_importing_tensorflow_through_uslib_prints_no_banner():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "2.0"
     assert "oneDNN custom operations" not in out.stderr and "absl::InitializeLog" not in out.stderr
+
+
+def test_gpu_bench_peaks_and_backend_choice(monkeypatch):
+    import bench_gpu as G
+
+    assert G.peaks_for("NVIDIA H100 80GB HBM3") == ("H100 SXM", (66.9, 494.7, 989.4))
+    assert G.peaks_for("NVIDIA H100 PCIe")[0] == "H100 PCIe" and G.peaks_for("cpu") == (None, None)
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert G.choose_backend(None) == "jax" and G.choose_backend("tensorflow") == "tensorflow"
+    monkeypatch.delenv("KERAS_BACKEND")
+    monkeypatch.setattr(G.importlib.util, "find_spec", lambda name: None)  # no TensorFlow: JAX
+    assert G.choose_backend(None) == "jax"
+    assert "uslib" not in Path(G.__file__).read_text().split('"""', 2)[2].split("def ")[0]  # no uslib import
