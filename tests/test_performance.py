@@ -334,7 +334,9 @@ def test_event_tail_thread_prints_while_the_block_runs(tmp_path):
 def test_kernels_use_ipc_not_tcp():
     from uslib import run
 
-    assert run._kernel_manager_class()().transport == "ipc"
+    km = run._kernel_manager_class()()
+    assert km.transport == "ipc"
+    assert len(km.ip) + len("-65535") < 100, "a Unix socket path must stay under ~107 bytes"
 
 
 def test_quiet_stderr_drops_tensorflow_banner_only(capfd):

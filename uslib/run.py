@@ -86,7 +86,30 @@ def _kernel_manager_class():
         def _default_transport(self):
             return "ipc"
 
+        @default("ip")
+        def _default_ip(self):  # the sockets' path prefix: short, since a Unix socket path has ~107 bytes
+            import uuid
+
+            return os.path.join(_ipc_dir(), f"k-{uuid.uuid4().hex[:8]}")
+
     return IPCKernelManager
+
+
+_IPC_DIR: list[str] = []
+
+
+def _ipc_dir() -> str:
+    """A private folder for this process's kernel sockets, in a short temporary path; removed at exit."""
+    if not _IPC_DIR:
+        import atexit
+        import shutil
+        import tempfile
+
+        base = tempfile.gettempdir()
+        d = tempfile.mkdtemp(prefix="uslib-", dir=base if len(base) <= 40 else "/tmp")
+        atexit.register(shutil.rmtree, d, ignore_errors=True)
+        _IPC_DIR.append(d)
+    return _IPC_DIR[0]
 
 
 def __getattr__(name: str):  # IPCKernelManager, built lazily
