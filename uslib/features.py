@@ -890,13 +890,15 @@ def _build(bb: Backbone, info: WeightsInfo):
         try:
             keras.utils.set_random_seed(int(info.seed or 0))
             with _private_python_random(int(info.seed or 0)):
-                base = ctor(weights=None, **kwargs)
+                with _POLICY_LOCK:  # not while another thread builds a bfloat16 twin
+                    base = ctor(weights=None, **kwargs)
         finally:  # do not leave the caller's global generators reseeded
             random.setstate(py_state)
             np.random.set_state(np_state)
     else:
         try:
-            base = ctor(weights=info.path, **kwargs)
+            with _POLICY_LOCK:
+                base = ctor(weights=info.path, **kwargs)
         except Exception as exc:
             raise WeightsUnavailableError(
                 f"{bb.name}: could not load weights from {info.path}: {exc}. "
