@@ -84,7 +84,7 @@ def _kernel_manager_class():
     class IPCKernelManager(AsyncKernelManager):
         @default("transport")
         def _default_transport(self):
-            return "ipc"
+            return "tcp" if os.name == "nt" else "ipc"  # ZeroMQ has no IPC transport on Windows
 
         @default("ip")
         def _default_ip(self):  # the sockets' path prefix: short, since a Unix socket path has ~107 bytes
