@@ -6,6 +6,7 @@
 #   make bench    run the benchmarks (minutes; not part of the tests)
 #
 # PROFILE=params/tiny.yaml make book   runs another profile.
+# make venv TF='tensorflow[and-cuda]==2.21.0'  a new .venv with TensorFlow's CUDA build (GPU)
 # make book PYTHON=python3.12          makes .venv with that interpreter (default:
 #                                      python3, else the newest supported python3.X).
 
@@ -14,6 +15,9 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PROFILE ?= params/default.yaml
 STAMP   := $(VENV)/.installed
+# TensorFlow in place of the pinned tensorflow-cpu when a new $(VENV) is made, e.g. for NVIDIA GPUs:
+#   rm -rf .venv && make venv TF='tensorflow[and-cuda]==2.21.0'   (keep the pinned version)
+TF      ?=
 
 # The Pythons every pin has a wheel for, oldest first: python-support.toml
 # records each pin's, and tests/test_environment.py checks that this list,
@@ -60,6 +64,7 @@ $(STAMP): pyproject.toml
 	@$(py_for_venv)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(if $(TF),$(PY) -m pip uninstall --quiet -y tensorflow-cpu && $(PY) -m pip install --quiet '$(TF)')
 	@touch $(STAMP)
 
 book: $(STAMP)

@@ -305,6 +305,13 @@ def preflight(params: Mapping[str, Any], *, bench_dir: Path = BENCH_DIR) -> Pref
     report = Preflight(profile=str(params.get("profile", "")))
     n_lesions = _check_data(params, report)
     _check_weights(params, report)
+    if params.get("precision") == "bfloat16":
+        from .features import bfloat16_support
+
+        ok, why = bfloat16_support()
+        if not ok:
+            report.problems.append(f"precision: bfloat16 needs native bfloat16 arithmetic, but {why}; "
+                                   "set precision: float32")
     per_backbone = image_counts(n_lesions, params)
     report.n_images = {b: per_backbone for b in params.get("backbones", ())}
     report.run_dir_bytes = run_dir_bytes(n_lesions, report.n_images,

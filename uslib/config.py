@@ -184,7 +184,17 @@ class Profile(BaseModel):
         True, "the runner may download what is missing: OASBUD.mat to oasbud_path (checked by SHA-256) and "
               "ImageNet weights into the Keras cache (checked by MD5)")
     weights_seed: int = _param(0, "seed of the random-initialisation fallback", ge=0, le=_MAX_SEED)
-    batch_size: int = _param(16, "images per forward pass", ge=1)
+    batch_size: int | None = _param(
+        None, "images per forward pass; null: each network's rule (InceptionV3 64, VGG19 32: "
+              "uslib.features.DEFAULT_BATCH_SIZE, chosen for throughput on CPUs)", ge=1)
+    precision: Literal["float32", "bfloat16"] = _param(
+        "float32", "arithmetic of the networks: float32, or bfloat16 (opt-in: faster on CPUs with AVX512_BF16 or "
+        "AMX, features differ slightly and are cached apart; refused where the CPU has no native bfloat16)",
+        rule="bfloat16 with strict_weights true (the paper's protocol) needs allow_bfloat16 true")
+    allow_bfloat16: bool = _param(
+        False, "true: a profile with strict_weights true (the paper's protocol) may set precision bfloat16; "
+               "without it such a profile is refused, so the paper's figures are never silently computed in "
+               "reduced precision", runner_only=True)
     # Cross-validation
     n_splits: int = _param(
         5, "folds of the patient-level stratified cross-validation", required=True, ge=2,
@@ -277,6 +287,11 @@ class Profile(BaseModel):
             both = sorted(set(map(float, self.dynamic_ranges_db)) & set(map(float, self.unseen_ranges_db)))
             if both:
                 out.append(("unseen_ranges_db", f"repeats {_fmt_list(both)} of dynamic_ranges_db"))
+        if has("precision", "strict_weights", "allow_bfloat16") and self.precision == "bfloat16" \
+                and self.strict_weights and not self.allow_bfloat16:
+            out.append(("precision", "bfloat16 departs from the paper's float32 arithmetic, and this profile "
+                                     "follows the paper's protocol (strict_weights true): set allow_bfloat16: "
+                                     "true in the profile to ask for it explicitly"))
         if has("data_source", "n_lesions", "lesion_index") and self.data_source == "phantom" \
                 and self.lesion_index >= self.n_lesions:
             out.append(("lesion_index", f"must be less than n_lesions ({self.n_lesions})"))

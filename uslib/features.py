@@ -40,10 +40,22 @@ checked, never how a file is labelled: a file is "imagenet" only when its MD5
 is the published one (:attr:`Backbone.weights_md5`), so weights served by a
 rehearsal mirror are labelled "custom" on every page.
 
+Speed (issue 12): the default batch size is a rule per network
+(:func:`default_batch_size`, used when ``batch_size`` is None, the profile's
+default); arithmetic is float32 unless the profile asks for
+``precision: bfloat16`` (:func:`check_precision`), which runs the network
+with a bfloat16 dtype policy (weights and activations in bfloat16, features
+returned as float32) on CPUs with AVX512_BF16 or AMX-BF16; its features are
+cached apart from float32 ones (:func:`uslib.store.feature_dir`). Long
+extractions report their progress to the runner's terminal
+(:func:`uslib.store.report_progress`), never into a notebook.
+
 TensorFlow is imported lazily, so ``import uslib.features`` is cheap. The
 module sets ``TF_ENABLE_ONEDNN_OPTS=1`` (oneDNN kernels, off by default on
 AMD CPUs; about 3-4x faster here) and ``TF_CPP_MIN_LOG_LEVEL=2`` unless the
-environment already sets them.
+environment already sets them; TensorFlow's start-up banner, which that
+level does not silence, is filtered out of the process's standard error
+when TensorFlow is first imported (:func:`import_tensorflow`).
 """
 
 from __future__ import annotations
@@ -86,6 +98,15 @@ __all__ = [
     "extract_features",
     "lesion_features",
     "image_content_keys",
+    "PRECISIONS",
+    "PrecisionUnsupportedError",
+    "cpu_flags",
+    "bfloat16_support",
+    "check_precision",
+    "DEFAULT_BATCH_SIZE",
+    "default_batch_size",
+    "import_tensorflow",
+    "with_precision",
 ]
 
 #: Where ``keras.applications`` downloads its weights from.
@@ -202,6 +223,256 @@ def _backbone(backbone: str | Backbone) -> Backbone:
         return BACKBONES[str(backbone)]
     except KeyError:
         raise KeyError(f"unknown backbone {backbone!r}; known: {sorted(BACKBONES)}") from None
+
+
+# ---------------------------------------------------------------------------
+# Precision, batch size, a quiet TensorFlow
+# ---------------------------------------------------------------------------
+
+#: Arithmetic precisions of the networks (profile key ``precision``).
+PRECISIONS: tuple[str, ...] = ("float32", "bfloat16")
+
+#: CPU flags (``/proc/cpuinfo``) that give oneDNN a native bfloat16 path:
+#: AVX512_BF16 (``vdpbf16ps``, Cooper Lake, Zen 4/5) or AMX-BF16 (Sapphire Rapids).
+BF16_CPU_FLAGS: tuple[str, ...] = ("avx512_bf16", "amx_bf16")
+
+
+class PrecisionUnsupportedError(RuntimeError):
+    """A precision was asked for that this machine cannot run natively."""
+
+
+def cpu_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> frozenset[str]:
+    """The instruction-set flags of the first CPU listed in ``cpuinfo`` (empty where there is none).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "cpuinfo"
+    >>> _ = p.write_text("processor : 0\\nflags : fpu avx2 avx512_bf16\\n")
+    >>> sorted(cpu_flags(p))
+    ['avx2', 'avx512_bf16', 'fpu']
+    """
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def bfloat16_support(flags: Sequence[str] | None = None) -> tuple[bool, str]:
+    """Whether this CPU runs bfloat16 natively, and why (in words).
+
+    Parameters
+    ----------
+    flags : sequence of str, optional
+        CPU flags; default :func:`cpu_flags` (read at each call, so tests can
+        replace the reader).
+
+    Examples
+    --------
+    >>> bfloat16_support(["avx2", "avx512_bf16"])[0], bfloat16_support(["avx2", "fma"])[0]
+    (True, False)
+    """
+    flags = frozenset(cpu_flags() if flags is None else flags)
+    have = [f for f in BF16_CPU_FLAGS if f in flags]
+    if have:
+        return True, "CPU flags " + ", ".join(have)
+    return False, ("this CPU has neither " + " nor ".join(f.upper() for f in BF16_CPU_FLAGS)
+                   + " (from /proc/cpuinfo)")
+
+
+def check_precision(precision: str, *, flags: Sequence[str] | None = None) -> str:
+    """Return ``precision`` if this machine can run it, else raise with the reason.
+
+    float32 runs everywhere. bfloat16 needs a CPU with AVX512_BF16 or
+    AMX-BF16 (:func:`bfloat16_support`): elsewhere TensorFlow would emulate it
+    in software, slower than float32 and with bfloat16's rounding, so it is
+    refused rather than run.
+
+    Raises
+    ------
+    ValueError
+        An unknown precision.
+    PrecisionUnsupportedError
+        bfloat16 on a CPU without a native path; the message says what to set.
+
+    Examples
+    --------
+    >>> check_precision("float32", flags=[])
+    'float32'
+    >>> check_precision("bfloat16", flags=["avx2"])
+    Traceback (most recent call last):
+    ...
+    uslib.features.PrecisionUnsupportedError: precision 'bfloat16' needs native bfloat16 arithmetic, but this CPU has neither AVX512_BF16 nor AMX_BF16 (from /proc/cpuinfo); set `precision: float32` in the profile
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "bfloat16":
+        ok, why = bfloat16_support(flags)
+        if not ok:
+            raise PrecisionUnsupportedError(
+                f"precision 'bfloat16' needs native bfloat16 arithmetic, but {why}; "
+                "set `precision: float32` in the profile")
+    return precision
+
+
+#: Images per forward pass when the profile leaves ``batch_size`` null.
+#: Why: on a CPU the convolutions are matrix products whose rows are batch x
+#: height x width; InceptionV3's last blocks are 8 x 8 and 17 x 17 pixels, so
+#: at 16 images their products are too small for oneDNN to keep the vector
+#: units busy (issue 12 measured 51 % of the sgemm roofline at 16 images, 79 %
+#: at 32 on 2 Zen 5 cores); 64 images keep the 8 x 8 layers at 4,096 rows.
+#: VGG19's smallest maps are 14 x 14, already 3,136 rows at 16 images; 32
+#: images amortise ``fc1``'s 411 MB of weights, read once per batch. Memory
+#: stays near 2 GiB of activations for either. ``benchmarks/bench_features.py``
+#: measures every batch size against the roofline and flags the default when
+#: another size beats it by more than 3 %.
+DEFAULT_BATCH_SIZE: dict[str, int] = {"inception_v3": 64, "vgg19": 32}
+
+
+def default_batch_size(backbone: str | Backbone, batch_size: int | None = None) -> int:
+    """The batch size to use: ``batch_size`` if given, else the backbone's rule (:data:`DEFAULT_BATCH_SIZE`).
+
+    Examples
+    --------
+    >>> default_batch_size("inception_v3"), default_batch_size("vgg19"), default_batch_size("vgg19", 8)
+    (64, 32, 8)
+    """
+    bb = _backbone(backbone)
+    if batch_size is None:
+        return DEFAULT_BATCH_SIZE.get(bb.name, 16)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    return int(batch_size)
+
+
+#: Lines TensorFlow writes to standard error on start-up that say nothing to
+#: a reader of this compendium (TF_CPP_MIN_LOG_LEVEL does not reach them: they
+#: are logged before absl's logging is initialised).
+TF_NOISE: tuple[str, ...] = (
+    "All log messages before absl::InitializeLog() is called are written to STDERR",
+    "oneDNN custom operations are on",
+    "This TensorFlow binary is optimized to use available CPU instructions",
+    "To enable the following instructions:",
+)
+
+
+@contextlib.contextmanager
+def _quiet_stderr(noise: Sequence[str] = TF_NOISE):
+    """Capture file descriptor 2 for the block; re-emit every line not matching ``noise``.
+
+    Written here because the banner is written by C++ straight to the file
+    descriptor, below Python's ``sys.stderr`` and any logging filter.
+    """
+    import sys
+    import tempfile
+
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 (embedded interpreters)
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode(errors="replace")
+            kept = [ln for ln in text.splitlines() if ln.strip() and not any(n in ln for n in noise)]
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
+
+
+_TF_READY = threading.Lock()
+
+#: Environment variables setting TensorFlow's thread pools (read once, before its first operation):
+#: ``USLIB_TF_THREADS`` both pools (Dask workers get it from :mod:`uslib.scheduler`),
+#: ``USLIB_TF_INTRA_OP_THREADS`` / ``USLIB_TF_INTER_OP_THREADS`` one each (benchmarks try them).
+THREAD_ENVS = ("USLIB_TF_THREADS", "USLIB_TF_INTRA_OP_THREADS", "USLIB_TF_INTER_OP_THREADS")
+
+
+def _set_threads(tf) -> None:
+    both = int(os.environ.get("USLIB_TF_THREADS", "0") or 0)
+    intra = int(os.environ.get("USLIB_TF_INTRA_OP_THREADS", "0") or 0) or both
+    inter = int(os.environ.get("USLIB_TF_INTER_OP_THREADS", "0") or 0) or both
+    try:  # only possible before TensorFlow's first operation in this process
+        if intra > 0:
+            tf.config.threading.set_intra_op_parallelism_threads(intra)
+        if inter > 0:
+            tf.config.threading.set_inter_op_parallelism_threads(inter)
+    except RuntimeError:
+        pass
+
+
+def import_tensorflow():
+    """``import tensorflow`` with its start-up banner filtered out of standard error; returns the module.
+
+    The banner comes twice: at import, and at the first operation (another
+    shared library); both happen inside the filter. Everything else written
+    to standard error meanwhile is passed on.
+    """
+    import sys
+
+    if "tensorflow" in sys.modules and getattr(import_tensorflow, "_done", False):
+        return sys.modules["tensorflow"]
+    with _TF_READY:
+        with _quiet_stderr():
+            import tensorflow as tf
+
+            _set_threads(tf)
+            tf.constant(0.0) + 0.0  # the second banner comes with the first operation
+        import_tensorflow._done = True
+    return tf
+
+
+@contextlib.contextmanager
+def _dtype_policy(name: str):
+    import keras
+
+    with _POLICY_LOCK:
+        old = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(name)
+        try:
+            yield
+        finally:
+            keras.config.set_dtype_policy(old)
+
+
+_POLICY_LOCK = threading.Lock()
+
+
+def with_precision(model, backbone: str | Backbone, precision: str = "float32"):
+    """The same network with the same weights, computing in ``precision``.
+
+    float32 returns ``model``. bfloat16 builds the architecture again under
+    Keras's ``"bfloat16"`` dtype policy (weights and activations in bfloat16,
+    so no per-batch cast of VGG19's 0.4 GB ``fc1``) and copies ``model``'s
+    weights into it (rounded to bfloat16). Its input stays float32 and
+    :func:`feature_function` returns float32.
+    """
+    bb = _backbone(backbone)
+    if precision == "float32":
+        return model
+    check_precision(precision)
+    import_tensorflow()
+    import keras
+
+    ctor = getattr(keras.applications, bb.constructor)
+    with _dtype_policy(precision):
+        base = ctor(weights=None, include_top=bb.include_top, pooling=bb.pooling, input_shape=bb.input_shape)
+        twin = base if bb.feature_layer is None else keras.Model(
+            base.input, base.get_layer(bb.feature_layer).output, name=f"{bb.name}_{bb.feature_layer}_{precision}")
+    twin.set_weights(model.get_weights())
+    return twin
 
 
 # ---------------------------------------------------------------------------
@@ -564,7 +835,7 @@ def _values_digest(model, n_per_tensor: int = 4096) -> str:
     A sample rather than every byte: cheap (no copy of VGG19's 0.5 GB), and
     enough to tell two initialisations or two weight files apart.
     """
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     h = hashlib.sha256()
     for w in model.weights:
@@ -609,6 +880,7 @@ def _build(bb: Backbone, info: WeightsInfo):
     """Build the feature model for resolved weights; returns (model, info with values digest)."""
     import random
 
+    import_tensorflow()
     import keras
 
     ctor = getattr(keras.applications, bb.constructor)
@@ -618,13 +890,15 @@ def _build(bb: Backbone, info: WeightsInfo):
         try:
             keras.utils.set_random_seed(int(info.seed or 0))
             with _private_python_random(int(info.seed or 0)):
-                base = ctor(weights=None, **kwargs)
+                with _POLICY_LOCK:  # not while another thread builds a bfloat16 twin
+                    base = ctor(weights=None, **kwargs)
         finally:  # do not leave the caller's global generators reseeded
             random.setstate(py_state)
             np.random.set_state(np_state)
     else:
         try:
-            base = ctor(weights=info.path, **kwargs)
+            with _POLICY_LOCK:
+                base = ctor(weights=info.path, **kwargs)
         except Exception as exc:
             raise WeightsUnavailableError(
                 f"{bb.name}: could not load weights from {info.path}: {exc}. "
@@ -693,6 +967,7 @@ def preprocess(images: np.ndarray, backbone: str | Backbone) -> np.ndarray:
     import importlib
 
     bb = _backbone(backbone)
+    import_tensorflow()
     mod = importlib.import_module(f"keras.applications.{bb.module}")
     x = np.array(images, dtype=np.float32, copy=True)  # preprocess_input works in place
     return np.asarray(mod.preprocess_input(x), dtype=np.float32)
@@ -702,7 +977,9 @@ def feature_function(model, backbone: str | Backbone):
     """A compiled batched inference function for ``model``.
 
     Wraps ``model(x, training=False)`` in :func:`tf.function` (graph mode,
-    no XLA) with a batch dimension of any size, so it is traced once.
+    no XLA) with a batch dimension of any size, so it is traced once. A
+    bfloat16 model (:func:`with_precision`) takes the same float32 input and
+    its features are returned as float32.
 
     Returns
     -------
@@ -710,11 +987,15 @@ def feature_function(model, backbone: str | Backbone):
         ``f(x)`` with ``x`` float32 ``(b, size_px, size_px, 3)``, already
         preprocessed, returning float32 ``(b, n_features)`` as numpy.
     """
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     bb = _backbone(backbone)
+
+    def forward(x):
+        return tf.cast(model(x, training=False), tf.float32)
+
     fn = tf.function(
-        lambda x: model(x, training=False),
+        forward,
         jit_compile=False,
         input_signature=[tf.TensorSpec((None, *bb.input_shape), tf.float32)],
         reduce_retracing=True,
@@ -849,12 +1130,13 @@ def extract_features(
     weights_path: str | os.PathLike | None = None,
     strict: bool = False,
     seed: int = 0,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     progress: bool = True,
     allow_download: bool = True,
     client=None,
     data_file: tuple[str, int] | None = None,
     retries: int = 3,
+    precision: str = "float32",
 ) -> FeatureSet:
     """Features of every image of a manifest, computed once and cached.
 
@@ -863,7 +1145,7 @@ def extract_features(
     (:func:`preprocess`) and run through the network in batches by a compiled
     function (:func:`feature_function`). Features are cached per image under
     ``cache_dir`` with the key ``uslib.store.key(image content, image_key(row),
-    size_px, backbone, weights fingerprint, code fingerprint)`` — the image
+    size_px, backbone, weights fingerprint, code fingerprint, precision)`` — the image
     content is the RF, ROI and acquisition of the lesion's scans
     (:func:`image_content_keys`), the code fingerprint covers this module,
     the reconstruction and augmentation it calls, and the TensorFlow/Keras
@@ -886,10 +1168,14 @@ def extract_features(
         with a ``weights.json`` sidecar describing the weights.
     weights, weights_path, strict, seed, allow_download
         See :func:`resolve_weights`.
-    batch_size : int
-        Images per forward pass (and per cache chunk).
+    batch_size : int or None
+        Images per forward pass (and per cache chunk); None: the backbone's
+        rule (:func:`default_batch_size`).
     progress : bool
-        Show a tqdm progress bar with the throughput in images/s.
+        Show a tqdm progress bar with the throughput in images/s. Under the
+        runner (whatever ``progress`` says) the count of images done is also
+        appended to the run's events file (:func:`uslib.store.report_progress`)
+        after every batch, and the runner shows it on its terminal.
     client : distributed.Client or callable, optional
         Compute the missing images on a Dask cluster instead of in this
         process; a callable returning a client is called only when images
@@ -909,6 +1195,11 @@ def extract_features(
         that what they read has the content key of the lesion asked for.
     retries : int
         Times Dask reruns a partition whose worker died or that failed.
+    precision : {"float32", "bfloat16"}
+        Arithmetic of the network (:func:`check_precision` refuses bfloat16
+        on a CPU without a native path; :func:`with_precision`). Features of
+        each precision are cached apart: the folder
+        (:func:`uslib.store.feature_dir`) and every image key name it.
 
     Returns
     -------
@@ -929,18 +1220,19 @@ def extract_features(
 
     t_start = time.perf_counter()
     bb = _backbone(backbone)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = default_batch_size(bb, batch_size)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     info = resolve_weights(
         bb, weights=weights, weights_path=weights_path, strict=strict, seed=seed, allow_download=allow_download
     )
-    folder = store.feature_dir(cache_dir, bb.name, info.fingerprint)
+    folder = store.feature_dir(cache_dir, bb.name, info.fingerprint, precision)
 
     n = len(manifest)
     content = image_content_keys(dataset)
     code = store.code_fingerprint("features", packages=_FEATURE_PACKAGES)
     keys = [
-        store.key(content[row.lesion], image_key(row), bb.size_px, bb.name, info.fingerprint, code)
+        store.key(content[row.lesion], image_key(row), bb.size_px, bb.name, info.fingerprint, code, precision)
         for row in manifest.itertuples(index=False)
     ]
     positions_of: dict[str, list[int]] = {}
@@ -953,12 +1245,15 @@ def extract_features(
 
     n_computed = 0
     tasks: list[dict] = []
+    stage = f"{bb.name} features" + ("" if precision == "float32" else f" ({precision})")
+    if missing:
+        check_precision(precision)  # before a cluster starts or a network is built
     if missing and client is not None:
         client = client() if callable(client) and not hasattr(client, "submit") else client
         sub = manifest.iloc[[positions_of[k][0] for k in missing]]
         for chunk_keys, feats, record, values_sha256 in _cluster_partitions(
                 client, dataset, sub, missing, bb, info, content, code,
-                batch_size=int(batch_size), data_file=data_file, retries=int(retries)):
+                batch_size=int(batch_size), data_file=data_file, retries=int(retries), precision=precision):
             if not tasks:  # the first partition tells which weight values the workers built
                 info = replace(info, values_sha256=values_sha256)
                 _check_sidecar(folder, info)
@@ -971,18 +1266,21 @@ def extract_features(
                 out[positions_of[k]] = f
             n_computed += len(chunk_keys)
             tasks.append(record)
+            store.report_progress(stage, n_computed, len(missing), seconds=time.perf_counter() - t_start)
         if n_computed != len(missing):
             raise RuntimeError(f"{bb.name}: the cluster returned {n_computed} of {len(missing)} missing images")
     elif missing:
         model, info = _build(bb, info)
         _check_sidecar(folder, info)
         store.save_json(folder / "weights.json", {"backbone": bb.name, **info.to_dict()})
-        run = feature_function(model, bb)
+        run = feature_function(with_precision(model, bb, precision), bb)
+        del model
         sub = manifest.iloc[[positions_of[k][0] for k in missing]]
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(missing), desc=f"{bb.name} features", unit="img", disable=not progress)
         t_inf = time.perf_counter()
+        store.report_progress(stage, 0, len(missing), seconds=0.0)
         try:
             for positions, batch in iter_images(dataset, sub, size_px=bb.size_px, batch_size=int(batch_size)):
                 feats = run(preprocess(batch, bb))
@@ -995,6 +1293,7 @@ def extract_features(
                 n_computed += len(chunk_keys)
                 bar.update(len(chunk_keys))
                 bar.set_postfix(img_s=f"{n_computed / max(time.perf_counter() - t_inf, 1e-9):.1f}")
+                store.report_progress(stage, n_computed, len(missing), seconds=time.perf_counter() - t_inf)
         finally:
             bar.close()
         if n_computed != len(missing):
@@ -1033,7 +1332,7 @@ def extract_features(
 # On a Dask cluster
 # ---------------------------------------------------------------------------
 
-#: Networks built in this (worker) process: (backbone, weights fingerprint) -> (run, info, build seconds).
+#: Networks built in this (worker) process: (backbone, weights fingerprint, precision) -> (run, info, build seconds).
 _WORKER_MODELS: dict[tuple[str, str], tuple[Any, WeightsInfo, float]] = {}
 #: Data sets read in this (worker) process: (path, size, mtime, skip_samples) -> Dataset.
 _WORKER_DATA: dict[tuple[str, int, int, int], Any] = {}
@@ -1041,23 +1340,16 @@ _WORKER_DATA: dict[tuple[str, int, int, int], Any] = {}
 _MANIFEST_COLUMNS = ["lesion", "scan", "margin_mm", "dynamic_range_db"]
 
 
-def _worker_model(bb: Backbone, info: WeightsInfo):
-    """The compiled feature function of ``bb`` with ``info``'s weights, built once per process."""
-    memo = (bb.name, info.fingerprint)
+def _worker_model(bb: Backbone, info: WeightsInfo, precision: str = "float32"):
+    """The compiled feature function of ``bb`` with ``info``'s weights in ``precision``, built once per process."""
+    memo = (bb.name, info.fingerprint, precision)
     if memo not in _WORKER_MODELS:
-        threads = int(os.environ.get("USLIB_TF_THREADS", "0") or 0)
-        if threads > 0:
-            import tensorflow as tf
-
-            try:  # only possible before TensorFlow's first operation in this process
-                tf.config.threading.set_intra_op_parallelism_threads(threads)
-                tf.config.threading.set_inter_op_parallelism_threads(threads)
-            except RuntimeError:
-                pass
+        import_tensorflow()  # sets the thread pools from USLIB_TF_THREADS before the first operation
         t0 = time.perf_counter()
         model, built = _build(bb, info)
         _WORKER_MODELS.clear()  # keep one network per worker: VGG19 alone is 0.5 GB
-        _WORKER_MODELS[memo] = (feature_function(model, bb), built, time.perf_counter() - t0)
+        _WORKER_MODELS[memo] = (feature_function(with_precision(model, bb, precision), bb), built,
+                                time.perf_counter() - t0)
         return _WORKER_MODELS[memo]
     run, built, _ = _WORKER_MODELS[memo]
     return run, built, 0.0
@@ -1079,7 +1371,7 @@ def _worker_lesion(data, lesion: str):
 
 
 def lesion_features(data, lesion: str, content_key: str, rows, *, backbone: str, weights: dict,
-                    batch_size: int, code: str) -> dict[str, Any]:
+                    batch_size: int, code: str, precision: str = "float32") -> dict[str, Any]:
     """Features of some images of one lesion: the task a Dask worker runs.
 
     Parameters
@@ -1103,6 +1395,9 @@ def lesion_features(data, lesion: str, content_key: str, rows, *, backbone: str,
     code : str
         The client's code fingerprint of this module; a worker running other
         code (or other TensorFlow/Keras versions) refuses the task.
+    precision : {"float32", "bfloat16"}
+        Arithmetic of the network (:func:`with_precision`); a worker whose
+        CPU lacks bfloat16 refuses the task (:func:`check_precision`).
 
     Returns
     -------
@@ -1128,7 +1423,7 @@ def lesion_features(data, lesion: str, content_key: str, rows, *, backbone: str,
         raise RuntimeError(f"lesion {lesion}: the worker's data differ from the client's (content key {got}, "
                            f"expected {content_key}); is the data file the same on every machine?")
     fields = {k: weights.get(k) for k in WeightsInfo.__dataclass_fields__}
-    run, built, build_s = _worker_model(bb, WeightsInfo(**fields))
+    run, built, build_s = _worker_model(bb, WeightsInfo(**fields), check_precision(precision))
     out = np.empty((len(rows), bb.n_features), np.float32)
     render_s = infer_s = 0.0
     t_r = time.perf_counter()
@@ -1152,7 +1447,8 @@ def _file_readable(path: str, size: int) -> bool:
 
 
 def _cluster_partitions(client, dataset, sub, missing: Sequence[str], bb: Backbone, info: WeightsInfo,
-                        content: dict[str, str], code: str, *, batch_size: int, data_file, retries: int):
+                        content: dict[str, str], code: str, *, batch_size: int, data_file, retries: int,
+                        precision: str = "float32"):
     """Submit one task per lesion of the missing images; yield (keys, features, record, values) as they finish."""
     import pickle
 
@@ -1177,7 +1473,7 @@ def _cluster_partitions(client, dataset, sub, missing: Sequence[str], bb: Backbo
             data = lesion = dataset[les]
             sent = sum(np.asarray(s.rf).nbytes + np.asarray(s.roi).nbytes for s in lesion.scans)
         fut = client.submit(lesion_features, data, les, content[les], rows, backbone=bb.name, weights=weights,
-                            batch_size=batch_size, code=code, retries=retries, pure=False,
+                            batch_size=batch_size, code=code, precision=precision, retries=retries, pure=False,
                             key=f"uslib-features-{bb.name}-{store.key(les, [missing[i] for i in idx])}")
         futures.append(fut)
         meta[fut.key] = (les, [missing[i] for i in idx], sent + len(pickle.dumps(rows)))

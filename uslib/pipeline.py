@@ -184,11 +184,12 @@ def get_features(
     weights_path: str | None = None,
     strict_weights: bool = False,
     weights_seed: int = 0,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     progress: bool = True,
     allow_download: bool = True,
     cache_dir: str | os.PathLike | None = None,
     scheduler=None,
+    precision: str = "float32",
 ):
     """Features of every manifest row for one backbone, from the run's feature cache.
 
@@ -203,6 +204,13 @@ def get_features(
     images on a Dask cluster (:func:`uslib.features.extract_features`); the
     cluster is started or connected only when images are missing, and kept
     for the rest of the process. With None everything runs here.
+
+    Every image is keyed by its own content, crop and dynamic range, not by
+    the manifest it came in, so chapters share features: the robustness
+    chapter's images at the main set's ranges and margins are read from what
+    the features chapter stored, never computed again. ``batch_size`` None
+    is the backbone's rule (:func:`uslib.features.default_batch_size`);
+    ``precision`` (float32 or bfloat16) is cached apart.
 
     Returns
     -------
@@ -231,9 +239,10 @@ def get_features(
         weights_path=str(resolve_path(weights_path)) if weights_path else None,
         strict=bool(strict_weights),
         seed=int(weights_seed),
-        batch_size=int(batch_size),
+        batch_size=None if batch_size is None else int(batch_size),
         progress=progress,
         allow_download=allow_download,
+        precision=precision,
     )
     sections: dict[str, Any] = {"weights": {backbone: dict(fs.weights)}}
     if fs.n_computed:

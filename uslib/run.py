@@ -15,6 +15,14 @@ to build a book from chapters of different runs, from a chapter that failed
 or was interrupted, or from chapters whose run is not the one the run
 directory records. ``run.json`` records each stage's status (``running``,
 ``finished``, ``failed``, ``interrupted``) and seconds.
+
+**The terminal shows progress, not noise.** While a chapter runs, the
+runner reads the run's events file (:func:`uslib.store.report_progress`,
+:func:`uslib.store.report_damage`) and prints each long stage's progress
+(images done/total, images/s, time left) on its own terminal, never into
+the notebook (:func:`format_progress`). Kernels talk to the runner over IPC
+sockets (:class:`IPCKernelManager`), not TCP, so ipykernel has no
+unencrypted-TCP warning to print.
 """
 
 from __future__ import annotations
@@ -48,6 +56,9 @@ __all__ = [
     "BookError",
     "clean_chapter",
     "parameters_used_markdown",
+    "format_progress",
+    "EventTail",
+    "IPCKernelManager",
 ]
 
 KERNEL_NAME = "python3"
@@ -62,6 +73,150 @@ PACKAGES = (
 
 class BookError(RuntimeError):
     """The executed chapters cannot be published as one book."""
+
+
+def _kernel_manager_class():
+    """A Jupyter kernel manager whose kernels listen on IPC (Unix) sockets instead of TCP.
+
+    The kernel is on this machine, so IPC is enough and is reachable by this
+    user only; over TCP every chapter's kernel prints ipykernel's warning
+    about unencrypted TCP on the runner's terminal. Made on first use, so
+    ``import uslib.run`` stays cheap.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class IPCKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _default_transport(self):
+            return "tcp" if os.name == "nt" else "ipc"  # ZeroMQ has no IPC transport on Windows
+
+        @default("ip")
+        def _default_ip(self):  # the sockets' path prefix: short, since a Unix socket path has ~107 bytes
+            import uuid
+
+            return os.path.join(_ipc_dir(), f"k-{uuid.uuid4().hex[:8]}")
+
+    return IPCKernelManager
+
+
+_IPC_DIR: list[str] = []
+
+
+def _ipc_dir() -> str:
+    """A private folder for this process's kernel sockets, in a short temporary path; removed at exit."""
+    if not _IPC_DIR:
+        import atexit
+        import shutil
+        import tempfile
+
+        base = tempfile.gettempdir()
+        d = tempfile.mkdtemp(prefix="uslib-", dir=base if len(base) <= 40 else "/tmp")
+        atexit.register(shutil.rmtree, d, ignore_errors=True)
+        _IPC_DIR.append(d)
+    return _IPC_DIR[0]
+
+
+def __getattr__(name: str):  # IPCKernelManager, built lazily
+    if name == "IPCKernelManager":
+        return _kernel_manager_class()
+    raise AttributeError(name)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def format_progress(event: dict[str, Any]) -> str:
+    """One terminal line for a progress event (:func:`uslib.store.report_progress`).
+
+    Examples
+    --------
+    >>> format_progress({"stage": "vgg19 features", "done": 300, "total": 1800, "seconds": 60.0, "unit": "img"})
+    'vgg19 features: 300/1800 img (17 %), 5.0 img/s, about 5 min 00 s left'
+    >>> format_progress({"stage": "vgg19 features", "done": 0, "total": 1800, "seconds": 0.0, "unit": "img"})
+    'vgg19 features: 0/1800 img (0 %), starting'
+    """
+    done, total = int(event.get("done", 0)), int(event.get("total", 0))
+    seconds, unit = float(event.get("seconds", 0.0)), event.get("unit", "img")
+    share = f"{done / total:.0%}".replace("%", " %") if total else "?"
+    head = f"{event.get('stage', '?')}: {done}/{total} {unit} ({share})"
+    if done <= 0 or seconds <= 0:
+        return f"{head}, starting"
+    rate = done / seconds
+    if done >= total:
+        return f"{head}, {rate:.1f} {unit}/s, done in {_duration(seconds)}"
+    return f"{head}, {rate:.1f} {unit}/s, about {_duration((total - done) / rate)} left"
+
+
+class EventTail:
+    """Prints what the chapters append to the run's events file, while they run.
+
+    :meth:`poll` reads the lines appended since the last call and prints
+    damage reports at once and progress at most every ``every_s`` seconds per
+    stage (always the first and the last of a stage); :meth:`running` does
+    that in a thread every ``interval_s`` seconds for the duration of a
+    ``with`` block.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, offset: int = 0, prefix: str = "[uslib]", every_s: float = 10.0,
+                 interval_s: float = 2.0, stream=None, clock=time.monotonic):
+        import threading
+
+        self.path, self.offset, self.prefix = Path(path), int(offset), prefix
+        self.every_s, self.interval_s, self.clock = float(every_s), float(interval_s), clock
+        self.stream = stream
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def _print(self, text: str) -> None:
+        print(f"{self.prefix} {text}", file=self.stream or sys.stderr, flush=True)
+
+    def poll(self) -> int:
+        """Print what is new; return the number of lines printed."""
+        with self._lock:
+            events, self.offset = store.read_events(self.path, start=self.offset)
+            printed = 0
+            for e in events:
+                if e.get("kind") == "progress":
+                    stage, now = str(e.get("stage")), self.clock()
+                    last = self._last.get(stage)
+                    final = int(e.get("done", 0)) >= int(e.get("total", 0))
+                    if last is None or final or now - last >= self.every_s:
+                        self._print(format_progress(e))
+                        self._last[stage] = now
+                        printed += 1
+                    if final:
+                        self._last.pop(stage, None)
+                else:
+                    self._print(f"warning: damaged cache file {e.get('path')} ({e.get('reason')}): {e.get('action')}")
+                    printed += 1
+            return printed
+
+    @contextlib.contextmanager
+    def running(self):
+        import threading
+
+        stop = threading.Event()
+
+        def loop():
+            while not stop.wait(self.interval_s):
+                with contextlib.suppress(Exception):  # a display problem must not stop a run
+                    self.poll()
+
+        t = threading.Thread(target=loop, name="uslib-event-tail", daemon=True)
+        t.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            t.join()
+            self.poll()
 
 
 def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str]:
@@ -136,6 +291,7 @@ def run_chapter(
             progress_bar=False,
             log_output=False,
             report_mode=False,
+            kernel_manager_class=_kernel_manager_class(),
         )
     finally:
         if out.exists():
@@ -296,11 +452,9 @@ def stamp_chapter(path: str | os.PathLike, **meta: Any) -> None:
 
 
 def _print_events(events_file: Path, offset: int) -> int:
-    events, offset = store.read_events(events_file, start=offset)
-    for e in events:
-        print(f"[uslib] warning: damaged cache file {e.get('path')} ({e.get('reason')}): {e.get('action')}",
-              file=sys.stderr, flush=True)
-    return offset
+    tail = EventTail(events_file, offset=offset)
+    tail.poll()
+    return tail.offset
 
 
 def run_profile(
@@ -392,15 +546,17 @@ def run_profile(
             store.update_run_record(rdir, stages={nb.stem: {"status": "running", "started": _now()}})
             out = Path(output_dir) / nb.name
             status = "failed"
+            tail = EventTail(events_file, offset=offset, prefix=f"[uslib] {nb.stem}:")
             try:
-                run_chapter(nb, chapter_params, output_dir=output_dir)
+                with tail.running():
+                    run_chapter(nb, chapter_params, output_dir=output_dir)
                 status = "finished"
             except KeyboardInterrupt:
                 status = "interrupted"
                 raise
             finally:
                 timings[nb.stem] = round(time.perf_counter() - t0, 2)
-                offset = _print_events(events_file, offset)
+                offset = _print_events(events_file, tail.offset)
                 if out.exists():
                     stamp_chapter(out, run_id=run_id, profile=params.get("profile"), run_dir=repo_relative(rdir),
                                   status=status)

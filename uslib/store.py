@@ -12,8 +12,9 @@ path under the run directory                    what, and what its key covers
                                                 run id, profile, parameters, provenance,
                                                 each stage's status and seconds
 ``events.jsonl``                                damaged cache files found and repaired during
-                                                a run (:func:`report_damage`); the runner
-                                                prints them to the terminal
+                                                a run (:func:`report_damage`) and the progress
+                                                of long stages (:func:`report_progress`); the
+                                                runner prints them to the terminal
 ``data/phantom-n<N>-seed<S>-<key>.mat``         the synthetic data set in the OASBUD schema;
                                                 key: n, seed, code of ``phantom`` (and what it
                                                 imports); sealed by a ``.sha256`` sidecar
@@ -22,11 +23,13 @@ path under the run directory                    what, and what its key covers
                                                 a chapter need not hash the RF again; key: the
                                                 file's sealed SHA-256, ``skip_samples``, code of
                                                 ``data``; sealed by a ``.sha256`` sidecar
-``features/<backbone>-<weights>/``              CNN features, one ``chunk-<key>.npz`` per
+``features/<backbone>-<weights>[-<prec>]/``     CNN features, one ``chunk-<key>.npz`` per
                                                 batch (zip CRC-checked) and ``weights.json``;
                                                 key of each image: the RF/ROI content of its
                                                 scan, crop margin, dynamic range, input size,
-                                                weights and code of ``features`` (and what it
+                                                weights, arithmetic precision (float32 folders
+                                                carry no suffix, bfloat16 ones ``-bfloat16``)
+                                                and code of ``features`` (and what it
                                                 imports), TensorFlow/Keras versions
 ``results/<backbone>-<key>/``                   the Train×Test matrix (CSV + ``metrics.json``,
                                                 sealed by ``SEAL``); key: feature content, the
@@ -106,6 +109,7 @@ __all__ = [
     "seal_dir",
     "verify_dir",
     "report_damage",
+    "report_progress",
     "load_or_compute",
     "read_events",
     "EVENTS_ENV",
@@ -585,6 +589,41 @@ def report_damage(error: DamagedArtefact, *, action: str = "recomputing it", rem
         warnings.warn(message, DamagedArtefactWarning, stacklevel=2)
 
 
+def report_progress(stage: str, done: int, total: int, *, seconds: float, unit: str = "img") -> bool:
+    """Tell the runner's terminal how far a long stage is; never print into a notebook.
+
+    Under the runner (:data:`EVENTS_ENV` set) one JSON line ``{"kind":
+    "progress", "stage", "done", "total", "seconds", "unit"}`` is appended to
+    the run's events file; the runner reads it while the chapter runs and
+    shows images done/total, the rate and the time left on its terminal.
+    Without the runner nothing happens (a chapter run alone stays quiet).
+
+    Parameters
+    ----------
+    stage : str
+        What is progressing, e.g. ``"inception_v3 features"``.
+    done, total : int
+        Units done so far, and in all.
+    seconds : float
+        Wall time since the stage started its first unit.
+    unit : str
+        What a unit is (``"img"``).
+
+    Returns
+    -------
+    bool
+        Whether a line was written.
+    """
+    events = os.environ.get(EVENTS_ENV)
+    if not events:
+        return False
+    line = json.dumps({"kind": "progress", "stage": str(stage), "done": int(done), "total": int(total),
+                       "seconds": round(float(seconds), 3), "unit": str(unit)})
+    with open(events, "a") as fh:  # one short line per append: atomic on POSIX
+        fh.write(line + "\n")
+    return True
+
+
 def read_events(path: str | os.PathLike, *, start: int = 0) -> tuple[list[dict], int]:
     """Events appended to ``path`` after byte ``start``; returns (events, new offset)."""
     path = Path(path)
@@ -677,9 +716,24 @@ def features_root(run_dir: str | os.PathLike) -> Path:
     return run_path(run_dir) / "features"
 
 
-def feature_dir(root: str | os.PathLike, backbone: str, weights_fingerprint: str) -> Path:
-    """``<root>/<backbone>-<weights fingerprint>``: one backbone's feature chunks."""
-    return Path(root) / f"{backbone}-{weights_fingerprint}"
+def feature_dir(root: str | os.PathLike, backbone: str, weights_fingerprint: str,
+                precision: str = "float32") -> Path:
+    """``<root>/<backbone>-<weights fingerprint>[-<precision>]``: one backbone's feature chunks.
+
+    Features computed in another arithmetic precision than float32 (the
+    profile key ``precision``) live in a folder of their own, so a bfloat16
+    run never serves features to a float32 one or the other way round (their
+    per-image keys differ too).
+
+    Examples
+    --------
+    >>> feature_dir("f", "vgg19", "abc").name, feature_dir("f", "vgg19", "abc", "bfloat16").name
+    ('vgg19-abc', 'vgg19-abc-bfloat16')
+    """
+    if not precision or "/" in precision or precision.startswith("."):
+        raise ValueError(f"not a precision name: {precision!r}")
+    suffix = "" if precision == "float32" else f"-{precision}"
+    return Path(root) / f"{backbone}-{weights_fingerprint}{suffix}"
 
 
 def cache_root(run_dir: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:

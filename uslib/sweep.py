@@ -260,7 +260,8 @@ def prepare_features(plan: SweepPlan, client=None) -> int:
     for label, p in plan.points:
         need = {k: p[k] for k in ("data_source", "oasbud_path", "n_lesions", "data_seed", "skip_samples",
                                   "patients_csv", "dynamic_ranges_db", "margins_mm", "backbones", "weights",
-                                  "weights_path", "strict_weights", "weights_seed", "batch_size")}
+                                  "weights_path", "strict_weights", "weights_seed", "batch_size",
+                                  "precision")}
         if robust:
             need.update({k: p[k] for k in ("unseen_ranges_db", "robustness_margins_mm", "continuous_range_db",
                                            "cv_seed")})
@@ -283,7 +284,7 @@ def prepare_features(plan: SweepPlan, client=None) -> int:
                 fs = pipeline.get_features(p["run_dir"], ds, manifest, b, weights=p["weights"],
                                            weights_path=p["weights_path"], strict_weights=p["strict_weights"],
                                            weights_seed=p["weights_seed"], batch_size=p["batch_size"],
-                                           progress=False, allow_download=p["allow_download"],
+                                           precision=p["precision"], progress=False, allow_download=p["allow_download"],
                                            cache_dir=p["cache_dir"], scheduler=client)
                 n += fs.n_computed
     return n
@@ -320,7 +321,7 @@ def run_point(profile: str, params: Mapping[str, Any], chapter_names: Sequence[s
     for b in p["backbones"]:
         fs = pipeline.get_features(rdir, ds, manifest, b, weights=p["weights"], weights_path=p["weights_path"],
                                    strict_weights=p["strict_weights"], weights_seed=p["weights_seed"],
-                                   batch_size=p["batch_size"], progress=False, allow_download=False,
+                                   batch_size=p["batch_size"], precision=p["precision"], progress=False, allow_download=False,
                                    cache_dir=p["cache_dir"])
         res = pipeline.get_matrix(rdir, fs, manifest, ranges=p["dynamic_ranges_db"], n_splits=p["n_splits"],
                                   cv_seed=p["cv_seed"], svm_c=p["svm_c"], standardize=p["standardize"],

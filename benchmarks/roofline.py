@@ -1,0 +1,275 @@
+"""The machine's roofline: theoretical peak from /proc/cpuinfo, and measured matrix-multiply rates.
+
+Shared by ``bench_features.py`` and ``bench_paper.py``; pure functions first
+(tested in ``tests/test_bench.py``), measurements after.
+
+Why a child process for numpy: the environment of some machines sets
+``OPENBLAS_CORETYPE`` (and ``OPENBLAS_L2_SIZE``), read by OpenBLAS once when
+numpy is imported. ``OPENBLAS_CORETYPE=Haswell`` on an AVX-512 CPU forces
+OpenBLAS's AVX2 kernel and halves sgemm (issue 12 measured 244-249 GFLOP/s
+with it, 463 GFLOP/s without, on 2 Zen 5 cores). The roofline is measured in
+a fresh interpreter with both variables removed, and the kernel OpenBLAS
+chose is reported (``threadpoolctl.threadpool_info()``: ``internal_api``,
+``architecture``).
+
+Theoretical peak = cores x clock x FLOP per cycle per core, where FLOP per
+cycle = 2 (a fused multiply-add is two FLOPs) x SIMD lanes of the widest
+float32 ISA in the CPU flags (16 with AVX-512F, 8 with AVX2+FMA, 4 with SSE)
+x FMA pipes per core (2 on Zen 4/5 and on Skylake-SP Gold/Platinum and
+later; an assumption, stated in the output). bfloat16: AVX512_BF16's
+``vdpbf16ps`` does two multiply-adds per float32 lane, twice float32; AMX-BF16
+is counted at 1,024 FLOP per cycle per core (Intel's rating for Sapphire
+Rapids). The clock is ``cpu MHz`` of
+/proc/cpuinfo: in a virtual machine that is the nominal clock, and the cores
+may boost above it, so a measured rate can exceed this "peak"; the output
+then gives the clock the measurement implies instead of calling it wrong.
+Over 100 % of the *measured* roofline, on the other hand, means the
+measurement is wrong, and the benchmarks say so instead of printing it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+#: Variables that steer OpenBLAS's kernel choice; removed for the roofline's child process.
+OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    """What /proc/cpuinfo says about the CPUs this process may use."""
+
+    model: str
+    mhz: float
+    flags: frozenset = field(default_factory=frozenset)
+    logical_cpus: int = 1
+    physical_cores: int = 1
+
+
+def parse_cpuinfo(text: str, usable_cpus: int | None = None) -> CpuInfo:
+    """Model, clock (largest ``cpu MHz``), flags and core counts from the text of /proc/cpuinfo.
+
+    ``physical_cores`` counts distinct (physical id, core id) pairs, so SMT
+    siblings count once; it is capped by ``usable_cpus`` (the affinity mask).
+    """
+    blocks = [b for b in text.strip().split("\n\n") if b.strip()]
+    model, mhz, flags, cores = "unknown", 0.0, frozenset(), set()
+    for b in blocks:
+        kv = {}
+        for line in b.splitlines():
+            k, _, v = line.partition(":")
+            kv[k.strip()] = v.strip()
+        model = kv.get("model name", model)
+        try:
+            mhz = max(mhz, float(kv.get("cpu MHz", 0) or 0))
+        except ValueError:
+            pass
+        if "flags" in kv:
+            flags = frozenset(kv["flags"].split())
+        cores.add((kv.get("physical id", "0"), kv.get("core id", kv.get("processor", "0"))))
+    n_logical = len(blocks) or 1
+    n_cores = len(cores) or 1
+    if usable_cpus is not None:
+        n_logical = min(n_logical, usable_cpus)
+        n_cores = min(n_cores, usable_cpus)
+    return CpuInfo(model=model, mhz=mhz, flags=flags, logical_cpus=n_logical, physical_cores=n_cores)
+
+
+def simd_lanes_fp32(flags) -> tuple[int, str]:
+    """float32 lanes of the widest vector ISA in ``flags``, and its name."""
+    flags = set(flags)
+    if "avx512f" in flags:
+        return 16, "AVX-512F"
+    if "avx2" in flags and "fma" in flags:
+        return 8, "AVX2+FMA"
+    if "avx" in flags:
+        return 8, "AVX (no FMA)"
+    return 4, "SSE"
+
+
+def flops_per_cycle(flags, dtype: str = "float32", fma_pipes: int = 2) -> tuple[int, str]:
+    """FLOP per cycle per core for ``dtype`` ("float32" or "bfloat16"), and how it was derived.
+
+    Examples
+    --------
+    >>> flops_per_cycle({"avx2", "fma", "avx512f"})
+    (64, '2 FLOP per FMA x 16 float32 lanes (AVX-512F) x 2 FMA pipes')
+    >>> flops_per_cycle({"avx2", "fma"})[0], flops_per_cycle({"avx512f", "avx512_bf16"}, "bfloat16")[0]
+    (32, 128)
+    """
+    lanes, isa = simd_lanes_fp32(flags)
+    fma = 2 if ("fma" in set(flags) or lanes == 16) else 1
+    fp32 = fma * lanes * fma_pipes
+    how = f"{fma} FLOP per {'FMA' if fma == 2 else 'op'} x {lanes} float32 lanes ({isa}) x {fma_pipes} FMA pipes"
+    if dtype == "float32":
+        return fp32, how
+    if dtype != "bfloat16":
+        raise ValueError(f"dtype must be float32 or bfloat16, got {dtype!r}")
+    flags = set(flags)
+    if "amx_bf16" in flags:
+        return 1024, "AMX-BF16 tiles: 1024 FLOP per cycle per core"
+    if "avx512_bf16" in flags:
+        return 2 * fp32, how + " x 2 (vdpbf16ps: two bfloat16 multiply-adds per float32 lane)"
+    return fp32, how + " (no native bfloat16: at most the float32 rate)"
+
+
+def theoretical_peak(info: CpuInfo, dtype: str = "float32", fma_pipes: int = 2) -> dict:
+    """cores x clock x FLOP/cycle, in GFLOP/s, with the derivation in words.
+
+    Examples
+    --------
+    >>> p = theoretical_peak(CpuInfo("x", 2596.15, frozenset({"avx512f", "fma", "avx2"}), 2, 2))
+    >>> p["GFLOP/s"], p["derivation"]
+    (332.3, '2 cores x 2.596 GHz x 64 FLOP/cycle (2 FLOP per FMA x 16 float32 lanes (AVX-512F) x 2 FMA pipes)')
+    """
+    fpc, how = flops_per_cycle(info.flags, dtype, fma_pipes)
+    ghz = info.mhz / 1000.0
+    g = info.physical_cores * ghz * fpc
+    return {"GFLOP/s": round(g, 1), "FLOP per cycle per core": fpc, "cores": info.physical_cores,
+            "GHz (cpu MHz of /proc/cpuinfo)": round(ghz, 3),
+            "derivation": f"{info.physical_cores} cores x {ghz:.3f} GHz x {fpc} FLOP/cycle ({how})"}
+
+
+def implied_ghz(measured_gflops: float, info: CpuInfo, dtype: str = "float32", fma_pipes: int = 2) -> float:
+    """The clock at which ``measured_gflops`` would be the theoretical peak."""
+    fpc, _ = flops_per_cycle(info.flags, dtype, fma_pipes)
+    return measured_gflops / (info.physical_cores * fpc)
+
+
+def share_or_problem(achieved_gflops: float, roofline_gflops: float, limit: float = 1.0) -> tuple[float | None, str]:
+    """``achieved / roofline``, or None and the reason when that cannot be right (over ``limit``).
+
+    Examples
+    --------
+    >>> share_or_problem(400.0, 463.0)
+    (0.864, '')
+    >>> share_or_problem(309.0, 247.0)[0] is None
+    True
+    """
+    if not roofline_gflops or roofline_gflops <= 0:
+        return None, "no roofline measured"
+    s = achieved_gflops / roofline_gflops
+    if s > limit:
+        return None, (f"MEASUREMENT WRONG: {achieved_gflops:.0f} GFLOP/s is {s:.0%} of a {roofline_gflops:.0f} GFLOP/s "
+                      "roofline; the roofline is too low (a forced BLAS kernel? load during its rounds?) or the "
+                      "FLOP count too high; not reported")
+    return round(s, 3), ""
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def cpu_info(path: str = "/proc/cpuinfo") -> CpuInfo:
+    try:
+        text = open(path).read()
+    except OSError:
+        text = ""
+    return parse_cpuinfo(text, usable_cpus())
+
+
+def clean_env(env=None) -> dict:
+    """``env`` (default os.environ) without :data:`OPENBLAS_VARS`."""
+    return {k: v for k, v in dict(os.environ if env is None else env).items() if k not in OPENBLAS_VARS}
+
+
+def _numpy_sgemm(n: int, repeats: int) -> float:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best / 1e9
+
+
+def child_main(n: int, repeats: int) -> int:
+    """In the child: numpy sgemm rate and the BLAS kernel, as one JSON line."""
+    from threadpoolctl import threadpool_info
+
+    rate = _numpy_sgemm(n, repeats)
+    pools = [{k: p.get(k) for k in ("user_api", "internal_api", "architecture", "num_threads", "version")}
+             for p in threadpool_info()]
+    blas = next((p for p in pools if p["user_api"] == "blas"), {})
+    print("ROOFLINE " + json.dumps({"gflops": rate, "n": n, "kernel": blas, "pools": pools,
+                                    "env": {k: os.environ.get(k) for k in OPENBLAS_VARS}}))
+    return 0
+
+
+def numpy_sgemm_child(n: int = 2048, repeats: int = 5, env=None) -> dict:
+    """numpy float32 ``n x n`` matmul rate (best of ``repeats``) in a child with the OpenBLAS variables unset."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", str(n), str(repeats)]
+    out = subprocess.run(cmd, env=clean_env(env), capture_output=True, text=True, timeout=600)
+    for line in out.stdout.splitlines():
+        if line.startswith("ROOFLINE "):
+            return json.loads(line[len("ROOFLINE "):])
+    raise RuntimeError(f"roofline child failed: {out.stderr[-2000:]}")
+
+
+def tf_matmul(n: int = 4096, repeats: int = 3, dtype: str = "float32") -> float:
+    """Best ``tf.matmul`` rate of two ``n x n`` matrices of ``dtype``, GFLOP/s (TensorFlow's own kernels)."""
+    import uslib.features as F
+
+    tf = F.import_tensorflow()
+    dt = {"float32": tf.float32, "bfloat16": tf.bfloat16}[dtype]
+    a = tf.cast(tf.random.stateless_normal((n, n), seed=(1, 2)), dt)
+    b = tf.cast(tf.random.stateless_normal((n, n), seed=(3, 4)), dt)
+    f = tf.function(lambda x, y: tf.reduce_sum(tf.cast(tf.matmul(x, y)[:1, :1], tf.float32)))
+    f(a, b).numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f(a, b).numpy()
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best / 1e9
+
+
+@dataclass
+class Roofline:
+    """One measurement of the roofline: numpy sgemm (child), tf.matmul, the larger of the two."""
+
+    numpy_gflops: float
+    tf_gflops: float
+    kernel: dict
+    load_1min: float
+
+    @property
+    def gflops(self) -> float:
+        return max(self.numpy_gflops, self.tf_gflops)
+
+    @property
+    def source(self) -> str:
+        return "numpy sgemm (child, OpenBLAS variables unset)" if self.numpy_gflops >= self.tf_gflops \
+            else "tf.matmul"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "gflops": self.gflops, "source": self.source}
+
+
+def measure_roofline(numpy_n: int = 2048, tf_n: int = 4096, repeats: int = 3) -> Roofline:
+    """One round's roofline (both measurements) and the 1-minute load average when it started."""
+    load = os.getloadavg()[0]
+    child = numpy_sgemm_child(numpy_n, repeats + 2)
+    return Roofline(numpy_gflops=child["gflops"], tf_gflops=tf_matmul(tf_n, repeats), kernel=child["kernel"],
+                    load_1min=load)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 2 and sys.argv[1] == "--child":
+        raise SystemExit(child_main(int(sys.argv[2]), int(sys.argv[3])))
+    info = cpu_info()
+    print(json.dumps({"cpu": info.model, "peak float32": theoretical_peak(info),
+                      "numpy sgemm": numpy_sgemm_child()}, indent=1, default=str))

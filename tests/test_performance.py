@@ -1,0 +1,370 @@
+"""Issue 12: the roofline arithmetic, the batch rule, the precision option, the store's
+separation of bfloat16 features, the sharing of features between chapters 04 and 07,
+and the runner's progress lines.
+
+Fast and TensorFlow-free: the network is replaced by a cheap numpy function of the
+image (``F._build``, ``F.feature_function`` and ``F.preprocess`` monkeypatched), so
+what is tested is the bookkeeping around it: which images are computed, how they are
+keyed, what is reported.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import uslib.features as F
+from uslib import pipeline, store
+from uslib.augmentation import image_key, image_set
+from uslib.config import ProfileError, load_profile, validate_parameters
+from uslib.data import Dataset, Lesion, Scan
+from uslib.robustness import robustness_manifest
+from uslib.run import EventTail, format_progress
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import roofline as R  # noqa: E402
+
+# --------------------------------------------------------------------------- #
+# Roofline arithmetic (benchmarks/roofline.py)
+# --------------------------------------------------------------------------- #
+
+CPUINFO_SMT = """processor : 0
+model name : Test CPU
+cpu MHz : 3000.000
+physical id : 0
+core id : 0
+flags : fpu sse avx avx2 fma avx512f avx512_bf16
+
+processor : 1
+model name : Test CPU
+cpu MHz : 3000.000
+physical id : 0
+core id : 0
+flags : fpu sse avx avx2 fma avx512f avx512_bf16
+
+processor : 2
+model name : Test CPU
+cpu MHz : 2000.000
+physical id : 0
+core id : 1
+flags : fpu sse avx avx2 fma avx512f avx512_bf16
+"""
+
+
+def test_cpuinfo_counts_smt_siblings_once_and_takes_the_highest_clock():
+    info = R.parse_cpuinfo(CPUINFO_SMT)
+    assert (info.model, info.mhz, info.logical_cpus, info.physical_cores) == ("Test CPU", 3000.0, 3, 2)
+    assert "avx512_bf16" in info.flags
+    assert R.parse_cpuinfo(CPUINFO_SMT, usable_cpus=1).physical_cores == 1
+
+
+def test_peak_is_cores_times_clock_times_flop_per_cycle():
+    info = R.parse_cpuinfo(CPUINFO_SMT)
+    # 2 cores x 3 GHz x (2 FLOP/FMA x 16 lanes x 2 pipes) = 384 GFLOP/s; bf16 doubles it
+    assert R.theoretical_peak(info)["GFLOP/s"] == pytest.approx(384.0)
+    assert R.theoretical_peak(info, "bfloat16")["GFLOP/s"] == pytest.approx(768.0)
+    avx2 = replace(info, flags=frozenset({"avx", "avx2", "fma"}))
+    assert R.theoretical_peak(avx2)["GFLOP/s"] == pytest.approx(2 * 3.0 * 32)
+    assert R.theoretical_peak(avx2, "bfloat16")["GFLOP/s"] == pytest.approx(2 * 3.0 * 32)  # no native bf16
+    assert R.implied_ghz(384.0, info) == pytest.approx(3.0)
+
+
+def test_a_share_over_the_roofline_is_refused_not_printed():
+    assert R.share_or_problem(231.5, 463.0) == (0.5, "")
+    share, why = R.share_or_problem(309.0, 247.0)
+    assert share is None and "MEASUREMENT WRONG" in why
+    assert R.share_or_problem(1.0, 0.0)[0] is None
+
+
+def test_the_roofline_child_runs_without_the_openblas_variables():
+    env = {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "1048576", "PATH": "/usr/bin"}
+    assert R.clean_env(env) == {"PATH": "/usr/bin"}
+    out = R.numpy_sgemm_child(n=64, repeats=1, env={**dict(__import__("os").environ), **env})
+    assert out["env"] == {"OPENBLAS_CORETYPE": None, "OPENBLAS_L2_SIZE": None}
+    assert out["gflops"] > 0
+
+
+def test_cosine_min_of_the_bench():
+    import bench_features as B  # noqa: F401  (imports uslib.features only: no TensorFlow)
+
+    a = np.array([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]])
+    assert B.cosine_min(a, a) == pytest.approx(1.0)
+    assert B.cosine_min(a, np.array([[1.0, 1.0], [0.0, 1.0], [0.0, 0.0]])) == pytest.approx(2**-0.5)
+    assert B.paired([10.0, 5.0], [100.0, 50.0], 2.0) == [0.2, 0.2]
+
+
+# --------------------------------------------------------------------------- #
+# Batch rule and precision
+# --------------------------------------------------------------------------- #
+
+
+def test_batch_rule_per_backbone_and_explicit_values_win():
+    assert F.default_batch_size("inception_v3") == F.DEFAULT_BATCH_SIZE["inception_v3"] == 64
+    assert F.default_batch_size("vgg19") == 32
+    assert F.default_batch_size("vgg19", 8) == 8
+    with pytest.raises(ValueError, match="batch_size"):
+        F.default_batch_size("vgg19", 0)
+    assert load_profile("default")["batch_size"] is None  # the rule is the default
+
+
+def test_precision_schema_default_and_values():
+    p = load_profile("default")
+    assert p["precision"] == "float32" and p["allow_bfloat16"] is False
+    with pytest.raises(ProfileError, match="precision: expected one of 'float32', 'bfloat16'"):
+        validate_parameters({"precision": "float16"})
+    assert load_profile("tiny", overrides={"precision": "bfloat16"})["precision"] == "bfloat16"
+
+
+def test_paper_profile_refuses_bfloat16_unless_asked_explicitly():
+    with pytest.raises(ProfileError, match="allow_bfloat16"):
+        load_profile("paper", overrides={"precision": "bfloat16"}, check_folds=False)
+    p = load_profile("paper", overrides={"precision": "bfloat16", "allow_bfloat16": True}, check_folds=False)
+    assert p["precision"] == "bfloat16"
+    # the rule is the paper's protocol (strict weights), not the file's name
+    load_profile("tiny", overrides={"precision": "bfloat16", "strict_weights": False})
+    with pytest.raises(ProfileError, match="allow_bfloat16"):
+        load_profile("tiny", overrides={"precision": "bfloat16", "strict_weights": True})
+
+
+def test_bfloat16_refused_where_the_cpu_lacks_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(F, "cpu_flags", lambda *a, **k: frozenset({"sse", "avx2", "fma"}))
+    assert F.check_precision("float32") == "float32"
+    with pytest.raises(F.PrecisionUnsupportedError, match="AVX512_BF16 nor AMX_BF16.*precision: float32"):
+        F.check_precision("bfloat16")
+    from uslib.check import preflight
+
+    report = preflight(load_profile("tiny", overrides={"precision": "bfloat16"}, check_folds=False),
+                       bench_dir=tmp_path)
+    assert any(p.startswith("precision: bfloat16 needs native bfloat16") for p in report.problems)
+    monkeypatch.setattr(F, "cpu_flags", lambda *a, **k: frozenset({"avx512f", "avx512_bf16"}))
+    assert F.check_precision("bfloat16") == "bfloat16"
+    monkeypatch.setattr(F, "cpu_flags", lambda *a, **k: frozenset({"amx_bf16"}))
+    assert F.bfloat16_support()[0]
+
+
+def test_cpu_flags_reader(tmp_path):
+    p = tmp_path / "cpuinfo"
+    p.write_text("processor : 0\nflags : a b avx512_bf16\n\nprocessor : 1\nflags : a b avx512_bf16\n")
+    assert F.cpu_flags(p) == frozenset({"a", "b", "avx512_bf16"})
+    assert F.cpu_flags(tmp_path / "missing") == frozenset()
+
+
+# --------------------------------------------------------------------------- #
+# A fake network: the bookkeeping of extract_features without TensorFlow
+# --------------------------------------------------------------------------- #
+
+
+def _scan(rng, shift=0):
+    rf = (rng.standard_normal((300, 510)) * 800).astype(np.int16)
+    roi = np.zeros((300, 510), bool)
+    roi[100 + shift : 170 + shift, 200:290] = True
+    return Scan(rf, roi)
+
+
+@pytest.fixture(scope="module")
+def ds():
+    rng = np.random.default_rng(0)
+    return Dataset([Lesion("1ab", "1ab", "ab", 0, "3", (_scan(rng),)),
+                    Lesion("2cd", "2cd", "cd", 1, "4a", (_scan(rng, shift=30),))],
+                   source="hand-made test data", synthetic=True)
+
+
+@pytest.fixture
+def fake_net(monkeypatch):
+    """Replace the network by a function of the image mean; record builds, batches and precisions."""
+    calls = {"builds": 0, "batches": [], "precisions": []}
+
+    def build(bb, info):
+        calls["builds"] += 1
+        return ("model", bb.name), replace(info, values_sha256="0" * 16)
+
+    def with_precision(model, bb, precision="float32"):
+        F.check_precision(precision)
+        calls["precisions"].append(precision)
+        return model
+
+    def feature_function(model, bb):
+        def run(x):
+            calls["batches"].append(len(x))
+            m = np.asarray(x, np.float64).mean(axis=(1, 2, 3))
+            return np.repeat(m[:, None], F.BACKBONES[bb.name].n_features, axis=1).astype(np.float32)
+
+        return run
+
+    monkeypatch.setattr(F, "_build", build)
+    monkeypatch.setattr(F, "with_precision", with_precision)
+    monkeypatch.setattr(F, "feature_function", feature_function)
+    monkeypatch.setattr(F, "preprocess", lambda images, bb: np.asarray(images, np.float32))
+    monkeypatch.setattr(F, "cpu_flags", lambda *a, **k: frozenset({"avx512f", "avx512_bf16"}))
+    monkeypatch.delenv(store.EVENTS_ENV, raising=False)
+    return calls
+
+
+def _extract(ds, man, cache, **kw):
+    return F.extract_features(ds, man, "inception_v3", cache_dir=cache, weights=None, progress=False,
+                              allow_download=False, **kw)
+
+
+def test_extract_uses_the_batch_rule_when_none_is_given(ds, fake_net, tmp_path, monkeypatch):
+    monkeypatch.setitem(F.DEFAULT_BATCH_SIZE, "inception_v3", 5)
+    man = image_set(ds)  # 2 lesions x 1 scan x 9 images
+    _extract(ds, man, tmp_path, batch_size=None)
+    assert fake_net["batches"] == [5, 5, 5, 3]
+
+
+def test_bfloat16_features_are_cached_apart_from_float32(ds, fake_net, tmp_path):
+    man = image_set(ds, dynamic_ranges_db=(40, 60), margins_mm=(2,))
+    f32 = _extract(ds, man, tmp_path)
+    b16 = _extract(ds, man, tmp_path, precision="bfloat16")
+    assert (f32.n_computed, b16.n_computed, b16.n_cached) == (len(man), len(man), 0)
+    folders = sorted(p.name for p in tmp_path.iterdir())
+    assert len(folders) == 2 and folders[1] == folders[0] + "-bfloat16"
+    assert _extract(ds, man, tmp_path).n_cached == len(man)
+    assert _extract(ds, man, tmp_path, precision="bfloat16").n_cached == len(man)
+    assert fake_net["precisions"] == ["float32", "bfloat16"]
+    keys = lambda p: {k for c in (tmp_path / p).glob("chunk-*.npz") for k in store.load_npz(c)["keys"].tolist()}  # noqa: E731
+    assert not keys(folders[0]) & keys(folders[1])
+    assert store.feature_dir(tmp_path, "vgg19", "ab") == tmp_path / "vgg19-ab"
+    with pytest.raises(ValueError, match="precision"):
+        _extract(ds, man, tmp_path, precision="float16")
+
+
+def test_bfloat16_refused_before_building_on_a_cpu_without_it(ds, fake_net, tmp_path, monkeypatch):
+    monkeypatch.setattr(F, "cpu_flags", lambda *a, **k: frozenset({"avx2"}))
+    man = image_set(ds, dynamic_ranges_db=(40, 60), margins_mm=(2,))
+    with pytest.raises(F.PrecisionUnsupportedError):
+        _extract(ds, man, tmp_path, precision="bfloat16")
+    assert fake_net["builds"] == 0
+
+
+def test_robustness_chapter_reads_the_main_sets_features_from_the_store(ds, fake_net, tmp_path):
+    """Chapter 04's images inside chapter 07's manifest are not computed again (same pipeline calls)."""
+    main = pipeline.get_manifest(ds, dynamic_ranges_db=[40, 50, 60], margins_mm=[2, 5, 10])
+    rob, _ = robustness_manifest(ds, train_ranges_db=(40, 50, 60), unseen_ranges_db=(30, 80), margins_mm=(2, 5, 10),
+                                 continuous_range_db=(35, 65), seed=0)
+    shared = {image_key(r) for r in main.itertuples(index=False)} & {image_key(r) for r in rob.itertuples(index=False)}
+    assert len(shared) == len(main)  # every main image is also a robustness image
+    kw = dict(weights="random", progress=False, allow_download=False)
+    a = pipeline.get_features(tmp_path, ds, main, "inception_v3", **kw)
+    b = pipeline.get_features(tmp_path, ds, rob, "inception_v3", **kw)
+    assert a.n_computed == len(main)
+    assert (b.n_cached, b.n_computed) == (len(shared), len(rob) - len(shared))
+    pos = {image_key(r): i for i, r in enumerate(rob.itertuples(index=False))}
+    for i, r in enumerate(main.itertuples(index=False)):  # the very same features
+        np.testing.assert_array_equal(b.features[pos[image_key(r)]], a.features[i])
+
+
+# --------------------------------------------------------------------------- #
+# Progress on the runner's terminal
+# --------------------------------------------------------------------------- #
+
+
+def test_extract_reports_progress_to_the_events_file_only_under_the_runner(ds, fake_net, tmp_path, monkeypatch):
+    man = image_set(ds)
+    assert store.report_progress("x", 1, 2, seconds=1.0) is False  # no runner: nothing written
+    events = tmp_path / "events.jsonl"
+    monkeypatch.setenv(store.EVENTS_ENV, str(events))
+    _extract(ds, man, tmp_path / "cache", batch_size=4)
+    got, _ = store.read_events(events)
+    prog = [e for e in got if e.get("kind") == "progress"]
+    assert [e["done"] for e in prog] == [0, 4, 8, 12, 16, 18]
+    assert {e["total"] for e in prog} == {18} and prog[0]["stage"] == "inception_v3 features"
+    got_b16 = len(prog)
+    _extract(ds, man, tmp_path / "cache", batch_size=4, precision="bfloat16")
+    prog, _ = store.read_events(events)
+    assert prog[got_b16]["stage"] == "inception_v3 features (bfloat16)"
+
+
+def test_progress_line_rate_and_time_left():
+    e = {"stage": "vgg19 features", "done": 100, "total": 400, "seconds": 50.0, "unit": "img"}
+    assert format_progress(e) == "vgg19 features: 100/400 img (25 %), 2.0 img/s, about 2 min 30 s left"
+    assert format_progress({**e, "done": 400, "seconds": 200.0}).endswith("2.0 img/s, done in 3 min 20 s")
+
+
+def test_event_tail_throttles_progress_and_prints_damage_at_once(tmp_path):
+    events = tmp_path / "events.jsonl"
+    now = [0.0]
+    out = io.StringIO()
+    tail = EventTail(events, prefix="[t]", every_s=10.0, stream=out, clock=lambda: now[0])
+
+    def emit(done, t):
+        now[0] = t
+        with open(events, "a") as fh:
+            fh.write(json.dumps({"kind": "progress", "stage": "s", "done": done, "total": 30, "seconds": t}) + "\n")
+
+    emit(0, 0.0)
+    assert tail.poll() == 1  # the first line of a stage
+    emit(10, 5.0)
+    assert tail.poll() == 0  # within 10 s of the last line
+    emit(20, 11.0)
+    with open(events, "a") as fh:
+        fh.write(json.dumps({"path": "/x.npz", "reason": "bad CRC", "action": "recomputing"}) + "\n")
+    assert tail.poll() == 2
+    emit(30, 12.0)
+    assert tail.poll() == 1  # the last line always
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "[t] s: 0/30 img (0 %), starting"
+    assert lines[1].startswith("[t] s: 20/30 img (67 %), 1.8 img/s")
+    assert lines[2] == "[t] warning: damaged cache file /x.npz (bad CRC): recomputing"
+    assert lines[3].startswith("[t] s: 30/30 img (100 %)") and "done in 12 s" in lines[3]
+
+
+def test_event_tail_thread_prints_while_the_block_runs(tmp_path):
+    events = tmp_path / "events.jsonl"
+    out = io.StringIO()
+    tail = EventTail(events, stream=out, interval_s=0.01)
+    with tail.running():
+        with open(events, "a") as fh:
+            fh.write(json.dumps({"kind": "progress", "stage": "s", "done": 1, "total": 1, "seconds": 1.0}) + "\n")
+    assert "s: 1/1 img (100 %)" in out.getvalue()
+
+
+# --------------------------------------------------------------------------- #
+# Terminal noise
+# --------------------------------------------------------------------------- #
+
+
+def test_kernels_use_ipc_not_tcp():
+    from uslib import run
+
+    km = run._kernel_manager_class()()
+    assert km.transport == "ipc"
+    assert len(km.ip) + len("-65535") < 100, "a Unix socket path must stay under ~107 bytes"
+
+
+def test_quiet_stderr_drops_tensorflow_banner_only(capfd):
+    import os
+
+    with F._quiet_stderr():
+        os.write(2, b"I0000 port.cc:153] oneDNN custom operations are on. blah\n")
+        os.write(2, b"a real error\n")
+    err = capfd.readouterr().err
+    assert "a real error" in err and "oneDNN custom operations" not in err
+
+
+@pytest.mark.slow
+def test_importing_tensorflow_through_uslib_prints_no_banner():
+    code = "import uslib.features as F; tf = F.import_tensorflow(); print(float(tf.constant(1.0) + 1))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "2.0"
+    assert "oneDNN custom operations" not in out.stderr and "absl::InitializeLog" not in out.stderr
+
+
+def test_gpu_bench_peaks_and_backend_choice(monkeypatch):
+    import bench_gpu as G
+
+    assert G.peaks_for("NVIDIA H100 80GB HBM3") == ("H100 SXM", (66.9, 494.7, 989.4))
+    assert G.peaks_for("NVIDIA H100 PCIe")[0] == "H100 PCIe" and G.peaks_for("cpu") == (None, None)
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert G.choose_backend(None) == "jax" and G.choose_backend("tensorflow") == "tensorflow"
+    monkeypatch.delenv("KERAS_BACKEND")
+    monkeypatch.setattr(G.importlib.util, "find_spec", lambda name: None)  # no TensorFlow: JAX
+    assert G.choose_backend(None) == "jax"
+    assert "uslib" not in Path(G.__file__).read_text().split('"""', 2)[2].split("def ")[0]  # no uslib import
