@@ -265,6 +265,8 @@ def test_a_passed_fold_check_is_not_repeated_for_the_same_values(monkeypatch):
     monkeypatch.setattr(uslib.phantom, "patient_assignment", lambda *a, **k: calls.append(a) or real(*a, **k))
     validate_parameters(values)
     assert calls == [], "the same values were checked again"
+    validate_parameters({k: v for k, v in values.items() if k != "n_repeats"})  # one seed: already checked
+    assert calls == [], "a chapter without n_repeats (one seed) was checked again"
     with pytest.raises(ProfileError, match="n_splits"):
         validate_parameters({**values, "n_splits": 40})
     assert calls, "other values must be checked in full"
