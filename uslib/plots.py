@@ -260,7 +260,9 @@ def dynamic_range_explorer(env, dynamic_ranges_db: Sequence[float], *, extent=No
         ax_hist.set_xlabel("grey level")
         ax_hist.set_ylabel("fraction of pixels per grey level")
         ax_hist.legend(loc="upper right", fontsize=8)
-        fig.tight_layout()
+        # Frames are saved at the figure's own size (every frame alike, no tight box), so
+        # leave room at the bottom for the stamp label_synthetic puts below everything.
+        fig.tight_layout(rect=(0, 0.12 if synthetic else 0, 1, 1))
         if synthetic:
             label_synthetic(fig)
         for dr in drs:
