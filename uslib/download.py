@@ -71,10 +71,19 @@ def looks_like_html(head: bytes) -> bool:
 
     Examples
     --------
+    A page must start (after whitespace or a byte-order mark) with ``<`` and
+    name an HTML element or doctype in its first bytes; a binary file whose
+    first byte happens to be ``<`` (one in 256 random files) is not a page.
+
     >>> looks_like_html(b"  <!DOCTYPE html><html>"), looks_like_html(b"MATLAB 5.0 MAT-file")
     (True, False)
+    >>> looks_like_html(b"<" + bytes([143, 2])), looks_like_html(b"<?xml version='1.0'?><html>")
+    (False, True)
     """
-    return head.lstrip()[:1] == b"<"
+    text = head.lstrip(b"\xef\xbb\xbf").lstrip().lower()
+    if text[:1] != b"<":
+        return False
+    return any(tag in text for tag in (b"<!doctype html", b"<html", b"<head", b"<body", b"<title"))
 
 
 def digest_memo_path() -> Path:
