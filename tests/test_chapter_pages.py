@@ -1,10 +1,13 @@
-"""Chapters 04-07 as readers meet them, checked on the stored notebooks (no execution).
+"""Chapters as readers meet them (04-07; the opening block: all seven), checked on the stored notebooks (no execution).
 
 - every figure is glued and shown through a ``glue:figure`` with alt text, a
   name and a caption, and no figure is left to the inline backend;
 - tables of confidence intervals use ``uslib.tables`` (one line per CI);
-- each chapter opens with a prerequisites / time-to-read block;
-- chapter 06's warning box is the first thing under the title;
+- every chapter, 01-07, opens with the same Pythia-style block: a
+  "Prerequisites" heading, a Concepts | Importance | Notes table and
+  "Time to learn";
+- the warning box of chapters 06 and 07 is the first thing under the title,
+  before any code that computes;
 - chapter 05 has at least three exercises, each with a solution whose code runs.
 """
 
@@ -65,21 +68,81 @@ def test_every_figure_is_glued_with_alt_text_name_and_caption(name):
         assert len(opts["caption"].split()) >= 8, f"{fig}: caption {opts['caption']!r}"
 
 
-@pytest.mark.parametrize("name", CHAPTERS)
-def test_chapter_opens_with_prerequisites_and_time_to_read(name):
+ALL_CHAPTERS = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+BANNER = ["```{glue:md} status_banner", ":format: myst", "```"]
+TABLE_HEAD = "| Concepts | Importance | Notes |"
+TIME_TO_LEARN = re.compile(r"- \*\*Time to learn\*\*: about \d+ minutes(, exercises included|, plus [^.]+)?\.")
+
+
+def _opening_block(name) -> tuple[list[str], list[list[str]]]:
+    """The shape of a chapter's opening (its title cell up to ``## Overview``) and its table rows.
+
+    Each non-blank line becomes a token; a line the Pythia-style block does not
+    allow becomes ``other: <line>``, so any other layout gives another shape.
+    """
     first = next(c for c in _nb(name).cells if c.cell_type == "markdown")  # after the install cell
-    assert first.source.startswith("# ")
-    head = first.source.split("## ")[0]
-    assert "**Prerequisites:**" in head and re.search(r"\*\*Time to read:\*\* about \d+ minutes", head)
+    assert "\n## Overview\n" in first.source, f"{name}: no Overview section in the title cell"
+    head = first.source.split("\n## Overview\n")[0]
+    lines = [ln.rstrip() for ln in head.splitlines() if ln.strip()]
+    if lines[1:4] == BANNER:  # the warning box of the results chapters, checked below
+        lines = lines[:1] + lines[4:]
+    shape, rows = [], []
+    for ln in lines:
+        if not shape and ln.startswith("# "):
+            token = "title"
+        elif ln == "## Prerequisites":
+            token = "prerequisites"
+        elif ln == TABLE_HEAD:
+            token = "table head"
+        elif ln == "|---|---|---|":
+            token = "table rule"
+        elif ln.startswith("| ") and ln.endswith("|") and shape and shape[-1] in ("table rule", "rows"):
+            token = "rows"
+            rows.append([c.strip() for c in ln.strip("|").split(" | ")])
+        elif TIME_TO_LEARN.fullmatch(ln):
+            token = "time to learn"
+        else:
+            token = f"other: {ln}"
+        if not (token == "rows" and shape[-1] == "rows"):
+            shape.append(token)
+    return shape, rows
 
 
-def test_results_page_warning_box_is_under_the_title():
-    nb = _nb("06_results")
-    first = next(c for c in nb.cells if c.cell_type == "markdown").source
+@pytest.mark.parametrize("name", ALL_CHAPTERS)
+def test_chapter_opens_with_pythia_prerequisites_and_time_to_learn(name):
+    shape, rows = _opening_block(name)
+    assert shape == ["title", "prerequisites", "table head", "table rule", "rows", "time to learn"], shape
+    for row in rows:
+        assert len(row) == 3 and row[0], f"{name}: {row}"
+        assert row[1] in ("Necessary", "Helpful"), f"{name}: importance {row[1]!r}"
+    markdown = "\n".join(c.source for c in _nb(name).cells if c.cell_type == "markdown")
+    assert markdown.count("## Prerequisites") == 1
+    assert "Before you" not in markdown and "Time to read" not in markdown  # the old styles
+
+
+def test_every_chapter_opens_with_the_same_block():
+    assert len(ALL_CHAPTERS) == 7, ALL_CHAPTERS
+    shapes = {name: tuple(_opening_block(name)[0]) for name in ALL_CHAPTERS}
+    assert len(set(shapes.values())) == 1, shapes
+
+
+def _is_setup(cell) -> bool:
+    """The install cell, the parameters cell and the validation cell: nothing computed yet."""
+    tags = cell.metadata.get("tags", [])
+    return "uslib-install" in tags or "parameters" in tags or "config.chapter_parameters(" in cell.source
+
+
+@pytest.mark.parametrize("name", ["06_results", "07_robustness"])
+def test_warning_box_is_under_the_title_before_any_computing_code(name):
+    cells = _nb(name).cells
+    first = next(c for c in cells if c.cell_type == "markdown").source
     lines = [ln for ln in first.splitlines() if ln.strip()]
-    assert lines[0].startswith("# ") and lines[1] == "```{glue:md} status_banner"
-    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    assert 'glue("status_banner", Markdown(pipeline.status_banner(' in code
+    assert lines[0].startswith("# ") and lines[1:4] == BANNER
+    banner_at = [i for i, c in enumerate(cells) if c.cell_type == "markdown" and "{glue:md} status_banner" in c.source]
+    computing_at = [i for i, c in enumerate(cells) if c.cell_type == "code" and not _is_setup(c)]
+    assert len(banner_at) == 1 and computing_at and banner_at[0] < computing_at[0]
+    code = "\n".join(c.source for c in cells if c.cell_type == "code")
+    assert code.count('glue("status_banner", Markdown(pipeline.status_banner(') == 1
     assert "display(Markdown(pipeline.status_banner(" not in code  # shown once, at the top
 
 
