@@ -16,7 +16,7 @@ import pytest
 from uslib import store
 from uslib.config import REPO_ROOT
 from uslib.hygiene import ABSOLUTE_PATH, repo_relative
-from uslib.run import BookError, check_chapters, run_profile
+from uslib.run import BACKGROUND_NICE, BookError, check_chapters, run_profile
 
 
 def _notebook(path, body: str):
@@ -178,8 +178,11 @@ def test_chapters_run_side_by_side_each_after_what_it_reads(tmp_path):
     src.mkdir()
     run_dir.mkdir()
     _notebook(src / "01_data.ipynb", _mark("01.end"))
-    _notebook(src / "02_reconstruction.ipynb", _wait_for("01.end") + _mark("02.start") + _wait_for("04.start"))
-    _notebook(src / "04_features.ipynb", _mark("04.start") + _wait_for("02.start") + _mark("04.end"))
+    nice = "import os\n(pathlib.Path(run_dir) / '{0}.nice').write_text(str(os.nice(0)))\n"
+    _notebook(src / "02_reconstruction.ipynb", _wait_for("01.end") + _mark("02.start") + _wait_for("04.start")
+              + nice.format("02"))
+    _notebook(src / "04_features.ipynb", _mark("04.start") + _wait_for("02.start") + _mark("04.end")
+              + nice.format("04"))
     _notebook(src / "05_cross_validation.ipynb", "import pathlib\n"
               "assert (pathlib.Path(run_dir) / '04.end').exists(), '05 started before 04 finished'\n")
     result = run_profile("tiny", notebook_dir=src, output_dir=tmp_path / "out", overrides={"run_dir": str(run_dir)},
@@ -188,6 +191,8 @@ def test_chapters_run_side_by_side_each_after_what_it_reads(tmp_path):
     assert rec["status"] == "finished" and rec["execution"] == {"jobs": 2}
     assert set(result["stage_seconds"]) == {"01_data", "02_reconstruction", "04_features", "05_cross_validation"}
     assert all(v["status"] == "finished" for v in rec["stages"].values())
+    # 02 ran beside 04, which heads the longer chain (04 then 05): 02's kernel yielded the CPU to it
+    assert int((run_dir / "02.nice").read_text()) - int((run_dir / "04.nice").read_text()) == BACKGROUND_NICE
 
 
 def test_one_job_runs_the_chapters_one_after_another_in_file_order(tmp_path):
