@@ -16,7 +16,7 @@ import pytest
 from uslib import store
 from uslib.config import REPO_ROOT
 from uslib.hygiene import ABSOLUTE_PATH, repo_relative
-from uslib.run import BookError, check_chapters, run_profile
+from uslib.run import BACKGROUND_NICE, BookError, check_chapters, run_profile
 
 
 def _notebook(path, body: str):
@@ -151,3 +151,144 @@ def test_executed_chapters_have_no_stderr_and_no_absolute_paths(tmp_path):
     note = next(c for c in executed.cells if "uslib-parameters-used" in c.metadata.get("tags", []))
     assert f"| `run_dir` | **`\"{repo_relative(run_dir)}\"`** | `\"runs/tiny\"` |" in note.source
     assert "| `svm_c` | `1.0` | `1.0` |" in note.source
+
+
+# --------------------------------------------------------------------------- #
+# Chapters side by side: each after what it reads, the record under a lock
+# --------------------------------------------------------------------------- #
+
+def _wait_for(marker: str) -> str:
+    """Cell source that waits (at most 60 s) for a marker file another chapter writes."""
+    return ("import pathlib, time\n"
+            f"m = pathlib.Path(run_dir) / {marker!r}\n"
+            "t = time.monotonic()\n"
+            "while not m.exists() and time.monotonic() - t < 60:\n"
+            "    time.sleep(0.05)\n"
+            f"assert m.exists(), 'no {marker} within 60 s'\n")
+
+
+def _mark(marker: str) -> str:
+    return f"import pathlib\n(pathlib.Path(run_dir) / {marker!r}).write_text('x')\n"
+
+
+def test_chapters_run_side_by_side_each_after_what_it_reads(tmp_path):
+    # 02 and 04 need only 01: they run at the same time (each waits for the other to start, so run one
+    # after the other they could not finish); 05 needs 04 and starts once 04 has finished.
+    src, run_dir = tmp_path / "notebooks", tmp_path / "run"
+    src.mkdir()
+    run_dir.mkdir()
+    _notebook(src / "01_data.ipynb", _mark("01.end"))
+    nice = "import os\n(pathlib.Path(run_dir) / '{0}.nice').write_text(str(os.nice(0)))\n"
+    _notebook(src / "02_reconstruction.ipynb", _wait_for("01.end") + _mark("02.start") + _wait_for("04.start")
+              + nice.format("02"))
+    _notebook(src / "04_features.ipynb", _mark("04.start") + _wait_for("02.start") + _mark("04.end")
+              + nice.format("04"))
+    _notebook(src / "05_cross_validation.ipynb", "import pathlib\n"
+              "assert (pathlib.Path(run_dir) / '04.end').exists(), '05 started before 04 finished'\n")
+    result = run_profile("tiny", notebook_dir=src, output_dir=tmp_path / "out", overrides={"run_dir": str(run_dir)},
+                         jobs=2)
+    rec = store.read_run_record(run_dir)
+    assert rec["status"] == "finished" and rec["execution"] == {"jobs": 2}
+    assert set(result["stage_seconds"]) == {"01_data", "02_reconstruction", "04_features", "05_cross_validation"}
+    assert all(v["status"] == "finished" for v in rec["stages"].values())
+    # 02 ran beside 04, which heads the longer chain (04 then 05): 02's kernel yielded the CPU to it
+    assert int((run_dir / "02.nice").read_text()) - int((run_dir / "04.nice").read_text()) == BACKGROUND_NICE
+
+
+def test_one_job_runs_the_chapters_one_after_another_in_file_order(tmp_path):
+    src, run_dir = tmp_path / "notebooks", tmp_path / "run"
+    src.mkdir()
+    run_dir.mkdir()
+    for stem in ("01_data", "02_reconstruction", "04_features"):
+        _notebook(src / f"{stem}.ipynb", "import pathlib\n"
+                  f"with open(pathlib.Path(run_dir) / 'order.txt', 'a') as fh:\n    fh.write({stem!r} + ' ')\n")
+    run_profile("tiny", notebook_dir=src, output_dir=tmp_path / "out", overrides={"run_dir": str(run_dir)}, jobs=1)
+    assert (run_dir / "order.txt").read_text().split() == ["01_data", "02_reconstruction", "04_features"]
+    assert store.read_run_record(run_dir)["execution"] == {"jobs": 1}
+
+
+def test_a_failed_chapter_starts_nothing_new_and_the_others_finish(tmp_path):
+    src, run_dir = tmp_path / "notebooks", tmp_path / "run"
+    src.mkdir()
+    _notebook(src / "01_data.ipynb", "pass")
+    _notebook(src / "02_reconstruction.ipynb", "raise ValueError('02 asked to fail')")
+    _notebook(src / "04_features.ipynb", "import time\ntime.sleep(3)")
+    _notebook(src / "05_cross_validation.ipynb", "pass")
+    with pytest.raises(pm.PapermillExecutionError, match="02 asked to fail"):
+        run_profile("tiny", notebook_dir=src, output_dir=tmp_path / "out", overrides={"run_dir": str(run_dir)},
+                    jobs=2)
+    rec = store.read_run_record(run_dir)
+    stages = {k: v["status"] for k, v in rec["stages"].items()}
+    assert stages == {"01_data": "finished", "02_reconstruction": "failed", "04_features": "finished"}
+    assert rec["status"] == "failed"
+
+
+def test_ctrl_c_interrupts_the_running_chapters_and_records_it(tmp_path):
+    # The runner in a child process, two chapters sleeping side by side; SIGINT to the runner (as Ctrl-C)
+    # interrupts both kernels, records both stages and the run as interrupted, and leaves no kernel behind.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    src, run_dir = tmp_path / "notebooks", tmp_path / "run"
+    src.mkdir()
+    _notebook(src / "01_data.ipynb", "pass")
+    for stem in ("02_reconstruction", "04_features"):
+        _notebook(src / f"{stem}.ipynb", _mark(f"{stem}.start") + "import time\nfor _ in range(600):\n"
+                                         "    time.sleep(0.1)")
+    code = ("import sys\nfrom uslib.run import run_profile\n"
+            f"run_profile('tiny', notebook_dir={str(src)!r}, output_dir={str(tmp_path / 'out')!r}, "
+            f"overrides={{'run_dir': {str(run_dir)!r}}}, jobs=2)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    try:
+        t0 = time.monotonic()
+        while not all((run_dir / f"{s}.start").exists() for s in ("02_reconstruction", "04_features")):
+            assert proc.poll() is None and time.monotonic() - t0 < 120, proc.communicate()
+            time.sleep(0.1)
+        kernels = [p for p in psutil.Process(proc.pid).children(recursive=True) if "ipykernel" in " ".join(p.cmdline())]
+        assert len(kernels) == 2
+        t1 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert time.monotonic() - t1 < 30, "the interrupt took too long"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    rec = store.read_run_record(run_dir)
+    assert rec["status"] == "interrupted"
+    assert {k: v["status"] for k, v in rec["stages"].items()} == {
+        "01_data": "finished", "02_reconstruction": "interrupted", "04_features": "interrupted"}
+    psutil.wait_procs(kernels, timeout=10)
+    assert not [k for k in kernels if k.is_running() and k.status() != psutil.STATUS_ZOMBIE], "a kernel was left"
+
+
+def test_run_record_updates_from_many_processes_lose_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom uslib import store\n"
+            "w = sys.argv[1]\n"
+            "for i in range(30):\n"
+            "    store.update_run_record(sys.argv[2], stages={f'{w}-{i}': {'status': 'finished'}})\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(w), str(tmp_path)], cwd=REPO_ROOT) for w in range(4)]
+    assert [p.wait(timeout=120) for p in procs] == [0] * 4
+    assert len(store.read_run_record(tmp_path)["stages"]) == 120
+
+
+def test_every_chapter_waits_only_for_earlier_chapters():
+    from uslib.config import chapters
+    from uslib.run import CHAPTER_NEEDS, chapter_needs
+
+    stems = [nb.stem for nb in chapters()]
+    assert set(CHAPTER_NEEDS) == set(stems), "a new chapter must say what it reads (uslib.run.CHAPTER_NEEDS)"
+    for s, needs in CHAPTER_NEEDS.items():
+        assert all(stems.index(n) < stems.index(s) for n in needs), s
+    needs = chapter_needs(stems)
+    assert needs["06_results"] == ("01_data", "04_features", "05_cross_validation")
+    assert needs["02_reconstruction"] == ("01_data",) and needs["07_robustness"] == ("01_data", "04_features")

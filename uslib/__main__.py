@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--profile", default="params/default.yaml", help="profile name or YAML path")
     p_run.add_argument("--only", nargs="*", help="run only chapters starting with these prefixes, e.g. 05")
     p_run.add_argument("--no-build", action="store_true", help="execute the chapters, skip the book build")
+    p_run.add_argument("--jobs", type=int, default=None, metavar="N",
+                       help="chapters run at once, each after the chapters it reads (default: up to 3, at most "
+                            "the CPU count, or $USLIB_JOBS; 1: one after another)")
     p_build = sub.add_parser("build", help="build the book from the executed chapters of one run")
     p_build.add_argument("--profile", default="params/default.yaml")
     p_check = sub.add_parser("check", help="pre-flight check: data, weights, downloads, disk and time (no TensorFlow)")
@@ -38,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     from .run import BookError
     from .store import DamagedRecord
 
+    if getattr(args, "jobs", None) is not None and args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     try:
         return _dispatch(args)
     except (ProfileError, BookError, DamagedRecord, DownloadError) as e:  # the user's to fix: one line, no traceback
@@ -49,7 +54,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     from . import run
 
     if args.command == "run":
-        return run.main_run(args.profile, only=args.only, build=not args.no_build)
+        return run.main_run(args.profile, only=args.only, build=not args.no_build, jobs=args.jobs)
     if args.command == "build":
         return run.main_build(args.profile)
     if args.command == "check":

@@ -201,7 +201,9 @@ TARGETS = [
     ("paper_protocol", "python -m uslib run on a 100-lesion OASBUD-schema file, paper protocol, both networks",
      "≤ 15 min float32, ≤ 10 min bfloat16 on 2 cores"),
     ("evaluation", "Train × Test matrix, both backbones, default profile", "< 60 s on 2 cores"),
-    ("book", "make book on params/default.yaml", "< 15 min cold, < 3 min warm (excluding installation)"),
+    ("book", "make book on params/default.yaml (benchmarks/bench_book.py: chapters one after another, side by "
+             "side, and a baseline commit, alternated)",
+     "< 15 min cold, < 3 min warm (excluding installation); no slower than the baseline"),
 ]
 
 

@@ -11,10 +11,18 @@ path under the run directory                    what, and what its key covers
 ``run.json``                                    the run record (:func:`update_run_record`):
                                                 run id, profile, parameters, provenance,
                                                 each stage's status and seconds
+``run.json.lock``                               the lock every update of the record takes, so
+                                                that chapters running at the same time never
+                                                lose each other's entries
 ``events.jsonl``                                damaged cache files found and repaired during
                                                 a run (:func:`report_damage`) and the progress
-                                                of long stages (:func:`report_progress`); the
-                                                runner prints them to the terminal
+                                                of long stages (:func:`report_progress`) outside
+                                                any chapter; the runner prints them to the terminal
+``logs/<chapter>.events.jsonl``                 the same, for one chapter (:func:`events_path`):
+                                                each chapter's kernel has its own file, so
+                                                chapters may run side by side
+``logs/<chapter>.stderr.txt``                   what a chapter wrote to standard error, kept off
+                                                its page
 ``data/phantom-n<N>-seed<S>-<key>.mat``         the synthetic data set in the OASBUD schema;
                                                 key: n, seed, code of ``phantom`` (and what it
                                                 imports); sealed by a ``.sha256`` sidecar
@@ -691,9 +699,11 @@ def manifest_path(run_dir: str | os.PathLike) -> Path:
     return run_path(run_dir) / "manifest.csv"
 
 
-def events_path(run_dir: str | os.PathLike) -> Path:
-    """``<run_dir>/events.jsonl``."""
-    return run_path(run_dir) / "events.jsonl"
+def events_path(run_dir: str | os.PathLike, chapter: str | None = None) -> Path:
+    """``<run_dir>/events.jsonl``, or ``<run_dir>/logs/<chapter>.events.jsonl`` for one chapter's kernel."""
+    if chapter is None:
+        return run_path(run_dir) / "events.jsonl"
+    return run_path(run_dir) / "logs" / f"{chapter}.events.jsonl"
 
 
 def chapter_log_path(run_dir: str | os.PathLike, chapter: str) -> Path:
@@ -809,14 +819,24 @@ def update_run_record(run_dir: str | os.PathLike, **sections: Any) -> dict[str, 
     Each keyword is a top-level section; a dict section is merged one level
     deep so that chapters can add their own entries (e.g. ``weights``). A
     value of ``None`` removes the section.
+
+    The read, merge and write happen under ``run.json.lock`` (the
+    ``filelock`` package: ``fcntl`` locks on POSIX, ``msvcrt`` on Windows),
+    so chapters that run at the same time, in other processes, never lose
+    each other's entries.
     """
-    record = read_run_record(run_dir)
-    for k, v in sections.items():
-        if v is None:
-            record.pop(k, None)
-        elif isinstance(v, dict) and isinstance(record.get(k), dict):
-            record[k] = {**record[k], **v}
-        else:
-            record[k] = v
-    save_json(record_path(run_dir), record)
+    from filelock import FileLock
+
+    path = record_path(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        record = read_run_record(run_dir)
+        for k, v in sections.items():
+            if v is None:
+                record.pop(k, None)
+            elif isinstance(v, dict) and isinstance(record.get(k), dict):
+                record[k] = {**record[k], **v}
+            else:
+                record[k] = v
+        save_json(path, record)
     return record

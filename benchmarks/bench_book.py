@@ -1,0 +1,141 @@
+"""The whole book, cold and warm: chapters one after another against side by side, and against a baseline.
+
+What it runs: ``python -m uslib run --profile <profile>`` (the chapters and the
+book build, as ``make book`` does) in throw-away git worktrees, so the
+checkout's own book, chapters and runs are never touched:
+
+* ``HEAD --jobs 1``: this commit's chapters one after another;
+* ``HEAD``: this commit with the runner's default (chapters side by side,
+  :func:`uslib.run.default_jobs`);
+* ``--baseline REV`` (optional): another commit, e.g. the one before a
+  change, run as it runs (its own runner and profile).
+
+Each variant gets a cold run (empty run directory) and then ``--warm`` warm
+runs (everything cached), in rounds that alternate the variants, so each
+ratio compares runs made minutes apart on the same machine: these hosts are
+shared and noisy, and absolute times from different runs are not comparable.
+The load average before each run is recorded with it.
+
+Targets: the book under 15 min cold and 3 min warm on 2 cores (the design);
+issue 9: cold and warm no slower than before its changes (``--baseline``).
+
+Run: ``.venv/bin/python benchmarks/bench_book.py [--profile params/default.yaml]
+[--baseline 7dd42aa] [--warm 2]``. Writes ``runs/benchmarks/book.json``.
+Minutes: on 2 cores each cold run of the default profile takes 8-10 min.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import write_report  # noqa: E402
+
+from uslib.config import REPO_ROOT  # noqa: E402
+
+
+def _git(*args: str, cwd: Path = REPO_ROOT) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def worktree(rev: str, root: Path) -> Path:
+    """A detached worktree of ``rev`` under ``root`` (removed by :func:`remove_worktree`)."""
+    path = root / f"wt-{_git('rev-parse', '--short', rev)}"
+    if not path.exists():
+        _git("worktree", "add", "--detach", str(path), rev)
+    return path
+
+
+def remove_worktree(path: Path) -> None:
+    subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=REPO_ROOT, capture_output=True)
+
+
+def profile_copy(tree: Path, profile: str, run_dir: Path, out: Path) -> Path:
+    """The worktree's own copy of ``profile`` with another ``run_dir`` (so each variant reads its own schema)."""
+    src = Path(profile) if Path(profile).is_absolute() else tree / profile
+    p = yaml.safe_load(src.read_text())
+    p["run_dir"] = str(run_dir)
+    out.write_text(yaml.safe_dump(p, sort_keys=False))
+    return out
+
+
+def timed_run(tree: Path, profile: Path, extra: list[str], log: Path) -> dict:
+    """One ``python -m uslib run`` in ``tree``; wall seconds and the load average before it."""
+    load = os.getloadavg()[0]
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env.pop("USLIB_JOBS", None)
+    t0 = time.perf_counter()
+    with open(log, "w") as fh:
+        rc = subprocess.call([sys.executable, "-m", "uslib", "run", "--profile", str(profile), *extra],
+                             cwd=tree, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    seconds = time.perf_counter() - t0
+    if rc:
+        raise SystemExit(f"[bench] {tree} {' '.join(extra)} failed (exit {rc}); see {log}")
+    return {"seconds": round(seconds, 1), "load before": round(load, 2)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="params/default.yaml")
+    ap.add_argument("--baseline", default=None, help="a git revision to compare with (run with its own runner)")
+    ap.add_argument("--warm", type=int, default=2, help="warm runs per variant after its cold one")
+    ap.add_argument("--keep", action="store_true", help="keep the worktrees and logs (printed)")
+    args = ap.parse_args(argv)
+
+    head = _git("rev-parse", "--short", "HEAD")
+    if _git("status", "--porcelain", "--untracked-files=no"):
+        print("[bench] note: uncommitted changes are not measured; the bench runs HEAD", flush=True)
+    root = Path(tempfile.mkdtemp(prefix="uslib-bench-book-", dir=REPO_ROOT / "runs"))
+    variants = {f"{head} --jobs 1": (worktree("HEAD", root), ["--jobs", "1"]),
+                f"{head} (default jobs)": (worktree("HEAD", root), [])}
+    if args.baseline:
+        variants[f"{_git('rev-parse', '--short', args.baseline)} (baseline)"] = (worktree(args.baseline, root), [])
+    runs: dict[str, dict[str, list]] = {name: {"cold": [], "warm": []} for name in variants}
+    profiles = {}
+    for i, (name, (tree, _)) in enumerate(variants.items()):
+        profiles[name] = profile_copy(tree, args.profile, root / f"run-{i}", root / f"profile-{i}.yaml")
+    try:
+        for phase in ["cold"] + ["warm"] * max(0, args.warm):
+            for i, (name, (tree, extra)) in enumerate(variants.items()):
+                if phase == "cold":
+                    shutil.rmtree(root / f"run-{i}", ignore_errors=True)
+                r = timed_run(tree, profiles[name], extra, root / f"log-{i}-{phase}-{len(runs[name][phase])}.txt")
+                runs[name][phase].append(r)
+                print(f"[bench] {name}, {phase}: {r['seconds']:.1f} s (load before {r['load before']})", flush=True)
+    finally:
+        if not args.keep:
+            for tree, _ in {str(t): (t, e) for t, e in variants.values()}.values():
+                remove_worktree(tree)
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            print(f"[bench] kept {root}")
+
+    figures: dict = {}
+    for name, r in runs.items():
+        figures[name] = {"cold [s]": r["cold"][0]["seconds"],
+                         "warm [s] (median)": statistics.median(x["seconds"] for x in r["warm"]) if r["warm"] else None,
+                         "runs": r}
+    ref = f"{head} --jobs 1"
+    for name in runs:
+        if name != ref:
+            figures[name]["cold / jobs 1"] = round(figures[name]["cold [s]"] / figures[ref]["cold [s]"], 3)
+            if figures[name]["warm [s] (median)"] and figures[ref]["warm [s] (median)"]:
+                figures[name]["warm / jobs 1"] = round(
+                    figures[name]["warm [s] (median)"] / figures[ref]["warm [s] (median)"], 3)
+    write_report("book", figures, notes=f"profile {args.profile}; each variant cold once, then {args.warm} warm "
+                                         "run(s), variants alternated; ratios are within this one run")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
