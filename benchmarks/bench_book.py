@@ -89,6 +89,8 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default="params/default.yaml")
     ap.add_argument("--baseline", default=None, help="a git revision to compare with (run with its own runner)")
     ap.add_argument("--warm", type=int, default=2, help="warm runs per variant after its cold one")
+    ap.add_argument("--sequential", action=argparse.BooleanOptionalAction, default=True,
+                    help="also run HEAD with --jobs 1 (the reference of the ratios; --no-sequential: baseline only)")
     ap.add_argument("--keep", action="store_true", help="keep the worktrees and logs (printed)")
     args = ap.parse_args(argv)
 
@@ -96,8 +98,8 @@ def main(argv=None) -> int:
     if _git("status", "--porcelain", "--untracked-files=no"):
         print("[bench] note: uncommitted changes are not measured; the bench runs HEAD", flush=True)
     root = Path(tempfile.mkdtemp(prefix="uslib-bench-book-", dir=REPO_ROOT / "runs"))
-    variants = {f"{head} --jobs 1": (worktree("HEAD", root), ["--jobs", "1"]),
-                f"{head} (default jobs)": (worktree("HEAD", root), [])}
+    variants = {f"{head} --jobs 1": (worktree("HEAD", root), ["--jobs", "1"])} if args.sequential else {}
+    variants[f"{head} (default jobs)"] = (worktree("HEAD", root), [])
     if args.baseline:
         variants[f"{_git('rev-parse', '--short', args.baseline)} (baseline)"] = (worktree(args.baseline, root), [])
     runs: dict[str, dict[str, list]] = {name: {"cold": [], "warm": []} for name in variants}
@@ -125,12 +127,15 @@ def main(argv=None) -> int:
         figures[name] = {"cold [s]": r["cold"][0]["seconds"],
                          "warm [s] (median)": statistics.median(x["seconds"] for x in r["warm"]) if r["warm"] else None,
                          "runs": r}
-    ref = f"{head} --jobs 1"
-    for name in runs:
-        if name != ref:
-            figures[name]["cold / jobs 1"] = round(figures[name]["cold [s]"] / figures[ref]["cold [s]"], 3)
+    refs = [(f"{head} --jobs 1", "jobs 1")] if args.sequential else []
+    refs += [(name, "baseline") for name in runs if name.endswith("(baseline)")]
+    for ref, label in refs:
+        for name in runs:
+            if name == ref or name.endswith("(baseline)"):
+                continue
+            figures[name][f"cold / {label}"] = round(figures[name]["cold [s]"] / figures[ref]["cold [s]"], 3)
             if figures[name]["warm [s] (median)"] and figures[ref]["warm [s] (median)"]:
-                figures[name]["warm / jobs 1"] = round(
+                figures[name][f"warm / {label}"] = round(
                     figures[name]["warm [s] (median)"] / figures[ref]["warm [s] (median)"], 3)
     write_report("book", figures, notes=f"profile {args.profile}; each variant cold once, then {args.warm} warm "
                                          "run(s), variants alternated; ratios are within this one run")
