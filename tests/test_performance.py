@@ -368,3 +368,17 @@ def test_gpu_bench_peaks_and_backend_choice(monkeypatch):
     monkeypatch.setattr(G.importlib.util, "find_spec", lambda name: None)  # no TensorFlow: JAX
     assert G.choose_backend(None) == "jax"
     assert "uslib" not in Path(G.__file__).read_text().split('"""', 2)[2].split("def ")[0]  # no uslib import
+
+
+def test_book_bench_profile_copy_changes_only_the_run_directory(tmp_path):
+    import yaml
+
+    import bench_book as B
+
+    from uslib.config import REPO_ROOT as REPO
+
+    out = B.profile_copy(REPO, "params/default.yaml", tmp_path / "run", tmp_path / "p.yaml")
+    original, copy = yaml.safe_load((REPO / "params" / "default.yaml").read_text()), yaml.safe_load(out.read_text())
+    assert copy.pop("run_dir") == str(tmp_path / "run")
+    original.pop("run_dir")
+    assert copy == original
