@@ -322,6 +322,8 @@ def summarise(r: dict) -> dict:
     rep["extract_features cold [img/s]"] = round(r["e2e"][0], 2)
     rep["peak RSS so far [GiB]"] = round(r["rss"], 2)
     rep["load average per round (1 min, start)"] = [round(d["load_1min"], 2) for d in r["round_records"]]
+    rep["roofline per round [GFLOP/s] (source)"] = [f"{d['gflops']:.0f} ({d.get('source')})"
+                                                    for d in r["round_records"]]
     if r["layers"]:
         roof = (r.get("layers_roofline") or {}).get("gflops")
         rep[LAYERS_KEY] = layer_table(r["layers"], roof)

@@ -273,7 +273,8 @@ def benchmarks_page(run_dir: str | os.PathLike | None = None, bench_dir: Path | 
         if rec.get("notes"):
             lines += [_md_escape(rec["notes"]), ""]
         lines += ["| figure | value |", "|---|---|"]
-        lines += [f"| {_md_escape(k)} | {_fmt(v)} |" for k, v in _flatten(rec.get("figures", {})).items()]
+        lines += [f"| {_md_escape(k)} | {_fmt(v)} |" for k, v in _flatten(rec.get("figures", {})).items()
+                  if LAYERS_KEY not in k]  # the per-layer tables are under "Where the time goes"
         lines.append("")
     return "\n".join(lines)
 
