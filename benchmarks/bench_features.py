@@ -6,9 +6,9 @@ weights; synthetic images):
 * **roofline**: the largest of numpy's float32 sgemm (2048², measured in a
   child process with ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` unset, its
   BLAS kernel reported by threadpoolctl), ``tf.matmul`` (4096²) and a large
-  ``tf.nn.conv2d`` (3x3, 256 and 512 channels, NHWC: the shapes of VGG19's
-  heaviest layers, so the networks' convolutions should not beat it; the
-  matmuls alone were beaten), measured again in every timed round;
+  ``tf.nn.conv2d`` (3x3, NHWC, the best of VGG19's four convolution shapes,
+  so the networks' convolutions should not beat it; the matmuls alone were
+  beaten), measured again in every timed round;
   each round's network rate is divided by *that round's* roofline (paired),
   so a slow phase of a shared host hits both
   sides of the ratio. The 1-minute load average of every round is recorded.

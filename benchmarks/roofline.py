@@ -28,9 +28,9 @@ measurement is wrong, and the benchmarks say so instead of printing it.
 
 Three candidates, the roofline being the largest (:func:`pick_roofline`):
 numpy's sgemm (child process, above), ``tf.matmul`` of two 4096² matrices,
-and a large ``tf.nn.conv2d`` (3x3, NHWC, float32; the best of 256->256
-channels on 56x56 and 512->512 on 28x28, batch 8: the shapes of VGG19's
-heaviest layers). The convolution is there because oneDNN's direct
+and a large ``tf.nn.conv2d`` (3x3, NHWC, float32; the best of 64->64
+channels on 224x224 (batch 4), 128->128 on 112x112, 256->256 on 56x56 and
+512->512 on 28x28 (batch 8): the shapes of VGG19's convolutions). The convolution is there because oneDNN's direct
 convolution kernels can run faster than its matmul: measured here, VGG19's
 convolutions beat the tf.matmul yardstick (96-103 % of it), so a matmul-only
 roofline let a network's "share" exceed 100 %. The two TensorFlow candidates
@@ -289,7 +289,7 @@ def tf_matmul(n: int = 4096, repeats: int = 3, dtype: str = "float32") -> float:
 
 
 #: Shapes of the convolution candidate: (batch, height = width, channels in = out); 3x3 kernel, NHWC.
-CONV_SHAPES = ((8, 56, 256), (8, 28, 512))
+CONV_SHAPES = ((8, 56, 256), (8, 28, 512), (8, 112, 128), (4, 224, 64))
 
 
 def tf_conv2d(shapes=CONV_SHAPES, repeats: int = 3, dtype: str = "float32") -> tuple[float, str]:
