@@ -3,11 +3,14 @@
 For each backbone (random weights, seed 0: the same arithmetic as ImageNet
 weights; synthetic images):
 
-* **roofline**: the larger of numpy's float32 sgemm (2048², measured in a
+* **roofline**: the largest of numpy's float32 sgemm (2048², measured in a
   child process with ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` unset, its
-  BLAS kernel reported by threadpoolctl) and ``tf.matmul`` (4096²), measured
-  again in every timed round; each round's network rate is divided by *that
-  round's* roofline (paired), so a slow phase of a shared host hits both
+  BLAS kernel reported by threadpoolctl), ``tf.matmul`` (4096²) and a large
+  ``tf.nn.conv2d`` (3x3, NHWC, the best of VGG19's four convolution shapes,
+  so the networks' convolutions should not beat it; the matmuls alone were
+  beaten), measured again in every timed round;
+  each round's network rate is divided by *that round's* roofline (paired),
+  so a slow phase of a shared host hits both
   sides of the ratio. The 1-minute load average of every round is recorded.
   The theoretical peak (cores x clock x FLOP/cycle of the ISA in
   /proc/cpuinfo) is printed beside it, with its derivation
@@ -27,10 +30,12 @@ weights; synthetic images):
 FLOPs per image are counted layer by layer (2 x multiply-accumulates of every
 Conv2D and Dense layer). A share over 100 % of the roofline means the
 measurement is wrong and is reported as such, not printed as a result.
-``--layers`` adds where the time goes: each layer timed alone on inputs of its
-shape, summed per layer type, against that type's FLOPs.
+Where the time goes (on by default, ``--no-layers`` skips it): each layer
+timed alone on inputs of its shape at the default batch, summed per layer
+type (seconds, GFLOP/s, share of a roofline measured just before), beside
+the best share any batch size reached ("best reachable").
 
-Run on a quiet machine (about 6 minutes on 2 cores):
+Run on a quiet machine (about 8 minutes on 2 cores):
 ``.venv/bin/python benchmarks/bench_features.py``; ``--quick`` for a smoke
 run (fewer images, one round). Writes ``runs/benchmarks/features.json``.
 """
@@ -215,7 +220,7 @@ def bench_backbone(name: str, n_images: int, batch_sizes: list[int], repeats: in
             rates16.append(rate(run16, default_bs))
         rounds.append({**roof.to_dict(), "load_1min_end": os.getloadavg()[0]})
         print(f"   round {r + 1}: roofline {roof.gflops:.0f} GFLOP/s ({roof.source}; numpy {roof.numpy_gflops:.0f}, "
-              f"tf.matmul {roof.tf_gflops:.0f}), load {roof.load_1min:.2f}; "
+              f"tf.matmul {roof.tf_gflops:.0f}, tf.nn.conv2d {roof.conv_gflops:.0f}), load {roof.load_1min:.2f}; "
               + ", ".join(f"b={bs} {rates[bs][-1]:.2f} img/s" for bs in batch_sizes)
               + (f", bf16 b={default_bs} {rates16[-1]:.2f} img/s" if rates16 else ""), flush=True)
     roofs = [d["gflops"] for d in rounds]
@@ -226,14 +231,55 @@ def bench_backbone(name: str, n_images: int, batch_sizes: list[int], repeats: in
         f16 = np.concatenate([run16(x[i : i + default_bs]) for i in range(0, n, default_bs)])
         fidelity = cosine_min(f32, f16)
 
-    prof = layer_profile(model, default_bs) if layers else None
+    prof, prof_roof = None, None
+    if layers:
+        prof_roof = R.measure_roofline()  # paired with the layer profile that follows
+        prof = layer_profile(model, default_bs)
     del model, run, run16
 
     with tempfile.TemporaryDirectory() as tmp:
         fs = F.extract_features(ds, man, bb.name, cache_dir=tmp, weights=None, progress=False)
     return dict(name=name, n=n, gflop=gflop, default_bs=default_bs, batch_sizes=batch_sizes, rates=rates,
                 rates16=rates16, rounds=roofs, round_records=rounds, t_build=t_build, fidelity=fidelity,
-                e2e=(fs.n_computed / fs.seconds, fs.seconds), rss=peak_rss_gib(), layers=prof)
+                e2e=(fs.n_computed / fs.seconds, fs.seconds), rss=peak_rss_gib(), layers=prof,
+                layers_roofline=None if prof_roof is None else prof_roof.to_dict())
+
+
+#: Key of the per-layer-type table in each backbone's report (read by the Benchmarks page).
+LAYERS_KEY = "time per layer type (each layer alone, default batch)"
+
+
+def layer_table(layers: dict, roofline_gflops: float | None = None) -> dict:
+    """Per layer type, slowest first: seconds, share of time, GFLOP, GFLOP/s and share of the roofline.
+
+    ``layers`` maps a layer type to ``{"layers", "seconds", "GFLOP"}`` (as
+    :func:`layer_profile` returns). A type without FLOPs (pooling, batch
+    norm, activations, concatenation) has GFLOP/s 0 and no share; a share
+    over 100 % of the roofline is refused (None) with the reason, as for the
+    networks.
+
+    Examples
+    --------
+    >>> t = layer_table({"Conv2D": {"layers": 2, "seconds": 3.0, "GFLOP": 600.0},
+    ...                  "ReLU": {"layers": 2, "seconds": 1.0, "GFLOP": 0.0}}, 250.0)
+    >>> t["Conv2D"]["share of time"], t["Conv2D"]["GFLOP/s"], t["Conv2D"]["share of roofline"]
+    (0.75, 200.0, 0.8)
+    >>> list(t), t["ReLU"]["share of roofline"]
+    (['Conv2D', 'ReLU'], None)
+    """
+    tot = sum(d["seconds"] for d in layers.values()) or 1.0
+    out = {}
+    for k, d in sorted(layers.items(), key=lambda kv: -kv[1]["seconds"]):
+        g = d["GFLOP"] / d["seconds"] if d["seconds"] > 0 else 0.0
+        row = {"layers": d["layers"], "seconds": round(d["seconds"], 3), "share of time": round(d["seconds"] / tot, 3),
+               "GFLOP": round(d["GFLOP"], 1), "GFLOP/s": round(g, 1), "share of roofline": None}
+        if g > 0 and roofline_gflops:
+            share, why = R.share_or_problem(g, roofline_gflops)
+            row["share of roofline"] = share
+            if why:
+                row["problem"] = why
+        out[k] = row
+    return out
 
 
 def summarise(r: dict) -> dict:
@@ -260,6 +306,8 @@ def summarise(r: dict) -> dict:
     if rep["share of roofline"] is not None:
         rep["share target met"] = rep["share of roofline"] >= TARGETS["share of roofline"]
     rep["best batch size measured"] = best_bs
+    rep["best reachable share (best batch size, median of paired rounds)"] = (
+        round(best_share, 3) if best_bs is not None else None)
     if best_bs is not None and rep.get(dkey) is not None and best_share > rep[dkey] * 1.03:
         problems.append(f"batch {best_bs} beat the default {dbs} by more than 3 % "
                         f"({best_share:.1%} vs {rep[dkey]:.1%}): consider changing features.DEFAULT_BATCH_SIZE")
@@ -276,12 +324,13 @@ def summarise(r: dict) -> dict:
     rep["extract_features cold [img/s]"] = round(r["e2e"][0], 2)
     rep["peak RSS so far [GiB]"] = round(r["rss"], 2)
     rep["load average per round (1 min, start)"] = [round(d["load_1min"], 2) for d in r["round_records"]]
+    rep["roofline per round [GFLOP/s] (source)"] = [f"{d['gflops']:.0f} ({d.get('source')})"
+                                                    for d in r["round_records"]]
     if r["layers"]:
-        tot = sum(d["seconds"] for d in r["layers"].values())
-        rep["time per layer type (each layer alone, default batch)"] = {
-            k: {"share of time": round(d["seconds"] / tot, 3), "GFLOP/s": round(d["GFLOP"] / d["seconds"], 1),
-                "layers": d["layers"]}
-            for k, d in sorted(r["layers"].items(), key=lambda kv: -kv[1]["seconds"])}
+        roof = (r.get("layers_roofline") or {}).get("gflops")
+        rep[LAYERS_KEY] = layer_table(r["layers"], roof)
+        if roof:
+            rep["roofline paired with the layer profile [GFLOP/s]"] = round(roof, 1)
     if problems:
         rep["problems"] = problems
     return rep
@@ -295,12 +344,14 @@ def main(argv=None) -> int:
                     help="batch sizes to time (the default rule's is always added)")
     ap.add_argument("--repeats", type=int, default=3, help="timed rounds, each with its own roofline")
     ap.add_argument("--no-bf16", action="store_true", help="skip bfloat16 even where the CPU supports it")
-    ap.add_argument("--layers", action="store_true", help="also time each layer alone, summed per layer type")
+    ap.add_argument("--layers", action="store_true", help="time each layer alone, per layer type (the default)")
+    ap.add_argument("--no-layers", action="store_true", help="skip the per-layer-type profile")
     ap.add_argument("--quick", action="store_true", help="smoke run: 16 images, batch 8, one round, no report")
     ap.add_argument("--no-report", action="store_true", help="do not write runs/benchmarks/features.json")
     args = ap.parse_args(argv)
     if args.quick:  # checks the script, measures nothing worth keeping: no report
         args.n_images, args.batch_size, args.repeats, args.no_report = args.n_images or 16, [8], 1, True
+    layers = not args.no_layers and (args.layers or not args.quick)  # --quick skips it unless asked
 
     info = R.cpu_info()
     tf = F.import_tensorflow()
@@ -319,7 +370,8 @@ def main(argv=None) -> int:
     roof0 = R.measure_roofline()
     print(f"roofline at start: {roof0.gflops:.1f} GFLOP/s ({roof0.source}); numpy sgemm 2048² {roof0.numpy_gflops:.1f} "
           f"GFLOP/s with OpenBLAS kernel {roof0.kernel.get('internal_api')}/{roof0.kernel.get('architecture')}, "
-          f"tf.matmul 4096² {roof0.tf_gflops:.1f} GFLOP/s; clock it implies at the peak FLOP/cycle: "
+          f"tf.matmul 4096² {roof0.tf_gflops:.1f} GFLOP/s, tf.nn.conv2d {roof0.conv_gflops:.1f} GFLOP/s "
+          f"({roof0.conv_shape}); clock it implies at the peak FLOP/cycle: "
           f"{R.implied_ghz(roof0.gflops, info):.2f} GHz (cpu MHz says {info.mhz / 1000:.2f})")
     print("weights: random initialisation (seed 0) -- same arithmetic as ImageNet weights; images synthetic")
 
@@ -329,21 +381,26 @@ def main(argv=None) -> int:
         n = args.n_images or DEFAULT_N[name]
         print(f"\n== {name}: {n} images per pass, batch sizes {sorted(set(args.batch_size) | {F.default_batch_size(name)})}, "
               f"{args.repeats} rounds", flush=True)
-        r = bench_backbone(name, n, args.batch_size, args.repeats, bf16, args.layers)
+        r = bench_backbone(name, n, args.batch_size, args.repeats, bf16, layers)
         results.append(r)
         rep = summarise(r)
         report[name] = rep
         for k, v in rep.items():
             print(f"   {k}: {v}")
     roof1 = R.measure_roofline()
-    all_roofs = [roof0.gflops, roof1.gflops] + [v for r in results for v in r["rounds"]]
+    all_rounds = [roof0.to_dict(), roof1.to_dict()] + [d for r in results for d in r["round_records"]]
+    all_roofs = [d["gflops"] for d in all_rounds]
+    best_round = max(all_rounds, key=lambda d: d["gflops"])
     report = {
         "roofline [GFLOP/s] (best of all rounds)": round(max(all_roofs), 1),
         "roofline kernel (numpy sgemm, threadpoolctl)": f"{roof0.kernel.get('internal_api')} "
                                                         f"{roof0.kernel.get('architecture')}",
-        "roofline source": roof0.source,
+        "roofline source": best_round["source"],
+        "roofline source per round": [d["source"] for d in all_rounds],
         "roofline numpy sgemm 2048² [GFLOP/s] (start, end)": [round(roof0.numpy_gflops, 1), round(roof1.numpy_gflops, 1)],
         "roofline tf.matmul 4096² [GFLOP/s] (start, end)": [round(roof0.tf_gflops, 1), round(roof1.tf_gflops, 1)],
+        "roofline tf.nn.conv2d [GFLOP/s] (start, end)": [round(roof0.conv_gflops, 1), round(roof1.conv_gflops, 1)],
+        "roofline tf.nn.conv2d shape (start)": roof0.conv_shape,
         "theoretical peak float32 [GFLOP/s]": peak["GFLOP/s"],
         "theoretical peak derivation": peak["derivation"],
         "clock implied by the roofline [GHz]": round(R.implied_ghz(max(all_roofs), info), 2),

@@ -16,6 +16,7 @@ SCRIPTS = [
     ["bench_phantom.py", "--n-lesions", "100"],
     ["bench_reconstruction.py", "--repeat", "5"],
     ["bench_features.py"],
+    ["bench_bfloat16_auc.py", "--reuse-from", "runs/default"],
     ["bench_evaluation.py"],
     ["bench_distributed.py"],
 ]

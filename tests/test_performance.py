@@ -100,6 +100,142 @@ def test_cosine_min_of_the_bench():
     assert B.paired([10.0, 5.0], [100.0, 50.0], 2.0) == [0.2, 0.2]
 
 
+def test_the_largest_candidate_is_the_roofline_and_names_itself():
+    assert R.pick_roofline({"numpy": 195.0, "tf.matmul": 216.0, "tf.nn.conv2d": 231.0}) == ("tf.nn.conv2d", 231.0)
+    assert R.pick_roofline({"numpy": 463.0, "tf.matmul": 216.0, "tf.nn.conv2d": 231.0}) == ("numpy", 463.0)
+    # a failed candidate (None, NaN, 0, negative) is ignored; a tie goes to the one listed first
+    assert R.pick_roofline({"numpy": None, "tf.matmul": float("nan"), "tf.nn.conv2d": 10.0}) == ("tf.nn.conv2d", 10.0)
+    assert R.pick_roofline({"numpy": 5.0, "tf.matmul": 5.0, "tf.nn.conv2d": -1.0}) == ("numpy", 5.0)
+    assert R.pick_roofline({"numpy": 0.0}) == ("none measured", 0.0)
+    roof = R.Roofline(numpy_gflops=195.0, tf_gflops=216.0, kernel={}, load_1min=0.1, conv_gflops=231.0,
+                      conv_shape="3x3 256->256")
+    assert (roof.gflops, roof.source) == (231.0, "tf.nn.conv2d")
+    d = roof.to_dict()
+    assert d["source"] == "tf.nn.conv2d" and d["gflops"] == 231.0 and d["conv_shape"] == "3x3 256->256"
+    assert R.Roofline(300.0, 216.0, {}, 0.0).source.startswith("numpy sgemm")  # no conv measured: as before
+    # 2 N H W Cout Cin k^2, counted by hand for a 1x1 convolution of 1 pixel: one multiply-add per weight
+    assert R.conv2d_flops(1, 1, 1, 3, 4, kernel=1) == 2 * 3 * 4
+    assert R.conv2d_flops(8, 56, 56, 256, 256) == 2 * 8 * 56 * 56 * 256 * 256 * 9
+
+
+def _bench_result(rates: dict, roofs: list[float], gflop: float = 10.0, dbs: int = 32) -> dict:
+    """What bench_features.bench_backbone returns, for summarise (no TensorFlow)."""
+    recs = [{"gflops": g, "load_1min": 0.5, "source": "tf.nn.conv2d"} for g in roofs]
+    return dict(name="net", n=64, gflop=gflop, default_bs=dbs, batch_sizes=sorted(rates), rates=rates, rates16=[],
+                rounds=roofs, round_records=recs, t_build=1.0, fidelity=None, e2e=(5.0, 1.0), rss=1.0, layers=None)
+
+
+def test_summary_flags_shares_over_the_roofline_and_reports_the_best_reachable():
+    import bench_features as B
+
+    # 10 GFLOP per image: 18 img/s is 180 GFLOP/s, 0.9 of a 200 GFLOP/s roofline
+    rep = B.summarise(_bench_result({16: [16.0, 16.0, 16.0], 32: [18.0, 18.0, 18.0]}, [200.0, 200.0, 200.0]))
+    assert rep["share of roofline"] == pytest.approx(0.9) and rep["share target met"] is True
+    assert rep["best reachable share (best batch size, median of paired rounds)"] == pytest.approx(0.9)
+    assert rep["best batch size measured"] == 32 and "problems" not in rep
+    # one round over the roofline (22 img/s = 220 GFLOP/s > 200): that batch is refused, not printed
+    rep = B.summarise(_bench_result({16: [16.0, 16.0, 16.0], 32: [22.0, 15.0, 15.0]}, [200.0, 200.0, 200.0]))
+    assert rep["share of roofline"] is None and "share target met" not in rep
+    assert any("b=32" in p and "MEASUREMENT WRONG" in p for p in rep["problems"])
+    assert rep["best reachable share (best batch size, median of paired rounds)"] == pytest.approx(0.8)
+    # the same rates against a roofline with the larger conv2d yardstick: a share again, paired per round
+    rep = B.summarise(_bench_result({32: [22.0, 15.0, 15.0]}, [250.0, 200.0, 200.0]))
+    assert rep["share of roofline"] == pytest.approx(0.75)  # median of 0.88, 0.75, 0.75
+
+
+def test_layer_table_per_type_seconds_rate_and_share():
+    import bench_features as B
+
+    t = B.layer_table({"ReLU": {"layers": 3, "seconds": 1.0, "GFLOP": 0.0},
+                       "Conv2D": {"layers": 2, "seconds": 3.0, "GFLOP": 600.0},
+                       "Dense": {"layers": 1, "seconds": 1.0, "GFLOP": 300.0}}, 250.0)
+    assert list(t) == ["Conv2D", "ReLU", "Dense"]  # slowest first
+    assert t["Conv2D"]["seconds"] == 3.0 and t["Conv2D"]["share of time"] == pytest.approx(0.6)
+    assert t["Conv2D"]["GFLOP/s"] == pytest.approx(200.0) and t["Conv2D"]["share of roofline"] == pytest.approx(0.8)
+    assert t["ReLU"]["share of roofline"] is None and t["ReLU"]["GFLOP/s"] == 0.0
+    assert t["Dense"]["share of roofline"] is None and "MEASUREMENT WRONG" in t["Dense"]["problem"]  # 300 > 250
+
+
+def _auc_result(probs, labels, auc, ci):
+    import pandas as pd
+
+    table = pd.DataFrame([{"train": "TrainALL", "test": "TestALL", "auc": auc, "ci_low": ci[0], "ci_high": ci[1],
+                           "auc_mean": auc}])
+    pred = pd.DataFrame({"repeat": 0, "train": "TrainALL", "test": "TestALL", "lesion": [f"l{i}" for i in
+                         range(len(labels))], "label": labels, "probability": probs})
+    return table, pred
+
+
+def test_bfloat16_auc_change_beside_the_ci():
+    import bench_bfloat16_auc as A
+
+    labels = [0, 0, 0, 1, 1, 1]
+    ta, pa = _auc_result([0.1, 0.2, 0.6, 0.5, 0.8, 0.9], labels, 8 / 9, (0.6, 1.0))
+    same = A.auc_change(ta, ta, pa, pa)
+    assert same["bfloat16 - float32"] == 0 and same["paired SE of the change (DeLong)"] == 0
+    assert same["paired p (DeLong)"] == 1.0 and same["change within float32's CI (|change| < half its width)"]
+    assert same["float32 CI width"] == pytest.approx(0.4) and same["lesions"] == 6
+    # bfloat16 ranks every malignant lesion above every benign one: AUC 1, a change of +1/9
+    tb, pb = _auc_result([0.1, 0.2, 0.3, 0.5, 0.8, 0.9], labels, 1.0, (1.0, 1.0))
+    ch = A.auc_change(ta, tb, pa, pb)
+    assert ch["bfloat16 - float32"] == pytest.approx(1 / 9, abs=1e-4)
+    assert ch["bfloat16 - float32, mean over repeats"] == pytest.approx(1 / 9, abs=1e-4)
+    lo, hi = ch["paired 95 % interval of the change"]
+    assert lo < ch["bfloat16 - float32"] < hi and ch["paired SE of the change (DeLong)"] > 0
+    with pytest.raises(ValueError, match="same lesions"):
+        A.auc_change(ta, tb, pa, pb.assign(lesion=[f"m{i}" for i in range(6)]))
+
+
+def test_benchmarks_page_shows_figures_beside_targets_and_where_the_time_goes(tmp_path):
+    from uslib import pages
+    from uslib.store import save_json
+
+    layers = {"BatchNormalization": {"layers": 94, "seconds": 0.5, "share of time": 0.2, "GFLOP": 0.0,
+                                     "GFLOP/s": 0.0, "share of roofline": None},  # as stored: sorted by name
+              "Conv2D": {"layers": 94, "seconds": 2.0, "share of time": 0.8, "GFLOP": 300.0, "GFLOP/s": 150.0,
+                         "share of roofline": 0.6}}
+    features = {"roofline [GFLOP/s] (best of all rounds)": 250.0, "roofline source": "tf.nn.conv2d",
+                "inception_v3": {"share of roofline": 0.7, "best batch size measured": 16,
+                                 "best reachable share (best batch size, median of paired rounds)": 0.72,
+                                 "default batch size (features.default_batch_size)": 64,
+                                 "bfloat16 speed-up (median of paired rounds)": 1.6,
+                                 "bfloat16 min cosine vs float32": 0.99998, pages.LAYERS_KEY: layers,
+                                 "roofline paired with the layer profile [GFLOP/s]": 240.0},
+                "vgg19": {"share of roofline": 0.9, "bfloat16 speed-up (median of paired rounds)": 1.2,
+                          "bfloat16 min cosine vs float32": 0.999}}
+    rows = {r["target"]: r for r in pages.performance_rows(features)}
+    assert rows["inception_v3: share of roofline ≥ 0.85"]["status"] == "NOT met"
+    assert "best reachable: 0.720 at batch 16" in rows["inception_v3: share of roofline ≥ 0.85"]["why"]
+    assert "80% of the time at 150 GFLOP/s (60.0% of the roofline)" in rows["inception_v3: share of roofline ≥ 0.85"]["why"]
+    assert "the whole network (fused) runs at 70.0%" in rows["inception_v3: share of roofline ≥ 0.85"]["why"]
+    assert "20%" in rows["inception_v3: share of roofline ≥ 0.85"]["why"]  # the FLOP-free layers
+    assert rows["vgg19: share of roofline ≥ 0.85"]["status"] == "met"
+    assert rows["vgg19: bfloat16 speed-up ≥ 1.3"]["status"] == "NOT met"
+    assert rows["inception_v3: bfloat16 min cosine ≥ 0.99"]["status"] == "met"
+    assert rows["paper protocol, float32: ≤ 15 min"]["status"] == "not measured"
+    wrong = pages.performance_rows({"vgg19": {"share of roofline": None, "problems": ["b=32: MEASUREMENT WRONG"]}})
+    assert wrong[0]["status"] == "not measured" and "MEASUREMENT WRONG" in wrong[0]["why"]
+
+    save_json(tmp_path / "features.json", {"name": "features", "figures": features})
+    save_json(tmp_path / "paper_protocol.json", {"name": "paper_protocol", "figures": {
+        "float32": {"wall minutes": 20.0, "wall seconds": 1200.0,
+                    "stage seconds": {"04_features": 300.0, "07_robustness": 700.0, "total": 1200.0}}}})
+    save_json(tmp_path / "bfloat16_auc.json", {"name": "bfloat16_auc", "figures": {"vgg19": {
+        "bfloat16 TrainALL/TestALL AUC change": {
+            "float32 AUC": 0.8, "float32 95 % CI": [0.7, 0.9], "bfloat16 AUC": 0.79, "bfloat16 95 % CI": [0.69, 0.89],
+            "bfloat16 - float32": -0.01, "paired 95 % interval of the change": [-0.02, 0.0],
+            "change within float32's CI (|change| < half its width)": True}}}})
+    page = pages.benchmarks_page(bench_dir=tmp_path)
+    assert "## Performance targets beside the figures" in page and "## Where the time goes" in page
+    assert ("| inception_v3: share of roofline ≥ 0.85 | 0.700 (each round against its own roofline; best roofline "
+            "250 GFLOP/s, tf.nn.conv2d) | **NOT met** |") in page
+    assert "| Conv2D | 94 | 2.000 | 80.0% | 150.0 | 60.0% |" in page
+    assert "- paper protocol, float32: ≤ 15 min: 20.0 min. Why: chapters 04 and 07 (feature extraction) took 1000 s" in page
+    assert page.index("| Conv2D | 94 |") < page.index("| BatchNormalization | 94 |")  # slowest first
+    assert "-0.0100 (float32 0.800 [0.700, 0.900], bfloat16 0.790 [0.690, 0.890]" in page
+    assert "**Not met on this machine:**" in page and "Not measured here: paper protocol, bfloat16" in page
+
+
 # --------------------------------------------------------------------------- #
 # Batch rule and precision
 # --------------------------------------------------------------------------- #
