@@ -279,13 +279,18 @@ def tf_matmul(n: int = 4096, repeats: int = 3, dtype: str = "float32") -> float:
     a = tf.cast(tf.random.stateless_normal((n, n), seed=(1, 2)), dt)
     b = tf.cast(tf.random.stateless_normal((n, n), seed=(3, 4)), dt)
     f = tf.function(lambda x, y: tf.reduce_sum(tf.cast(tf.matmul(x, y)[:1, :1], tf.float32)))
-    f(a, b).numpy()
+    return 2.0 * n**3 / _best_seconds(f, a, b, repeats=repeats) / 1e9
+
+
+def _best_seconds(f, *args, repeats: int) -> float:
+    """Best wall time of ``f(*args).numpy()`` over ``repeats`` calls, after one warm-up call (tracing)."""
+    f(*args).numpy()
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        f(a, b).numpy()
+        f(*args).numpy()
         best = min(best, time.perf_counter() - t0)
-    return 2.0 * n**3 / best / 1e9
+    return best
 
 
 #: Shapes of the convolution candidate: (batch, height = width, channels in = out); 3x3 kernel, NHWC.
@@ -308,13 +313,7 @@ def tf_conv2d(shapes=CONV_SHAPES, repeats: int = 3, dtype: str = "float32") -> t
     for batch, hw, c in shapes:
         x = tf.cast(tf.random.stateless_normal((batch, hw, hw, c), seed=(5, 6)), dt)
         w = tf.cast(tf.random.stateless_normal((3, 3, c, c), seed=(7, 8)) * 0.02, dt)
-        f(x, w).numpy()
-        best = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            f(x, w).numpy()
-            best = min(best, time.perf_counter() - t0)
-        rate = conv2d_flops(batch, hw, hw, c, c) / best / 1e9
+        rate = conv2d_flops(batch, hw, hw, c, c) / _best_seconds(f, x, w, repeats=repeats) / 1e9
         if rate > best_rate:
             best_rate, best_shape = rate, f"3x3 {c}->{c} on {hw}x{hw}, batch {batch}, NHWC, {dtype}"
     return best_rate, best_shape
