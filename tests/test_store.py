@@ -178,3 +178,25 @@ def test_a_damaged_run_record_names_the_file_and_the_way_out(tmp_path):
     path.write_text(path.read_text()[:10])
     with pytest.raises(store.DamagedRecord, match=rf"{path}.*delete it \(rm {path}\)"):
         store.read_run_record(tmp_path)
+
+
+def test_file_lock_makes_processes_started_together_compute_once(tmp_path):
+    # Three processes ask for the same artefact at once: one computes it, the others wait and read it.
+    import subprocess
+    import sys
+
+    from uslib.config import REPO_ROOT
+
+    code = ("import sys, time\nfrom pathlib import Path\nfrom uslib import store\n"
+            "p, log = Path(sys.argv[1]), Path(sys.argv[2])\n"
+            "def compute():\n"
+            "    with open(log, 'a') as fh: fh.write('computed\\n')\n"
+            "    time.sleep(1.0)\n"
+            "    store.save_json(p, {'a': 1})\n"
+            "with store.file_lock(p):\n"
+            "    store.load_or_compute(lambda: store.load_json(p), compute)\n"
+            "assert store.load_json(p) == {'a': 1}\n")
+    target, log = tmp_path / "x.json", tmp_path / "log.txt"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(target), str(log)], cwd=REPO_ROOT) for _ in range(3)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    assert log.read_text().splitlines() == ["computed"]

@@ -78,6 +78,9 @@ def get_dataset(
     (:func:`uslib.store.phantom_path`, sealed) and reads that file back; a
     damaged or unsealed file is reported and simulated again. ``"oasbud"``
     reads ``oasbud_path`` (``"download"`` fetches the Zenodo file).
+    The phantom is simulated under a lock beside its file
+    (:func:`uslib.store.file_lock`), so chapters that start at the same
+    time simulate it once: the others wait and read it.
     With ``cache_dir`` the phantom file is kept there instead (a folder
     shared by several runs, e.g. the points of a sweep: the file's name
     carries its key, so sharing is safe).
@@ -104,7 +107,8 @@ def get_dataset(
             store.seal(path)
             return path
 
-        store.load_or_compute(lambda: store.verify(path), simulate)
+        with store.file_lock(path):
+            store.load_or_compute(lambda: store.verify(path), simulate)
     elif data_source == "oasbud":
         if oasbud_path in (None, ""):
             raise ValueError("data_source='oasbud' needs oasbud_path: a path to OASBUD.mat, or 'download'")

@@ -508,7 +508,8 @@ CHAPTER_NEEDS: dict[str, tuple[str, ...]] = {
     "01_data": (),                                  # writes the data set (the phantom)
     "02_reconstruction": ("01_data",),
     "03_augmentation": ("01_data",),
-    "04_features": ("01_data",),                    # writes both networks' features
+    "04_features": (),                              # writes both networks' features; the data set is
+                                                    # simulated under a lock, so 04 starts beside 01
     "05_cross_validation": ("04_features",),        # writes the Train x Test results
     "06_results": ("05_cross_validation",),
     "07_robustness": ("04_features",),              # reads 04's features for the main set's images

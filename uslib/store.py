@@ -25,7 +25,9 @@ path under the run directory                    what, and what its key covers
                                                 its page
 ``data/phantom-n<N>-seed<S>-<key>.mat``         the synthetic data set in the OASBUD schema;
                                                 key: n, seed, code of ``phantom`` (and what it
-                                                imports); sealed by a ``.sha256`` sidecar
+                                                imports); sealed by a ``.sha256`` sidecar;
+                                                simulated under ``<name>.lock`` (:func:`file_lock`),
+                                                so chapters started together simulate it once
 ``data/content-<key>.json``                     per-lesion content digests of a phantom file
                                                 (:attr:`uslib.data.Dataset.content_digests`), so
                                                 a chapter need not hash the RF again; key: the
@@ -142,6 +144,7 @@ __all__ = [
     "sweep_summary_path",
     "read_run_record",
     "update_run_record",
+    "file_lock",
 ]
 
 #: Environment variable naming the events file of the run in progress. The
@@ -813,6 +816,20 @@ def read_run_record(run_dir: str | os.PathLike) -> dict[str, Any]:
     return rec
 
 
+def file_lock(path: str | os.PathLike):
+    """An inter-process lock for computing ``path`` once: ``with file_lock(path): load_or_compute(...)``.
+
+    The lock file is ``<path>.lock`` (the ``filelock`` package: ``fcntl`` on
+    POSIX, ``msvcrt`` on Windows); it is released when the process ends, so
+    an interrupted run leaves nothing locked.
+    """
+    from filelock import FileLock
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path) + ".lock")
+
+
 def update_run_record(run_dir: str | os.PathLike, **sections: Any) -> dict[str, Any]:
     """Merge ``sections`` into ``<run_dir>/run.json`` (atomic write); return the record.
 
@@ -825,11 +842,8 @@ def update_run_record(run_dir: str | os.PathLike, **sections: Any) -> dict[str, 
     so chapters that run at the same time, in other processes, never lose
     each other's entries.
     """
-    from filelock import FileLock
-
     path = record_path(run_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
+    with file_lock(path):
         record = read_run_record(run_dir)
         for k, v in sections.items():
             if v is None:
