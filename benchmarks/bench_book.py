@@ -125,7 +125,8 @@ def main(argv=None) -> int:
     figures: dict = {}
     for name, r in runs.items():
         figures[name] = {"cold [s]": r["cold"][0]["seconds"],
-                         "warm [s] (median)": statistics.median(x["seconds"] for x in r["warm"]) if r["warm"] else None,
+                         "warm [s] (median)": round(statistics.median(x["seconds"] for x in r["warm"]), 2)
+                         if r["warm"] else None,
                          "runs": r}
     refs = [(f"{head} --jobs 1", "jobs 1")] if args.sequential else []
     refs += [(name, "baseline") for name in runs if name.endswith("(baseline)")]
