@@ -218,7 +218,9 @@ class EventTail:
         self._lock = threading.Lock()
 
     def _print(self, text: str) -> None:
-        print(f"{self.prefix} {text}", file=self.stream or sys.stderr, flush=True)
+        stream = self.stream or sys.stderr
+        stream.write(f"{self.prefix} {text}\n")  # one write: lines of chapters side by side never merge
+        stream.flush()
 
     def poll(self) -> int:
         """Print what is new; return the number of lines printed."""
@@ -350,8 +352,8 @@ def run_chapter(
             cleaned = clean_chapter(out, run_dir=run_dir, log_file=log, profile=params.get("profile"))
             if cleaned["stderr"]:
                 shown = repo_relative(log) if log is not None else "nowhere"
-                print(f"[uslib] {notebook.stem}: {cleaned['stderr']} standard-error output(s) kept off the page, "
-                      f"in {shown}", flush=True)
+                _say(f"[uslib] {notebook.stem}: {cleaned['stderr']} standard-error output(s) kept off the page, "
+                     f"in {shown}")
     return out
 
 
@@ -598,6 +600,12 @@ def default_jobs(cpu_count: int | None = None, *, os_name: str = os.name) -> int
 JOBS_ENV = "USLIB_JOBS"
 
 
+def _say(line: str) -> None:
+    """One line on standard output in a single write, so lines of chapters running side by side never merge."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def _interrupt_kernels(executed: Iterable[str | os.PathLike]) -> None:
     """Send SIGINT to the kernels writing these executed notebooks (the running cell raises KeyboardInterrupt)."""
     import signal
@@ -761,7 +769,7 @@ def run_profile(
         def run_one(stem: str, interrupted: Callable[[], bool], background: bool) -> None:
             nb = by_stem[stem]
             t0 = time.perf_counter()
-            print(f"[uslib] {stem}: running", flush=True)
+            _say(f"[uslib] {stem}: running")
             store.update_run_record(rdir, stages={stem: {"status": "running", "started": _now()}})
             out = Path(output_dir) / nb.name
             status = "failed"
@@ -789,7 +797,7 @@ def run_profile(
                     stage_seconds={stem: timings[stem]},
                     **({} if status == "finished" else {"status": status}),
                 )
-            print(f"[uslib] {stem}: done in {timings[stem]:.1f} s", flush=True)
+            _say(f"[uslib] {stem}: done in {timings[stem]:.1f} s")
 
         _run_lanes([nb.stem for nb in selected], needs, priority, run_one, jobs=n_jobs,
                    interrupt=lambda stems: _interrupt_kernels(Path(output_dir) / by_stem[s].name for s in stems))
