@@ -297,3 +297,16 @@ def test_every_chapter_waits_only_for_earlier_chapters():
     assert needs["06_results"] == ("04_features", "05_cross_validation")
     assert needs["02_reconstruction"] == ("01_data",) and needs["07_robustness"] == ("04_features",)
     assert needs["04_features"] == ()  # it starts beside 01: the data set is simulated once, under a lock
+
+
+def test_reports_of_the_runner_process_and_its_workers_reach_the_terminal(tmp_path, capsys):
+    # A cluster's workers inherit the runner's events file, not a chapter's: what they report is shown too.
+    src, run_dir = tmp_path / "notebooks", tmp_path / "run"
+    src.mkdir()
+    _notebook(src / "01_data.ipynb",
+              "import json, time\nfrom uslib import store\n"
+              "with open(store.events_path(run_dir), 'a') as fh:\n"
+              "    fh.write(json.dumps({'path': 'worker-chunk.npz', 'reason': 'bad CRC', 'action': 'recomputing'}) + '\\n')\n")
+    run_profile("tiny", notebook_dir=src, output_dir=tmp_path / "out", overrides={"run_dir": str(run_dir)}, jobs=1)
+    err = capsys.readouterr().err
+    assert "damaged cache file worker-chunk.npz (bad CRC): recomputing" in err

@@ -579,6 +579,10 @@ def lane_priority(needs: Mapping[str, Sequence[str]], seconds: Mapping[str, floa
     return {s: out[s] for s in needs}
 
 
+#: Environment variable that sets the number of chapters run at once (:func:`default_jobs`).
+JOBS_ENV = "USLIB_JOBS"
+
+
 def default_jobs(cpu_count: int | None = None, *, os_name: str = os.name) -> int:
     """Chapters run side by side by default: up to 3 (the widest point of the chapter graph), at most the CPUs.
 
@@ -596,8 +600,6 @@ def default_jobs(cpu_count: int | None = None, *, os_name: str = os.name) -> int
         return max(1, int(os.environ[JOBS_ENV]))
     return max(1, min(3, cpu_count if cpu_count is not None else (os.cpu_count() or 1)))
 
-
-JOBS_ENV = "USLIB_JOBS"
 
 
 def _say(line: str) -> None:
@@ -799,8 +801,11 @@ def run_profile(
                 )
             _say(f"[uslib] {stem}: done in {timings[stem]:.1f} s")
 
-        _run_lanes([nb.stem for nb in selected], needs, priority, run_one, jobs=n_jobs,
-                   interrupt=lambda stems: _interrupt_kernels(Path(output_dir) / by_stem[s].name for s in stems))
+        # What this process and a cluster's workers report (they inherit EVENTS_ENV) is shown too.
+        runner_tail = EventTail(events_file, offset=events_file.stat().st_size if events_file.exists() else 0)
+        with runner_tail.running():
+            _run_lanes([nb.stem for nb in selected], needs, priority, run_one, jobs=n_jobs,
+                       interrupt=lambda stems: _interrupt_kernels(Path(output_dir) / by_stem[s].name for s in stems))
     finally:
         resources.close()
         if old_env is None:
