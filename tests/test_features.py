@@ -442,3 +442,56 @@ def test_a_code_edit_in_the_features_stage_recomputes_the_features(ds, manifest,
     got = _extract(ds, manifest, tmp_path / "c", batch_size=2)
     assert got.n_computed == len(manifest) and got.n_cached == 0
     _close(got.features, fs.features)  # same code path in fact: the same numbers, recomputed
+
+
+# --- prefetching the next batch -----------------------------------------------
+
+
+def test_prefetched_keeps_items_and_order():
+    assert list(F.prefetched(iter("abcd"))) == ["a", "b", "c", "d"]
+    assert list(F.prefetched(range(5), lambda i: -i)) == [0, -1, -2, -3, -4]
+    assert list(F.prefetched([])) == []
+
+
+def test_prefetched_prepares_the_next_item_while_the_caller_works():
+    import threading
+
+    second_started = threading.Event()
+
+    def transform(i):
+        if i == 1:
+            second_started.set()
+        return i
+
+    got = []
+    for item in F.prefetched(range(3), transform):
+        if item == 0:  # the caller is busy with item 0: item 1 must be under way without it
+            assert second_started.wait(10), "item 1 was not prepared while the caller held item 0"
+        got.append(item)
+    assert got == [0, 1, 2]
+
+
+def test_prefetched_raises_where_the_failing_item_is_asked_for():
+    def items():
+        yield 1
+        yield 2
+        raise ValueError("lesion 'x' scan 0: roi: bad")
+
+    it = F.prefetched(items())
+    assert next(it) == 1 and next(it) == 2
+    with pytest.raises(ValueError, match="lesion 'x'"):
+        next(it)
+
+
+def test_prefetched_stops_drawing_when_the_caller_stops():
+    drawn = []
+
+    def items():
+        for i in range(100):
+            drawn.append(i)
+            yield i
+
+    it = F.prefetched(items())
+    assert next(it) == 0
+    it.close()  # the caller leaves the loop (an error, a KeyboardInterrupt)
+    assert drawn == [0, 1]  # one item prepared ahead, nothing more

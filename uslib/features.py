@@ -96,6 +96,7 @@ __all__ = [
     "preprocess",
     "feature_function",
     "extract_features",
+    "prefetched",
     "lesion_features",
     "image_content_keys",
     "PRECISIONS",
@@ -1143,7 +1144,9 @@ def extract_features(
     Each distinct image (:func:`uslib.augmentation.image_key`) is rendered
     (:func:`uslib.augmentation.iter_images`), preprocessed
     (:func:`preprocess`) and run through the network in batches by a compiled
-    function (:func:`feature_function`). Features are cached per image under
+    function (:func:`feature_function`); the next batch is rendered in a
+    helper thread while the network runs the current one (:func:`prefetched`).
+    Features are cached per image under
     ``cache_dir`` with the key ``uslib.store.key(image content, image_key(row),
     size_px, backbone, weights fingerprint, code fingerprint, precision)`` — the image
     content is the RF, ROI and acquisition of the lesion's scans
@@ -1281,9 +1284,10 @@ def extract_features(
         bar = tqdm(total=len(missing), desc=f"{bb.name} features", unit="img", disable=not progress)
         t_inf = time.perf_counter()
         store.report_progress(stage, 0, len(missing), seconds=0.0)
+        batches = iter_images(dataset, sub, size_px=bb.size_px, batch_size=int(batch_size))
         try:
-            for positions, batch in iter_images(dataset, sub, size_px=bb.size_px, batch_size=int(batch_size)):
-                feats = run(preprocess(batch, bb))
+            for positions, x in prefetched(batches, lambda item: (item[0], preprocess(item[1], bb))):
+                feats = run(x)
                 if feats.shape != (len(positions), bb.n_features):
                     raise RuntimeError(f"{bb.name}: features of shape {feats.shape}, expected (b, {bb.n_features})")
                 chunk_keys = [missing[p] for p in positions.tolist()]
@@ -1326,6 +1330,58 @@ def extract_features(
         seconds=time.perf_counter() - t_start,
         tasks=tasks,
     )
+
+
+def prefetched(items, transform=None):
+    """Yield ``transform(item)`` for each item, preparing the next one in a background thread.
+
+    While the caller works on one item (a network runs a batch: TensorFlow
+    releases the GIL), the next is drawn from ``items`` and transformed in a
+    single helper thread, so the rendering of the next batch (NumPy and SciPy
+    on one core) overlaps the network's arithmetic instead of leaving a core
+    idle. Exactly one item is prepared ahead; items are drawn one at a time,
+    in order, so ``items`` may be a generator. The items and their order are
+    those of the plain loop: only the timing changes.
+
+    Parameters
+    ----------
+    items : iterable
+    transform : callable, optional
+        Applied to each item in the helper thread; None yields the items.
+
+    Yields
+    ------
+    object
+        ``transform(item)`` (or ``item``), in the order of ``items``.
+
+    Raises
+    ------
+    Exception
+        Whatever drawing or transforming an item raised, at the point the
+        caller asks for that item.
+
+    Examples
+    --------
+    >>> list(prefetched(range(4), lambda i: i * i))
+    [0, 1, 4, 9]
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    iterator = iter(items)
+    end = object()
+
+    def draw():
+        item = next(iterator, end)
+        return item if item is end or transform is None else transform(item)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="uslib-prefetch") as pool:
+        future = pool.submit(draw)
+        while True:
+            item = future.result()
+            if item is end:
+                return
+            future = pool.submit(draw)
+            yield item
 
 
 # ---------------------------------------------------------------------------
