@@ -781,6 +781,24 @@ def test_linear_svm_grouped_calibration():
         ev.cross_validated_probabilities(X, m, train_sets={"t": None}, calibration="libsvm-ish")
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_grouped_calibration_equals_sklearn_cross_val_predict(weighted):
+    """Oracle: the Platt fit of grouped calibration is the one scikit-learn's own cross_val_predict
+    (lesion-grouped, stratified, seeded folds on the standardised linear kernel) leads to, exactly."""
+    from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
+
+    X, m = _near_duplicates(3, n_lesions=20, n_images=4, d=10)
+    y = m["label"].to_numpy()
+    groups = pd.factorize(m["lesion"])[0]
+    weight = np.random.default_rng(1).uniform(0.5, 2.0, len(y)) if weighted else None
+    svm = LinearSVM(calibration="grouped", random_state=4).fit(X, y, groups=groups, sample_weight=weight)
+    Z = StandardScaler().fit_transform(X)
+    cv = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=4)
+    oof = cross_val_predict(SVC(kernel="precomputed", class_weight="balanced"), Z @ Z.T, y, groups=groups, cv=cv,
+                            method="decision_function", params={} if weight is None else {"sample_weight": weight})
+    assert svm.platt_ == ev.platt_scaling(oof, y == 1, sample_weight=weight)
+
+
 
 # --------------------------------------------------------------------------- #
 # Tested claims: matched against mismatched reconstruction
