@@ -244,6 +244,16 @@ def test_determinism():
     assert a.keys != c.keys or not np.array_equal(a[0].scans[0].rf, c[0].scans[0].rf)
 
 
+def test_threads_give_the_same_data_set_bit_for_bit():
+    one, cues1 = ph.simulate_dataset(4, seed=5, depth_range_mm=(20.0, 20.0), return_models=True, workers=1)
+    three, cues3 = ph.simulate_dataset(4, seed=5, depth_range_mm=(20.0, 20.0), return_models=True, workers=3)
+    assert one.keys == three.keys and one.fingerprint == three.fingerprint
+    for la, lb in zip(one, three):
+        for sa, sb in zip(la.scans, lb.scans):
+            assert sa.rf.tobytes() == sb.rf.tobytes() and np.array_equal(sa.roi, sb.roi)
+    assert cues1.equals(cues3)
+
+
 def test_input_errors():
     with pytest.raises(ValueError, match="n_lesions"):
         ph.simulate_dataset(0)

@@ -56,7 +56,9 @@ Examples
 from __future__ import annotations
 
 import math
+import os
 import string
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -1278,6 +1280,7 @@ def simulate_dataset(
     system: ImagingSystem | None = None,
     return_models: bool = False,
     progress: bool = False,
+    workers: int | None = None,
 ):
     """Simulate a data set of lesions in the OASBUD schema (synthetic).
 
@@ -1304,6 +1307,11 @@ def simulate_dataset(
         (the ground truth behind the images).
     progress : bool
         Show a tqdm progress bar.
+    workers : int, optional
+        Lesions simulated at once, in threads (NumPy and SciPy release the
+        GIL in the heavy steps); None: one per CPU. Every lesion has its own
+        seed (spawned from ``seed``), so the data set is the same, bit for
+        bit, whatever the number of workers.
 
     Returns
     -------
@@ -1329,13 +1337,8 @@ def simulate_dataset(
     owners = owners.tolist()
     _, lesion_ss = np.random.SeedSequence(int(seed)).spawn(2)
     children = lesion_ss.spawn(n)
-    lesions, rows = [], []
-    it = range(n)
-    if progress:
-        from tqdm.auto import tqdm
 
-        it = tqdm(it, desc="phantom", unit="lesion")
-    for i in it:
+    def one(i: int):
         model_ss, scan_ss = children[i].spawn(2)
         model = random_lesion_model(int(labels[i]), seed=model_ss)
         lid = f"{i + 1}{owners[i]}"
@@ -1349,9 +1352,18 @@ def simulate_dataset(
             acquisition=acquisition,
             system=s,
         )
-        lesions.append(les)
-        if return_models:
-            rows.append({"key": lid, "patient": owners[i], **model.cues()})
+        return les, {"key": lid, "patient": owners[i], **model.cues()}
+
+    n_workers = max(1, min(n, int(workers) if workers is not None else (os.cpu_count() or 1)))
+    with ThreadPoolExecutor(n_workers, thread_name_prefix="uslib-phantom") as pool:
+        done = pool.map(one, range(n))  # in lesion order
+        if progress:
+            from tqdm.auto import tqdm
+
+            done = tqdm(done, total=n, desc="phantom", unit="lesion")
+        results = list(done)
+    lesions = [les for les, _ in results]
+    rows = [row for _, row in results]
     source = (
         f"uslib.phantom.simulate_dataset(n_lesions={n}, seed={int(seed)}, n_nonecho_rows={int(n_nonecho_rows)}, "
         f"malignant_fraction={malignant_fraction}, depth_range_mm={tuple(float(v) for v in depth_range_mm)}) "
