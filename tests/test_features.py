@@ -483,6 +483,20 @@ def test_prefetched_raises_where_the_failing_item_is_asked_for():
         next(it)
 
 
+def test_prefetched_starts_the_first_item_before_it_is_asked_for():
+    import threading
+
+    first_started = threading.Event()
+
+    def transform(i):
+        first_started.set()
+        return i
+
+    with F.prefetched(range(2), transform) as items:
+        assert first_started.wait(10), "item 0 was not started when the iterator was made"
+        assert list(items) == [0, 1]
+
+
 def test_prefetched_stops_drawing_when_the_caller_stops():
     drawn = []
 

@@ -97,6 +97,7 @@ __all__ = [
     "feature_function",
     "extract_features",
     "prefetched",
+    "Prefetched",
     "lesion_features",
     "image_content_keys",
     "PRECISIONS",
@@ -1273,20 +1274,26 @@ def extract_features(
         if n_computed != len(missing):
             raise RuntimeError(f"{bb.name}: the cluster returned {n_computed} of {len(missing)} missing images")
     elif missing:
-        model, info = _build(bb, info)
-        _check_sidecar(folder, info)
-        store.save_json(folder / "weights.json", {"backbone": bb.name, **info.to_dict()})
-        run = feature_function(with_precision(model, bb, precision), bb)
-        del model
         sub = manifest.iloc[[positions_of[k][0] for k in missing]]
         from tqdm.auto import tqdm
 
+        # the first batch is rendered while the network is built (and TensorFlow imported)
+        batches = prefetched(iter_images(dataset, sub, size_px=bb.size_px, batch_size=int(batch_size)),
+                             lambda item: (item[0], preprocess(item[1], bb)))
+        try:
+            model, info = _build(bb, info)
+            _check_sidecar(folder, info)
+            store.save_json(folder / "weights.json", {"backbone": bb.name, **info.to_dict()})
+            run = feature_function(with_precision(model, bb, precision), bb)
+            del model
+        except BaseException:
+            batches.close()
+            raise
         bar = tqdm(total=len(missing), desc=f"{bb.name} features", unit="img", disable=not progress)
         t_inf = time.perf_counter()
         store.report_progress(stage, 0, len(missing), seconds=0.0)
-        batches = iter_images(dataset, sub, size_px=bb.size_px, batch_size=int(batch_size))
         try:
-            for positions, x in prefetched(batches, lambda item: (item[0], preprocess(item[1], bb))):
+            for positions, x in batches:
                 feats = run(x)
                 if feats.shape != (len(positions), bb.n_features):
                     raise RuntimeError(f"{bb.name}: features of shape {feats.shape}, expected (b, {bb.n_features})")
@@ -1299,6 +1306,7 @@ def extract_features(
                 bar.set_postfix(img_s=f"{n_computed / max(time.perf_counter() - t_inf, 1e-9):.1f}")
                 store.report_progress(stage, n_computed, len(missing), seconds=time.perf_counter() - t_inf)
         finally:
+            batches.close()
             bar.close()
         if n_computed != len(missing):
             raise RuntimeError(f"{bb.name}: iter_images gave {n_computed} of {len(missing)} missing images")
@@ -1332,56 +1340,88 @@ def extract_features(
     )
 
 
-def prefetched(items, transform=None):
-    """Yield ``transform(item)`` for each item, preparing the next one in a background thread.
+def prefetched(items, transform=None) -> "Prefetched":
+    """Draw ``items`` (and apply ``transform``) one ahead of the caller, in a background thread.
 
     While the caller works on one item (a network runs a batch: TensorFlow
     releases the GIL), the next is drawn from ``items`` and transformed in a
     single helper thread, so the rendering of the next batch (NumPy and SciPy
     on one core) overlaps the network's arithmetic instead of leaving a core
-    idle. Exactly one item is prepared ahead; items are drawn one at a time,
-    in order, so ``items`` may be a generator. The items and their order are
-    those of the plain loop: only the timing changes.
+    idle. The first item is started at once, before the caller asks for it:
+    :func:`extract_features` builds the network meanwhile. Exactly one item
+    is prepared ahead; items are drawn one at a time, in order, so ``items``
+    may be a generator. The items and their order are those of the plain
+    loop: only the timing changes.
 
     Parameters
     ----------
     items : iterable
     transform : callable, optional
-        Applied to each item in the helper thread; None yields the items.
+        Applied to each item in the helper thread; None passes the items on.
 
-    Yields
-    ------
-    object
-        ``transform(item)`` (or ``item``), in the order of ``items``.
-
-    Raises
-    ------
-    Exception
-        Whatever drawing or transforming an item raised, at the point the
-        caller asks for that item.
+    Returns
+    -------
+    Prefetched
+        An iterator of ``transform(item)`` (or ``item``) in the order of
+        ``items``, and a context manager: leaving the block (or
+        :meth:`Prefetched.close`) waits for the item in preparation and
+        draws nothing more. Whatever drawing or transforming an item raised
+        is raised where the caller asks for that item.
 
     Examples
     --------
-    >>> list(prefetched(range(4), lambda i: i * i))
+    >>> with prefetched(range(4), lambda i: i * i) as squares:
+    ...     list(squares)
     [0, 1, 4, 9]
     """
-    from concurrent.futures import ThreadPoolExecutor
+    return Prefetched(items, transform)
 
-    iterator = iter(items)
-    end = object()
 
-    def draw():
-        item = next(iterator, end)
-        return item if item is end or transform is None else transform(item)
+class Prefetched:
+    """The iterator :func:`prefetched` returns (one helper thread, one item ahead)."""
 
-    with ThreadPoolExecutor(1, thread_name_prefix="uslib-prefetch") as pool:
-        future = pool.submit(draw)
-        while True:
-            item = future.result()
-            if item is end:
-                return
-            future = pool.submit(draw)
-            yield item
+    _END = object()
+
+    def __init__(self, items, transform=None):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._iterator = iter(items)
+        self._transform = transform
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="uslib-prefetch")
+        self._future = self._pool.submit(self._draw)
+        self._done = False
+
+    def _draw(self):
+        item = next(self._iterator, self._END)
+        return item if item is self._END or self._transform is None else self._transform(item)
+
+    def __iter__(self) -> "Prefetched":
+        return self
+
+    def __next__(self):
+        if self._done:
+            raise StopIteration
+        try:
+            item = self._future.result()
+        except BaseException:
+            self.close()
+            raise
+        if item is self._END:
+            self.close()
+            raise StopIteration
+        self._future = self._pool.submit(self._draw)
+        return item
+
+    def close(self) -> None:
+        """Draw nothing more; wait for the item in preparation (its result or error is dropped)."""
+        self._done = True
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> "Prefetched":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 # ---------------------------------------------------------------------------
