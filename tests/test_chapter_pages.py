@@ -84,7 +84,7 @@ def _opening_block(name) -> tuple[list[str], list[list[str]]]:
     assert "\n## Overview\n" in first.source, f"{name}: no Overview section in the title cell"
     head = first.source.split("\n## Overview\n")[0]
     lines = [ln.rstrip() for ln in head.splitlines() if ln.strip()]
-    if lines[1:4] == BANNER:  # the warning box of the results chapters, checked below
+    if lines[1:4] == BANNER:  # the warning box, checked below
         lines = lines[:1] + lines[4:]
     shape, rows = [], []
     for ln in lines:
@@ -132,7 +132,7 @@ def _is_setup(cell) -> bool:
     return "uslib-install" in tags or "parameters" in tags or "config.chapter_parameters(" in cell.source
 
 
-@pytest.mark.parametrize("name", ["06_results", "07_robustness"])
+@pytest.mark.parametrize("name", ALL_CHAPTERS)
 def test_warning_box_is_under_the_title_before_any_computing_code(name):
     cells = _nb(name).cells
     first = next(c for c in cells if c.cell_type == "markdown").source
