@@ -427,6 +427,8 @@ def import_tensorflow():
     if "tensorflow" in sys.modules and getattr(import_tensorflow, "_done", False):
         return sys.modules["tensorflow"]
     with _TF_READY:
+        if getattr(import_tensorflow, "_done", False):  # another thread imported it while this one waited
+            return sys.modules["tensorflow"]
         with _quiet_stderr():
             import tensorflow as tf
 
