@@ -339,6 +339,9 @@ def test_resume_after_interruption(ds, manifest, baseline, tmp_path, monkeypatch
     monkeypatch.setattr(F, "_write_chunk", write_then_crash)
     with pytest.raises(KeyboardInterrupt):
         _extract(ds, manifest, tmp_path, batch_size=2)
+    import threading
+
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("uslib-prefetch")]  # helper closed
     monkeypatch.setattr(F, "_write_chunk", real_write)
     folder = written[0].parent
     assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []  # no temporary leftovers

@@ -1280,36 +1280,32 @@ def extract_features(
         from tqdm.auto import tqdm
 
         # the first batch is rendered while the network is built (and TensorFlow imported)
-        batches = prefetched(iter_images(dataset, sub, size_px=bb.size_px, batch_size=int(batch_size)),
-                             lambda item: (item[0], preprocess(item[1], bb)))
-        try:
+        with prefetched(iter_images(dataset, sub, size_px=bb.size_px, batch_size=int(batch_size)),
+                        lambda item: (item[0], preprocess(item[1], bb))) as batches:
             model, info = _build(bb, info)
             _check_sidecar(folder, info)
             store.save_json(folder / "weights.json", {"backbone": bb.name, **info.to_dict()})
             run = feature_function(with_precision(model, bb, precision), bb)
             del model
-        except BaseException:
-            batches.close()
-            raise
-        bar = tqdm(total=len(missing), desc=f"{bb.name} features", unit="img", disable=not progress)
-        t_inf = time.perf_counter()
-        store.report_progress(stage, 0, len(missing), seconds=0.0)
-        try:
-            for positions, x in batches:
-                feats = run(x)
-                if feats.shape != (len(positions), bb.n_features):
-                    raise RuntimeError(f"{bb.name}: features of shape {feats.shape}, expected (b, {bb.n_features})")
-                chunk_keys = [missing[p] for p in positions.tolist()]
-                _write_chunk(folder, chunk_keys, feats)
-                for k, f in zip(chunk_keys, feats):
-                    out[positions_of[k]] = f
-                n_computed += len(chunk_keys)
-                bar.update(len(chunk_keys))
-                bar.set_postfix(img_s=f"{n_computed / max(time.perf_counter() - t_inf, 1e-9):.1f}")
-                store.report_progress(stage, n_computed, len(missing), seconds=time.perf_counter() - t_inf)
-        finally:
-            batches.close()
-            bar.close()
+            bar = tqdm(total=len(missing), desc=f"{bb.name} features", unit="img", disable=not progress)
+            t_inf = time.perf_counter()
+            store.report_progress(stage, 0, len(missing), seconds=0.0)
+            try:
+                for positions, x in batches:
+                    feats = run(x)
+                    if feats.shape != (len(positions), bb.n_features):
+                        raise RuntimeError(
+                            f"{bb.name}: features of shape {feats.shape}, expected (b, {bb.n_features})")
+                    chunk_keys = [missing[p] for p in positions.tolist()]
+                    _write_chunk(folder, chunk_keys, feats)
+                    for k, f in zip(chunk_keys, feats):
+                        out[positions_of[k]] = f
+                    n_computed += len(chunk_keys)
+                    bar.update(len(chunk_keys))
+                    bar.set_postfix(img_s=f"{n_computed / max(time.perf_counter() - t_inf, 1e-9):.1f}")
+                    store.report_progress(stage, n_computed, len(missing), seconds=time.perf_counter() - t_inf)
+            finally:
+                bar.close()
         if n_computed != len(missing):
             raise RuntimeError(f"{bb.name}: iter_images gave {n_computed} of {len(missing)} missing images")
     else:
