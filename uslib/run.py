@@ -601,7 +601,6 @@ def default_jobs(cpu_count: int | None = None, *, os_name: str = os.name) -> int
     return max(1, min(3, cpu_count if cpu_count is not None else (os.cpu_count() or 1)))
 
 
-
 def _say(line: str) -> None:
     """One line on standard output in a single write, so lines of chapters running side by side never merge."""
     sys.stdout.write(line + "\n")
