@@ -142,6 +142,7 @@ def main(argv=None) -> int:
 
     import uslib.features as F
     from uslib import pipeline
+    from uslib import config
     from uslib.config import load_profile, resolve_path
 
     ok, why = F.bfloat16_support()
@@ -175,9 +176,7 @@ def main(argv=None) -> int:
                   f"({fs.seconds:.0f} s); weights {fs.weights.get('kind')}", flush=True)
             fsets[prec] = fs
             res[prec] = pipeline.get_matrix(run_dir, fs, manifest, ranges=p["dynamic_ranges_db"],
-                                            n_splits=p["n_splits"], cv_seed=p["cv_seed"], svm_c=p["svm_c"],
-                                            standardize=p["standardize"], calibration=p["calibration"],
-                                            lesion_weighting=p["lesion_weighting"], n_repeats=p["n_repeats"])
+                                            settings=config.cv_settings(p))
         ch = auc_change(res["float32"].table, res["bfloat16"].table, res["float32"].predictions,
                         res["bfloat16"].predictions)
         ch["bfloat16 min cosine vs float32 (the book's images)"] = round(

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from sklearn.svm import SVC
 
+from uslib.cvsettings import CVSettings
 from uslib.evaluation import reconstruction_matrix
 
 
@@ -73,7 +74,7 @@ def main() -> None:
         t0 = time.perf_counter()
         for b, x in feats.items():
             t = time.perf_counter()
-            reconstruction_matrix(x, m, backbone=b, estimator=est)
+            reconstruction_matrix(x, m, backbone=b, settings=CVSettings(n_repeats=1), estimator=est)
             figures[f"{name} / {b} [s]"] = round(time.perf_counter() - t, 2)
         figures[f"{name} / both backbones [s]"] = round(time.perf_counter() - t0, 2)
         print(f"{name}: both backbones {figures[f'{name} / both backbones [s]']:.1f} s")

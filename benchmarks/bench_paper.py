@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from uslib import store
+from uslib import config, store
 from uslib.config import REPO_ROOT, load_profile
 
 DATA_DIR = REPO_ROOT / "runs" / "bench-paper-data"
@@ -148,10 +148,8 @@ def trainall_testall(params: dict) -> dict:
         fs = pipeline.get_features(rd, ds, man, b, weights=params["weights"], weights_seed=params["weights_seed"],
                                    batch_size=params["batch_size"], precision=params["precision"], progress=False,
                                    allow_download=False)
-        res = pipeline.get_matrix(rd, fs, man, ranges=params["dynamic_ranges_db"], n_splits=params["n_splits"],
-                                  cv_seed=params["cv_seed"], svm_c=params["svm_c"], standardize=params["standardize"],
-                                  calibration=params["calibration"], lesion_weighting=params["lesion_weighting"],
-                                  n_repeats=params["n_repeats"])
+        res = pipeline.get_matrix(rd, fs, man, ranges=params["dynamic_ranges_db"],
+                                  settings=config.cv_settings(params))
         t = res.table
         row = t[(t["train"] == "TrainALL") & (t["test"] == "TestALL")].iloc[0]
         out[b] = {"auc": round(float(row["auc"]), 4), "ci": [round(float(row["ci_low"]), 4),

@@ -131,3 +131,41 @@ def test_one_cross_validation_loop():
                 fitting.setdefault(name, []).append(ln)
     assert set(fitting) <= {"evaluation"} and sum(map(len, fitting.values())) == 1, \
         f"fold loops that fit models: {fitting}"
+
+
+#: Settings of :class:`uslib.cvsettings.CVSettings` that travel in the object, never as loose arguments
+#: (``n_splits`` is also the argument of the fold primitives, e.g. ``patient_folds``, so it is not counted).
+_THREADED = ("svm_c", "class_weight", "standardize", "calibration", "lesion_weighting", "n_repeats", "cv_seed")
+#: Where a setting may be a parameter: the schema, the object itself, and the classifier (its own constructor).
+_SETTINGS_HOME = {"config", "cvsettings", "classifier"}
+
+
+def _signatures_with(name: str) -> list[str]:
+    """``module.function`` of every function with a parameter ``name`` (outside the settings' home)."""
+    out = []
+    for mod, tree in MODULES.items():
+        if mod in _SETTINGS_HOME:
+            continue
+        classifier = {id(n) for c in ast.walk(tree) if isinstance(c, ast.ClassDef) and c.name == "LinearSVM"
+                      for n in ast.walk(c)}  # the classifier's own constructor, wherever it lives
+        for fn in ast.walk(tree):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and id(fn) not in classifier:
+                a = fn.args
+                if name in {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs}:
+                    out.append(f"{mod}.{fn.name}")
+    return sorted(out)
+
+
+def test_settings_travel_as_one_object():
+    """A cross-validation setting is a parameter of at most two functions outside its home.
+
+    The settings go whole (:class:`uslib.cvsettings.CVSettings`) from the profile to the
+    classifier; a function that takes ``svm_c`` (or ``calibration``, ...) by itself is a
+    place a new setting would have to be threaded by hand.
+    """
+    from uslib.cvsettings import CVSettings
+
+    assert set(_THREADED) <= set(CVSettings.field_names())
+    found = {name: _signatures_with(name) for name in _THREADED}
+    assert all(len(v) <= 2 for v in found.values()), f"settings passed loose: {found}"
+    assert not found["svm_c"], f"svm_c is a parameter of {found['svm_c']}"

@@ -29,6 +29,7 @@ from distributed.comm.core import CommClosedError
 
 from uslib import pipeline, scheduler, store, sweep
 from uslib.config import PROFILE_DIR, REPO_ROOT, ProfileError
+from uslib.cvsettings import CVSettings
 
 #: Features on the cluster may differ from in-process ones by this much (relative to the largest feature).
 RTOL = 1e-5
@@ -62,7 +63,8 @@ def _close(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _matrix(run_dir, fs, manifest):
-    return pipeline.get_matrix(run_dir, fs, manifest, ranges=RANGES, n_splits=3, cv_seed=0, n_repeats=1).table
+    return pipeline.get_matrix(run_dir, fs, manifest, ranges=RANGES,
+                               settings=CVSettings(n_splits=3, cv_seed=0, n_repeats=1)).table
 
 
 def test_cluster_features_and_tables_equal_in_process_ones(base, client):
@@ -167,7 +169,8 @@ def test_a_two_point_sweep_equals_two_separate_runs(base, client, tmp_path):
                                    allow_download=False, cache_dir=base["run_dir"])
         assert fs.n_computed == 0
         computed = sorted((alone / "results").iterdir())
-        table = pipeline.get_matrix(alone, fs, base["manifest"], ranges=RANGES, n_splits=k, n_repeats=1).table
+        table = pipeline.get_matrix(alone, fs, base["manifest"], ranges=RANGES,
+                                    settings=CVSettings(n_splits=k, n_repeats=1)).table
         assert sorted((alone / "results").iterdir()) == computed, "the separate run's chapter computed this result"
         np.testing.assert_allclose(by_point[label]["auc"], table["auc"], atol=1e-12)
         np.testing.assert_allclose(by_point[label]["ci_low"], table["ci_low"], atol=1e-12)

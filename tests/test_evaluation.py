@@ -16,6 +16,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from uslib import evaluation as ev
+from uslib.cvsettings import CVSettings
 from uslib.evaluation import (
     LeakageError,
     LinearSVM,
@@ -88,7 +89,7 @@ def data():
 @pytest.fixture(scope="module")
 def result(data):
     X, m = data
-    return reconstruction_matrix(X, m, backbone="toy", seed=0)
+    return reconstruction_matrix(X, m, backbone="toy", settings=CVSettings(cv_seed=0, n_repeats=1))
 
 
 FIT_LOG: list = []
@@ -189,8 +190,7 @@ def test_lesion_probability_is_mean_of_its_test_images():
     rng = np.random.default_rng(5)
     X = np.column_stack([rng.random(len(m)), m["image"].to_numpy()]).astype(float)
     FIT_LOG.clear()
-    out = cross_validate(X, m, train_ranges=(40,), test_ranges=(50, 60), n_splits=3, seed=1,
-                         standardize=False, estimator=ColumnProba())
+    out = cross_validate(X, m, train_ranges=(40,), test_ranges=(50, 60), settings=CVSettings(n_splits=3, cv_seed=1, standardize=False), estimator=ColumnProba())
     # oracle: mean of column 0 over that lesion's 50/60 dB images
     sel = m["dynamic_range_db"].isin([50.0, 60.0])
     want = pd.Series(X[sel.to_numpy(), 0]).groupby(m.loc[sel, "lesion"].to_numpy()).mean()
@@ -208,9 +208,9 @@ def test_lesion_probability_is_mean_of_its_test_images():
 
 def test_cross_validate_seeded(data):
     X, m = data
-    a = cross_validate(X, m, train_ranges=(40,), test_ranges=(60,), seed=0)
-    b = cross_validate(X, m, train_ranges=(40,), test_ranges=(60,), seed=0)
-    c = cross_validate(X, m, train_ranges=(40,), test_ranges=(60,), seed=1)
+    a = cross_validate(X, m, train_ranges=(40,), test_ranges=(60,), settings=CVSettings(cv_seed=0))
+    b = cross_validate(X, m, train_ranges=(40,), test_ranges=(60,), settings=CVSettings(cv_seed=0))
+    c = cross_validate(X, m, train_ranges=(40,), test_ranges=(60,), settings=CVSettings(cv_seed=1))
     pd.testing.assert_frame_equal(a, b)
     assert list(a.columns[:5]) == ["lesion", "patient", "label", "fold", "probability"]
     assert not np.allclose(a["probability"], c["probability"])
@@ -257,7 +257,7 @@ def separable(n_patients=15, *, seed=0):
 def test_loop_separable_features_auc_one_each_lesion_tested_once():
     X, m = separable()
     cv = ev.cross_validated_probabilities(X[:, :1], m, train_sets={"Train40dB": (40,), "all": None},
-                                          test_set=(60,), n_splits=3, seed=2)
+                                          test_set=(60,), settings=CVSettings(n_splits=3, cv_seed=2))
     les = cv.design.lesions
     assert les["lesion"].tolist() == list(pd.unique(m["lesion"]))
     # every lesion is tested exactly once, and the folds are patient-grouped
@@ -284,7 +284,7 @@ def test_loop_separable_features_auc_one_each_lesion_tested_once():
     assert all(np.array_equal(a[1], b[1]) for a, b in
                zip(cv.folds, patient_folds(les["label"], les["patient"], n_splits=3, seed=2)))
     again = ev.cross_validated_probabilities(X[:, :1], m, train_sets={"Train40dB": (40,)}, test_set=(60,),
-                                             folds=cv.folds[::-1], seed=2)
+                                             folds=cv.folds[::-1], settings=CVSettings(cv_seed=2))
     np.testing.assert_array_equal(again.probabilities["Train40dB"], cv.probabilities["Train40dB"])
 
 
@@ -292,8 +292,7 @@ def test_loop_masks_lesion_means_and_training_rows():
     X, m = separable(12, seed=1)
     mask = (m["scan"] == 0).to_numpy()  # a training set given as an image mask
     FIT_LOG.clear()
-    cv = ev.cross_validated_probabilities(X, m, train_sets={"scan0": mask}, n_splits=4, seed=0,
-                                          standardize=False, estimator=ColumnProba())
+    cv = ev.cross_validated_probabilities(X, m, train_sets={"scan0": mask}, settings=CVSettings(n_splits=4, cv_seed=0, standardize=False), estimator=ColumnProba())
     les = cv.design.lesions
     # oracle: P(malignant) of an image is its column 0; a lesion's probability is the mean over its images
     want = pd.Series(X[:, 0]).groupby(m["lesion"].to_numpy()).mean().loc[les["lesion"]].to_numpy()
@@ -314,15 +313,14 @@ def test_loop_lesion_level_features_without_dynamic_range():
     Xl = X[m.drop_duplicates("lesion").index]
     Xl[:, 1] = np.arange(len(Xl))  # row numbers, logged by ColumnProba.fit
     FIT_LOG.clear()
-    cv = ev.cross_validated_probabilities(Xl, table, train_sets={"lesions": None}, n_splits=5, seed=0,
-                                          standardize=False, estimator=ColumnProba())
+    cv = ev.cross_validated_probabilities(Xl, table, train_sets={"lesions": None}, settings=CVSettings(n_splits=5, cv_seed=0, standardize=False), estimator=ColumnProba())
     p, n = cv.lesion_probabilities("lesions")
     np.testing.assert_array_equal(p, Xl[:, 0])  # one row per lesion: its probability is its own score
     assert (n == 1).all() and set(cv.fold.tolist()) == set(range(5))
     for (tr, _), seen in zip(cv.folds, FIT_LOG):  # each fit used exactly its training lesions' rows
         np.testing.assert_array_equal(seen, tr)
     with pytest.raises(ValueError, match=r"missing column\(s\) \['dynamic_range_db'\]"):
-        ev.cross_validated_probabilities(Xl, table, train_sets={"x": (40,)}, n_splits=5)
+        ev.cross_validated_probabilities(Xl, table, train_sets={"x": (40,)}, settings=CVSettings(n_splits=5))
 
 
 def test_loop_errors():
@@ -332,10 +330,10 @@ def test_loop_errors():
     with pytest.raises(ValueError, match="image mask"):
         ev.cross_validated_probabilities(X, m, train_sets={"x": np.ones(3, bool)})
     with pytest.raises(ValueError, match=r"fold 0, x: no training images with dynamic range in \[50\] dB"):
-        ev.cross_validated_probabilities(X, m, train_sets={"x": (50,)}, n_splits=3)
+        ev.cross_validated_probabilities(X, m, train_sets={"x": (50,)}, settings=CVSettings(n_splits=3))
     benign = (m["label"] == 0).to_numpy()
     with pytest.raises(ValueError, match="fold 0, x: training images hold only class"):
-        ev.cross_validated_probabilities(X, m, train_sets={"x": benign}, n_splits=3)
+        ev.cross_validated_probabilities(X, m, train_sets={"x": benign}, settings=CVSettings(n_splits=3))
     les = lesion_table(m)
     n = len(les)
     leak = [(np.arange(1, n), np.array([0, 1])), (np.array([0]), np.arange(1, n))]
@@ -346,7 +344,7 @@ def test_loop_errors():
 def test_cross_validate_and_matrix_are_the_loop(result, data):
     X, m = data
     cv = ev.cross_validated_probabilities(X, m, train_sets={"Train50dB": (50,), "TrainALL": RANGES},
-                                          test_set=RANGES, seed=0)
+                                          test_set=RANGES, settings=CVSettings(cv_seed=0))
     p = result.predictions
     for train, test, te_r in (("Train50dB", "Test40dB", (40,)), ("TrainALL", "TestALL", RANGES)):
         mean, counts = cv.lesion_probabilities(train, te_r)
@@ -354,7 +352,7 @@ def test_cross_validate_and_matrix_are_the_loop(result, data):
         np.testing.assert_array_equal(g["probability"].to_numpy(), mean)
         np.testing.assert_array_equal(g["n_images"].to_numpy(), counts)
         np.testing.assert_array_equal(g["fold"].to_numpy(), cv.fold)
-    one = cross_validate(X, m, train_ranges=(50,), test_ranges=(40,), seed=0)
+    one = cross_validate(X, m, train_ranges=(50,), test_ranges=(40,), settings=CVSettings(cv_seed=0))
     # scoring fewer test images at once changes BLAS rounding only
     np.testing.assert_allclose(one["probability"].to_numpy(), cv.lesion_probabilities("Train50dB", (40,))[0],
                                rtol=0, atol=1e-12)
@@ -540,7 +538,7 @@ def test_matrix_reuses_fits_consistently_with_cross_validate(result, data):
     X, m = data
     p = result.predictions
     for train, test, tr_r, te_r in (("TrainALL", "TestALL", RANGES, RANGES), ("Train40dB", "Test60dB", (40,), (60,))):
-        cv = cross_validate(X, m, train_ranges=tr_r, test_ranges=te_r, seed=0)
+        cv = cross_validate(X, m, train_ranges=tr_r, test_ranges=te_r, settings=CVSettings(cv_seed=0))
         g = p[(p["train"] == train) & (p["test"] == test)]
         assert np.allclose(g["probability"].to_numpy(), cv["probability"].to_numpy(), atol=1e-12)
         assert g["fold"].tolist() == cv["fold"].tolist()
@@ -577,22 +575,22 @@ def test_matrix_derived_tables(result):
 
 def test_matrix_reproducible_and_seed_dependent(result, data):
     X, m = data
-    again = reconstruction_matrix(X, m, backbone="toy", seed=0)
+    again = reconstruction_matrix(X, m, backbone="toy", settings=CVSettings(cv_seed=0, n_repeats=1))
     pd.testing.assert_frame_equal(again.predictions, result.predictions)
     pd.testing.assert_frame_equal(again.table, result.table)
-    other = reconstruction_matrix(X, m, backbone="toy", seed=1)
+    other = reconstruction_matrix(X, m, backbone="toy", settings=CVSettings(cv_seed=1, n_repeats=1))
     assert not np.allclose(other.predictions["probability"], result.predictions["probability"])
 
 
 def test_matrix_repeats(result, data):
     X, m = data
-    rep = reconstruction_matrix(X, m, backbone="toy", seed=0, n_repeats=2, ci=None)
+    rep = reconstruction_matrix(X, m, backbone="toy", settings=CVSettings(cv_seed=0, n_repeats=2), ci=None)
     assert sorted(rep.predictions["repeat"].unique()) == [0, 1]
     first = rep.predictions[rep.predictions["repeat"] == 0].reset_index(drop=True)
     pd.testing.assert_frame_equal(first, result.predictions)
     # repeat 1 is the run with seed + 1 (new folds, new SVM seed)
     second = rep.predictions[rep.predictions["repeat"] == 1].reset_index(drop=True)
-    seed1 = reconstruction_matrix(X, m, backbone="toy", seed=1, ci=None).predictions
+    seed1 = reconstruction_matrix(X, m, backbone="toy", settings=CVSettings(cv_seed=1, n_repeats=1), ci=None).predictions
     pd.testing.assert_frame_equal(second.drop(columns="repeat"), seed1.drop(columns="repeat"))
     aucs = [roc_auc_score(g["label"], g["probability"])
             for _, g in rep.predictions[(rep.predictions["train"] == "TrainALL")
@@ -601,18 +599,18 @@ def test_matrix_repeats(result, data):
     assert row["auc_mean"] == pytest.approx(np.mean(aucs)) and row["auc_sd"] == pytest.approx(np.std(aucs, ddof=1))
     assert rep.table["ci_low"].isna().all()
     with pytest.raises(ValueError, match="n_repeats"):
-        reconstruction_matrix(X, m, backbone="toy", n_repeats=2, folds=result.folds)
+        reconstruction_matrix(X, m, backbone="toy", settings=CVSettings(n_repeats=2), folds=result.folds)
 
 
 def test_matrix_missing_range(data):
     X, m = data
     with pytest.raises(ValueError, match=r"dynamic_range_db \[70.0\]"):
-        reconstruction_matrix(X, m, backbone="toy", ranges=(40, 70))
+        reconstruction_matrix(X, m, backbone="toy", ranges=(40, 70), settings=CVSettings(n_repeats=1))
 
 
 def test_save_load_round_trip(tmp_path, result, data):
     X, m = data
-    other = reconstruction_matrix(X, m, backbone="other", seed=2, n_repeats=2)
+    other = reconstruction_matrix(X, m, backbone="other", settings=CVSettings(cv_seed=2, n_repeats=2))
     paths = save_results([result, other], tmp_path / "run")
     assert sorted(paths) == sorted(ev.RESULT_FILES)
     json.loads((tmp_path / "run" / "metrics.json").read_text(),
@@ -656,11 +654,11 @@ def _null_accuracies(seed, *, n=40, d=5):
     m = pd.DataFrame({"lesion": [f"l{i}" for i in range(n)], "patient": [f"p{i}" for i in range(n)],
                       "label": np.repeat([0, 1], n // 2)})
     X = rng.normal(size=(n, d))
-    kw = dict(estimator=MeanDifference(), standardize=False)
-    cv = ev.cross_validated_probabilities(X, m, train_sets={"t": None}, n_splits=5, seed=seed, **kw)
+    kw = dict(estimator=MeanDifference(), settings=CVSettings(n_splits=5, cv_seed=seed, standardize=False))
+    cv = ev.cross_validated_probabilities(X, m, train_sets={"t": None}, **kw)
     p, _ = cv.lesion_probabilities("t")
     y = m["label"].to_numpy()
-    thr = ev.nested_thresholds(X, m, cv.folds, n_splits=5, seed=seed, **kw)
+    thr = ev.nested_thresholds(X, m, cv.folds, **kw)
     assert not np.isnan(thr).any()  # inf (call every lesion benign) is a legitimate choice
     return ev.nested_operating_point(y, p, cv.fold, thr)["accuracy"], ev.operating_point(y, p)["accuracy"]
 
@@ -752,7 +750,7 @@ def test_grouped_calibration_is_not_over_confident():
     for seed in range(4):
         X, m = _near_duplicates(100 + seed)
         for cal in extreme:
-            cv = ev.cross_validated_probabilities(X, m, train_sets={"t": None}, calibration=cal, seed=seed)
+            cv = ev.cross_validated_probabilities(X, m, train_sets={"t": None}, settings=CVSettings(calibration=cal, cv_seed=seed))
             p, _ = cv.lesion_probabilities("t")
             y = cv.design.lesions["label"].to_numpy()
             extreme[cal].append(np.mean((p < 0.05) | (p > 0.95)))
@@ -777,8 +775,8 @@ def test_linear_svm_grouped_calibration():
     with pytest.warns(RuntimeWarning, match="two groups"):
         one = LinearSVM(calibration="grouped").fit(X, y, groups=np.where(y == 1, 0, 1))
     np.testing.assert_allclose(one.decision_function(X), d)
-    with pytest.raises(ValueError, match="calibration must be"):
-        ev.cross_validated_probabilities(X, m, train_sets={"t": None}, calibration="libsvm-ish")
+    with pytest.raises(ValueError, match="calibration: expected one of"):
+        CVSettings(calibration="libsvm-ish")
 
 
 @pytest.mark.parametrize("weighted", [False, True])
@@ -817,7 +815,7 @@ def test_planted_mismatch_flip_is_significant_after_holm():
     X = rng.normal(scale=0.5, size=(code.max() + 1, 4))[code] + rng.normal(scale=0.3, size=(len(m), 4))
     X[:, 0] += 0.8 * sign * (y - 0.5)  # matched AUC about 0.9, mismatched about 0.2
     X[:, 1] += 3.0 * (sign > 0)  # the two ranges also sit apart, as reconstructions do
-    r = reconstruction_matrix(X, m, backbone="flip", ranges=(40, 60), n_boot=500)
+    r = reconstruction_matrix(X, m, backbone="flip", ranges=(40, 60), n_boot=500, settings=CVSettings(n_repeats=1))
     mm = r.paired_tests[r.paired_tests["kind"] == "matched_vs_mismatched"]
     assert len(mm) == 2
     assert (mm["diff"] > 0.5).all() and (mm["p_holm"] < 0.05).all() and (mm["diff_ci_low"] > 0).all()
@@ -863,15 +861,15 @@ def test_lesion_weighting_gives_every_lesion_total_weight_one():
     code = pd.factorize(m["lesion"])[0]
     X = np.column_stack([np.zeros(len(m)), code])
     WeightLog.log.clear()
-    ev.cross_validated_probabilities(X, m, train_sets={"all": None, "40": (40,)}, n_splits=3,
-                                     estimator=WeightLog(), standardize=False, lesion_weighting=True)
+    ev.cross_validated_probabilities(X, m, train_sets={"all": None, "40": (40,)}, estimator=WeightLog(),
+                                     settings=CVSettings(n_splits=3, standardize=False, lesion_weighting=True))
     assert len(WeightLog.log) == 6
     for lesion_code, w in WeightLog.log:
         totals = np.bincount(lesion_code, weights=w)[np.unique(lesion_code)]
         np.testing.assert_allclose(totals, 1.0)
     WeightLog.log.clear()
-    ev.cross_validated_probabilities(X, m, train_sets={"all": None}, n_splits=3, estimator=WeightLog(),
-                                     standardize=False)
+    ev.cross_validated_probabilities(X, m, train_sets={"all": None}, estimator=WeightLog(),
+                                     settings=CVSettings(n_splits=3, standardize=False))
     assert all(w is None for _, w in WeightLog.log)
 
 

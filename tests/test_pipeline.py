@@ -103,6 +103,7 @@ import numpy as np
 import pandas as pd
 
 from uslib import store
+from uslib.cvsettings import CVSettings
 
 
 @pytest.fixture(scope="module")
@@ -116,9 +117,13 @@ def phantom_run(tmp_path_factory):
     return {"run_dir": run_dir, "ds": ds, "manifest": manifest, "fs": SimpleNamespace(features=X, backbone="toy")}
 
 
-def _matrix(run, manifest=None, **kw):
-    kw = {"ranges": (40, 60), "n_splits": 3, "cv_seed": 0, **kw}
-    return pipeline.get_matrix(run["run_dir"], run["fs"], run["manifest"] if manifest is None else manifest, **kw)
+SETTINGS = CVSettings(n_splits=3, cv_seed=0, n_repeats=1)
+
+
+def _matrix(run, manifest=None, **changes):
+    """get_matrix of the stand-in features with :data:`SETTINGS` changed by ``changes``."""
+    return pipeline.get_matrix(run["run_dir"], run["fs"], run["manifest"] if manifest is None else manifest,
+                               ranges=(40, 60), settings=SETTINGS.replace(**changes))
 
 
 def _result_dirs(run):
@@ -240,7 +245,7 @@ def test_n_splits_above_what_the_patients_allow_names_the_key(phantom_run):
 def test_sensitivity_switches_one_choice_per_row_and_reuses_the_cache(phantom_run):
     run = phantom_run
     base = _matrix(run)
-    kw = {"ranges": (40, 60), "n_splits": 3, "cv_seed": 0, "n_boot": 200}
+    kw = {"ranges": (40, 60), "settings": SETTINGS, "n_boot": 200}
     sens = pipeline.get_sensitivity(run["run_dir"], run["fs"], run["manifest"], baseline=base, **kw)
     assert list(sens["choice"]) == ["as run", *pipeline.SENSITIVITY_CHOICES]
     first = sens.iloc[0]

@@ -14,6 +14,7 @@ import pytest
 
 from uslib import evaluation as ev
 from uslib import pipeline
+from uslib.cvsettings import CVSettings
 from uslib import robustness as rb
 from uslib.augmentation import MANIFEST_COLUMNS, image_key, image_set
 from uslib.data import Dataset, Lesion, Scan
@@ -176,7 +177,7 @@ def test_resolve_policies():
 def test_curves_table_shape_folds_and_signal(toy, design):
     m, cont = design
     X = synthetic_features(m, rotate=False)
-    curves, preds = rb.generalisation_curves(X, m, continuous_mask=cont, n_splits=5, seed=0,
+    curves, preds = rb.generalisation_curves(X, m, continuous_mask=cont, settings=CVSettings(n_splits=5, cv_seed=0),
                                              continuous_range_db=(35, 65), backbone="toy",
                                              return_predictions=True)
     assert list(curves.columns) == list(rb.CURVE_COLUMNS)
@@ -194,7 +195,7 @@ def test_curves_table_shape_folds_and_signal(toy, design):
     # the same patient folds as the main cross-validation (uslib.evaluation on the paper's image set)
     main = ev.cross_validate(X[~cont & np.isin(m.dynamic_range_db, TRAIN)],
                              m[~cont & np.isin(m.dynamic_range_db, TRAIN)],
-                             train_ranges=(40,), test_ranges=(40,), n_splits=5, seed=0)
+                             train_ranges=(40,), test_ranges=(40,), settings=CVSettings(n_splits=5, cv_seed=0))
     ours = preds[(preds.policy == "TrainALL") & (preds.test_range_db == 40.0)]
     assert ours["lesion"].tolist() == main["lesion"].tolist()
     np.testing.assert_array_equal(ours["fold"].to_numpy(), main["fold"].to_numpy())
@@ -209,9 +210,9 @@ def test_curves_are_the_evaluation_loop_with_a_mask_training_set(design):
     m, cont = design
     X = synthetic_features(m, rotate=True)
     _, preds = rb.generalisation_curves(X, m, continuous_mask=cont, policies=["Train40dB", "TrainContinuous"],
-                                        n_splits=4, seed=1, return_predictions=True)
+                                        settings=CVSettings(n_splits=4, cv_seed=1), return_predictions=True)
     cv = ev.cross_validated_probabilities(X, m, train_sets={"Train40dB": (40,), "TrainContinuous": cont},
-                                          test_set=TRAIN + UNSEEN, n_splits=4, seed=1)
+                                          test_set=TRAIN + UNSEEN, settings=CVSettings(n_splits=4, cv_seed=1))
     for (pol, r), g in preds.groupby(["policy", "test_range_db"]):
         mean, counts = cv.lesion_probabilities(pol, (r,))
         np.testing.assert_array_equal(g["probability"].to_numpy(), mean)
@@ -223,12 +224,13 @@ def test_curves_are_the_evaluation_loop_with_a_mask_training_set(design):
 def test_curves_pass_the_classifier_settings_to_the_loop(design, kw):
     m, cont = design
     X = synthetic_features(m, rotate=True)
-    _, preds = rb.generalisation_curves(X, m, continuous_mask=cont, policies=["Train40dB"], n_splits=4, seed=1,
-                                        return_predictions=True, **kw)
+    settings = CVSettings(n_splits=4, cv_seed=1, **kw)
+    _, preds = rb.generalisation_curves(X, m, continuous_mask=cont, policies=["Train40dB"], settings=settings,
+                                        return_predictions=True)
     cv = ev.cross_validated_probabilities(X, m, train_sets={"Train40dB": (40,)}, test_set=TRAIN + UNSEEN,
-                                          n_splits=4, seed=1, **kw)
+                                          settings=settings)
     default = ev.cross_validated_probabilities(X, m, train_sets={"Train40dB": (40,)}, test_set=TRAIN + UNSEEN,
-                                               n_splits=4, seed=1)
+                                               settings=CVSettings(n_splits=4, cv_seed=1))
     g = preds[preds["test_range_db"] == 40.0]
     np.testing.assert_array_equal(g["probability"].to_numpy(), cv.lesion_probabilities("Train40dB", (40,))[0])
     assert not np.allclose(g["probability"].to_numpy(), default.lesion_probabilities("Train40dB", (40,))[0])
@@ -238,7 +240,7 @@ def test_curves_reproduce_a_drop_away_from_the_training_range(design):
     m, cont = design
     X = synthetic_features(m, rotate=True, strength=2.0)
     curves = rb.generalisation_curves(X, m, continuous_mask=cont, policies=["Train40dB", "TrainContinuous"],
-                                      n_splits=5, seed=0)
+                                      settings=CVSettings(n_splits=5, cv_seed=0))
     auc = curves.set_index(["policy", "test_range_db"])["auc"]
     assert auc[("Train40dB", 40.0)] > 0.9
     assert auc[("Train40dB", 80.0)] < auc[("Train40dB", 40.0)] - 0.3
@@ -253,7 +255,7 @@ def test_curves_reproduce_a_drop_away_from_the_training_range(design):
 def test_curves_uninformative_features_give_chance(design):
     m, cont = design
     X = np.random.default_rng(5).normal(size=(len(m), 6))
-    curves = rb.generalisation_curves(X, m, continuous_mask=cont, policies=["TrainALL"], n_splits=5)
+    curves = rb.generalisation_curves(X, m, continuous_mask=cont, policies=["TrainALL"], settings=CVSettings(n_splits=5))
     assert abs(curves.auc.mean() - 0.5) < 0.2
 
 
@@ -298,17 +300,17 @@ def test_baselines_same_folds_and_signal(toy):
     for k, (_, te) in enumerate(folds):
         assert (preds[preds.feature_set == "QUS"]["fold"].to_numpy()[te] == k).all()
     # the default folds are the main CV's
-    base2 = rb.handcrafted_baselines(table=table, n_splits=5, seed=0)
+    base2 = rb.handcrafted_baselines(table=table, settings=CVSettings(n_splits=5, cv_seed=0))
     pd.testing.assert_frame_equal(base, base2)
 
 
 def test_baselines_are_the_evaluation_loop_on_lesion_rows(toy):
     table = synthetic_table(toy)
     cols = list(rb.BASELINE_SETS["QUS"])
-    _, preds = rb.handcrafted_baselines(table=table, feature_sets={"QUS": cols}, n_splits=4, seed=2,
+    _, preds = rb.handcrafted_baselines(table=table, feature_sets={"QUS": cols}, settings=CVSettings(n_splits=4, cv_seed=2),
                                         return_predictions=True)
     cv = ev.cross_validated_probabilities(table[cols].to_numpy(), table[["lesion", "patient", "label"]],
-                                          train_sets={"QUS": None}, n_splits=4, seed=2)
+                                          train_sets={"QUS": None}, settings=CVSettings(n_splits=4, cv_seed=2))
     p, n = cv.lesion_probabilities("QUS")
     assert (n == 1).all()
     np.testing.assert_array_equal(preds["probability"].to_numpy(), p)
@@ -319,14 +321,14 @@ def test_baselines_name_non_finite_lesion(toy):
     table = synthetic_table(toy)
     table.loc[3, "kurtosis"] = np.inf
     with pytest.raises(ValueError, match=f"lesion '{toy.keys[3]}'.*kurtosis"):
-        rb.handcrafted_baselines(table=table, n_splits=5)
+        rb.handcrafted_baselines(table=table, settings=CVSettings(n_splits=5))
 
 
 def test_baselines_are_constant_across_test_ranges(toy, design):
     m, cont = design
     curves = rb.generalisation_curves(synthetic_features(m, rotate=True), m, continuous_mask=cont,
                                       policies=["Train40dB"], backbone="toy")
-    base = rb.handcrafted_baselines(table=synthetic_table(toy), n_splits=5)
+    base = rb.handcrafted_baselines(table=synthetic_table(toy), settings=CVSettings(n_splits=5))
     full = rb.attach_baselines(curves, base)
     assert list(full.columns) == list(rb.CURVE_COLUMNS)
     hc = full[full.family == "handcrafted"]
@@ -385,8 +387,9 @@ def test_display_path_depends_on_dynamic_range_but_envelope_qus_does_not(phantom
 def test_get_curves_caches_and_rekeys(tmp_path, design, monkeypatch):
     m, cont = design
     fs = SimpleNamespace(features=synthetic_features(m, rotate=True).astype(np.float32), backbone="toy")
-    kw = dict(policies=["Train40dB", "TrainContinuous"], continuous_range_db=(35, 65), n_splits=5, cv_seed=0)
-    c1, p1 = pipeline.get_curves(tmp_path, fs, m, cont, **kw)
+    kw = dict(policies=["Train40dB", "TrainContinuous"], continuous_range_db=(35, 65))
+    settings = CVSettings(n_splits=5, cv_seed=0)
+    c1, p1 = pipeline.get_curves(tmp_path, fs, m, cont, **kw, settings=settings)
     files = sorted(p.name for p in (tmp_path / "robustness").iterdir())
     assert any(f.startswith("curves-toy-") for f in files) and any(f.startswith("predictions-toy-") for f in files)
     assert not any(f.endswith(".tmp") for f in files)
@@ -395,18 +398,19 @@ def test_get_curves_caches_and_rekeys(tmp_path, design, monkeypatch):
         raise AssertionError("recomputed")
 
     monkeypatch.setattr(rb, "generalisation_curves", boom)
-    c2, p2 = pipeline.get_curves(tmp_path, fs, m, cont, **kw)  # hit: nothing recomputed
+    c2, p2 = pipeline.get_curves(tmp_path, fs, m, cont, **kw, settings=settings)  # hit: nothing recomputed
     pd.testing.assert_frame_equal(c1, c2)
     pd.testing.assert_frame_equal(p1, p2)
     monkeypatch.undo()  # the cached table equals a fresh computation
     c3 = rb.generalisation_curves(fs.features, m, continuous_mask=cont, policies=kw["policies"],
-                                  continuous_range_db=(35, 65), n_splits=5, seed=0, backbone="toy")
+                                  continuous_range_db=(35, 65), settings=settings, backbone="toy")
     pd.testing.assert_frame_equal(c1, c3, check_exact=False, rtol=1e-12)
     monkeypatch.setattr(rb, "generalisation_curves", boom)
     with pytest.raises(AssertionError, match="recomputed"):  # another C is another result
-        pipeline.get_curves(tmp_path, fs, m, cont, **kw, svm_c=0.5)
+        pipeline.get_curves(tmp_path, fs, m, cont, **kw, settings=settings.replace(svm_c=0.5))
     with pytest.raises(AssertionError, match="recomputed"):  # other features are another result
-        pipeline.get_curves(tmp_path, SimpleNamespace(features=fs.features + 1, backbone="toy"), m, cont, **kw)
+        pipeline.get_curves(tmp_path, SimpleNamespace(features=fs.features + 1, backbone="toy"), m, cont, **kw,
+                            settings=settings)
 
 
 def test_get_baselines_caches(tmp_path, toy, monkeypatch):
@@ -418,8 +422,8 @@ def test_get_baselines_caches(tmp_path, toy, monkeypatch):
         return table
 
     monkeypatch.setattr(rb, "handcrafted_features", fake_features)
-    b1, p1 = pipeline.get_baselines(tmp_path, toy, n_splits=5, cv_seed=0)
-    b2, p2 = pipeline.get_baselines(tmp_path, toy, n_splits=5, cv_seed=0)
+    b1, p1 = pipeline.get_baselines(tmp_path, toy, settings=CVSettings(n_splits=5, cv_seed=0))
+    b2, p2 = pipeline.get_baselines(tmp_path, toy, settings=CVSettings(n_splits=5, cv_seed=0))
     assert len(calls) == 1  # the feature table is cached too
     pd.testing.assert_frame_equal(b1, b2)
     pd.testing.assert_frame_equal(p1, p2)
@@ -429,10 +433,10 @@ def test_get_baselines_caches(tmp_path, toy, monkeypatch):
         raise AssertionError("recomputed")
 
     monkeypatch.setattr(rb, "handcrafted_baselines", boom)
-    b3, _ = pipeline.get_baselines(tmp_path, toy, n_splits=5, cv_seed=0)
+    b3, _ = pipeline.get_baselines(tmp_path, toy, settings=CVSettings(n_splits=5, cv_seed=0))
     pd.testing.assert_frame_equal(b1, b3)
     with pytest.raises(AssertionError, match="recomputed"):
-        pipeline.get_baselines(tmp_path, toy, n_splits=5, cv_seed=1)  # other folds
+        pipeline.get_baselines(tmp_path, toy, settings=CVSettings(n_splits=5, cv_seed=1))  # other folds
     import json
 
     stages = json.loads((tmp_path / "run.json").read_text())["stage_seconds"]

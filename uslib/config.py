@@ -47,6 +47,7 @@ from typing import Annotated, Any, Iterable, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .cvsettings import CVSettings
 from .store import REPO_ROOT, resolve_path, run_path as run_dir  # noqa: F401  (re-exported)
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "validate_parameters",
     "load_profile",
     "chapter_parameters",
+    "cv_settings",
     "check_folds_feasible",
     "resolve_path",
     "run_dir",
@@ -258,6 +260,21 @@ class Profile(BaseModel):
         if value[0] >= value[1]:
             raise ValueError("expected [low, high] with low < high")
         return value
+
+    def cv_settings(self) -> CVSettings:
+        """The cross-validation and classifier settings of this profile, as one object.
+
+        Every field of :class:`~uslib.cvsettings.CVSettings` that is a
+        parameter here takes its value from here (by name); the others keep
+        the object's defaults.
+
+        Examples
+        --------
+        >>> Profile(svm_c=10).cv_settings().svm_c
+        10.0
+        """
+        fields = type(self).model_fields
+        return CVSettings(**{n: getattr(self, n) for n in CVSettings.field_names() if n in fields})
 
     def cross_problems(self, names: Iterable[str] | None = None) -> list[tuple[str, str]]:
         """Rules between parameters, as ``(name, problem)`` pairs.
@@ -477,6 +494,22 @@ def _problems(values: Mapping[str, Any]) -> list[str]:
 
 def _defaults() -> dict[str, Any]:
     return {n: f.default for n, f in Profile.model_fields.items()}
+
+
+def cv_settings(values: Mapping[str, Any]) -> CVSettings:
+    """The :class:`~uslib.cvsettings.CVSettings` of validated parameter values.
+
+    ``values`` is any subset of the schema (a chapter's parameters, a whole
+    profile); missing parameters take the schema's defaults.
+
+    Examples
+    --------
+    >>> cv_settings({"n_splits": 3, "svm_c": 10, "run_dir": "runs/x"})
+    CVSettings(n_splits=3, cv_seed=0, n_repeats=5, svm_c=10.0, class_weight='balanced', standardize=True, \
+calibration='grouped', lesion_weighting=False)
+    """
+    fields = Profile.model_fields
+    return Profile.model_validate({**_defaults(), **{k: v for k, v in values.items() if k in fields}}).cv_settings()
 
 
 #: Environment variable noting the phantom fold check last passed in this process

@@ -117,7 +117,7 @@ Paired tests
     lesions (``diff_ci_low``/``diff_ci_high``). :func:`mismatch_drop` gives
     the mean matched→mismatched drop with its bootstrap interval.
 Repeats
-    ``n_repeats`` runs with seeds ``seed, seed + 1, ...`` (new folds and new
+    ``n_repeats`` runs with seeds ``cv_seed, cv_seed + 1, ...`` (new folds and new
     SVM seed each). ``auc``/CI/Table III/Bland–Altman come from the first
     run; ``auc_mean`` and ``auc_sd`` (ddof = 1) summarise all runs.
 """
@@ -141,6 +141,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
+from .cvsettings import CALIBRATIONS, CVSettings
 from .store import atomic_path, save_json, load_json
 
 __all__ = [
@@ -438,19 +439,13 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
 
-#: Accepted values of ``calibration`` in the cross-validation functions.
-CALIBRATIONS = ("grouped", "image")
-
-
-def _make_estimator(estimator, *, svm_c: float, class_weight, standardize: bool, seed: int,
-                    calibration: str = "grouped"):
-    if calibration not in CALIBRATIONS:
-        raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {calibration!r}")
+def _make_estimator(estimator, settings: CVSettings):
+    """A fresh classifier of ``settings`` (seeded by ``settings.cv_seed``), or a clone of ``estimator``."""
     if estimator is None:
-        return LinearSVM(C=svm_c, class_weight=class_weight, standardize=standardize, random_state=seed,
-                         calibration=calibration)
+        return LinearSVM(C=settings.svm_c, class_weight=settings.class_weight, standardize=settings.standardize,
+                         random_state=settings.cv_seed, calibration=settings.calibration)
     est = clone(estimator)
-    return make_pipeline(StandardScaler(), est) if standardize else est
+    return make_pipeline(StandardScaler(), est) if settings.standardize else est
 
 
 def _fit(est, X: np.ndarray, y: np.ndarray, groups: np.ndarray, sample_weight: np.ndarray | None):
@@ -835,9 +830,7 @@ def _fold_loop(design: Design, folds, *, train_sets: Mapping[str, object], train
 
 def score_fold(features, manifest: pd.DataFrame, train_lesions, test_lesions, *,
                train_sets: Mapping[str, Sequence[float]], test_ranges: Sequence[float],
-               svm_c: float = 1.0, class_weight="balanced", standardize: bool = True, seed: int = 0,
-               calibration: str = "grouped", lesion_weighting: bool = False,
-               estimator=None) -> dict[str, np.ndarray]:
+               settings: CVSettings = CVSettings(), estimator=None) -> dict[str, np.ndarray]:
     """Fit one classifier per training set on one fold; score the fold's test images once.
 
     Parameters
@@ -852,8 +845,8 @@ def score_fold(features, manifest: pd.DataFrame, train_lesions, test_lesions, *,
         :meth:`Design.select`.
     test_ranges : sequence of float, or image mask
         The test images to score (the union of all test sets).
-    svm_c, class_weight, standardize, seed, calibration, lesion_weighting, estimator
-        See :func:`cross_validate`.
+    settings, estimator
+        See :func:`cross_validate` (``n_splits`` and ``n_repeats`` are not used).
 
     Returns
     -------
@@ -865,11 +858,11 @@ def score_fold(features, manifest: pd.DataFrame, train_lesions, test_lesions, *,
     cross_validated_probabilities : the same over all folds.
     """
     design = Design.build(features, manifest)
-    make = lambda: _make_estimator(estimator, svm_c=svm_c, class_weight=class_weight,  # noqa: E731
-                                   standardize=standardize, seed=seed, calibration=calibration)
+    make = lambda: _make_estimator(estimator, settings)  # noqa: E731
     probs, _ = _fold_loop(design, [(train_lesions, test_lesions)], train_sets=train_sets,
                           train_rows={n: design.select(s) for n, s in train_sets.items()},
-                          test_rows=design.select(test_ranges), make=make, lesion_weighting=lesion_weighting)
+                          test_rows=design.select(test_ranges), make=make,
+                          lesion_weighting=settings.lesion_weighting)
     return probs
 
 
@@ -925,9 +918,7 @@ class CVProbabilities:
 
 
 def cross_validated_probabilities(features, manifest: pd.DataFrame, *, train_sets: Mapping[str, object],
-                                  test_set=None, folds=None, n_splits: int = 5, seed: int = 0,
-                                  svm_c: float = 1.0, class_weight="balanced", standardize: bool = True,
-                                  calibration: str = "grouped", lesion_weighting: bool = False,
+                                  test_set=None, folds=None, settings: CVSettings = CVSettings(),
                                   estimator=None, progress: bool | str = False) -> CVProbabilities:
     """The cross-validation loop: out-of-fold P(malignant) of every test image, per training set.
 
@@ -955,13 +946,13 @@ def cross_validated_probabilities(features, manifest: pd.DataFrame, *, train_set
         The images to score (the union of all test sets); default every image.
     folds : sequence of (train_idx, test_idx), optional
         Lesion folds (indices into :func:`lesion_table` ``(manifest)``);
-        default :func:`patient_folds` with ``n_splits`` and ``seed``. See
-        :func:`resolve_folds`.
-    n_splits : int
-        Number of folds when ``folds`` is not given.
-    seed : int
-        Seed of the folds and of the classifier's internal calibration split.
-    svm_c, class_weight, standardize, calibration, lesion_weighting, estimator
+        default :func:`patient_folds` with ``settings.n_splits`` and
+        ``settings.cv_seed``. See :func:`resolve_folds`.
+    settings : CVSettings
+        The folds (when not given), the seed of the classifier's internal
+        calibration split and the classifier (``n_repeats`` is not used:
+        one pass). See :func:`cross_validate`.
+    estimator
         See :func:`cross_validate`.
     progress : bool or str
         Show a tqdm bar over the folds (a str is its description).
@@ -990,7 +981,7 @@ def cross_validated_probabilities(features, manifest: pd.DataFrame, *, train_set
     ...                   "patient": np.repeat([f"p{i}" for i in range(12)], 2),
     ...                   "label": np.repeat([0, 1] * 6, 2), "dynamic_range_db": [40.0, 60.0] * 12})
     >>> X = m[["label"]].to_numpy(float) + np.tile([0.0, 0.1], 12)[:, None]
-    >>> cv = cross_validated_probabilities(X, m, train_sets={"Train40dB": (40,)}, n_splits=3)
+    >>> cv = cross_validated_probabilities(X, m, train_sets={"Train40dB": (40,)}, settings=CVSettings(n_splits=3))
     >>> p, n = cv.lesion_probabilities("Train40dB", (60,))
     >>> roc_auc(cv.design.lesions["label"], p), n.tolist() == [1] * 12, np.bincount(cv.fold).tolist()
     (1.0, True, [4, 4, 4])
@@ -1000,18 +991,16 @@ def cross_validated_probabilities(features, manifest: pd.DataFrame, *, train_set
         raise ValueError("train_sets is empty")
     train_rows = {name: design.select(spec) for name, spec in train_sets.items()}
     test_rows = design.select(test_set)
-    folds = resolve_folds(design.lesions, folds, n_splits=n_splits, seed=seed)
-    make = lambda: _make_estimator(estimator, svm_c=svm_c, class_weight=class_weight,  # noqa: E731
-                                   standardize=standardize, seed=seed, calibration=calibration)
+    folds = resolve_folds(design.lesions, folds, n_splits=settings.n_splits, seed=settings.cv_seed)
+    make = lambda: _make_estimator(estimator, settings)  # noqa: E731
     probs, fold_of = _fold_loop(design, folds, train_sets=train_sets, train_rows=train_rows, test_rows=test_rows,
-                                make=make, progress=progress, lesion_weighting=lesion_weighting)
+                                make=make, progress=progress, lesion_weighting=settings.lesion_weighting)
     return CVProbabilities(probabilities=probs, fold=fold_of, folds=folds, design=design)
 
 
 def cross_validate(features, manifest: pd.DataFrame, *, train_ranges: Sequence[float],
-                   test_ranges: Sequence[float], n_splits: int = 5, seed: int = 0, svm_c: float = 1.0,
-                   class_weight="balanced", standardize: bool = True, calibration: str = "grouped",
-                   lesion_weighting: bool = False, folds=None, estimator=None) -> pd.DataFrame:
+                   test_ranges: Sequence[float], settings: CVSettings = CVSettings(), folds=None,
+                   estimator=None) -> pd.DataFrame:
     """Out-of-fold lesion probabilities for one train/test setting.
 
     In each patient-level fold, a classifier is trained on the training
@@ -1028,23 +1017,19 @@ def cross_validate(features, manifest: pd.DataFrame, *, train_ranges: Sequence[f
         Columns ``lesion``, ``patient``, ``label``, ``dynamic_range_db`` at least.
     train_ranges, test_ranges : sequence of float
         Dynamic ranges in dB, e.g. ``(40,)`` or ``(40, 50, 60)``.
-    n_splits, seed : int
-        Folds from :func:`patient_folds` (ignored when ``folds`` is given).
-    svm_c : float
-        SVM penalty C (paper: 1).
-    class_weight : {"balanced", None} or dict
-        Paper: inversely proportional to the class frequencies ("balanced").
-    standardize : bool
-        Fit a StandardScaler on each fold's training images (see the module notes).
-    calibration : {"grouped", "image"}
-        Platt calibration of the default :class:`LinearSVM`: on decision
-        values cross-validated by lesion (``"grouped"``, default) or libsvm's
-        image-level split (``"image"``, the paper's software); see the
-        module notes.
-    lesion_weighting : bool
-        Give each training lesion the same total sample weight, whatever its
-        number of images (see the module notes). A custom ``estimator``
-        must accept ``sample_weight`` in ``fit``.
+    settings : CVSettings
+        ``n_splits`` and ``cv_seed``: the folds from :func:`patient_folds`
+        (ignored when ``folds`` is given; the seed also seeds the SVM's
+        calibration split). ``svm_c``: SVM penalty C (paper: 1).
+        ``class_weight``: paper: inversely proportional to the class
+        frequencies ("balanced"). ``standardize``: fit a StandardScaler on
+        each fold's training images (see the module notes).
+        ``calibration``: Platt calibration of the default :class:`LinearSVM`,
+        on decision values cross-validated by lesion (``"grouped"``) or
+        libsvm's image-level split (``"image"``, the paper's software).
+        ``lesion_weighting``: give each training lesion the same total sample
+        weight, whatever its number of images (a custom ``estimator`` must
+        accept ``sample_weight`` in ``fit``). ``n_repeats`` is not used.
     folds : sequence of (train_idx, test_idx), optional
         Lesion-index folds to use instead; checked with :func:`check_folds`.
     estimator : sklearn classifier, optional
@@ -1059,10 +1044,7 @@ def cross_validate(features, manifest: pd.DataFrame, *, train_ranges: Sequence[f
         ``patient``, ``label``, ``fold``, ``probability``, ``n_images``.
     """
     cv = cross_validated_probabilities(features, manifest, train_sets={"train": train_ranges},
-                                       test_set=test_ranges, folds=folds, n_splits=n_splits, seed=seed,
-                                       svm_c=svm_c, class_weight=class_weight, standardize=standardize,
-                                       calibration=calibration, lesion_weighting=lesion_weighting,
-                                       estimator=estimator)
+                                       test_set=test_ranges, folds=folds, settings=settings, estimator=estimator)
     mean, counts = cv.lesion_probabilities("train", test_ranges)
     lesions = cv.design.lesions
     if (counts == 0).any():
@@ -1190,13 +1172,14 @@ def _inner_folds(lesions: pd.DataFrame, *, n_splits: int, seed: int):
 
 
 def nested_thresholds(features, manifest: pd.DataFrame, folds, *, train_set=None, test_set=None,
-                      n_splits: int = 5, seed: int = 0, **classifier) -> np.ndarray:
+                      settings: CVSettings = CVSettings(), estimator=None) -> np.ndarray:
     """Per outer fold, the closest-to-(0, 1) threshold chosen on the training lesions alone.
 
     For each outer fold, the training lesions are cross-validated on their own
     (patient-grouped, label-stratified :func:`patient_folds` with
-    ``n_splits`` folds, fewer where the training lesions do not allow that
-    many, seeded by ``seed``) through :func:`cross_validated_probabilities`;
+    ``settings.n_splits`` folds, fewer where the training lesions do not
+    allow that many, seeded by ``settings.cv_seed``) through
+    :func:`cross_validated_probabilities`;
     the threshold is the :func:`operating_point` of their inner out-of-fold
     lesion probabilities. No test lesion of the outer fold is seen.
 
@@ -1210,11 +1193,11 @@ def nested_thresholds(features, manifest: pd.DataFrame, folds, *, train_set=None
     train_set, test_set : selection
         The training images and the images averaged into a lesion
         probability (see :meth:`Design.select`); default every image.
-    n_splits, seed : int
-        The inner cross-validation.
-    **classifier
-        ``svm_c``, ``class_weight``, ``standardize``, ``estimator``, ... as
-        for :func:`cross_validated_probabilities`.
+    settings : CVSettings
+        The inner cross-validation (``n_splits``, ``cv_seed``) and the
+        classifier, as for :func:`cross_validated_probabilities`.
+    estimator
+        As for :func:`cross_validated_probabilities`.
 
     Returns
     -------
@@ -1232,12 +1215,12 @@ def nested_thresholds(features, manifest: pd.DataFrame, folds, *, train_set=None
         sub = pd.DataFrame({"lesion": design.lesions["lesion"].to_numpy()[code],
                             "patient": design.lesions["patient"].to_numpy()[code],
                             "label": design.lesions["label"].to_numpy()[code]})
-        inner = _inner_folds(lesion_table(sub), n_splits=n_splits, seed=seed)
+        inner = _inner_folds(lesion_table(sub), n_splits=settings.n_splits, seed=settings.cv_seed)
         if inner is None:
             continue
         tr_sel, te_sel = _subset_selection(design, train_set, rows), _subset_selection(design, test_set, rows)
         cv = cross_validated_probabilities(design.X[rows], sub, train_sets={"inner": tr_sel}, test_set=te_sel,
-                                           folds=inner, seed=seed, **classifier)
+                                           folds=inner, settings=settings, estimator=estimator)
         p, n = cv.lesion_probabilities("inner", te_sel)
         y = cv.design.lesions["label"].to_numpy()[n > 0]
         if len(np.unique(y)) == 2:
@@ -1685,9 +1668,7 @@ def _ci(y, s, *, ci: str | None, alpha: float, n_boot: int, seed: int) -> tuple[
 
 
 def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
-                          ranges: Sequence[float] = (40, 50, 60), n_splits: int = 5, seed: int = 0,
-                          svm_c: float = 1.0, class_weight="balanced", standardize: bool = True,
-                          calibration: str = "grouped", lesion_weighting: bool = False, n_repeats: int = 1,
+                          ranges: Sequence[float] = (40, 50, 60), settings: CVSettings = CVSettings(),
                           nested_threshold: bool = True, inner_splits: int = 3, ci: str | None = "delong", alpha: float = 0.05,
                           n_boot: int = 2000, folds=None, estimator=None,
                           progress: bool = False) -> MatrixResult:
@@ -1708,13 +1689,14 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
         Label stored with the results, e.g. ``"inception_v3"``.
     ranges : sequence of float
         Dynamic ranges (dB), giving ``len(ranges) + 1`` train and test sets.
-    n_splits, seed : int
-        Patient-level folds (:func:`patient_folds`); repeat r uses ``seed + r``
-        for the folds and the SVM.
-    svm_c, class_weight, standardize, calibration, lesion_weighting, estimator
+    settings : CVSettings
+        Patient-level folds (:func:`patient_folds`, ``n_splits``); repeat r
+        of ``n_repeats`` uses ``cv_seed + r`` for the folds and the SVM
+        (:meth:`CVSettings.repeat`); more than one repeat adds
+        ``auc_mean``/``auc_sd`` to ``table``. The classifier: see
+        :func:`cross_validate`.
+    estimator
         See :func:`cross_validate`.
-    n_repeats : int
-        Repeated cross-validation; adds ``auc_mean``/``auc_sd`` to ``table``.
     ci : {"delong", "bootstrap", None}
         Confidence interval of each AUC (first repeat), level 1 − ``alpha``.
     nested_threshold : bool
@@ -1737,8 +1719,7 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
     ranges = tuple(float(r) for r in ranges)
     if len(ranges) < 2:
         raise ValueError(f"reconstruction_matrix: need at least two dynamic ranges, got {ranges}")
-    if n_repeats < 1:
-        raise ValueError(f"n_repeats must be >= 1, got {n_repeats}")
+    n_repeats, seed = settings.n_repeats, settings.cv_seed
     if folds is not None and n_repeats != 1:
         raise ValueError("reconstruction_matrix: explicit folds need n_repeats=1")
     design = Design.build(features, manifest)
@@ -1754,9 +1735,7 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
     pred_frames, folds_first = [], None
     for rep in range(n_repeats):
         cv = cross_validated_probabilities(
-            features, manifest, train_sets=train_sets, test_set=ranges, folds=folds, n_splits=n_splits,
-            seed=seed + rep, svm_c=svm_c, class_weight=class_weight, standardize=standardize,
-            calibration=calibration, lesion_weighting=lesion_weighting,
+            features, manifest, train_sets=train_sets, test_set=ranges, folds=folds, settings=settings.repeat(rep),
             estimator=estimator, progress=f"{backbone} repeat {rep}" if progress else False)
         if rep == 0:
             folds_first = cv.folds
@@ -1799,9 +1778,8 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
     rows3 = [{**common, "rule": "paper", **operating_point(y, s)}]
     if nested_threshold:
         thresholds = nested_thresholds(features, manifest, folds_first, train_set=ranges, test_set=ranges,
-                                       n_splits=inner_splits, seed=seed, svm_c=svm_c, class_weight=class_weight,
-                                       standardize=standardize, calibration=calibration,
-                                       lesion_weighting=lesion_weighting, estimator=estimator)
+                                       settings=settings.replace(n_splits=inner_splits, n_repeats=1),
+                                       estimator=estimator)
         rows3.append({**common, "rule": "nested", **nested_operating_point(y, s, g["fold"].to_numpy(), thresholds)})
     table3 = pd.DataFrame(rows3)
     table3 = table3[list(TABLE3_COLUMNS)]
@@ -1839,9 +1817,10 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
         paired.loc[sel, "p_holm"] = _holm(paired.loc[sel, "p"].to_numpy())
     paired = paired[list(PAIRED_COLUMNS)]
 
-    params = {"ranges": list(ranges), "n_splits": n_splits, "seed": seed, "svm_c": svm_c,
-              "class_weight": class_weight, "standardize": standardize, "calibration": calibration,
-              "lesion_weighting": lesion_weighting, "nested_threshold": nested_threshold,
+    params = {"ranges": list(ranges), "n_splits": settings.n_splits, "seed": seed, "svm_c": settings.svm_c,
+              "class_weight": settings.class_weight, "standardize": settings.standardize,
+              "calibration": settings.calibration, "lesion_weighting": settings.lesion_weighting,
+              "nested_threshold": nested_threshold,
               "inner_splits": inner_splits if nested_threshold else None,
               "n_repeats": n_repeats,
               "ci": ci, "alpha": alpha, "n_boot": n_boot,

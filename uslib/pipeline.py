@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from . import store
+from .cvsettings import CVSettings
 from .store import resolve_path
 
 __all__ = [
@@ -275,23 +276,19 @@ def get_matrix(
     feature_set,
     manifest,
     *,
+    settings: CVSettings,
     ranges: Sequence[float] = (40, 50, 60),
-    n_splits: int = 5,
-    cv_seed: int = 0,
-    svm_c: float = 1.0,
-    standardize: bool = True,
-    calibration: str = "grouped",
-    lesion_weighting: bool = False,
-    n_repeats: int = 1,
     nested_threshold: bool = True,
 ):
     """The Train×Test matrix of one backbone, from ``run_dir/results/<backbone>-<key>/`` or computed.
 
-    The key covers the features' content, the manifest (images, lesions,
-    patients, labels), the CV parameters and the code of
-    :mod:`uslib.evaluation` with the versions of numpy, scipy and
-    scikit-learn: another ``svm_c`` or another patient grouping is another
-    result; the features are reused.
+    ``settings`` are the run's cross-validation and classifier settings
+    (:meth:`uslib.config.Profile.cv_settings`), passed whole to
+    :func:`uslib.evaluation.reconstruction_matrix`. The key covers the
+    features' content, the manifest (images, lesions, patients, labels),
+    every setting, and the code of :mod:`uslib.evaluation` with the versions
+    of numpy, scipy and scikit-learn: another ``svm_c`` or another patient
+    grouping is another result; the features are reused.
 
     Returns
     -------
@@ -304,8 +301,7 @@ def get_matrix(
         features_key(feature_set.features),
         _manifest_key(manifest),
         feature_set.backbone,
-        list(map(float, ranges)), int(n_splits), int(cv_seed), float(svm_c), bool(standardize), str(calibration),
-        bool(lesion_weighting), int(n_repeats), bool(nested_threshold),
+        list(map(float, ranges)), settings.key(), bool(nested_threshold),
         store.code_fingerprint("evaluation", packages=("numpy", "scipy", "scikit-learn", "pandas")),
     )
     out = store.results_dir(rdir, feature_set.backbone, k)
@@ -315,8 +311,8 @@ def get_matrix(
 
         lesions = ev.lesion_table(manifest)
         # the data set's patients are known only now (for OASBUD): an impossible n_splits names itself
-        check_folds_feasible(int(n_splits), lesions["label"].to_numpy(), lesions["patient"].astype(str).to_numpy(),
-                             seeds=range(int(cv_seed), int(cv_seed) + int(n_repeats)),
+        check_folds_feasible(settings.n_splits, lesions["label"].to_numpy(),
+                             lesions["patient"].astype(str).to_numpy(), seeds=settings.seeds,
                              data=f"the data set ({len(lesions)} lesions)", source="n_splits")
         t0 = time.perf_counter()
         result = ev.reconstruction_matrix(
@@ -324,13 +320,7 @@ def get_matrix(
             manifest,
             backbone=feature_set.backbone,
             ranges=tuple(ranges),
-            n_splits=int(n_splits),
-            seed=int(cv_seed),
-            svm_c=float(svm_c),
-            standardize=bool(standardize),
-            calibration=str(calibration),
-            lesion_weighting=bool(lesion_weighting),
-            n_repeats=int(n_repeats),
+            settings=settings,
             nested_threshold=bool(nested_threshold),
         )
         ev.save_results(result, out)
@@ -358,21 +348,17 @@ def get_sensitivity(
     feature_set,
     manifest,
     *,
+    settings: CVSettings,
     ranges: Sequence[float] = (40, 50, 60),
-    n_splits: int = 5,
-    cv_seed: int = 0,
-    svm_c: float = 1.0,
-    standardize: bool = True,
-    calibration: str = "grouped",
-    lesion_weighting: bool = False,
     baseline=None,
     n_boot: int = 2000,
 ) -> pd.DataFrame:
     """TrainALL/TestALL AUC and the mean matched→mismatched drop under each open choice.
 
-    One row for the run's own settings (``baseline``, a
+    One row for the run's own ``settings`` (``baseline``, a
     :class:`~uslib.evaluation.MatrixResult` of these settings, or computed)
-    and one per entry of :data:`SENSITIVITY_CHOICES` with that one choice
+    and one per entry of :data:`SENSITIVITY_CHOICES` (a field of
+    :class:`~uslib.cvsettings.CVSettings`) with that one choice
     switched. Each is :func:`get_matrix` with ``n_repeats=1`` and without the
     nested Table III row (cached like any matrix; the features are reused, so
     the cost is one cross-validation per row), summarised by
@@ -388,21 +374,21 @@ def get_sensitivity(
     """
     from . import evaluation as ev
 
-    base = {"standardize": bool(standardize), "calibration": str(calibration), "lesion_weighting": bool(lesion_weighting)}
+    base = {name: getattr(settings, name) for name in SENSITIVITY_CHOICES}
     other = {"standardize": not base["standardize"],
              "calibration": "image" if base["calibration"] == "grouped" else "grouped",
              "lesion_weighting": not base["lesion_weighting"]}
-    common = dict(ranges=ranges, n_splits=n_splits, cv_seed=cv_seed, svm_c=svm_c, n_repeats=1, nested_threshold=False)
     rows = []
     for choice in ("as run",) + tuple(SENSITIVITY_CHOICES):
-        settings = dict(base) if choice == "as run" else {**base, choice: other[choice]}
+        shown = dict(base) if choice == "as run" else {**base, choice: other[choice]}
         if choice == "as run" and baseline is not None:
             result = baseline
         else:
-            result = get_matrix(run_dir, feature_set, manifest, **common, **settings)
-        summary = ev.sensitivity_summary(result, n_boot=n_boot, seed=int(cv_seed))
-        words = ", ".join(f"{k} = {v}" for k, v in settings.items()) if choice == "as run" \
-            else f"{choice} = {settings[choice]}"
+            result = get_matrix(run_dir, feature_set, manifest, ranges=ranges, nested_threshold=False,
+                                settings=settings.replace(n_repeats=1, **shown))
+        summary = ev.sensitivity_summary(result, n_boot=n_boot, seed=settings.cv_seed)
+        words = ", ".join(f"{k} = {v}" for k, v in shown.items()) if choice == "as run" \
+            else f"{choice} = {shown[choice]}"
         rows.append({"backbone": feature_set.backbone, "choice": choice, "setting": words, **summary})
     return pd.DataFrame(rows)
 
@@ -504,15 +490,16 @@ def get_roi_db_table(run_dir: str | os.PathLike, dataset, *,
 def get_curves(run_dir: str | os.PathLike, feature_set, manifest: pd.DataFrame, continuous_mask=None, *,
                policies=None, test_ranges_db: Sequence[float] | None = None,
                train_ranges_db: Sequence[float] = (40, 50, 60),
-               continuous_range_db: Sequence[float] | None = None, folds=None, n_splits: int = 5,
-               cv_seed: int = 0, svm_c: float = 1.0, standardize: bool = True, calibration: str = "grouped",
-               lesion_weighting: bool = False, alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
+               continuous_range_db: Sequence[float] | None = None, folds=None, settings: CVSettings,
+               alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`uslib.robustness.generalisation_curves` of one backbone, from the run directory or computed.
 
     Files ``<run_dir>/robustness/curves-<backbone>-<key>.csv`` and
     ``predictions-<backbone>-<key>.csv``. The key covers the features'
     content, the manifest (images, patients, labels), the continuous mask,
-    the policies, test ranges, folds, SVM settings and the code of
+    the policies, test ranges, folds, every setting of ``settings`` (the
+    run's :class:`~uslib.cvsettings.CVSettings`, passed whole to
+    :func:`uslib.robustness.generalisation_curves`) and the code of
     :mod:`uslib.robustness` and :mod:`uslib.evaluation`.
 
     Returns
@@ -528,7 +515,7 @@ def get_curves(run_dir: str | os.PathLike, feature_set, manifest: pd.DataFrame, 
     if folds is None:
         lesions = ev.lesion_table(manifest)
         folds = ev.patient_folds(lesions["label"].to_numpy(), lesions["patient"].astype(str).to_numpy(),
-                                 n_splits=n_splits, seed=cv_seed)
+                                 n_splits=settings.n_splits, seed=settings.cv_seed)
     mask = np.zeros(len(manifest), bool) if continuous_mask is None else np.asarray(continuous_mask, bool)
     pol = rb.resolve_policies(policies, train_ranges_db=train_ranges_db)
     k = store.key(features_key(feature_set.features), _manifest_key(manifest),
@@ -536,8 +523,7 @@ def get_curves(run_dir: str | os.PathLike, feature_set, manifest: pd.DataFrame, 
                   None if test_ranges_db is None else list(map(float, test_ranges_db)),
                   list(map(float, train_ranges_db)),
                   None if continuous_range_db is None else list(map(float, continuous_range_db)),
-                  _folds_key(folds), int(cv_seed), float(svm_c), bool(standardize), str(calibration),
-                  bool(lesion_weighting), float(alpha), feature_set.backbone,
+                  _folds_key(folds), settings.key(), float(alpha), feature_set.backbone,
                   store.code_fingerprint("robustness", packages=("numpy", "scipy", "scikit-learn", "pandas")))
     b = feature_set.backbone
     paths = [store.robustness_path(rdir, "curves", k, b), store.robustness_path(rdir, "predictions", k, b)]
@@ -546,9 +532,8 @@ def get_curves(run_dir: str | os.PathLike, feature_set, manifest: pd.DataFrame, 
         t0 = time.perf_counter()
         curves, preds = rb.generalisation_curves(
             feature_set.features, manifest, continuous_mask=mask, policies=pol, test_ranges_db=test_ranges_db,
-            train_ranges_db=train_ranges_db, continuous_range_db=continuous_range_db, folds=folds, seed=cv_seed,
-            svm_c=svm_c, standardize=standardize, calibration=calibration, lesion_weighting=lesion_weighting,
-            backbone=b, alpha=alpha, return_predictions=True)
+            train_ranges_db=train_ranges_db, continuous_range_db=continuous_range_db, folds=folds,
+            settings=settings, backbone=b, alpha=alpha, return_predictions=True)
         _stage_seconds(rdir, f"robustness_{b}", t0)
         return [curves, preds]
 
@@ -556,14 +541,14 @@ def get_curves(run_dir: str | os.PathLike, feature_set, manifest: pd.DataFrame, 
     return curves, preds
 
 
-def get_baselines(run_dir: str | os.PathLike, dataset, *, folds=None, n_splits: int = 5, cv_seed: int = 0,
-                  svm_c: float = 1.0, standardize: bool = True, calibration: str = "grouped",
+def get_baselines(run_dir: str | os.PathLike, dataset, *, folds=None, settings: CVSettings,
                   alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`uslib.robustness.handcrafted_baselines`, from ``<run_dir>/robustness/`` or computed.
 
-    The features come from :func:`get_handcrafted_features`; the key covers
-    the data set (content, patients, labels), the folds, the SVM settings and
-    the code.
+    The features come from :func:`get_handcrafted_features`; ``settings``
+    (the run's :class:`~uslib.cvsettings.CVSettings`) go whole to
+    :func:`uslib.robustness.handcrafted_baselines`; the key covers the data
+    set (content, patients, labels), the folds, every setting and the code.
 
     Returns
     -------
@@ -576,16 +561,14 @@ def get_baselines(run_dir: str | os.PathLike, dataset, *, folds=None, n_splits: 
     table = get_handcrafted_features(rdir, dataset)
     if folds is None:
         folds = ev.patient_folds(table["label"].to_numpy(), table["patient"].astype(str).to_numpy(),
-                                 n_splits=n_splits, seed=cv_seed)
-    k = store.key(dataset.fingerprint, _folds_key(folds), int(cv_seed), float(svm_c), bool(standardize),
-                  str(calibration), float(alpha), {n: list(c) for n, c in rb.BASELINE_SETS.items()},
+                                 n_splits=settings.n_splits, seed=settings.cv_seed)
+    k = store.key(dataset.fingerprint, _folds_key(folds), settings.key(), float(alpha), {n: list(c) for n, c in rb.BASELINE_SETS.items()},
                   store.code_fingerprint("robustness", packages=("numpy", "scipy", "scikit-learn", "pandas")))
     paths = [store.robustness_path(rdir, "baselines", k), store.robustness_path(rdir, "baseline-predictions", k)]
 
     def compute():
         t0 = time.perf_counter()
-        base, preds = rb.handcrafted_baselines(table=table, folds=folds, seed=cv_seed, svm_c=svm_c,
-                                               standardize=standardize, calibration=calibration, alpha=alpha,
+        base, preds = rb.handcrafted_baselines(table=table, folds=folds, settings=settings, alpha=alpha,
                                                return_predictions=True)
         _stage_seconds(rdir, "robustness_baselines", t0)
         return [base, preds]

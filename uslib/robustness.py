@@ -65,6 +65,7 @@ import numpy as np
 import pandas as pd
 
 from . import evaluation as ev
+from .cvsettings import CVSettings
 from .augmentation import MANIFEST_COLUMNS, image_set, set_ranges
 from .store import key
 
@@ -348,10 +349,9 @@ def _continuous_mask(continuous_mask, n: int) -> np.ndarray:
 def generalisation_curves(features, manifest: pd.DataFrame, *, continuous_mask=None,
                           policies=DEFAULT_POLICIES, test_ranges_db: Sequence[float] | None = None,
                           train_ranges_db: Sequence[float] = (40, 50, 60),
-                          continuous_range_db: Sequence[float] | None = None, folds=None, n_splits: int = 5,
-                          seed: int = 0, svm_c: float = 1.0, class_weight="balanced", standardize: bool = True,
-                          calibration: str = "grouped", lesion_weighting: bool = False,
-                          backbone: str = "", alpha: float = 0.05, estimator=None,
+                          continuous_range_db: Sequence[float] | None = None, folds=None,
+                          settings: CVSettings = CVSettings(), backbone: str = "", alpha: float = 0.05,
+                          estimator=None,
                           return_predictions: bool = False):
     """AUC against the test dynamic range, one curve per training policy.
 
@@ -386,13 +386,15 @@ def generalisation_curves(features, manifest: pd.DataFrame, *, continuous_mask=N
     folds : sequence of (train_idx, test_idx), optional
         Lesion folds (indices into :func:`uslib.evaluation.lesion_table`
         ``(manifest)``); default :func:`uslib.evaluation.patient_folds`
-        with ``n_splits`` and ``seed``.
-    svm_c, class_weight, standardize, calibration, lesion_weighting, estimator
-        As :func:`uslib.evaluation.cross_validate` (linear SVM, C = 1,
+        with ``settings.n_splits`` and ``settings.cv_seed``.
+    settings : CVSettings
+        The folds (when not given), the SVM's internal calibration split
+        (``cv_seed``) and the classifier, as
+        :func:`uslib.evaluation.cross_validate` (default: linear SVM, C = 1,
         balanced, z-scored on each fold's training images, Platt calibration
-        split by lesion, no lesion weighting).
-    seed : int
-        Folds and the SVM's internal calibration split.
+        split by lesion, no lesion weighting). ``n_repeats`` is not used.
+    estimator
+        As :func:`uslib.evaluation.cross_validate`.
     backbone : str
         Label stored in the table.
     alpha : float
@@ -444,9 +446,7 @@ def generalisation_curves(features, manifest: pd.DataFrame, *, continuous_mask=N
             seen_of[name] = np.array([any(abs(r - s) < 1e-6 for s in spec) for r in test])
 
     cv = ev.cross_validated_probabilities(features, manifest, train_sets=train_sets, test_set=test, folds=folds,
-                                          n_splits=n_splits, seed=seed, svm_c=svm_c, class_weight=class_weight,
-                                          standardize=standardize, calibration=calibration,
-                                          lesion_weighting=lesion_weighting, estimator=estimator)
+                                          settings=settings, estimator=estimator)
     fold_of = cv.fold
 
     les = design.lesions
@@ -501,9 +501,8 @@ def handcrafted_features(dataset) -> pd.DataFrame:
     return pd.concat([q, m.drop(columns=["lesion", "patient", "label"])], axis=1)
 
 
-def handcrafted_baselines(dataset=None, *, table: pd.DataFrame | None = None, folds=None, n_splits: int = 5,
-                          seed: int = 0, svm_c: float = 1.0, class_weight="balanced", standardize: bool = True,
-                          calibration: str = "grouped",
+def handcrafted_baselines(dataset=None, *, table: pd.DataFrame | None = None, folds=None,
+                          settings: CVSettings = CVSettings(),
                           feature_sets: Mapping[str, Sequence[str]] | None = None, alpha: float = 0.05,
                           estimator=None, return_predictions: bool = False):
     """Lesion-level cross-validated AUC of the hand-crafted feature sets.
@@ -523,14 +522,15 @@ def handcrafted_baselines(dataset=None, *, table: pd.DataFrame | None = None, fo
         Precomputed :func:`handcrafted_features` (lesions in data-set order).
     folds : sequence of (train_idx, test_idx), optional
         Lesion folds over the table's rows (data-set order); default
-        :func:`uslib.evaluation.patient_folds` (``n_splits``, ``seed``) —
-        the folds of the main cross-validation.
+        :func:`uslib.evaluation.patient_folds` (``settings.n_splits``,
+        ``settings.cv_seed``) — the folds of the main cross-validation.
     feature_sets : mapping name -> columns, optional
         Default :data:`BASELINE_SETS` (``QUS``, ``Morphology``,
         ``QUS+Morphology``).
-    svm_c, class_weight, standardize, calibration, estimator, seed, alpha
+    settings, estimator, alpha
         As :func:`generalisation_curves` (one row per lesion: lesion-grouped
-        calibration is the image-level one here).
+        calibration is the image-level one here, and ``lesion_weighting`` is
+        moot: every lesion has one row, so it is not applied).
     return_predictions : bool
         Also return the out-of-fold probabilities.
 
@@ -560,7 +560,8 @@ def handcrafted_baselines(dataset=None, *, table: pd.DataFrame | None = None, fo
         raise ValueError("table: each lesion must appear once")
     y = lesions["label"].to_numpy()
     patients = lesions["patient"].to_numpy()
-    folds = ev.resolve_folds(lesions, folds, n_splits=n_splits, seed=seed)
+    folds = ev.resolve_folds(lesions, folds, n_splits=settings.n_splits, seed=settings.cv_seed)
+    settings = settings.replace(lesion_weighting=False)  # one row per lesion: every lesion weighs the same
     rows, preds = [], []
     for name, cols in sets.items():
         cols = list(cols)
@@ -575,9 +576,7 @@ def handcrafted_baselines(dataset=None, *, table: pd.DataFrame | None = None, fo
                              f"{cols[j]} ({X[i, j]})")
         # one row per lesion, no dynamic range: every row trains (in its training folds) and is tested
         cv = ev.cross_validated_probabilities(X, table[["lesion", "patient", "label"]], train_sets={name: None},
-                                              folds=folds, seed=seed, svm_c=svm_c, class_weight=class_weight,
-                                              standardize=standardize, calibration=calibration,
-                                              estimator=estimator)
+                                              folds=folds, settings=settings, estimator=estimator)
         p, _ = cv.lesion_probabilities(name)
         auc, lo, hi = ev.delong_ci(y, p, alpha=alpha)
         rows.append({"feature_set": str(name), "auc": auc, "ci_low": lo, "ci_high": hi,

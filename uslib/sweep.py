@@ -43,7 +43,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import yaml
 
 from . import scheduler, store
-from .config import NOTEBOOK_DIR, ProfileError, Profile, chapters, load_profile, notebook_parameters
+from .config import NOTEBOOK_DIR, ProfileError, Profile, chapters, cv_settings, load_profile, notebook_parameters
 
 __all__ = [
     "NOT_SWEPT",
@@ -299,9 +299,10 @@ def run_point(profile: str, params: Mapping[str, Any], chapter_names: Sequence[s
     pandas.DataFrame
         One row per backbone and Train/Test setting: the swept values,
         ``point``, ``backbone``, ``train``, ``test``, ``auc``, ``ci_low``,
-        ``ci_high`` (from :func:`uslib.pipeline.get_matrix` at the point's
-        parameters: read from the point's results when a chapter computed
-        them).
+        ``ci_high`` (from :func:`uslib.pipeline.get_matrix` with the point's
+        :class:`~uslib.cvsettings.CVSettings`, whole, as the cross-validation
+        chapter calls it: read from the point's results when a chapter
+        computed them).
     """
     import pandas as pd
 
@@ -317,15 +318,14 @@ def run_point(profile: str, params: Mapping[str, Any], chapter_names: Sequence[s
                               n_lesions=p["n_lesions"], data_seed=p["data_seed"], skip_samples=p["skip_samples"],
                               patients_csv=p["patients_csv"], cache_dir=p["cache_dir"])
     manifest = pipeline.get_manifest(ds, dynamic_ranges_db=p["dynamic_ranges_db"], margins_mm=p["margins_mm"])
+    settings = cv_settings(p)  # every cross-validation setting of the point, as chapter 05 uses them
     frames = []
     for b in p["backbones"]:
         fs = pipeline.get_features(rdir, ds, manifest, b, weights=p["weights"], weights_path=p["weights_path"],
                                    strict_weights=p["strict_weights"], weights_seed=p["weights_seed"],
                                    batch_size=p["batch_size"], precision=p["precision"], progress=False, allow_download=False,
                                    cache_dir=p["cache_dir"])
-        res = pipeline.get_matrix(rdir, fs, manifest, ranges=p["dynamic_ranges_db"], n_splits=p["n_splits"],
-                                  cv_seed=p["cv_seed"], svm_c=p["svm_c"], standardize=p["standardize"],
-                                  n_repeats=p["n_repeats"])
+        res = pipeline.get_matrix(rdir, fs, manifest, ranges=p["dynamic_ranges_db"], settings=settings)
         t = res.table[["train", "test", "auc", "ci_low", "ci_high"]].copy()
         t.insert(0, "backbone", b)
         frames.append(t)
