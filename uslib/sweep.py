@@ -47,6 +47,7 @@ from .config import NOTEBOOK_DIR, ProfileError, Profile, chapters, cv_settings, 
 
 __all__ = [
     "NOT_SWEPT",
+    "SUMMARY_VALUES",
     "SweepPlan",
     "parse_set",
     "grid",
@@ -55,8 +56,13 @@ __all__ = [
     "plan_sweep",
     "prepare_features",
     "run_point",
+    "point_summary",
     "run_sweep",
 ]
+
+#: The values :func:`point_summary` reports per backbone and Train/Test setting (the last two only
+#: with repeats: the spread over ``n_repeats`` runs).
+SUMMARY_VALUES = ("auc", "ci_low", "ci_high", "auc_mean", "auc_sd")
 
 #: Parameters a sweep may not vary: where and how a run runs, not what it computes.
 NOT_SWEPT = ("profile", "run_dir", "cache_dir", "scheduler", "cell_timeout_s")
@@ -297,28 +303,45 @@ def run_point(profile: str, params: Mapping[str, Any], chapter_names: Sequence[s
     Returns
     -------
     pandas.DataFrame
-        One row per backbone and Train/Test setting: the swept values,
-        ``point``, ``backbone``, ``train``, ``test``, ``auc``, ``ci_low``,
-        ``ci_high`` (from :func:`uslib.pipeline.get_matrix` with the point's
-        :class:`~uslib.cvsettings.CVSettings`, whole, as the cross-validation
-        chapter calls it: read from the point's results when a chapter
-        computed them).
+        :func:`point_summary` of the point (read from the point's results,
+        which its chapters computed).
+    """
+    from .run import run_profile
+
+    rdir = store.run_path(params["run_dir"])
+    print(f"[uslib] sweep point {point_label(swept)}: {rdir}", flush=True)
+    run_profile(profile, only=[Path(c).stem for c in chapter_names], overrides=dict(params),
+                output_dir=store.sweep_chapter_dir(rdir), notebook_dir=notebook_dir)
+    return point_summary(params, swept)
+
+
+def point_summary(params: Mapping[str, Any], swept: Mapping[str, Any]):
+    """The AUCs of one point: the cross-validation chapter's matrices at the point's parameters.
+
+    Each backbone's matrix is :func:`uslib.pipeline.get_matrix` with the
+    point's :class:`~uslib.cvsettings.CVSettings` (every setting, as
+    :func:`uslib.config.cv_settings` builds them for the chapter), so it is
+    read from the point's results when its chapters computed them.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per backbone and Train/Test setting: ``point``, the swept
+        values, ``backbone``, ``train``, ``test``, ``auc``, ``ci_low``,
+        ``ci_high`` (of the first repeat), and with ``n_repeats`` > 1
+        ``auc_mean`` and ``auc_sd`` over the repeats (:data:`SUMMARY_VALUES`).
     """
     import pandas as pd
 
     from . import pipeline
-    from .run import run_profile
 
     p = dict(params)
     rdir = store.run_path(p["run_dir"])
-    print(f"[uslib] sweep point {point_label(swept)}: {rdir}", flush=True)
-    run_profile(profile, only=[Path(c).stem for c in chapter_names], overrides=p,
-                output_dir=store.sweep_chapter_dir(rdir), notebook_dir=notebook_dir)
     ds = pipeline.get_dataset(rdir, data_source=p["data_source"], oasbud_path=p["oasbud_path"],
                               n_lesions=p["n_lesions"], data_seed=p["data_seed"], skip_samples=p["skip_samples"],
                               patients_csv=p["patients_csv"], cache_dir=p["cache_dir"])
     manifest = pipeline.get_manifest(ds, dynamic_ranges_db=p["dynamic_ranges_db"], margins_mm=p["margins_mm"])
-    settings = cv_settings(p)  # every cross-validation setting of the point, as chapter 05 uses them
+    settings = cv_settings(p)
     frames = []
     for b in p["backbones"]:
         fs = pipeline.get_features(rdir, ds, manifest, b, weights=p["weights"], weights_path=p["weights_path"],
@@ -326,7 +349,7 @@ def run_point(profile: str, params: Mapping[str, Any], chapter_names: Sequence[s
                                    batch_size=p["batch_size"], precision=p["precision"], progress=False, allow_download=False,
                                    cache_dir=p["cache_dir"])
         res = pipeline.get_matrix(rdir, fs, manifest, ranges=p["dynamic_ranges_db"], settings=settings)
-        t = res.table[["train", "test", "auc", "ci_low", "ci_high"]].copy()
+        t = res.table[["train", "test", *SUMMARY_VALUES[:3], *[c for c in SUMMARY_VALUES[3:] if c in res.table]]].copy()
         t.insert(0, "backbone", b)
         frames.append(t)
     out = pd.concat(frames, ignore_index=True)
@@ -353,7 +376,7 @@ def run_sweep(profile: str | os.PathLike, sets: Mapping[str, Sequence[Any]] | Se
     pandas.DataFrame
         The summary, also written to ``<run_dir>/sweep/summary.csv``
         (:func:`uslib.store.sweep_summary_path`); its columns are those of
-        :func:`run_point`.
+        :func:`point_summary`.
     """
     import contextlib
     import time
