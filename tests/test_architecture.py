@@ -5,12 +5,15 @@
 - neither the stages nor the pipeline import the runner;
 - only the store builds run-directory paths (no ``"run.json"``, ``"results"``,
   ``"features"`` literals joined onto a run directory elsewhere);
-- one cross-validation loop: the fold loop is written once, in ``evaluation``.
+- one cross-validation loop: a loop that fits a model per split is the fold loop of ``crossval``
+  (or another place listed in ``PER_SPLIT_FITS``, with its reason);
+- the cross-validation settings travel as one object (``uslib.cvsettings.CVSettings``).
 """
 
 from __future__ import annotations
 
 import ast
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -20,7 +23,7 @@ from uslib import store
 PKG = Path(store.PACKAGE_DIR)
 MODULES = {p.stem: ast.parse(p.read_text()) for p in sorted(PKG.glob("*.py"))}
 STAGES = ("data", "phantom", "reconstruction", "augmentation", "features", "evaluation", "robustness",
-          "qus", "morphology", "featurespace", "plots", "paper")
+          "qus", "morphology", "featurespace", "plots", "paper", "classifier", "folds", "crossval", "statistics")
 
 
 def _imports(tree) -> dict[str, set[str]]:
@@ -93,6 +96,23 @@ def test_stages_and_pipeline_do_not_import_the_runner(name):
     assert not {"run", "pages", "__main__"} & set(_imports(MODULES[name])), f"{name} imports the runner"
 
 
+#: What the profile schema may import: the store, the settings object, and the fold primitives it checks
+#: ``n_splits`` with; and the phantom's patient rule (:func:`uslib.phantom.patient_assignment`), which
+#: tells before anything runs how many patients a phantom run has (a known exception, to be inverted).
+CONFIG_MAY_IMPORT = {"store", "cvsettings", "folds", "phantom"}
+#: Modules of the cross-validation with no ``uslib`` dependency beyond these (they sit below the stages).
+LEAVES = {"cvsettings": set(), "folds": set(), "statistics": set(), "classifier": {"cvsettings"}}
+
+
+def test_config_depends_on_no_stage():
+    assert set(_imports(MODULES["config"])) <= CONFIG_MAY_IMPORT, sorted(_imports(MODULES["config"]))
+
+
+@pytest.mark.parametrize("name", sorted(LEAVES))
+def test_the_cross_validation_modules_are_layered(name):
+    assert set(_imports(MODULES[name])) <= LEAVES[name], f"{name} imports {sorted(_imports(MODULES[name]))}"
+
+
 RUN_DIR_NAMES = ("run.json", "results", "features", "robustness", "events.jsonl", "manifest.csv")
 
 
@@ -107,30 +127,93 @@ def test_only_the_store_names_run_directory_paths(name):
     assert not found, f"uslib/{name}.py builds run-directory paths itself: {found}"
 
 
-def _fold_loops(tree) -> list[int]:
-    """Line numbers of ``for ... in enumerate(folds)`` / ``for tr, te in folds`` loops."""
-    lines = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.For):
-            it = node.iter
-            if isinstance(it, ast.Call) and getattr(it.func, "id", "") == "enumerate" and it.args:
-                it = it.args[0]
-            if isinstance(it, ast.Name) and "fold" in it.id and isinstance(node.target, ast.Tuple):
-                lines.append(node.lineno)
-    return lines
+_FIT_CALLS = ("fit", "fit_transform", "partial_fit", "fit_predict", "fit_estimator")
+#: The loops that may fit a model per split, with the reason each is allowed.
+PER_SPLIT_FITS = {
+    ("crossval", "_fold_loop"): "the cross-validation loop: every train/test evaluation of the package runs here",
+    ("classifier", "LinearSVM.fit"): "the classifier's own calibration: Platt's sigmoid is fitted to decision values "
+                                     "cross-validated by lesion inside the training images of one outer split",
+}
+
+
+def _split_like(node, assigned: dict) -> bool:
+    """An iterable of splits: ``x.split(...)``, a name or attribute about folds/splits, or one assigned from those."""
+    if isinstance(node, ast.Call):
+        f = node.func
+        if isinstance(f, ast.Attribute) and f.attr == "split":
+            return True
+        # enumerate(folds), list(cv.split(...)), tqdm(folds), zip(folds, ...)
+        return any(_split_like(a, assigned) for a in node.args)
+    if isinstance(node, ast.Name):
+        return any(w in node.id.lower() for w in ("fold", "split")) or \
+            any(_split_like(v, {}) for v in assigned.get(node.id, []))
+    if isinstance(node, ast.Attribute):
+        return any(w in node.attr.lower() for w in ("fold", "split"))
+    return False
+
+
+def _fits(body) -> bool:
+    for stmt in body:
+        for n in ast.walk(stmt):
+            if isinstance(n, ast.Call):
+                f = n.func
+                name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+                if name in _FIT_CALLS:
+                    return True
+    return False
+
+
+def _per_split_fits(tree) -> list[tuple[str, int]]:
+    """(qualified function, line) of every for-loop over splits whose body fits a model."""
+    out = []
+
+    def visit(node, qual: str):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef):
+                visit(child, f"{qual}{child.name}.")
+            elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                name = f"{qual}{child.name}"
+                assigned: dict[str, list] = {}
+                for n in ast.walk(child):
+                    if isinstance(n, ast.Assign):
+                        for t in n.targets:
+                            if isinstance(t, ast.Name):
+                                assigned.setdefault(t.id, []).append(n.value)
+                for n in ast.walk(child):
+                    if isinstance(n, ast.For) and _split_like(n.iter, assigned) and _fits(n.body):
+                        out.append((name, n.lineno))
+                    elif isinstance(n, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+                        elts = [n.key, n.value] if isinstance(n, ast.DictComp) else [n.elt]
+                        if any(_split_like(g.iter, assigned) for g in n.generators) and _fits(elts):
+                            out.append((name, n.lineno))
+                visit(child, f"{name}.")
+
+    visit(tree, "")
+    return out
 
 
 def test_one_cross_validation_loop():
-    loops = {name: _fold_loops(tree) for name, tree in MODULES.items()}
-    fitting = {}
-    for name, lines in loops.items():
-        src = (PKG / f"{name}.py").read_text().splitlines()
-        for ln in lines:  # a loop that fits a model per fold (not one that only checks or prints folds)
-            body = "\n".join(src[ln - 1: ln + 25])
-            if ".fit(" in body or "make()" in body:
-                fitting.setdefault(name, []).append(ln)
-    assert set(fitting) <= {"evaluation"} and sum(map(len, fitting.values())) == 1, \
-        f"fold loops that fit models: {fitting}"
+    """Any loop that fits a model per split, wherever it is, is one of :data:`PER_SPLIT_FITS`."""
+    found = {(mod, fn): line for mod, tree in MODULES.items() for fn, line in _per_split_fits(tree)}
+    unexpected = {f"{m}.{f} (line {ln})" for (m, f), ln in found.items() if (m, f) not in PER_SPLIT_FITS}
+    assert not unexpected, f"loops that fit a model per split outside the cross-validation loop: {unexpected}"
+    missing = set(PER_SPLIT_FITS) - set(found)
+    assert not missing, f"allowed per-split fits no longer found (update PER_SPLIT_FITS): {missing}"
+
+
+def test_the_per_split_finder_sees_loops_the_old_rule_missed():
+    src = textwrap.dedent("""
+        def calibrate(svc, gram, y, g):
+            splits = list(cv.split(gram, y, groups=g))
+            for train, test in splits:
+                clone(svc).fit(gram[train], y[train])
+        def checks_only(folds):
+            for tr, te in folds:
+                print(len(tr))
+        def per_fold(folds, X, y):
+            return [model().fit(X[tr], y[tr]) for tr, _ in folds]
+    """)
+    assert [f for f, _ in _per_split_fits(ast.parse(src))] == ["calibrate", "per_fold"]
 
 
 #: Settings of :class:`uslib.cvsettings.CVSettings` that travel in the object, never as loose arguments

@@ -142,8 +142,8 @@ def test_warning_box_is_under_the_title_before_any_computing_code(name):
     computing_at = [i for i, c in enumerate(cells) if c.cell_type == "code" and not _is_setup(c)]
     assert len(banner_at) == 1 and computing_at and banner_at[0] < computing_at[0]
     code = "\n".join(c.source for c in cells if c.cell_type == "code")
-    assert code.count('glue("status_banner", Markdown(pipeline.status_banner(') == 1
-    assert "display(Markdown(pipeline.status_banner(" not in code  # shown once, at the top
+    assert code.count('glue("status_banner", Markdown(captions.status_banner(') == 1
+    assert "display(Markdown(captions.status_banner(" not in code  # shown once, at the top
 
 
 @pytest.mark.parametrize("name", ["05_cross_validation", "06_results", "07_robustness"])

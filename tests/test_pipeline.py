@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from uslib import pipeline
+from uslib import captions, pipeline
 from uslib.data import Dataset
 from uslib.store import update_run_record
 
@@ -43,12 +43,12 @@ def _fs(backbone, kind):
 
 def test_banner_names_what_to_distrust():
     synthetic, real = Dataset([], synthetic=True), Dataset([], synthetic=False)
-    assert ":::{warning}" not in pipeline.status_banner(real, [_fs("vgg19", "imagenet")])
-    text = pipeline.status_banner(real, [_fs("vgg19", "random"), _fs("inception_v3", "imagenet")])
+    assert ":::{warning}" not in captions.status_banner(real, [_fs("vgg19", "imagenet")])
+    text = captions.status_banner(real, [_fs("vgg19", "random"), _fs("inception_v3", "imagenet")])
     warning = text.split(":::{note}")[0]
     assert "Random weights" in warning and "vgg19" in warning and "inception_v3" not in warning
     assert "Synthetic data" not in text
-    text = pipeline.status_banner(synthetic, [_fs("vgg19", "custom")])
+    text = captions.status_banner(synthetic, [_fs("vgg19", "custom")])
     assert "Synthetic data" in text and "Non-ImageNet weights" in text
     assert text.startswith(":::{warning}") and text.rstrip().endswith(":::")
 
@@ -68,21 +68,21 @@ def test_real_imagenet_weights_are_named_with_their_md5_and_no_warning_remains()
     inc, vgg = BACKBONES["inception_v3"], BACKBONES["vgg19"]
     both = [("inception_v3", _info("inception_v3", "/k/a.h5", inc.weights_md5)),
             ("vgg19", _info("vgg19", "/k/b.h5", vgg.weights_md5))]
-    text = pipeline.status_banner(real, both)
+    text = captions.status_banner(real, both)
     assert ":::{warning}" not in text and text.startswith(":::{note}")
     assert f"ImageNet weights (md5 {inc.weights_md5})" in text and f"ImageNet weights (md5 {vgg.weights_md5})" in text
-    assert pipeline.weights_note(both) == text
+    assert captions.weights_note(both) == text
     # a mirror's file (another md5) is labelled custom: a warning naming its md5, no ImageNet note for it
     mirror = [("inception_v3", _info("inception_v3", "/k/a.h5", "0123456789abcdef0123456789abcdef")), both[1]]
-    text = pipeline.status_banner(real, mirror)
+    text = captions.status_banner(real, mirror)
     warning, note = text.split(":::{note}")
     assert "Non-ImageNet weights" in warning and "inception_v3 (md5 0123456789abcdef0123456789abcdef)" in warning
     assert "vgg19" not in warning and f"ImageNet weights (md5 {vgg.weights_md5})" in note
     assert "inception_v3" not in note
     # feature-set objects work the same as (backbone, dict) pairs
     fs = SimpleNamespace(backbone="vgg19", weights=both[1][1])
-    assert pipeline.weights_note([fs]) == pipeline.weights_note([both[1]])
-    assert pipeline.weights_note([_fs("vgg19", "random")]) == ""
+    assert captions.weights_note([fs]) == captions.weights_note([both[1]])
+    assert captions.weights_note([_fs("vgg19", "random")]) == ""
 
 
 def test_run_record_merges_sections(tmp_path):

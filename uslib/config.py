@@ -648,7 +648,7 @@ def check_folds_feasible(n_splits: int, labels, patients, *, seeds: Iterable[int
     def feasible(k: int) -> bool:
         if not 2 <= k <= n_patients:
             return False
-        from .evaluation import check_folds, patient_folds
+        from .folds import check_folds, patient_folds
 
         try:
             for s in seeds:
