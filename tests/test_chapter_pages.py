@@ -129,7 +129,7 @@ def test_every_chapter_opens_with_the_same_block():
 def _is_setup(cell) -> bool:
     """The install cell, the parameters cell and the validation cell: nothing computed yet."""
     tags = cell.metadata.get("tags", [])
-    return "uslib-install" in tags or "parameters" in tags or "config.chapter_parameters(" in cell.source
+    return "uslib-install" in tags or "parameters" in tags or "chapter.setup(" in cell.source
 
 
 @pytest.mark.parametrize("name", ALL_CHAPTERS)

@@ -81,4 +81,5 @@ def test_the_cell_after_the_parameters_cell_validates_them(path):
     i = next(i for i, c in enumerate(nb["cells"]) if "parameters" in c.get("metadata", {}).get("tags", []))
     cell = nb["cells"][i + 1]
     assert cell["cell_type"] == "code"
-    assert f'params = config.chapter_parameters(globals(), "{path.stem}")' in "".join(cell["source"])
+    assert f'ch = chapter.setup(globals(), "{path.stem}")' in "".join(cell["source"])
+    assert len("".join(cell["source"]).strip().splitlines()) <= 3  # the set-up is one call
