@@ -5,8 +5,10 @@ method on breast lesion classification with neural transfer learning*
 (arXiv:1804.02119). One module per stage of the pipeline:
 
 ``data`` / ``phantom``  → ``reconstruction`` → ``augmentation`` →
-``features`` → ``evaluation`` → ``plots``; beyond the paper ``qus``,
-``morphology``, ``featurespace`` and ``robustness``; ``run`` executes the book.
+``features`` → ``evaluation`` (built on ``cvsettings``, ``folds``, ``classifier``,
+``crossval`` and ``statistics``) → ``plots``; beyond the paper ``qus``,
+``morphology``, ``featurespace`` and ``robustness``; ``chapter`` sets a chapter
+up, ``captions`` says what its numbers come from; ``run`` executes the book.
 """
 
 __version__ = "0.1.0"

@@ -598,8 +598,8 @@ def check_folds_feasible(n_splits: int, labels, patients, *, seeds: Iterable[int
     """Raise :class:`ProfileError` unless ``n_splits`` patient-level folds can be made.
 
     Checks what the cross-validation needs of its folds
-    (:func:`uslib.evaluation.patient_folds` and
-    :func:`uslib.evaluation.check_folds`): ``2 <= n_splits <=`` the number of
+    (:func:`uslib.folds.patient_folds` and
+    :func:`uslib.folds.check_folds`): ``2 <= n_splits <=`` the number of
     patients, and, for every seed, folds with both classes in every training
     set. Call it once the data set is loaded (for OASBUD the patients are
     known only then); it costs milliseconds once scikit-learn is imported.
