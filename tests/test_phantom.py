@@ -328,9 +328,8 @@ def test_class_overlap_of_a_simple_image_feature(separable):
 
 
 def test_round_trip_through_oasbud_file(small, tmp_path):
-    data = pytest.importorskip("uslib.data")
-    if not hasattr(data, "save_oasbud") or not hasattr(data, "load_oasbud"):
-        pytest.skip("uslib.data.save_oasbud is not available yet")
+    from uslib import oasbud as data
+
     ds, _ = small
     sub = Dataset(ds.lesions[:4], source=ds.source, synthetic=True)
     path = data.save_oasbud(sub, tmp_path / "phantom.mat")

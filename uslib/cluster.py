@@ -52,7 +52,7 @@ def _worker_lesion(data, lesion: str):
     """The lesion a task asks for: sent with it, or read from the data file (once per worker)."""
     if not isinstance(data, tuple):
         return data
-    from .data import load_oasbud
+    from .oasbud import load_oasbud
 
     path, skip_samples = data
     st = os.stat(path)
