@@ -110,6 +110,7 @@ from .data import (
     Scan,
     patient_key,
 )
+from .envvars import read
 from .store import atomic_path
 
 __all__ = [
@@ -709,8 +710,8 @@ def oasbud_source() -> tuple[str, str]:
     >>> oasbud_source() == (OASBUD_URL, OASBUD_SHA256) or "USLIB_OASBUD_URL" in os.environ
     True
     """
-    url = os.environ.get(OASBUD_URL_ENV) or OASBUD_URL
-    sha = (os.environ.get(OASBUD_SHA256_ENV) or OASBUD_SHA256).strip().lower()
+    url = read(OASBUD_URL_ENV) or OASBUD_URL
+    sha = (read(OASBUD_SHA256_ENV) or OASBUD_SHA256).strip().lower()
     return url, sha
 
 

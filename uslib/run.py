@@ -50,7 +50,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from . import __version__, scheduler, store
+from . import __version__, envvars, scheduler, store
 from .chaptergraph import CHAPTER_NEEDS, TYPICAL_SECONDS, chapter_needs, chapter_sorter, lane_priority
 from .hygiene import path_replacements, replace_paths, repo_relative
 from .config import CHAPTER_DIR, NOTEBOOK_DIR, REPO_ROOT, chapters, load_profile, notebook_parameters, resolve_path
@@ -525,8 +525,8 @@ def default_jobs(cpu_count: int | None = None, *, os_name: str = os.name) -> int
     """
     if os_name == "nt":
         return 1
-    if os.environ.get(JOBS_ENV):
-        return max(1, int(os.environ[JOBS_ENV]))
+    if envvars.read(JOBS_ENV):
+        return max(1, envvars.read_int(JOBS_ENV))
     return max(1, min(3, cpu_count if cpu_count is not None else (os.cpu_count() or 1)))
 
 

@@ -6,7 +6,7 @@
 ``TF_CPP_MIN_LOG_LEVEL=2`` unless the environment already sets them;
 TensorFlow's start-up banner, which that level does not silence, is filtered
 out of the process's standard error when TensorFlow is first imported. The
-thread pools follow :data:`THREAD_ENVS` (:mod:`uslib.environment`).
+thread pools follow :data:`THREAD_ENVS` (:mod:`uslib.envvars`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import contextlib
 import os
 import threading
 from typing import Sequence
+
+from .envvars import read_int
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -72,9 +74,9 @@ THREAD_ENVS = ("USLIB_TF_THREADS", "USLIB_TF_INTRA_OP_THREADS", "USLIB_TF_INTER_
 
 
 def _set_threads(tf) -> None:
-    both = int(os.environ.get("USLIB_TF_THREADS", "0") or 0)
-    intra = int(os.environ.get("USLIB_TF_INTRA_OP_THREADS", "0") or 0) or both
-    inter = int(os.environ.get("USLIB_TF_INTER_OP_THREADS", "0") or 0) or both
+    both = read_int("USLIB_TF_THREADS")
+    intra = read_int("USLIB_TF_INTRA_OP_THREADS") or both
+    inter = read_int("USLIB_TF_INTER_OP_THREADS") or both
     try:  # only possible before TensorFlow's first operation in this process
         if intra > 0:
             tf.config.threading.set_intra_op_parallelism_threads(intra)

@@ -44,6 +44,7 @@ from typing import Any
 
 from . import store
 from .backbones import BACKBONES, KERAS_APPS_URL, Backbone, get_backbone
+from .envvars import read
 
 __all__ = ["WeightsInfo", "WeightsUnavailableError", "WeightsWarning", "keras_cache_dir", "WEIGHTS_BASE_URL_ENV",
            "weights_md5_env", "weights_source", "locate_weights", "download_weights", "resolve_weights"]
@@ -237,9 +238,9 @@ def weights_source(backbone: str | Backbone) -> tuple[str, str]:
     (True, 32)
     """
     bb = get_backbone(backbone)
-    base = os.environ.get(WEIGHTS_BASE_URL_ENV)
+    base = read(WEIGHTS_BASE_URL_ENV)
     url = (base.rstrip("/") + "/" + bb.weights_url[len(KERAS_APPS_URL):]) if base else bb.weights_url
-    md5 = (os.environ.get(weights_md5_env(bb)) or bb.weights_md5).strip().lower()
+    md5 = (read(weights_md5_env(bb)) or bb.weights_md5).strip().lower()
     return url, md5
 
 
