@@ -9,4 +9,4 @@ method on breast lesion classification with neural transfer learning*
 ``morphology``, ``featurespace`` and ``robustness``; ``run`` executes the book.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
