@@ -86,8 +86,9 @@ def lesion_features(data, lesion: str, content_key: str, rows, *, backbone: str,
     batch_size : int
         Images per forward pass.
     code : str
-        The client's code fingerprint of this module; a worker running other
-        code (or other TensorFlow/Keras versions) refuses the task.
+        The client's code fingerprint of the features stage
+        (:func:`uslib.featurecache.stage_code`); a worker running other code
+        (or other TensorFlow/Keras versions) refuses the task.
     precision : {"float32", "bfloat16"}
         Arithmetic of the network (:func:`uslib.precision.with_precision`); a worker whose
         CPU lacks bfloat16 refuses the task (:func:`check_precision`).

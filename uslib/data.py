@@ -98,7 +98,7 @@ class Acquisition:
     def pulse_samples(self) -> int:
         """One pulse length in RF samples, ``ceil(PULSE_CYCLES · fs / f0)``.
 
-        The fewest depth rows :func:`load_oasbud` accepts in a scan (16 for
+        The fewest depth rows :func:`uslib.oasbud.load_oasbud` accepts in a scan (16 for
         OASBUD: 4 cycles of 10 MHz sampled at 40 MHz).
         """
         return int(math.ceil(round(PULSE_CYCLES * self.fs_hz / self.f0_hz, 9)))

@@ -143,7 +143,7 @@ def with_precision(model, backbone: str | Backbone, precision: str = "float32"):
     Keras's ``"bfloat16"`` dtype policy (weights and activations in bfloat16,
     so no per-batch cast of VGG19's 0.4 GB ``fc1``) and copies ``model``'s
     weights into it (rounded to bfloat16). Its input stays float32 and
-    :func:`feature_function` returns float32.
+    :func:`uslib.networks.feature_function` returns float32.
     """
     bb = get_backbone(backbone)
     if precision == "float32":
