@@ -513,3 +513,9 @@ def test_prefetched_stops_drawing_when_the_caller_stops():
     assert next(it) == 0
     it.close()  # the caller leaves the loop (an error, a KeyboardInterrupt)
     assert drawn == [0, 1]  # one item prepared ahead, nothing more
+
+
+def test_the_profile_schema_offers_exactly_the_library_s_precisions():
+    from uslib.config import Profile
+
+    assert Profile.model_json_schema()["properties"]["precision"]["enum"] == list(F.PRECISIONS)

@@ -8,8 +8,10 @@ from float32 ones (:func:`uslib.store.feature_dir`).
 
 A new precision (say int8) is added here: its name in :data:`PRECISIONS`, the
 CPU check in :func:`check_precision`, and the network converted to it in
-:func:`with_precision`; the extraction, the cache keys and the profile's
-schema take the name from :data:`PRECISIONS`.
+:func:`with_precision`; then the name in the ``precision`` parameter of the
+profile schema (:class:`uslib.config.Profile`; ``tests/test_features.py``
+checks the two lists agree). The extraction and the cache keys (feature
+folder and image keys name the precision) need nothing more.
 """
 
 from __future__ import annotations
