@@ -2,7 +2,8 @@
 # missing or older than pyproject.toml (the pins), then runs.
 #
 #   make book     run every chapter on params/default.yaml and build the HTML book
-#   make test     run the test suite
+#   make test     run the whole test suite (the slow tier too: chapters executed, the book built)
+#   make test-fast  the tests not marked slow (no chapter execution, no book build)
 #   make bench    run the benchmarks (minutes; not part of the tests)
 #
 # PROFILE=params/tiny.yaml make book   runs another profile.
@@ -56,7 +57,7 @@ py_stop_new  = $(py_tried); $(py_need). $(if $(py_hint),Choose $(py_hint),Instal
 py_stop_venv = $(PY) $(call py_is,$(PY)); $(py_need). Remove $(VENV) (rm -rf $(VENV)) and run $(py_goal) again
 py_for_venv  = $(if $(wildcard $(PY)),$(if $(call py_ok,$(PY)),,$(error $(py_stop_venv))),$(or $(py_new),$(error $(py_stop_new))) -m venv $(VENV))
 
-.PHONY: book test bench venv clean clean-runs
+.PHONY: book test test-fast bench venv clean clean-runs
 
 venv: $(STAMP)
 
@@ -72,6 +73,9 @@ book: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

@@ -55,7 +55,7 @@ def write_public_schema(dataset, path: Path) -> Path:
     """Write ``dataset`` in the public OASBUD layout: only the ``data`` struct array, compressed."""
     import scipy.io
 
-    from uslib.data import OASBUD_FIELDS
+    from uslib.oasbud import OASBUD_FIELDS
 
     lesions = list(dataset)
     records = np.empty((1, len(lesions)), dtype=[(f, object) for f in OASBUD_FIELDS])

@@ -28,6 +28,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from uslib import phantom as ph  # noqa: E402
+from uslib.qus import envelope_snr  # noqa: E402
+from uslib.reconstruction import envelope  # noqa: E402
 
 
 def _auc(score, label) -> float:
@@ -79,7 +81,7 @@ def main(argv=None) -> None:
     snrs, sizes = [], []
     for s in range(4):
         rf = ph.simulate_speckle((1024, 510), seed=1000 + s)
-        snrs.append(ph.envelope_snr(rf))
+        snrs.append(envelope_snr(envelope(rf)))
         sizes.append(ph.speckle_size_mm(ph.simulate_speckle((256, 510), seed=2000 + s)))
     snr = float(np.mean(snrs))
     axial, lateral = (float(v) for v in np.mean(sizes, axis=0))

@@ -22,8 +22,10 @@ from uslib import store
 
 PKG = Path(store.PACKAGE_DIR)
 MODULES = {p.stem: ast.parse(p.read_text()) for p in sorted(PKG.glob("*.py"))}
-STAGES = ("data", "phantom", "reconstruction", "augmentation", "features", "evaluation", "robustness",
-          "qus", "morphology", "featurespace", "plots", "paper", "classifier", "folds", "crossval", "statistics")
+STAGES = ("data", "oasbud", "phantom", "speckle", "lesionmodel", "reconstruction", "augmentation", "features",
+          "backbones", "tfruntime", "precision", "weights", "networks", "featurecache", "extraction", "cluster",
+          "evaluation", "robustness", "qus", "morphology", "featurespace", "plots", "paper",
+          "classifier", "folds", "crossval", "statistics")
 
 
 def _imports(tree) -> dict[str, set[str]]:
@@ -91,7 +93,7 @@ def test_no_import_cycles():
     assert not cycles, f"import cycles: {cycles}"
 
 
-@pytest.mark.parametrize("name", STAGES + ("pipeline", "store", "config"))
+@pytest.mark.parametrize("name", STAGES + ("pipeline", "store", "config", "chaptergraph", "envvars"))
 def test_stages_and_pipeline_do_not_import_the_runner(name):
     assert not {"run", "pages", "__main__"} & set(_imports(MODULES[name])), f"{name} imports the runner"
 

@@ -18,16 +18,16 @@ import pytest
 import scipy.io
 
 from uslib import data as D
+from uslib import oasbud as O
 from uslib.data import (
     Acquisition,
     Dataset,
     DatasetError,
     Lesion,
     Scan,
-    load_oasbud,
     patient_key,
-    save_oasbud,
 )
+from uslib.oasbud import load_oasbud, save_oasbud
 
 N_SAMPLES, N_LINES, N_SKIP = 60, 510, 20
 FIELDS = ("id", "rf1", "rf2", "roi1", "roi2", "birads", "class")
@@ -508,12 +508,12 @@ def test_load_missing_file(tmp_path):
 
 
 def test_load_error_bad_meta(tmp_path, records):
-    meta = {"synthetic": np.uint8(1), "source": "x", "keys": D._cellstr(["a", "b", "c"]),
-            "patients": D._cellstr(["p"] * 4)}
+    meta = {"synthetic": np.uint8(1), "source": "x", "keys": O._cellstr(["a", "b", "c"]),
+            "patients": O._cellstr(["p"] * 4)}
     path = write_oasbud_like(tmp_path / "meta.mat", records, uslib=meta)
     with pytest.raises(DatasetError, match=r"variable 'uslib', field 'keys' has 3 entries for 4 records"):
         load_oasbud(path)
-    meta["keys"] = D._cellstr(["a", "b", "a", "c"])
+    meta["keys"] = O._cellstr(["a", "b", "a", "c"])
     path = write_oasbud_like(tmp_path / "meta.mat", records, uslib=meta)
     with pytest.raises(DatasetError, match=r"field 'keys' repeats \['a'\]"):
         load_oasbud(path)
@@ -528,24 +528,26 @@ def test_fetch_oasbud_configuration(monkeypatch, tmp_path):
 
     monkeypatch.delenv("USLIB_OASBUD_URL", raising=False)
     monkeypatch.delenv("USLIB_OASBUD_SHA256", raising=False)
-    assert D.oasbud_source() == ("https://zenodo.org/record/545928/files/OASBUD.mat",
+    assert O.oasbud_source() == ("https://zenodo.org/record/545928/files/OASBUD.mat",
                                  "698eadeabe451d8af3b6c8e205d2a8cbc590ab1275d188614916bceb501bcd48")
-    assert D.OASBUD_SIZE_BYTES == 296_800_010 and "545928" in D.OASBUD_URL
+    assert O.OASBUD_SIZE_BYTES == 296_800_010 and "545928" in O.OASBUD_URL
     # a file already in place with the expected checksum is returned, not fetched (a folder or a .mat path)
     body = b"an OASBUD-schema file"
     (tmp_path / "OASBUD.mat").write_bytes(body)
     monkeypatch.setenv("USLIB_OASBUD_URL", "http://127.0.0.1:9/OASBUD.mat")
     monkeypatch.setenv("USLIB_OASBUD_SHA256", hashlib.sha256(body).hexdigest().upper())
-    assert D.oasbud_source() == ("http://127.0.0.1:9/OASBUD.mat", hashlib.sha256(body).hexdigest())
-    assert D.fetch_oasbud(path=tmp_path, progress=False) == tmp_path / "OASBUD.mat"
+    assert O.oasbud_source() == ("http://127.0.0.1:9/OASBUD.mat", hashlib.sha256(body).hexdigest())
+    assert O.fetch_oasbud(path=tmp_path, progress=False) == tmp_path / "OASBUD.mat"
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw" / "oas.mat").write_bytes(body)
-    assert D.fetch_oasbud(path=tmp_path / "raw" / "oas.mat") == tmp_path / "raw" / "oas.mat"
+    assert O.fetch_oasbud(path=tmp_path / "raw" / "oas.mat") == tmp_path / "raw" / "oas.mat"
 
 
 def test_public_api_exported():
-    for name in ("load_oasbud", "save_oasbud", "fetch_oasbud", "patient_key", "Dataset", "DatasetError"):
+    for name in ("patient_key", "Dataset", "DatasetError"):
         assert name in D.__all__ and hasattr(D, name)
+    for name in ("load_oasbud", "save_oasbud", "fetch_oasbud"):
+        assert name in O.__all__ and hasattr(O, name)
 
 
 # -- geometry: the RF must fit the acquisition ---------------------------------------
@@ -571,8 +573,8 @@ def _declared_meta(n_records: int, *, n_lines: float, width_mm: float = 38.0, **
     geometry = {"fs_hz": 40e6, "f0_hz": 10e6, "c_m_s": 1540.0, "n_lines": float(n_lines), "width_mm": width_mm}
     geometry.update(acq)
     return {"format": np.uint8(1), "version": "test", "synthetic": np.uint8(0), "source": "",
-            "keys": D._cellstr([f"k{i}" for i in range(n_records)]),
-            "patients": D._cellstr(["p"] * n_records), "acquisition": geometry}
+            "keys": O._cellstr([f"k{i}" for i in range(n_records)]),
+            "patients": O._cellstr(["p"] * n_records), "acquisition": geometry}
 
 
 def test_pulse_samples_rule():

@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 
 from uslib import data as D
+from uslib import oasbud as O
 from uslib import features as F
 from uslib.check import fetch_missing, format_preflight, image_counts, preflight
 from uslib.config import REPO_ROOT, load_profile
@@ -224,7 +225,7 @@ def oasbud_bytes(tmp_path_factory):
     from uslib.phantom import simulate_dataset
 
     path = tmp_path_factory.mktemp("mirror") / "OASBUD.mat"
-    D.save_oasbud(D.Dataset(list(simulate_dataset(4, seed=3)), source="rehearsal mirror", synthetic=False), path,
+    O.save_oasbud(D.Dataset(list(simulate_dataset(4, seed=3)), source="rehearsal mirror", synthetic=False), path,
                   compress=False)
     return path.read_bytes()
 
@@ -237,19 +238,19 @@ def _serve_oasbud(server, monkeypatch, body, mode="ok"):
 
 def test_fetch_oasbud_from_a_mirror(server, monkeypatch, tmp_path, oasbud_bytes):
     _serve_oasbud(server, monkeypatch, oasbud_bytes, mode="drop_once")
-    assert D.oasbud_source() == (server.url + "/zenodo/OASBUD.mat", _sha256(oasbud_bytes))
+    assert O.oasbud_source() == (server.url + "/zenodo/OASBUD.mat", _sha256(oasbud_bytes))
     target = tmp_path / "data" / "OASBUD.mat"
-    got = D.fetch_oasbud(path=target, progress=False)
+    got = O.fetch_oasbud(path=target, progress=False)
     assert got == target and file_digest(target) == _sha256(oasbud_bytes)
-    assert len(D.load_oasbud(target)) == 4 == D.count_records(target)
+    assert len(O.load_oasbud(target)) == 4 == O.count_records(target)
     n = len(server.log)
-    assert D.fetch_oasbud(path=target.parent, progress=False) == target and len(server.log) == n, "not fetched again"
+    assert O.fetch_oasbud(path=target.parent, progress=False) == target and len(server.log) == n, "not fetched again"
     # a file of the user's own at the target is never overwritten
     other = tmp_path / "mine" / "OASBUD.mat"
     other.parent.mkdir()
     other.write_bytes(b"my own data set")
     with pytest.raises(DownloadError, match="left alone"):
-        D.fetch_oasbud(path=other, progress=False)
+        O.fetch_oasbud(path=other, progress=False)
     assert other.read_bytes() == b"my own data set"
 
 
@@ -257,7 +258,7 @@ def test_fetch_oasbud_html_page(server, monkeypatch, tmp_path, oasbud_bytes):
     _serve_oasbud(server, monkeypatch, oasbud_bytes, mode="html")
     target = tmp_path / "data" / "OASBUD.mat"
     with pytest.raises(DownloadError) as err:
-        D.fetch_oasbud(path=target, progress=False)
+        O.fetch_oasbud(path=target, progress=False)
     msg = str(err.value)
     assert "HTML page, not the file" in msg and str(target) in msg and _sha256(oasbud_bytes) in msg
     assert server.url + "/zenodo/OASBUD.mat" in msg
@@ -341,11 +342,11 @@ def test_check_lists_downloads_and_refuses_what_cannot_be_had(tmp_path, monkeypa
                     strict_weights=True, backbones=["inception_v3", "vgg19"])
     report = preflight(load_profile(path))
     assert report.ok and [d.what for d in report.downloads] == ["OASBUD.mat", "inception_v3 weights", "vgg19 weights"]
-    assert report.download_bytes == D.OASBUD_SIZE_BYTES + sum(b.weights_size_bytes for b in F.BACKBONES.values())
-    assert report.downloads[0].url == D.OASBUD_URL and report.downloads[0].target == str(missing)
+    assert report.download_bytes == O.OASBUD_SIZE_BYTES + sum(b.weights_size_bytes for b in F.BACKBONES.values())
+    assert report.downloads[0].url == O.OASBUD_URL and report.downloads[0].target == str(missing)
     text = format_preflight(report)
-    assert "download  3 file(s)" in text and D.OASBUD_SHA256 in text and "ready to run" in text
-    assert report.n_images == {b: image_counts(D.OASBUD_N_LESIONS, load_profile(path)) for b in F.BACKBONES}
+    assert "download  3 file(s)" in text and O.OASBUD_SHA256 in text and "ready to run" in text
+    assert report.n_images == {b: image_counts(O.OASBUD_N_LESIONS, load_profile(path)) for b in F.BACKBONES}
     # no downloads allowed: the data set and the strict weights are problems, exit status 1
     path = _profile(tmp_path, profile="offline", data_source="oasbud", oasbud_path=str(missing),
                     allow_download=False, strict_weights=True, backbones=["vgg19"])

@@ -17,18 +17,19 @@ import numpy as np
 import pytest
 
 import uslib.features as F
-from uslib import store
+from uslib import featurecache, networks, store
+from uslib import weights as W
 from uslib.augmentation import image_key, image_set, iter_images
 from uslib.data import Dataset, Lesion, Scan
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
-_REAL_BUILD = F._build
+_REAL_BUILD = networks.build_model
 _MODELS: dict = {}
 
 
 def _memo_build(bb, info):
-    """The real ``_build``, memoised per (backbone, kind, fingerprint) for the session."""
+    """The real ``build_model``, memoised per (backbone, kind, fingerprint) for the session."""
     k = (bb.name, info.kind, info.fingerprint)
     if k not in _MODELS:
         _MODELS[k] = _REAL_BUILD(bb, info)
@@ -71,14 +72,14 @@ def hermetic(tmp_path, monkeypatch):
     home = tmp_path / "keras_home"
     home.mkdir()
     monkeypatch.setenv("KERAS_HOME", str(home))
-    monkeypatch.setattr(F, "_keras_cache_dirs", lambda: [F.keras_cache_dir()])
+    monkeypatch.setattr(W, "_keras_cache_dirs", lambda: [F.keras_cache_dir()])
     calls = []
 
     def build(bb, info):
         calls.append((bb.name, info.fingerprint))
         return _memo_build(bb, info)
 
-    monkeypatch.setattr(F, "_build", build)
+    monkeypatch.setattr(networks, "build_model", build)
     return calls
 
 
@@ -94,7 +95,7 @@ def baseline(ds, manifest, tmp_path_factory):
     """Uninterrupted inception_v3 run (random init, seed 0, batch 2)."""
     cache_dir = tmp_path_factory.mktemp("baseline")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(F, "_build", _memo_build)
+        mp.setattr(networks, "build_model", _memo_build)
         fs = _extract(ds, manifest, cache_dir, batch_size=2)
     return fs, cache_dir
 
@@ -244,7 +245,7 @@ def test_missing_weights_path_is_reported():
 def test_compiled_path_matches_predict(ds, manifest, baseline):
     fs, _ = baseline
     bb = F.BACKBONES["inception_v3"]
-    model, _ = F._build(bb, F.resolve_weights(bb, weights=None))
+    model, _ = networks.build_model(bb, F.resolve_weights(bb, weights=None))
     (pos, batch), = list(iter_images(ds, manifest.iloc[:3], size_px=bb.size_px, batch_size=3))
     x = F.preprocess(batch, bb)
     got = F.feature_function(model, bb)(x)
@@ -327,7 +328,7 @@ def test_other_seed_or_data_recomputes(ds, manifest, baseline, tmp_path):
 
 def test_resume_after_interruption(ds, manifest, baseline, tmp_path, monkeypatch):
     fs, _ = baseline
-    real_write = F._write_chunk
+    real_write = featurecache.write_chunk
     written = []
 
     def write_then_crash(folder, keys, feats):
@@ -336,13 +337,13 @@ def test_resume_after_interruption(ds, manifest, baseline, tmp_path, monkeypatch
         written.append(real_write(folder, keys, feats))
         return written[-1]
 
-    monkeypatch.setattr(F, "_write_chunk", write_then_crash)
+    monkeypatch.setattr(featurecache, "write_chunk", write_then_crash)
     with pytest.raises(KeyboardInterrupt):
         _extract(ds, manifest, tmp_path, batch_size=2)
     import threading
 
     assert not [t.name for t in threading.enumerate() if t.name.startswith("uslib-prefetch")]  # helper closed
-    monkeypatch.setattr(F, "_write_chunk", real_write)
+    monkeypatch.setattr(featurecache, "write_chunk", real_write)
     folder = written[0].parent
     assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []  # no temporary leftovers
     resumed = _extract(ds, manifest, tmp_path, batch_size=2)
@@ -512,3 +513,9 @@ def test_prefetched_stops_drawing_when_the_caller_stops():
     assert next(it) == 0
     it.close()  # the caller leaves the loop (an error, a KeyboardInterrupt)
     assert drawn == [0, 1]  # one item prepared ahead, nothing more
+
+
+def test_the_profile_schema_offers_exactly_the_library_s_precisions():
+    from uslib.config import Profile
+
+    assert Profile.model_json_schema()["properties"]["precision"]["enum"] == list(F.PRECISIONS)

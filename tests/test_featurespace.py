@@ -29,7 +29,7 @@ def test_shift_grows_with_the_range_gap():
     m = _manifest(n_lesions=6)
     base = rng.normal(size=(6, 5))
     drift = rng.normal(size=5)
-    x = np.array([base[int(l[1:])] + (dr - 40) / 10 * 0.3 * drift for l, dr in zip(m.lesion, m.dynamic_range_db)])
+    x = np.array([base[int(les[1:])] + (dr - 40) / 10 * 0.3 * drift for les, dr in zip(m.lesion, m.dynamic_range_db)])
     out = reconstruction_shift(x, m).set_index(["range_a", "range_b"])
     assert out.loc[(40.0, 60.0), "ratio"] > out.loc[(40.0, 50.0), "ratio"] > 0
 

@@ -3,7 +3,7 @@ separation of bfloat16 features, the sharing of features between chapters 04 and
 and the runner's progress lines.
 
 Fast and TensorFlow-free: the network is replaced by a cheap numpy function of the
-image (``F._build``, ``F.feature_function`` and ``F.preprocess`` monkeypatched), so
+image (``networks.build_model``, ``networks.feature_function`` and ``networks.preprocess`` monkeypatched), so
 what is tested is the bookkeeping around it: which images are computed, how they are
 keyed, what is reported.
 """
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import uslib.features as F
-from uslib import pipeline, store
+from uslib import extraction, networks, pipeline, precision, store, tfruntime
 from uslib.augmentation import image_key, image_set
 from uslib.config import ProfileError, load_profile, validate_parameters
 from uslib.data import Dataset, Lesion, Scan
@@ -270,7 +270,7 @@ def test_paper_profile_refuses_bfloat16_unless_asked_explicitly():
 
 
 def test_bfloat16_refused_where_the_cpu_lacks_it(monkeypatch, tmp_path):
-    monkeypatch.setattr(F, "cpu_flags", lambda *a, **k: frozenset({"sse", "avx2", "fma"}))
+    monkeypatch.setattr(precision, "cpu_flags", lambda *a, **k: frozenset({"sse", "avx2", "fma"}))
     assert F.check_precision("float32") == "float32"
     with pytest.raises(F.PrecisionUnsupportedError, match="AVX512_BF16 nor AMX_BF16.*precision: float32"):
         F.check_precision("bfloat16")
@@ -279,9 +279,9 @@ def test_bfloat16_refused_where_the_cpu_lacks_it(monkeypatch, tmp_path):
     report = preflight(load_profile("tiny", overrides={"precision": "bfloat16"}, check_folds=False),
                        bench_dir=tmp_path)
     assert any(p.startswith("precision: bfloat16 needs native bfloat16") for p in report.problems)
-    monkeypatch.setattr(F, "cpu_flags", lambda *a, **k: frozenset({"avx512f", "avx512_bf16"}))
+    monkeypatch.setattr(precision, "cpu_flags", lambda *a, **k: frozenset({"avx512f", "avx512_bf16"}))
     assert F.check_precision("bfloat16") == "bfloat16"
-    monkeypatch.setattr(F, "cpu_flags", lambda *a, **k: frozenset({"amx_bf16"}))
+    monkeypatch.setattr(precision, "cpu_flags", lambda *a, **k: frozenset({"amx_bf16"}))
     assert F.bfloat16_support()[0]
 
 
@@ -334,11 +334,11 @@ def fake_net(monkeypatch):
 
         return run
 
-    monkeypatch.setattr(F, "_build", build)
-    monkeypatch.setattr(F, "with_precision", with_precision)
-    monkeypatch.setattr(F, "feature_function", feature_function)
-    monkeypatch.setattr(F, "preprocess", lambda images, bb: np.asarray(images, np.float32))
-    monkeypatch.setattr(F, "cpu_flags", lambda *a, **k: frozenset({"avx512f", "avx512_bf16"}))
+    monkeypatch.setattr(networks, "build_model", build)
+    monkeypatch.setattr(extraction, "with_precision", with_precision)
+    monkeypatch.setattr(networks, "feature_function", feature_function)
+    monkeypatch.setattr(networks, "preprocess", lambda images, bb: np.asarray(images, np.float32))
+    monkeypatch.setattr(precision, "cpu_flags", lambda *a, **k: frozenset({"avx512f", "avx512_bf16"}))
     monkeypatch.delenv(store.EVENTS_ENV, raising=False)
     return calls
 
@@ -373,7 +373,7 @@ def test_bfloat16_features_are_cached_apart_from_float32(ds, fake_net, tmp_path)
 
 
 def test_bfloat16_refused_before_building_on_a_cpu_without_it(ds, fake_net, tmp_path, monkeypatch):
-    monkeypatch.setattr(F, "cpu_flags", lambda *a, **k: frozenset({"avx2"}))
+    monkeypatch.setattr(precision, "cpu_flags", lambda *a, **k: frozenset({"avx2"}))
     man = image_set(ds, dynamic_ranges_db=(40, 60), margins_mm=(2,))
     with pytest.raises(F.PrecisionUnsupportedError):
         _extract(ds, man, tmp_path, precision="bfloat16")
@@ -478,7 +478,7 @@ def test_kernels_use_ipc_not_tcp():
 def test_quiet_stderr_drops_tensorflow_banner_only(capfd):
     import os
 
-    with F._quiet_stderr():
+    with tfruntime._quiet_stderr():
         os.write(2, b"I0000 port.cc:153] oneDNN custom operations are on. blah\n")
         os.write(2, b"a real error\n")
     err = capfd.readouterr().err

@@ -216,7 +216,7 @@ def test_a_truncated_phantom_file_is_rebuilt(tmp_path, monkeypatch):
 
 
 def test_content_digests_are_kept_with_the_phantom_and_a_damaged_memo_is_recomputed(tmp_path, monkeypatch):
-    from uslib.data import load_oasbud
+    from uslib.oasbud import load_oasbud
 
     monkeypatch.delenv(store.EVENTS_ENV, raising=False)
     ds = pipeline.get_dataset(tmp_path, data_source="phantom", n_lesions=2, data_seed=4, skip_samples=20)

@@ -228,7 +228,7 @@ def test_overrides_are_merged_then_validated_as_a_whole(tmp_path):
 
 
 def test_phantom_patient_assignment_is_the_one_simulate_dataset_uses(tmp_path):
-    from uslib.data import load_oasbud, save_oasbud
+    from uslib.oasbud import load_oasbud, save_oasbud
     from uslib.phantom import simulate_dataset
 
     ds = simulate_dataset(6, seed=3, depth_range_mm=(25.0, 25.0))

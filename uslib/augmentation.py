@@ -16,7 +16,7 @@ them, computing each scan's envelope once. The paper's training and test sets
 (``Train40dB``, ``TestALL``, ...) are rows of the manifest selected by dynamic
 range (:data:`SETS`, :func:`select`).
 
-Protocol decisions the paper leaves open (design.md):
+Protocol decisions the paper leaves open:
 
 * ``A_max`` per scan: the B-mode is computed on the whole scan, then cropped;
 * crop = ROI bounding box ± margin on each axis, converted to whole samples /

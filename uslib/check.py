@@ -143,7 +143,7 @@ class Preflight:
 
 def oasbud_target(oasbud_path: str | None) -> Path | None:
     """The local file an OASBUD profile reads: ``oasbud_path`` resolved, or the user cache for ``download``."""
-    from .data import default_oasbud_dir
+    from .oasbud import default_oasbud_dir
 
     if not oasbud_path:
         return None
@@ -209,7 +209,7 @@ def _free_bytes(path: Path) -> int:
 
 def _check_data(params: Mapping[str, Any], report: Preflight) -> int:
     """Fill ``report.data`` (and downloads/problems); return the lesion count used for estimates."""
-    from .data import OASBUD_N_LESIONS, OASBUD_SHA256, OASBUD_SIZE_BYTES, count_records, oasbud_source
+    from .oasbud import OASBUD_N_LESIONS, OASBUD_SHA256, OASBUD_SIZE_BYTES, count_records, oasbud_source
     from .download import file_digest
 
     allow = bool(params.get("allow_download", False))
@@ -391,7 +391,7 @@ def format_preflight(report: Preflight) -> str:
     else:
         lines.append("  download  nothing")
     n_img = ", ".join(f"{b} {n}" for b, n in report.n_images.items()) or "none"
-    from .data import OASBUD_N_LESIONS
+    from .oasbud import OASBUD_N_LESIONS
 
     assumed = f"; assuming the public file's {OASBUD_N_LESIONS} lesions until the file is here" \
         if d.get("source") == "oasbud" and d.get("n_lesions") is None else ""
@@ -423,7 +423,7 @@ def fetch_missing(params: Mapping[str, Any], *, progress: bool = True) -> list[P
     """
     import sys
 
-    from .data import fetch_oasbud
+    from .oasbud import fetch_oasbud
     from .download import DownloadError
     from .features import download_weights
 

@@ -524,7 +524,7 @@ def sweep_page(run_dir: str | os.PathLike) -> str:
                                                           "ci_high")]
     rel = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
     lines += [f"Generated from `{_md_escape(rel)}` when the book was built. Swept: "
-              + ", ".join(f"`{s}`" for s in swept) + f"; chapters run at each point: "
+              + ", ".join(f"`{s}`" for s in swept) + "; chapters run at each point: "
               + (", ".join(sweep.get("chapters", [])) or "(not recorded)")
               + f"; images whose features were computed for the sweep: {sweep.get('features_computed', 'n/a')}."
               + " AUC [95 % DeLong CI] per point.", ""]

@@ -86,14 +86,14 @@ def get_dataset(
     -------
     uslib.data.Dataset
     """
-    from .data import fetch_oasbud, load_oasbud
+    from .oasbud import fetch_oasbud, load_oasbud
 
     rdir = store.run_path(run_dir)
     patients = str(resolve_path(patients_csv)) if patients_csv else None
     t0 = time.perf_counter()
     if data_source == "phantom":
         from . import phantom
-        from .data import save_oasbud
+        from .oasbud import save_oasbud
 
         path = store.phantom_path(store.cache_root(rdir, cache_dir), n_lesions=n_lesions, seed=data_seed,
                                   key_=store.key(store.code_fingerprint("phantom"), int(n_lesions), int(data_seed)))
@@ -127,7 +127,7 @@ def get_dataset(
         # fraction of a second in every chapter; the digests are a function of
         # the verified file, skip_samples and the loader, so they are kept.
         memo = store.content_digests_path(store.cache_root(rdir, cache_dir), store.key(
-            store.sealed_digest(path), int(skip_samples), store.code_fingerprint("data")))
+            store.sealed_digest(path), int(skip_samples), store.code_fingerprint("oasbud")))
 
         def adopt():
             store.verify(memo)

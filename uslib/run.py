@@ -50,7 +50,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from . import __version__, scheduler, store
+from . import __version__, envvars, scheduler, store
+from .chaptergraph import CHAPTER_NEEDS, TYPICAL_SECONDS, chapter_needs, chapter_sorter, lane_priority
 from .hygiene import path_replacements, replace_paths, repo_relative
 from .config import CHAPTER_DIR, NOTEBOOK_DIR, REPO_ROOT, chapters, load_profile, notebook_parameters, resolve_path
 
@@ -503,80 +504,8 @@ def stamp_chapter(path: str | os.PathLike, **meta: Any) -> None:
         nbformat.write(nb, str(tmp))
 
 
-#: The chapters whose artefacts each chapter reads, and so waits for when chapters run side by side.
-#: A chapter that is not listed waits for every chapter before it. The edges are about work, not
-#: correctness: a chapter started early would compute the same keyed artefacts itself, twice.
-CHAPTER_NEEDS: dict[str, tuple[str, ...]] = {
-    "01_data": (),                                  # writes the data set (the phantom)
-    "02_reconstruction": ("01_data",),
-    "03_augmentation": ("01_data",),
-    "04_features": (),                              # writes both networks' features; the data set is
-                                                    # simulated under a lock, so 04 starts beside 01
-    "05_cross_validation": ("04_features",),        # writes the Train x Test results
-    "06_results": ("05_cross_validation",),
-    "07_robustness": ("04_features",),              # reads 04's features for the main set's images
-}
-
-
-#: Seconds of each chapter in a cold run of the default profile on 2 cores (measured 2026-11-26), used to
-#: order the chapters when the run directory has no previous run: only their order matters.
-TYPICAL_SECONDS: dict[str, float] = {
-    "01_data": 17, "02_reconstruction": 15, "03_augmentation": 5, "04_features": 210,
-    "05_cross_validation": 20, "06_results": 9, "07_robustness": 200,
-}
 #: Niceness added to a chapter's kernel while it runs beside a chapter on a longer chain.
 BACKGROUND_NICE = 10
-
-
-def chapter_needs(stems: Sequence[str], selected: Iterable[str] | None = None,
-                  needs: Mapping[str, Sequence[str]] = CHAPTER_NEEDS) -> dict[str, tuple[str, ...]]:
-    """For each selected chapter, the selected chapters it must wait for.
-
-    ``stems`` are all chapters in file order; a chapter missing from
-    ``needs`` waits for every chapter before it. Waiting is transitive, so a
-    chapter also waits for what an unselected chapter in between waited for.
-
-    Examples
-    --------
-    >>> chapter_needs(["01_a", "02_b", "03_c"], needs={"01_a": (), "02_b": ("01_a",), "03_c": ("01_a",)})
-    {'01_a': (), '02_b': ('01_a',), '03_c': ('01_a',)}
-    >>> chapter_needs(["01_a", "02_b", "03_c"], selected=["01_a", "03_c"], needs={"01_a": (), "03_c": ("02_b",)})
-    {'01_a': (), '03_c': ('01_a',)}
-    """
-    stems = list(stems)
-    direct = {s: tuple(needs[s]) if s in needs else tuple(stems[:i]) for i, s in enumerate(stems)}
-    closure: dict[str, set[str]] = {}
-    for s in stems:  # file order: what a chapter needs comes before it, or is an unknown name (ignored)
-        closure[s] = set()
-        for n in direct[s]:
-            closure[s] |= {n} | closure.get(n, set())
-    chosen = stems if selected is None else [s for s in stems if s in set(selected)]
-    return {s: tuple(n for n in chosen if n in closure[s]) for s in chosen}
-
-
-def lane_priority(needs: Mapping[str, Sequence[str]], seconds: Mapping[str, float] | None = None) -> dict[str, float]:
-    """Seconds from each chapter's start to the end of the longest chain of chapters waiting on it.
-
-    ``seconds``: each chapter's time in the previous run (1 s when unknown).
-    Of the chapters ready to start, the runner starts the one with the
-    largest value first, so the long chain (features, then robustness) is
-    never left waiting behind short chapters.
-
-    Examples
-    --------
-    >>> lane_priority({"a": (), "b": ("a",), "c": ("a",)}, {"a": 1, "b": 10, "c": 2})
-    {'a': 11.0, 'b': 10.0, 'c': 2.0}
-    """
-    seconds = seconds or {}
-    after: dict[str, list[str]] = {s: [] for s in needs}
-    for s, ns in needs.items():
-        for n in ns:
-            after[n].append(s)
-    out: dict[str, float] = {}
-    for s in reversed(list(needs)):  # dependants come later in file order
-        own = float(seconds.get(s) or 1.0)
-        out[s] = own + max((out[d] for d in after[s] if d in out), default=0.0)
-    return {s: out[s] for s in needs}
 
 
 #: Environment variable that sets the number of chapters run at once (:func:`default_jobs`).
@@ -596,8 +525,8 @@ def default_jobs(cpu_count: int | None = None, *, os_name: str = os.name) -> int
     """
     if os_name == "nt":
         return 1
-    if os.environ.get(JOBS_ENV):
-        return max(1, int(os.environ[JOBS_ENV]))
+    if envvars.read(JOBS_ENV):
+        return max(1, envvars.read_int(JOBS_ENV))
     return max(1, min(3, cpu_count if cpu_count is not None else (os.cpu_count() or 1)))
 
 
@@ -635,18 +564,18 @@ def _run_lanes(stems: Sequence[str], needs: Mapping[str, Sequence[str]], priorit
     import concurrent.futures as cf
 
     order = {s: i for i, s in enumerate(stems)}
-    pending, done = list(stems), set()
+    graph, ready = chapter_sorter(stems, needs), []
     running: dict[cf.Future, str] = {}
     failure: BaseException | None = None
     stop = {"interrupted": False}
     pool = cf.ThreadPoolExecutor(max_workers=max(1, int(jobs)), thread_name_prefix="uslib-chapter")
     try:
-        while pending or running:
+        while graph.is_active() or running:
             if failure is None:
-                ready = sorted((s for s in pending if all(n in done for n in needs[s])),  # one job: file order
+                ready = sorted([*ready, *graph.get_ready()],  # one job: file order
                                key=lambda s: (-priority.get(s, 0.0) if jobs > 1 else 0.0, order[s]))
                 for s in ready[: max(0, int(jobs) - len(running))]:
-                    pending.remove(s)
+                    ready.remove(s)
                     background = any(priority.get(r, 0.0) > priority.get(s, 0.0) for r in running.values())
                     running[pool.submit(run_one, s, lambda: stop["interrupted"], background)] = s
             if not running:
@@ -656,7 +585,7 @@ def _run_lanes(stems: Sequence[str], needs: Mapping[str, Sequence[str]], priorit
                 s = running.pop(f)
                 exc = f.exception()
                 if exc is None:
-                    done.add(s)
+                    graph.done(s)
                 elif failure is None:
                     failure = exc
     except KeyboardInterrupt:
