@@ -446,15 +446,30 @@ def load_json(path: str | os.PathLike) -> Any:
 
     Raises
     ------
+    FileNotFoundError
+        If there is no such path.
     DamagedArtefact
-        If the file is not valid JSON (truncated, say).
+        If the file is not valid JSON (truncated, empty, undecodable bytes) or
+        a folder stands in its place.
     """
     path = Path(path)
-    text = path.read_bytes()
+    text = _read_bytes(path)
     try:
         return json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DamagedArtefact(path, f"not valid JSON ({exc})") from exc
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The bytes of ``path``; a folder (or anything else unreadable as a file) there is a :class:`DamagedArtefact`."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except IsADirectoryError as exc:
+        raise DamagedArtefact(path, "a folder stands where a file belongs") from exc
+    except OSError as exc:
+        raise DamagedArtefact(path, f"unreadable ({type(exc).__name__}: {exc})") from exc
 
 
 def _seal_path(path: Path) -> Path:
@@ -478,19 +493,37 @@ def seal(path: str | os.PathLike) -> Path:
     return side
 
 
+_HEX64 = frozenset("0123456789abcdef")
+
+
+def _is_sha256(text: Any) -> bool:
+    return isinstance(text, str) and len(text) == 64 and set(text) <= _HEX64
+
+
 def sealed_digest(path: str | os.PathLike) -> str:
     """The SHA-256 recorded in ``path``'s seal (:func:`seal`); after :func:`verify`, the file's own.
 
     Raises
     ------
     DamagedArtefact
-        If there is no seal, or it holds no digest.
+        Naming ``path``, if there is no seal, or the seal is not one (empty,
+        undecodable bytes, no 64-digit hexadecimal digest, a folder).
     """
-    side = _seal_path(Path(path))
-    text = side.read_text().split() if side.is_file() else []
-    if not text:
-        raise DamagedArtefact(Path(path), "no seal (the write did not finish)")
-    return text[0]
+    path = Path(path)
+    side = _seal_path(path)
+    try:
+        raw = _read_bytes(side)
+    except FileNotFoundError:
+        raise DamagedArtefact(path, "no seal (the write did not finish)") from None
+    except DamagedArtefact as exc:
+        raise DamagedArtefact(path, f"its seal {side.name} is damaged ({exc.reason})") from exc
+    try:
+        words = raw.decode("ascii").split()
+    except UnicodeDecodeError:
+        words = []
+    if not words or not _is_sha256(words[0]):
+        raise DamagedArtefact(path, f"its seal {side.name} holds no SHA-256 digest")
+    return words[0]
 
 
 def verify(path: str | os.PathLike) -> Path:
@@ -501,16 +534,20 @@ def verify(path: str | os.PathLike) -> Path:
     FileNotFoundError
         If ``path`` does not exist (not yet computed).
     DamagedArtefact
-        If the seal is missing (the write was interrupted) or the content differs.
+        If the seal is missing (the write was interrupted) or damaged
+        (:func:`sealed_digest`), a folder stands where the file belongs, or the
+        content differs.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(path)
-    side = _seal_path(path)
-    if not side.is_file():
-        raise DamagedArtefact(path, "no seal (the write did not finish)")
-    expected = side.read_text().split()[0] if side.read_text().strip() else ""
-    actual = _sha256_file(path)
+    if not path.is_file():
+        raise DamagedArtefact(path, "a folder stands where a file belongs" if path.is_dir() else "not a file")
+    expected = sealed_digest(path)
+    try:
+        actual = _sha256_file(path)
+    except OSError as exc:
+        raise DamagedArtefact(path, f"unreadable ({type(exc).__name__}: {exc})") from exc
     if actual != expected:
         raise DamagedArtefact(path, f"content SHA-256 {actual[:12]}… differs from its seal {expected[:12]}…")
     return path
@@ -544,26 +581,45 @@ def seal_dir(folder: str | os.PathLike) -> Path:
 def verify_dir(folder: str | os.PathLike) -> Path:
     """Check every file of a sealed folder (:func:`seal_dir`).
 
+    The seal must be ``{"files": {name: sha256, ...}}`` naming at least one
+    file, and every file of the folder (other than hidden ones) must be named
+    in it: a seal of another shape, or one that leaves a file out, vouches
+    for nothing.
+
     Raises
     ------
     FileNotFoundError
         If the folder does not exist.
     DamagedArtefact
-        If the seal is missing or unreadable, or a file is missing or differs.
+        Naming the folder, if the seal is missing, unreadable or of the wrong
+        shape, or a file is missing, unsealed or differs.
     """
     folder = Path(folder)
     if not folder.is_dir():
+        if folder.exists():
+            raise DamagedArtefact(folder, "a file stands where a sealed folder belongs")
         raise FileNotFoundError(folder)
     seal_file = folder / SEAL
-    if not seal_file.is_file():
+    if not seal_file.exists():
         raise DamagedArtefact(folder, "no seal (the write did not finish)")
-    files = load_json(seal_file).get("files", {})
+    try:
+        content = load_json(seal_file)
+    except DamagedArtefact as exc:
+        raise DamagedArtefact(folder, f"its seal {SEAL} is damaged ({exc.reason})") from exc
+    files = content.get("files") if isinstance(content, dict) else None
+    if not isinstance(files, dict) or not files or not all(
+            isinstance(n, str) and n and "/" not in n and _is_sha256(d) for n, d in files.items()):
+        raise DamagedArtefact(folder, f"its seal {SEAL} is not a list of files and their SHA-256 digests")
+    present = {p.name for p in folder.iterdir() if p.name != SEAL and not p.name.startswith(".")}
+    unsealed = sorted(present - set(files))
+    if unsealed:
+        raise DamagedArtefact(folder, f"{unsealed[0]} is not in its seal")
     for name, digest in files.items():
         p = folder / name
         if not p.is_file():
-            raise DamagedArtefact(p, "missing from its sealed folder")
+            raise DamagedArtefact(folder, f"{name} is missing from the sealed folder")
         if _sha256_file(p) != digest:
-            raise DamagedArtefact(p, "content differs from its folder's seal")
+            raise DamagedArtefact(folder, f"{name}: content differs from the folder's seal")
     return folder
 
 
@@ -582,13 +638,14 @@ def report_damage(error: DamagedArtefact, *, action: str = "recomputing it", rem
     """
     path = Path(error.path)
     if remove:
-        for p in (path, _seal_path(path)):
-            with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
-                p.unlink()
-        if path.is_dir():
-            import shutil
+        import shutil
 
-            shutil.rmtree(path, ignore_errors=True)
+        for p in (path, _seal_path(path)):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
+                    p.unlink()
     message = f"damaged cache file {path} ({error.reason}): {action}"
     events = os.environ.get(EVENTS_ENV)
     if events:
@@ -807,9 +864,10 @@ def read_run_record(run_dir: str | os.PathLike) -> dict[str, Any]:
     try:
         rec = load_json(path)
     except DamagedArtefact as exc:
+        rm = "rm -r" if path.is_dir() else "rm"
         raise DamagedRecord(
             f"the run record {path} is damaged ({exc.reason}). It holds only provenance, not results: "
-            f"delete it (rm {path}) and run again; the cached artefacts beside it are reused."
+            f"delete it ({rm} {path}) and run again; the cached artefacts beside it are reused."
         ) from exc
     if not isinstance(rec, dict):
         raise DamagedRecord(f"the run record {path} is not a JSON object: delete it (rm {path}) and run again")
