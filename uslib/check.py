@@ -48,6 +48,8 @@ __all__ = [
     "preflight",
     "format_preflight",
     "fetch_missing",
+    "path_problems",
+    "require_paths",
 ]
 
 #: Feature throughput (images/s) assumed when ``runs/benchmarks/features.json`` is absent:
@@ -207,6 +209,65 @@ def _free_bytes(path: Path) -> int:
     return shutil.disk_usage(p).free
 
 
+def path_problems(params: Mapping[str, Any]) -> list[str]:
+    """Every path of a profile that cannot serve, as ``"<key>: <problem>"`` lines (empty: all can).
+
+    * ``run_dir`` and ``cache_dir``: a new or empty folder, or an existing
+      uslib run directory; never ``/``, a system folder or a file
+      (:func:`uslib.store.location_problem`); ``run_dir`` not in use by
+      another run (:func:`uslib.store.run_lock_holder`).
+    * ``oasbud_path`` (with ``data_source: oasbud``, unless ``download``):
+      not a folder; a missing file is the data check's business (it may be
+      downloaded there).
+    * ``patients_csv``: an existing file.
+    * ``weights_path`` (with ``weights: imagenet``): an existing file or folder.
+
+    Reads the file system only; creates nothing.
+    """
+    from . import store
+
+    out = []
+    for key, kind in (("run_dir", "run directory"), ("cache_dir", "cache directory")):
+        if params.get(key):
+            problem = store.location_problem(params[key], kind=kind)
+            if problem:
+                out.append(f"{key}: {problem}")
+    if params.get("run_dir") and not any(o.startswith("run_dir:") for o in out):
+        owner = store.run_lock_holder(params["run_dir"])
+        if owner is not None:
+            out.append(store.busy_message(resolve_path(params["run_dir"]), owner))
+    raw = params.get("oasbud_path")
+    if params.get("data_source") == "oasbud" and raw and raw != "download":
+        p = resolve_path(raw)
+        if p.is_dir():
+            out.append(f"oasbud_path: {p} is a folder, not the OASBUD.mat file")
+        elif p.exists() and not p.is_file():
+            out.append(f"oasbud_path: {p} is not a file")
+    if params.get("patients_csv"):
+        p = resolve_path(params["patients_csv"])
+        if not p.is_file():
+            out.append(f"patients_csv: {p} " + ("is a folder, not a CSV file" if p.is_dir() else "does not exist"))
+    if params.get("weights_path") and params.get("weights", "imagenet") == "imagenet":
+        p = resolve_path(params["weights_path"])
+        if not p.exists():
+            out.append(f"weights_path: {p} does not exist (it is never replaced by random weights: fix the "
+                       "path or remove the key)")
+    return out
+
+
+def require_paths(params: Mapping[str, Any], *, source: str = "profile") -> None:
+    """Raise :class:`uslib.config.ProfileError` naming every path of ``params`` that cannot serve.
+
+    What :func:`path_problems` finds; the runner calls it before it writes
+    anything (``run.json`` included).
+    """
+    problems = path_problems(params)
+    if problems:
+        from .config import ProfileError
+
+        raise ProfileError(source, problems)
+
+
 def _check_data(params: Mapping[str, Any], report: Preflight) -> int:
     """Fill ``report.data`` (and downloads/problems); return the lesion count used for estimates."""
     from .data import OASBUD_N_LESIONS, OASBUD_SHA256, OASBUD_SIZE_BYTES, count_records, oasbud_source
@@ -285,6 +346,14 @@ def _check_weights(params: Mapping[str, Any], report: Preflight) -> None:
                 f"weights: {bb.weights_file} is not in the Keras cache ({target.parent}) nor at weights_path, "
                 f"strict_weights is true and allow_download is false: fetch {bb.weights_url} "
                 f"(md5 {bb.weights_md5}) into {target.parent}, or set allow_download: true")
+        elif params.get("weights_path"):  # weights were pointed at: never replaced by random ones
+            report.weights[b] = {"kind": "missing", "path": str(target), "md5": None, "note": "missing"}
+            if not resolve_path(params["weights_path"]).exists():
+                continue  # path_problems names the path itself
+            report.problems.append(
+                f"weights_path: no {bb.weights_file} for {b} at {resolve_path(params['weights_path'])} nor in the "
+                f"Keras cache ({target.parent}), and allow_download is false: put it there, or set "
+                "allow_download: true")
         else:
             report.weights[b] = {"kind": "random", "path": None, "md5": None,
                                  "note": "missing: falls back to random initialisation"}
@@ -303,6 +372,7 @@ def preflight(params: Mapping[str, Any], *, bench_dir: Path = BENCH_DIR) -> Pref
     Preflight
     """
     report = Preflight(profile=str(params.get("profile", "")))
+    report.problems.extend(path_problems(params))
     n_lesions = _check_data(params, report)
     _check_weights(params, report)
     if params.get("precision") == "bfloat16":

@@ -233,6 +233,9 @@ class Profile(BaseModel):
         None, "where feature extraction and sweeps run: null in this process; local: a Dask LocalCluster "
         "sized to this machine; or a Dask scheduler address such as tcp://host:8786",
         rule="null, local, or <protocol>://<host>:<port>", min_length=1)
+    scheduler_timeout_s: float = _param(
+        10, "seconds to wait for a scheduler address to answer before the run stops, s", runner_only=True,
+        gt=0, le=600, allow_inf_nan=False)
     cache_dir: str | None = _param(
         None, "folder of the content-keyed caches (data set file, CNN features) shared between runs; "
         "null: the run directory", min_length=1)
