@@ -865,8 +865,7 @@ def _run_locked(params: dict[str, Any], *, only, output_dir, notebook_dir, fetch
             _run_lanes([nb.stem for nb in selected], needs, priority, run_one, jobs=n_jobs,
                        interrupt=lambda stems: _interrupt_kernels(Path(output_dir) / by_stem[s].name for s in stems))
     except BaseException as exc:  # the record never stays at "running" (an unreachable scheduler, a failure)
-        store.update_run_record(rdir, finished=_now(),
-                                status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+        store.update_run_record(rdir, status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
         raise
     finally:
         resources.close()
