@@ -57,6 +57,38 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(HTML_PAGE)
             return
+        if mode.startswith("busy") and srv.counts.get(self.path, 0) == 0:  # busy-429-7: 429, Retry-After 7, once
+            srv.counts[self.path] = 1
+            _, code, after = mode.split("-")
+            self.send_response(int(code))
+            self.send_header("Retry-After", after)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if mode in ("trickle", "stall_once"):
+            first = srv.counts.get(self.path, 0) == 0
+            srv.counts[self.path] = srv.counts.get(self.path, 0) + 1
+            start = int(self.headers["Range"].split("=")[1].split("-")[0]) if self.headers.get("Range") else 0
+            self.send_response(206 if start else 200)
+            self.send_header("Content-Length", str(len(body) - start))
+            self.end_headers()
+            if mode == "trickle":  # a byte at a time, every 50 ms, until the client goes or the test ends
+                for i in range(start, len(body)):
+                    if srv.stop.wait(0.05):
+                        return
+                    try:
+                        self.wfile.write(body[i:i + 1])
+                        self.wfile.flush()
+                    except OSError:
+                        return
+                return
+            if first:  # 1000 bytes, then silence until the client gives up (or the test ends)
+                self.wfile.write(body[:1000])
+                self.wfile.flush()
+                srv.stop.wait(60)
+                return
+            self.wfile.write(body[start:])
+            return
         if mode == "html":
             self.send_response(200)
             self.send_header("Content-Type", "text/html")
@@ -86,11 +118,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.files, srv.modes, srv.log, srv.counts = {}, {}, [], {}
+    srv.files, srv.modes, srv.log, srv.counts, srv.stop = {}, {}, [], {}, threading.Event()
     srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     yield srv
+    srv.stop.set()
     srv.shutdown()
     srv.server_close()
 
@@ -134,6 +167,59 @@ def test_interrupted_download_resumes_with_range(server, tmp_path):
     assert target.read_bytes() == BLOB and not target.with_name("f.bin.part").exists()
     (p1, r1), (p2, r2) = server.log
     assert r1 is None and r2 == f"bytes={len(BLOB) * 2 // 5}-", "the second request resumes where the first stopped"
+
+
+def test_a_stalled_download_is_dropped_and_resumed_from_what_reached_the_part(server, tmp_path):
+    server.files["/f.bin"], server.modes["/f.bin"] = BLOB, "stall_once"
+    target = tmp_path / "f.bin"
+    download(server.url + "/f.bin", target, sha256=_sha256(BLOB), progress=False, pause_s=0, stall_s=0.5)
+    assert target.read_bytes() == BLOB
+    # the 1000 bytes sent before the silence were on disk: the second request asks for the rest
+    assert [r for _, r in server.log] == [None, "bytes=1000-"]
+
+
+def test_a_trickling_download_stops_at_the_deadline_keeping_what_arrived(server, tmp_path):
+    server.files["/f.bin"], server.modes["/f.bin"] = BLOB[:100_000], "trickle"
+    target = tmp_path / "f.bin"
+    part = target.with_name("f.bin.part")
+    with pytest.raises(DownloadError, match=r"deadline of 1 s passed") as err:
+        download(server.url + "/f.bin", target, sha256=_sha256(BLOB[:100_000]), progress=False, pause_s=0,
+                 stall_s=5, deadline_s=1, retries=3)
+    assert not target.exists() and part.exists() and 0 < part.stat().st_size < 100_000
+    assert part.read_bytes() == BLOB[:part.stat().st_size], "the bytes reached the part as they came"
+    assert f"{part.stat().st_size:,} bytes received are kept in {part}" in str(err.value)
+    assert len(server.log) == 1, "a deadline is not retried"
+
+
+@pytest.mark.parametrize("code, after, waited", [(429, "7", 7.0), (503, "2", 2.0), (503, "99999", 300.0)])
+def test_a_busy_server_keeps_the_part_and_is_waited_for_as_it_asks(server, tmp_path, code, after, waited):
+    server.files["/f.bin"], server.modes["/f.bin"] = BLOB, f"busy-{code}-{after}"
+    target = tmp_path / "f.bin"
+    part = target.with_name("f.bin.part")
+    part.write_bytes(BLOB[:2_000_000])
+    pauses = []
+    download(server.url + "/f.bin", target, sha256=_sha256(BLOB), progress=False, pause_s=0.5,
+             sleep=pauses.append)
+    assert target.read_bytes() == BLOB
+    assert pauses == [waited], "the server's Retry-After, at most MAX_RETRY_AFTER_S"
+    assert [r for _, r in server.log] == ["bytes=2000000-", "bytes=2000000-"], "the part was kept both times"
+
+
+def test_a_busy_server_that_stays_busy_keeps_the_part(server, tmp_path):
+    server.files["/f.bin"], server.modes["/f.bin"] = BLOB, "busy-429-1"  # 429 whenever its count is 0
+    target = tmp_path / "f.bin"
+    part = target.with_name("f.bin.part")
+    part.write_bytes(BLOB[:2_000_000])
+    pauses = []
+
+    def pause(seconds):  # the server is still busy when the client comes back
+        server.counts["/f.bin"] = 0
+        pauses.append(seconds)
+
+    with pytest.raises(DownloadError, match=r"HTTP 429.*Retry-After 1 s.*kept in"):
+        download(server.url + "/f.bin", target, sha256=_sha256(BLOB), progress=False, retries=2, sleep=pause)
+    assert part.read_bytes() == BLOB[:2_000_000] and not target.exists()
+    assert pauses == [1.0, 1.0] and len(server.log) == 3
 
 
 def test_truncated_download_is_an_error_and_leaves_no_file_in_place(server, tmp_path):
