@@ -438,7 +438,7 @@ def test_check_lists_downloads_and_refuses_what_cannot_be_had(tmp_path, monkeypa
     missing = tmp_path / "data" / "OASBUD.mat"
     path = _profile(tmp_path, profile="dl", data_source="oasbud", oasbud_path=str(missing), allow_download=True,
                     strict_weights=True, backbones=["inception_v3", "vgg19"])
-    report = preflight(load_profile(path))
+    report = preflight(load_profile(path), probe=False)  # the hosts' probe: tests below, on loopback
     assert report.ok and [d.what for d in report.downloads] == ["OASBUD.mat", "inception_v3 weights", "vgg19 weights"]
     assert report.download_bytes == D.OASBUD_SIZE_BYTES + sum(b.weights_size_bytes for b in F.BACKBONES.values())
     assert report.downloads[0].url == D.OASBUD_URL and report.downloads[0].target == str(missing)
@@ -456,6 +456,58 @@ def test_check_lists_downloads_and_refuses_what_cannot_be_had(tmp_path, monkeypa
     path = _profile(tmp_path, profile="lenient", allow_download=False, strict_weights=False)
     out, _ = _check(path)
     assert out.returncode == 0 and "falls back to random" in out.stdout, out.stdout
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_check_names_an_unreachable_data_host_and_stops(server, monkeypatch, tmp_path):
+    port = _closed_port()
+    monkeypatch.setenv("USLIB_OASBUD_URL", f"http://127.0.0.1:{port}/OASBUD.mat")
+    monkeypatch.setenv("USLIB_OASBUD_SHA256", "0" * 64)
+    monkeypatch.setenv("USLIB_WEIGHTS_BASE_URL", server.url + "/keras")  # reachable
+    path = _profile(tmp_path, profile="far", data_source="oasbud", oasbud_path=str(tmp_path / "OASBUD.mat"),
+                    allow_download=True, strict_weights=False, backbones=["inception_v3"], weights="imagenet")
+    report = preflight(load_profile(path))
+    assert list(report.unreachable) == [f"127.0.0.1:{port}"], "only the host that did not answer"
+    assert [p for p in report.problems if p.startswith("network:")] == [
+        f"network: cannot reach 127.0.0.1:{port} ({report.unreachable[f'127.0.0.1:{port}']}) to download "
+        f"OASBUD.mat: put OASBUD.mat at {tmp_path / 'OASBUD.mat'} (Zenodo record 545928)"]
+    out, heavy = _check(path, {"USLIB_OASBUD_URL": f"http://127.0.0.1:{port}/OASBUD.mat",
+                               "USLIB_OASBUD_SHA256": "0" * 64, "USLIB_WEIGHTS_BASE_URL": server.url + "/keras"})
+    assert out.returncode == 1 and f"PROBLEM   network: cannot reach 127.0.0.1:{port}" in out.stdout, out.stdout
+    assert heavy == []
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_check_names_an_unreachable_weights_host_and_stops_only_when_strict(monkeypatch, tmp_path, strict):
+    port = _closed_port()
+    monkeypatch.setenv("USLIB_WEIGHTS_BASE_URL", f"http://127.0.0.1:{port}/keras")
+    path = _profile(tmp_path, profile="w", allow_download=True, strict_weights=strict, backbones=["vgg19"],
+                    weights="imagenet")
+    report = preflight(load_profile(path))
+    said = [w for w in (report.problems if strict else report.warnings) if w.startswith("network:")]
+    assert len(said) == 1 and f"cannot reach 127.0.0.1:{port}" in said[0] and "vgg19 weights" in said[0]
+    assert report.ok is not strict
+
+
+def test_the_time_estimate_includes_the_downloads(server, monkeypatch, tmp_path):
+    from uslib.check import DOWNLOAD_BYTES_PER_S
+
+    monkeypatch.setenv("USLIB_WEIGHTS_BASE_URL", server.url + "/keras")
+    fetch = preflight(load_profile(_profile(tmp_path, profile="a", allow_download=True, backbones=["vgg19"],
+                                            weights="imagenet")))
+    offline = preflight(load_profile(_profile(tmp_path, profile="b", allow_download=False, backbones=["vgg19"],
+                                              weights="imagenet")))
+    assert fetch.download_bytes == F.BACKBONES["vgg19"].weights_size_bytes and offline.download_bytes == 0
+    assert fetch.seconds == pytest.approx(offline.seconds + fetch.download_bytes / DOWNLOAD_BYTES_PER_S)
+    assert "downloads included" in format_preflight(fetch) and "downloads included" not in format_preflight(offline)
+    assert fetch.unreachable == {} and fetch.ok
 
 
 def test_the_runner_stops_on_a_failed_check_before_anything_runs(tmp_path):
