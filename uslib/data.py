@@ -631,6 +631,19 @@ def _geometry(acq: Acquisition) -> str:
             f"fs {acq.fs_hz / 1e6:g} MHz, f0 {acq.f0_hz / 1e6:g} MHz, c {acq.c_m_s:g} m/s")
 
 
+def _refuse_flat_rf(rf: np.ndarray, where: str, skip: int) -> None:
+    """Refuse RF with no echo at all: every sample zero, or every sample the same value.
+
+    Such a scan has no envelope to compress (all zero) or compresses to one
+    grey level (constant), so every image of it would be blank or white.
+    """
+    lo, hi = rf.min(), rf.max()
+    if lo == hi:
+        what = "all zero" if hi == 0 else f"constant (every sample {hi.item()!r})"
+        after = f" after skip_samples={skip}" if skip else ""
+        raise DatasetError(f"{where} is {what}{after}: no echo signal to reconstruct")
+
+
 def _read_scan(rf: Any, roi: Any, j: int, where: str, skip: int, acquisition: Acquisition,
                declared: bool) -> Scan:
     rf_name, roi_name = f"rf{j}", f"roi{j}"
@@ -654,6 +667,7 @@ def _read_scan(rf: Any, roi: Any, j: int, where: str, skip: int, acquisition: Ac
     if rf.shape[0] <= skip:
         raise DatasetError(f"{where}, field '{rf_name}' has {rf.shape[0]} rows, "
                            f"none left after skip_samples={skip}")
+    _refuse_flat_rf(rf[skip:], f"{where}, field '{rf_name}'", skip)
     n_rows, n_lines = rf.shape[0] - skip, rf.shape[1]
     if n_lines != acquisition.n_lines:
         if declared:
