@@ -871,7 +871,8 @@ def load_oasbud(
     Examples
     --------
     >>> import tempfile, os
-    >>> rf = np.zeros((40, 510), np.int16); roi = np.zeros((40, 510), bool); roi[25:, 100:200] = True
+    >>> rf = np.arange(40 * 510, dtype=np.int16).reshape(40, 510) % 97
+    >>> roi = np.zeros((40, 510), bool); roi[25:, 100:200] = True
     >>> scans = (Scan(rf, roi), Scan(rf, roi))
     >>> ds = Dataset([Lesion("4lw", "4lw", "lw", 1, "4c", scans)], source="example")
     >>> with tempfile.TemporaryDirectory() as tmp:
