@@ -281,3 +281,22 @@ def test_an_unreachable_scheduler_is_one_line_on_the_command_line(tmp_path):
     assert lines[-1].startswith("uslib: error: scheduler: no Dask scheduler answered at tcp://127.0.0.1:1")
     assert "Traceback" not in out.stderr, out.stderr
     assert store.read_run_record(tmp_path / "run")["status"] == "failed"
+
+
+# --------------------------------------------------------------------------- #
+# Chapter 01 on a synthetic file in the OASBUD schema
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.slow
+def test_chapter_01_runs_on_a_synthetic_file_in_the_oasbud_schema(tmp_path):
+    """A mirror rehearsal: the phantom written as OASBUD.mat and read back as data_source oasbud."""
+    from uslib import phantom
+    from uslib.data import save_oasbud
+
+    data = save_oasbud(phantom.simulate_dataset(8, seed=1), tmp_path / "OASBUD.mat")
+    run_dir = tmp_path / "run"
+    run_profile("tiny", only=["01"], output_dir=tmp_path / "chapters",
+                overrides={"run_dir": str(run_dir), "data_source": "oasbud", "oasbud_path": str(data),
+                           "n_splits": 3})
+    assert store.read_run_record(run_dir)["stages"]["01_data"]["status"] == "finished"

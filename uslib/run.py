@@ -529,7 +529,10 @@ def chapter_failure_line(stem: str, exc: BaseException, log: str | os.PathLike) 
     else:
         body = "".join(traceback.format_exception(exc))
     ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
-    last = f"{ename}: {evalue}" if ename else (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+    if ename:
+        last = f"{ename}: {evalue}" if evalue else str(ename)
+    else:
+        last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     last = " ".join(last.split())  # the exception's message, on one line
     if len(last) > 300:
         last = last[:300] + "…"
