@@ -4,6 +4,7 @@ are where every pin installs (python-support.toml) and are stated alike everywhe
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -320,3 +321,34 @@ def test_binder_builds_the_compendium_from_the_root_environment_yml():
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
     assert "-e ." in pip, "uslib itself is installed"
     assert "ipykernel" in _pins_environment(), "the notebooks' python3 kernel"
+
+
+@needs_make
+def test_a_rebuild_keeps_the_tensorflow_build_the_venv_was_made_with(tmp_path):
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    _fake_python(venv / "bin" / "python", "3.12")
+    stamp = venv / ".installed"
+    stamp.write_text("TF=tensorflow[and-cuda]==2.21.0\n")
+    os.utime(stamp, (0, 0))  # older than pyproject.toml: a pull changed the pins, so make rebuilds
+    done, work = _make(tmp_path, "-n", "venv", f"VENV={venv}")
+    assert done.returncode == 0, done.stderr
+    steps = done.stdout
+    assert "install --quiet -r" in steps and "'tensorflow[and-cuda]==2.21.0'" in steps
+    assert "-e '.[test]'" not in steps, "the pins' tensorflow-cpu would be installed over the CUDA build"
+    assert "printf 'TF=%s\\n' 'tensorflow[and-cuda]==2.21.0'" in steps, "the choice is recorded again"
+    # a venv made without TF rebuilds with the pins as they are
+    stamp.write_text("TF=\n")
+    os.utime(stamp, (0, 0))
+    done, _ = _make(tmp_path, "-n", "venv", f"VENV={venv}")
+    assert "-e '.[test]'" in done.stdout and "tensorflow[and-cuda]" not in done.stdout
+
+
+def test_the_requirements_of_a_tf_build_are_the_pins_without_tensorflow_cpu():
+    code = re.search(r"^py_reqs := (.*)$", (REPO_ROOT / "Makefile").read_text(), re.M).group(1)
+    code = code.replace("\\\\n", "\\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    pins = project["dependencies"] + project["optional-dependencies"]["test"]
+    assert out.stdout.split() == [p for p in pins if not p.startswith("tensorflow-cpu")]
+    assert len(out.stdout.split()) == len(pins) - 1

@@ -300,3 +300,17 @@ def test_chapter_01_runs_on_a_synthetic_file_in_the_oasbud_schema(tmp_path):
                 overrides={"run_dir": str(run_dir), "data_source": "oasbud", "oasbud_path": str(data),
                            "n_splits": 3})
     assert store.read_run_record(run_dir)["stages"]["01_data"]["status"] == "finished"
+
+
+def test_the_readme_says_what_the_default_profile_fetches():
+    """The README's network sentence agrees with params/default.yaml and the weights' source."""
+    from uslib.features import BACKBONES, weights_source
+
+    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    default = load_profile("default", check_folds=False)
+    hosts = {weights_source(b)[0].split("/")[2] for b in BACKBONES.values()}
+    if default["allow_download"] and default["weights"] == "imagenet":
+        total_mb = sum(BACKBONES[b].weights_size_bytes for b in default["backbones"]) / 1e6
+        assert "`allow_download: true`" in readme and f"about {total_mb:.0f} MB" in readme
+        assert all(h in readme for h in hosts) and "`allow_download: false` keeps a run offline" in readme
+    assert "Nothing reaches the network unless" not in readme or not default["allow_download"]
