@@ -314,3 +314,14 @@ def test_the_readme_says_what_the_default_profile_fetches():
         assert "`allow_download: true`" in readme and f"about {total_mb:.0f} MB" in readme
         assert all(h in readme for h in hosts) and "`allow_download: false` keeps a run offline" in readme
     assert "Nothing reaches the network unless" not in readme or not default["allow_download"]
+
+
+def test_run_all_help_prints_help_and_starts_nothing(tmp_path):
+    script = REPO_ROOT / "benchmarks" / "run_all.py"
+    out = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, cwd=tmp_path,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("usage: run_all.py"), out.stdout + out.stderr
+    assert "[bench]" not in out.stdout, "no benchmark started"
+    out = subprocess.run([sys.executable, str(script), "--only", "bench_nothing"], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120)
+    assert out.returncode == 2 and "no such benchmark: bench_nothing.py" in out.stderr and "[bench]" not in out.stdout
