@@ -873,6 +873,8 @@ def _owner_path(run_dir: Path) -> Path:
 def run_lock_holder(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     """The run that holds ``run_dir`` now (``pid``, ``started``, ``profile``), or None.
 
+    None also when the holder is this process (its own run asks).
+
     A lock left by a killed run holds nothing: the operating system released
     it with the process (the ``filelock`` package: ``fcntl`` on POSIX).
     Nothing is created when the folder does not exist.
@@ -890,7 +892,8 @@ def run_lock_holder(run_dir: str | os.PathLike) -> dict[str, Any] | None:
             owner = json.loads(_owner_path(p).read_text())
         except (OSError, ValueError):
             owner = {}
-        return owner if isinstance(owner, dict) else {}
+        owner = owner if isinstance(owner, dict) else {}
+        return None if owner.get("pid") == os.getpid() else owner  # this process's own run holds it
     lock.release()
     return None
 
