@@ -307,7 +307,7 @@ def _check_data(params: Mapping[str, Any], report: Preflight) -> int:
                             "sha256": None, "matches_public": None, "n_lesions": None, "note": ""}
     report.data = info
     if path is None:
-        report.problems.append("data: data_source is oasbud but oasbud_path is not set")
+        report.problems.append("oasbud_path: data_source is oasbud but oasbud_path is not set")
         return OASBUD_N_LESIONS
     if info["present"]:
         info["sha256"] = file_digest(path, "sha256")
@@ -328,7 +328,7 @@ def _check_data(params: Mapping[str, Any], report: Preflight) -> int:
         info["note"] = "missing: will be downloaded"
     else:
         report.problems.append(
-            f"data: {path} does not exist and allow_download is false: put OASBUD.mat (Zenodo record 545928) "
+            f"oasbud_path: {path} does not exist and allow_download is false: put OASBUD.mat (Zenodo record 545928) "
             "there, or set allow_download: true to fetch it (checked by SHA-256)")
         info["note"] = "missing"
     return OASBUD_N_LESIONS
