@@ -65,6 +65,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        if mode == "hold":  # 1000 bytes, then wait until the client's .part holds them, then the rest
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[:1000])
+            self.wfile.flush()
+            for _ in range(3000):  # a hang guard: 3000 polls
+                if srv.part.exists() and srv.part.stat().st_size >= 1000 or srv.stop.wait(0.01):
+                    break
+            srv.seen_part = srv.part.stat().st_size if srv.part.exists() else 0
+            self.wfile.write(body[1000:])
+            return
         if mode in ("trickle", "stall_once"):
             first = srv.counts.get(self.path, 0) == 0
             srv.counts[self.path] = srv.counts.get(self.path, 0) + 1
@@ -169,22 +181,36 @@ def test_interrupted_download_resumes_with_range(server, tmp_path):
     assert r1 is None and r2 == f"bytes={len(BLOB) * 2 // 5}-", "the second request resumes where the first stopped"
 
 
-def test_a_stalled_download_is_dropped_and_resumed_from_what_reached_the_part(server, tmp_path):
+def test_bytes_reach_the_part_as_they_arrive(server, tmp_path):
+    # the server sends 1000 bytes and waits, the connection open, until the client's .part holds them
+    server.files["/f.bin"], server.modes["/f.bin"] = BLOB, "hold"
+    target = tmp_path / "f.bin"
+    server.part = target.with_name("f.bin.part")
+    download(server.url + "/f.bin", target, sha256=_sha256(BLOB), progress=False, pause_s=0)
+    assert target.read_bytes() == BLOB and len(server.log) == 1
+    assert server.seen_part == 1000, "the first bytes were on disk while the connection was still open"
+
+
+def test_a_stalled_download_is_dropped_and_resumed(server, tmp_path):
+    # 1000 bytes, then silence until the test ends: only the stall timeout ends that request
     server.files["/f.bin"], server.modes["/f.bin"] = BLOB, "stall_once"
     target = tmp_path / "f.bin"
-    download(server.url + "/f.bin", target, sha256=_sha256(BLOB), progress=False, pause_s=0, stall_s=0.5)
-    assert target.read_bytes() == BLOB
-    # the 1000 bytes sent before the silence were on disk: the second request asks for the rest
-    assert [r for _, r in server.log] == [None, "bytes=1000-"]
+    done = []
+    worker = threading.Thread(target=lambda: done.append(download(
+        server.url + "/f.bin", target, sha256=_sha256(BLOB), progress=False, pause_s=0, stall_s=1, timeout_s=600)))
+    worker.start()
+    worker.join(300)  # a hang guard: without a stall timeout the first request would never end
+    assert done == [target] and target.read_bytes() == BLOB
+    assert len(server.log) == 2 and server.log[0][1] is None, "dropped after the stall, then asked again"
 
 
 def test_a_trickling_download_stops_at_the_deadline_keeping_what_arrived(server, tmp_path):
     server.files["/f.bin"], server.modes["/f.bin"] = BLOB[:100_000], "trickle"
     target = tmp_path / "f.bin"
     part = target.with_name("f.bin.part")
-    with pytest.raises(DownloadError, match=r"deadline of 1 s passed") as err:
+    with pytest.raises(DownloadError, match=r"deadline of 2 s passed") as err:
         download(server.url + "/f.bin", target, sha256=_sha256(BLOB[:100_000]), progress=False, pause_s=0,
-                 stall_s=5, deadline_s=1, retries=3)
+                 stall_s=30, deadline_s=2, retries=3)
     assert not target.exists() and part.exists() and 0 < part.stat().st_size < 100_000
     assert part.read_bytes() == BLOB[:part.stat().st_size], "the bytes reached the part as they came"
     assert f"{part.stat().st_size:,} bytes received are kept in {part}" in str(err.value)
@@ -458,16 +484,18 @@ def test_check_lists_downloads_and_refuses_what_cannot_be_had(tmp_path, monkeypa
     assert out.returncode == 0 and "falls back to random" in out.stdout, out.stdout
 
 
-def _closed_port() -> int:
+@pytest.fixture
+def closed_port():
+    """A loopback port nobody answers on: bound by this test (so no one else takes it), never listening."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        yield s.getsockname()[1]
 
 
-def test_check_names_an_unreachable_data_host_and_stops(server, monkeypatch, tmp_path):
-    port = _closed_port()
+def test_check_names_an_unreachable_data_host_and_stops(server, monkeypatch, tmp_path, closed_port):
+    port = closed_port
     monkeypatch.setenv("USLIB_OASBUD_URL", f"http://127.0.0.1:{port}/OASBUD.mat")
     monkeypatch.setenv("USLIB_OASBUD_SHA256", "0" * 64)
     monkeypatch.setenv("USLIB_WEIGHTS_BASE_URL", server.url + "/keras")  # reachable
@@ -485,8 +513,9 @@ def test_check_names_an_unreachable_data_host_and_stops(server, monkeypatch, tmp
 
 
 @pytest.mark.parametrize("strict", [False, True])
-def test_check_names_an_unreachable_weights_host_and_stops_only_when_strict(monkeypatch, tmp_path, strict):
-    port = _closed_port()
+def test_check_names_an_unreachable_weights_host_and_stops_only_when_strict(monkeypatch, tmp_path, strict,
+                                                                          closed_port):
+    port = closed_port
     monkeypatch.setenv("USLIB_WEIGHTS_BASE_URL", f"http://127.0.0.1:{port}/keras")
     path = _profile(tmp_path, profile="w", allow_download=True, strict_weights=strict, backbones=["vgg19"],
                     weights="imagenet")
