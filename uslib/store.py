@@ -787,8 +787,10 @@ SHARED_FOLDERS = ("/", "/home", "/Users", "/root", "/mnt", "/media", "/srv", "/o
                   "/private/tmp", "/dev/shm")
 #: Temporary folders, where a run directory may be although they lie in a system folder.
 TEMP_TREES = ("/tmp", "/var/tmp", "/dev/shm", "/private/tmp", "/private/var/folders", "/var/folders")
-#: What a folder may hold to be an existing run or cache directory without a run record.
-CACHE_ENTRIES = frozenset({"data", "features", "run.json.lock", "run.lock", "run.owner.json"})
+#: What a run directory holds (the layout above): a folder that holds nothing else is an existing run or
+#: cache directory even without a run record.
+CACHE_ENTRIES = frozenset({"run.json", "run.json.lock", "run.lock", "run.owner.json", "events.jsonl", "logs",
+                           "data", "features", "results", "robustness", "sweep", "manifest.csv", "chapters"})
 
 
 def _within(p: Path, tree: str) -> bool:
@@ -830,7 +832,7 @@ def location_problem(path: str | os.PathLike, *, kind: str = "run directory") ->
 
     It can be a folder that does not exist yet, an empty folder, or an
     existing uslib run directory (one that holds a run record, ``run.json``,
-    or only uslib's caches, ``data/`` and ``features/``). It can never be
+    or nothing but what a run directory holds, :data:`CACHE_ENTRIES`). It can never be
     ``/`` or a system folder (:func:`system_folder`), nor an existing file.
 
     Examples
