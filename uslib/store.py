@@ -790,7 +790,8 @@ TEMP_TREES = ("/tmp", "/var/tmp", "/dev/shm", "/private/tmp", "/private/var/fold
 #: What a run directory holds (the layout above): a folder that holds nothing else is an existing run or
 #: cache directory even without a run record.
 CACHE_ENTRIES = frozenset({"run.json", "run.json.lock", "run.lock", "run.owner.json", "events.jsonl", "logs",
-                           "data", "features", "results", "robustness", "sweep", "manifest.csv", "chapters"})
+                           "data", "features", "results", "robustness", "sweep", "manifest.csv", "manifest.csv.sha256",
+                           "chapters"})
 
 
 def _within(p: Path, tree: str) -> bool:
