@@ -7,7 +7,8 @@
 #   make bench    run the benchmarks (minutes; not part of the tests)
 #
 # PROFILE=params/tiny.yaml make book   runs another profile.
-# make venv TF='tensorflow[and-cuda]==2.21.0'  a new .venv with TensorFlow's CUDA build (GPU)
+# make venv TF='tensorflow[and-cuda]==2.21.0'  .venv with TensorFlow's CUDA build (GPU); the choice
+#                                      is kept in .venv/.installed, so later rebuilds keep it
 # make book PYTHON=python3.12          makes .venv with that interpreter (default:
 #                                      python3, else the newest supported python3.X).
 
@@ -16,9 +17,15 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PROFILE ?= params/default.yaml
 STAMP   := $(VENV)/.installed
-# TensorFlow in place of the pinned tensorflow-cpu when a new $(VENV) is made, e.g. for NVIDIA GPUs:
-#   rm -rf .venv && make venv TF='tensorflow[and-cuda]==2.21.0'   (keep the pinned version)
-TF      ?=
+# TensorFlow in place of the pinned tensorflow-cpu, e.g. for NVIDIA GPUs:
+#   make venv TF='tensorflow[and-cuda]==2.21.0'   (keep the pinned version)
+# The choice is recorded in $(STAMP) (a line TF=...) and is the default of every later rebuild (after a
+# pull changes pyproject.toml), so tensorflow-cpu is never installed over it; rm -rf .venv forgets it.
+TF      ?= $(patsubst TF=%,%,$(filter TF=%,$(if $(wildcard $(STAMP)),$(file < $(STAMP)))))
+# The pins of pyproject.toml, [test] included, without tensorflow-cpu: what a TF=... build installs.
+py_reqs := import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(r for r in p["dependencies"] + p["optional-dependencies"]["test"] if not r.startswith("tensorflow-cpu")))
+venv_tf  = $(PY) -m pip uninstall --quiet -y tensorflow-cpu && $(PY) -c '$(py_reqs)' > $(VENV)/requirements-tf.txt && $(PY) -m pip install --quiet -r $(VENV)/requirements-tf.txt '$(TF)' && $(PY) -m pip install --quiet --no-deps -e .
+venv_cpu = $(PY) -m pip install --quiet -e '.[test]'
 
 # The Pythons every pin has a wheel for, oldest first: python-support.toml
 # records each pin's, and tests/test_environment.py checks that this list,
@@ -64,9 +71,8 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@$(py_for_venv)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
-	$(if $(TF),$(PY) -m pip uninstall --quiet -y tensorflow-cpu && $(PY) -m pip install --quiet '$(TF)')
-	@touch $(STAMP)
+	$(if $(TF),$(venv_tf),$(venv_cpu))
+	@printf 'TF=%s\n' '$(TF)' > $(STAMP)
 
 book: $(STAMP)
 	$(PY) -m uslib run --profile $(PROFILE)

@@ -22,9 +22,23 @@ SCRIPTS = [
 ]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="run_all.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="benchmarks, in order: " + "; ".join(" ".join(s) for s in SCRIPTS))
+    parser.add_argument("--only", nargs="+", metavar="NAME",
+                        help="run only these benchmarks (e.g. bench_features or bench_features.py)")
+    args = parser.parse_args(argv)
+    wanted = {n if n.endswith(".py") else f"{n}.py" for n in args.only} if args.only else None
+    unknown = sorted(wanted - {s[0] for s in SCRIPTS}) if wanted else []
+    if unknown:
+        parser.error(f"no such benchmark: {', '.join(unknown)}")
     failed = []
     for script, *args in SCRIPTS:
+        if wanted is not None and script not in wanted:
+            continue
         path = HERE / script
         if not path.exists():
             print(f"[bench] {script}: not present, skipped")

@@ -415,6 +415,14 @@ def _bad(records, i, field, value):
             lambda r: _bad(r, 1, "rf2", np.full((70, 510), np.nan, np.float32)),
             r"record 1 \(id '200AT'\), field 'rf2' contains NaN or Inf",
         ),
+        (
+            lambda r: _bad(r, 1, "rf1", np.zeros_like(r[1]["rf1"])),
+            r"record 1 \(id '200AT'\), field 'rf1' is all zero after skip_samples=20: no echo signal",
+        ),
+        (
+            lambda r: _bad(r, 2, "rf2", np.full_like(r[2]["rf2"], 7)),
+            r"record 2 \(id '4at'\), field 'rf2' is constant \(every sample 7\) after skip_samples=20",
+        ),
         (lambda r: _bad(r, 2, "class", np.array([[2]], np.uint8)), r"record 2 \(id '4at'\), field 'class' must be 0"),
         (
             lambda r: _bad(r, 2, "class", np.array([[0, 1]], np.uint8)),

@@ -10,7 +10,6 @@ through a wrapper around ``uslib.features._build`` that also counts calls.
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import replace
 
 import numpy as np
@@ -277,9 +276,7 @@ def test_vgg19_features(ds, manifest, tmp_path):
 
 def test_cache_hit_does_not_build(ds, manifest, baseline, hermetic):
     fs, cache_dir = baseline
-    t = time.perf_counter()
     again = _extract(ds, manifest, cache_dir, batch_size=2)
-    assert time.perf_counter() - t < 2.0
     assert hermetic == []  # no model built
     assert again.n_computed == 0 and again.n_cached == len(manifest)
     np.testing.assert_array_equal(again.features, fs.features)

@@ -200,3 +200,125 @@ def test_file_lock_makes_processes_started_together_compute_once(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", code, str(target), str(log)], cwd=REPO_ROOT) for _ in range(3)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
     assert log.read_text().splitlines() == ["computed"]
+
+
+# --------------------------------------------------------------------------- #
+# Every store read survives any damage: named, removed, recomputed
+# --------------------------------------------------------------------------- #
+
+def _damage(target, how):
+    """Damage a file in place: undecodable bytes, empty, a folder in its place, or a JSON of the wrong shape."""
+    if target.is_dir():
+        shutil.rmtree(target)
+    else:
+        target.unlink(missing_ok=True)
+    if how == "undecodable":
+        target.write_bytes(b"\xff\xfe\x80\x81" * 16)
+    elif how == "empty":
+        target.write_bytes(b"")
+    elif how == "folder":
+        target.mkdir()
+        (target / "x").write_text("x")
+    else:
+        target.write_text(how)
+
+
+def _sealed_csv(folder):
+    path = folder / "t.csv"
+    return path, lambda: store.save_csv(path, pd.DataFrame({"v": [1, 2]})), lambda: store.load_csv(path)
+
+
+def _sealed_dir(folder):
+    out = folder / "res"
+
+    def write():
+        out.mkdir(exist_ok=True)
+        (out / "a.csv").write_text("x\n1\n")
+        store.seal_dir(out)
+
+    return out, write, lambda: (store.verify_dir(out), (out / "a.csv").read_text())[1]
+
+
+def _json_cache(folder):
+    path = folder / "c.json"
+    return path, lambda: store.save_json(path, {"a": 1}), lambda: store.load_json(path)
+
+
+def _npz_cache(folder):
+    path = folder / "c.npz"
+    return path, lambda: save_npz(path, a=np.arange(3)), lambda: load_npz(path)["a"].tolist()
+
+
+def _survives(tmp_path, monkeypatch, target_of, artefact, how):
+    """Damage one part of an artefact; load_or_compute must name it, remove it and recompute it, once."""
+    monkeypatch.delenv(store.EVENTS_ENV, raising=False)
+    path, write, load = artefact(tmp_path)
+    write()
+    good = load()
+    target = target_of(path)
+    _damage(target, how)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        write()
+        return load()
+
+    same = (lambda x: x.equals(good)) if isinstance(good, pd.DataFrame) else (lambda x: x == good)
+    with pytest.warns(store.DamagedArtefactWarning, match=path.name):
+        got = store.load_or_compute(load, compute)
+    assert same(got) and same(load())
+    assert calls == [1], "recomputed exactly once"
+
+
+@pytest.mark.parametrize("how", ["undecodable", "empty", "folder", "[]", "not a digest  t.csv\n"])
+def test_a_damaged_seal_is_named_removed_and_recomputed(tmp_path, monkeypatch, how):
+    _survives(tmp_path, monkeypatch, lambda p: p.with_name(p.name + ".sha256"), _sealed_csv, how)
+
+
+@pytest.mark.parametrize("how", ["undecodable", "empty", "folder"])
+def test_a_damaged_sealed_file_is_named_removed_and_recomputed(tmp_path, monkeypatch, how):
+    _survives(tmp_path, monkeypatch, lambda p: p, _sealed_csv, how)
+
+
+@pytest.mark.parametrize("how", ["undecodable", "empty", "folder", "[]", '{"files": {}}', '{"files": []}',
+                                 '{"files": {"a.csv": 5}}', '{"files": {"b.csv": "' + "0" * 64 + '"}}', "null"])
+def test_a_damaged_folder_seal_is_named_removed_and_recomputed(tmp_path, monkeypatch, how):
+    _survives(tmp_path, monkeypatch, lambda p: p / store.SEAL, _sealed_dir, how)
+
+
+@pytest.mark.parametrize("how", ["undecodable", "empty", "folder"])
+def test_a_damaged_file_in_a_sealed_folder_is_named_removed_and_recomputed(tmp_path, monkeypatch, how):
+    _survives(tmp_path, monkeypatch, lambda p: p / "a.csv", _sealed_dir, how)
+
+
+def test_a_sealed_folder_replaced_by_a_file_is_recomputed(tmp_path, monkeypatch):
+    _survives(tmp_path, monkeypatch, lambda p: p, _sealed_dir, "not a folder")
+
+
+@pytest.mark.parametrize("how", ["undecodable", "empty", "folder", "{"])
+def test_a_damaged_json_cache_is_named_removed_and_recomputed(tmp_path, monkeypatch, how):
+    _survives(tmp_path, monkeypatch, lambda p: p, _json_cache, how)
+
+
+@pytest.mark.parametrize("how", ["undecodable", "empty", "folder"])
+def test_a_damaged_npz_cache_is_named_removed_and_recomputed(tmp_path, monkeypatch, how):
+    _survives(tmp_path, monkeypatch, lambda p: p, _npz_cache, how)
+
+
+def test_a_seal_that_names_no_digest_is_a_damaged_artefact_naming_the_file(tmp_path):
+    path = tmp_path / "d.mat"
+    path.write_bytes(b"data")
+    store.seal(path)
+    side = tmp_path / "d.mat.sha256"
+    side.write_bytes(bytes([side.read_bytes()[0] ^ 0x80]) + side.read_bytes()[1:])  # one flipped bit
+    with pytest.raises(store.DamagedArtefact, match="d.mat"):
+        store.sealed_digest(path)
+    with pytest.raises(store.DamagedArtefact, match="d.mat"):
+        store.verify(path)
+
+
+def test_a_run_record_replaced_by_a_folder_names_the_file_and_the_way_out(tmp_path):
+    (tmp_path / "run.json").mkdir()
+    with pytest.raises(store.DamagedRecord, match=r"run.json.*rm -r"):
+        store.read_run_record(tmp_path)

@@ -39,13 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ProfileError
     from .download import DownloadError
     from .run import BookError
-    from .store import DamagedRecord
+    from .scheduler import SchedulerUnreachable
+    from .store import DamagedRecord, RunDirectoryBusy, UnsafeLocation
 
     if getattr(args, "jobs", None) is not None and args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
     try:
         return _dispatch(args)
-    except (ProfileError, BookError, DamagedRecord, DownloadError) as e:  # the user's to fix: one line, no traceback
+    except (ProfileError, BookError, DamagedRecord, DownloadError, RunDirectoryBusy, UnsafeLocation,
+            SchedulerUnreachable) as e:  # the user's to fix: one line, no traceback
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
 

@@ -16,11 +16,17 @@ profile needs and whether it can run here:
   measured on this machine (``runs/benchmarks/features.json``, written by
   ``make bench``) or, failing that, a stated default.
 
+* **the download hosts**: each host a download would come from is probed
+  (a TCP connection, :data:`PROBE_TIMEOUT_S` seconds for all of them at
+  once); one that cannot be reached is named, and stops the run when what
+  it serves is needed (the OASBUD file, or weights with ``strict_weights``).
+
 File hashes are memoised by (path, size, mtime) (:func:`uslib.download.file_digest`),
 so a second check is instant even with 0.9 GB of data and weights in place.
 
-:func:`preflight` returns a :class:`Preflight` (pure: it reads the file
-system, never the network); :func:`format_preflight` renders it;
+:func:`preflight` returns a :class:`Preflight` (it reads the file system, and
+touches the network only to probe the hosts of planned downloads);
+:func:`format_preflight` renders it;
 :func:`fetch_missing` downloads what it lists (data set by SHA-256, weights
 by MD5, with progress bars), which is what makes
 ``make book PROFILE=params/paper.yaml`` one command on a machine with the
@@ -48,6 +54,11 @@ __all__ = [
     "preflight",
     "format_preflight",
     "fetch_missing",
+    "path_problems",
+    "require_paths",
+    "probe_hosts",
+    "DOWNLOAD_BYTES_PER_S",
+    "PROBE_TIMEOUT_S",
 ]
 
 #: Feature throughput (images/s) assumed when ``runs/benchmarks/features.json`` is absent:
@@ -61,6 +72,10 @@ RESULTS_BYTES = 20_000_000
 FIXED_SECONDS = 180.0
 #: Seconds per lesion outside the networks (loading, reconstruction, cropping).
 SECONDS_PER_LESION = 1.0
+#: Download rate assumed by the time estimate, bytes/s (an assumption, stated wherever it is used).
+DOWNLOAD_BYTES_PER_S = 5e6
+#: Seconds the probe of the download hosts may take, all hosts together.
+PROBE_TIMEOUT_S = 2.0
 #: Where ``make bench`` writes its figures.
 BENCH_DIR = REPO_ROOT / "runs" / "benchmarks"
 
@@ -113,6 +128,11 @@ class Preflight:
         Estimated run time, s.
     throughput_source : str
         Where the images/s came from (a measured file, or the stated default).
+    download_seconds : float
+        Part of ``seconds`` spent downloading (at :data:`DOWNLOAD_BYTES_PER_S`).
+    unreachable : dict
+        ``host:port`` -> why it could not be reached, for each download host
+        that did not answer the probe.
     problems : list of str
         What stops the run (exit status 1).
     warnings : list of str
@@ -128,6 +148,8 @@ class Preflight:
     free_bytes: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     throughput_source: str = ""
+    download_seconds: float = 0.0
+    unreachable: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -207,6 +229,65 @@ def _free_bytes(path: Path) -> int:
     return shutil.disk_usage(p).free
 
 
+def path_problems(params: Mapping[str, Any]) -> list[str]:
+    """Every path of a profile that cannot serve, as ``"<key>: <problem>"`` lines (empty: all can).
+
+    * ``run_dir`` and ``cache_dir``: a new or empty folder, or an existing
+      uslib run directory; never ``/``, a system folder or a file
+      (:func:`uslib.store.location_problem`); ``run_dir`` not in use by
+      another run (:func:`uslib.store.run_lock_holder`).
+    * ``oasbud_path`` (with ``data_source: oasbud``, unless ``download``):
+      not a folder; a missing file is the data check's business (it may be
+      downloaded there).
+    * ``patients_csv``: an existing file.
+    * ``weights_path`` (with ``weights: imagenet``): an existing file or folder.
+
+    Reads the file system only; creates nothing.
+    """
+    from . import store
+
+    out = []
+    for key, kind in (("run_dir", "run directory"), ("cache_dir", "cache directory")):
+        if params.get(key):
+            problem = store.location_problem(params[key], kind=kind)
+            if problem:
+                out.append(f"{key}: {problem}")
+    if params.get("run_dir") and not any(o.startswith("run_dir:") for o in out):
+        owner = store.run_lock_holder(params["run_dir"])
+        if owner is not None:
+            out.append(store.busy_message(resolve_path(params["run_dir"]), owner))
+    raw = params.get("oasbud_path")
+    if params.get("data_source") == "oasbud" and raw and raw != "download":
+        p = resolve_path(raw)
+        if p.is_dir():
+            out.append(f"oasbud_path: {p} is a folder, not the OASBUD.mat file")
+        elif p.exists() and not p.is_file():
+            out.append(f"oasbud_path: {p} is not a file")
+    if params.get("patients_csv"):
+        p = resolve_path(params["patients_csv"])
+        if not p.is_file():
+            out.append(f"patients_csv: {p} " + ("is a folder, not a CSV file" if p.is_dir() else "does not exist"))
+    if params.get("weights_path") and params.get("weights", "imagenet") == "imagenet":
+        p = resolve_path(params["weights_path"])
+        if not p.exists():
+            out.append(f"weights_path: {p} does not exist (it is never replaced by random weights: fix the "
+                       "path or remove the key)")
+    return out
+
+
+def require_paths(params: Mapping[str, Any], *, source: str = "profile") -> None:
+    """Raise :class:`uslib.config.ProfileError` naming every path of ``params`` that cannot serve.
+
+    What :func:`path_problems` finds; the runner calls it before it writes
+    anything (``run.json`` included).
+    """
+    problems = path_problems(params)
+    if problems:
+        from .config import ProfileError
+
+        raise ProfileError(source, problems)
+
+
 def _check_data(params: Mapping[str, Any], report: Preflight) -> int:
     """Fill ``report.data`` (and downloads/problems); return the lesion count used for estimates."""
     from .oasbud import OASBUD_N_LESIONS, OASBUD_SHA256, OASBUD_SIZE_BYTES, count_records, oasbud_source
@@ -226,7 +307,7 @@ def _check_data(params: Mapping[str, Any], report: Preflight) -> int:
                             "sha256": None, "matches_public": None, "n_lesions": None, "note": ""}
     report.data = info
     if path is None:
-        report.problems.append("data: data_source is oasbud but oasbud_path is not set")
+        report.problems.append("oasbud_path: data_source is oasbud but oasbud_path is not set")
         return OASBUD_N_LESIONS
     if info["present"]:
         info["sha256"] = file_digest(path, "sha256")
@@ -247,7 +328,7 @@ def _check_data(params: Mapping[str, Any], report: Preflight) -> int:
         info["note"] = "missing: will be downloaded"
     else:
         report.problems.append(
-            f"data: {path} does not exist and allow_download is false: put OASBUD.mat (Zenodo record 545928) "
+            f"oasbud_path: {path} does not exist and allow_download is false: put OASBUD.mat (Zenodo record 545928) "
             "there, or set allow_download: true to fetch it (checked by SHA-256)")
         info["note"] = "missing"
     return OASBUD_N_LESIONS
@@ -285,6 +366,14 @@ def _check_weights(params: Mapping[str, Any], report: Preflight) -> None:
                 f"weights: {bb.weights_file} is not in the Keras cache ({target.parent}) nor at weights_path, "
                 f"strict_weights is true and allow_download is false: fetch {bb.weights_url} "
                 f"(md5 {bb.weights_md5}) into {target.parent}, or set allow_download: true")
+        elif params.get("weights_path"):  # weights were pointed at: never replaced by random ones
+            report.weights[b] = {"kind": "missing", "path": str(target), "md5": None, "note": "missing"}
+            if not resolve_path(params["weights_path"]).exists():
+                continue  # path_problems names the path itself
+            report.problems.append(
+                f"weights_path: no {bb.weights_file} for {b} at {resolve_path(params['weights_path'])} nor in the "
+                f"Keras cache ({target.parent}), and allow_download is false: put it there, or set "
+                "allow_download: true")
         else:
             report.weights[b] = {"kind": "random", "path": None, "md5": None,
                                  "note": "missing: falls back to random initialisation"}
@@ -292,17 +381,90 @@ def _check_weights(params: Mapping[str, Any], report: Preflight) -> None:
                                    "initialisation, and every results page will say so")
 
 
-def preflight(params: Mapping[str, Any], *, bench_dir: Path = BENCH_DIR) -> Preflight:
+def _host_port(url: str) -> tuple[str, int] | None:
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    if not u.hostname:
+        return None
+    try:
+        port = u.port
+    except ValueError:
+        return None
+    return u.hostname, port or (443 if u.scheme == "https" else 80)
+
+
+def probe_hosts(urls, *, timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, str | None]:
+    """Whether the host of each URL accepts a TCP connection: ``"host:port"`` -> None, or why not.
+
+    All hosts are probed at once, each in a daemon thread, and the answer
+    comes after at most ``timeout_s`` seconds in all (a name lookup that
+    hangs counts as no answer; its thread is left behind, never waited for).
+
+    Examples
+    --------
+    >>> probe_hosts(["not a url"])
+    {}
+    """
+    import socket
+    import threading
+    import time
+
+    targets = {f"{h}:{p}": (h, p) for h, p in filter(None, (_host_port(u) for u in urls))}
+    results: dict[str, str | None] = {}
+
+    def probe(name: str, host: str, port: int) -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout_s):
+                results[name] = None
+        except Exception as exc:  # noqa: BLE001 - any failure means "cannot reach"; say which
+            results[name] = " ".join(f"{type(exc).__name__}: {exc}".split())
+
+    threads = [threading.Thread(target=probe, args=(n, h, p), daemon=True, name=f"uslib-probe-{n}")
+               for n, (h, p) in targets.items()]
+    for t in threads:
+        t.start()
+    end = time.monotonic() + timeout_s
+    for t in threads:
+        t.join(max(0.0, end - time.monotonic()))
+    return {n: results.get(n, f"no answer within {timeout_s:g} s") for n in targets}
+
+
+def _check_hosts(params: Mapping[str, Any], report: Preflight) -> None:
+    """Probe the hosts of the planned downloads; name those that cannot be reached."""
+    if not report.downloads:
+        return
+    answers = probe_hosts([d.url for d in report.downloads])
+    report.unreachable = {n: why for n, why in answers.items() if why is not None}
+    strict = bool(params.get("strict_weights", False))
+    for d in report.downloads:
+        hp = _host_port(d.url)
+        name = f"{hp[0]}:{hp[1]}" if hp else d.url
+        if name not in report.unreachable:
+            continue
+        why = f"cannot reach {name} ({report.unreachable[name]}) to download {d.what}"
+        if d.what == "OASBUD.mat":
+            report.problems.append(f"network: {why}: put OASBUD.mat at {d.target} (Zenodo record 545928)")
+        elif strict:
+            report.problems.append(f"network: {why} and strict_weights is true: put the file at {d.target}")
+        else:
+            report.warnings.append(f"network: {why}: its features will come from a random initialisation")
+
+
+def preflight(params: Mapping[str, Any], *, bench_dir: Path = BENCH_DIR, probe: bool = True) -> Preflight:
     """Check a validated profile (:func:`uslib.config.load_profile`) against this machine.
 
-    Reads the file system only (hashes memoised by path, size and mtime); no
-    network, no TensorFlow.
+    Reads the file system (hashes memoised by path, size and mtime); touches
+    the network only to probe the hosts of planned downloads
+    (:func:`probe_hosts`, at most :data:`PROBE_TIMEOUT_S` seconds; ``probe``
+    False skips it); no TensorFlow.
 
     Returns
     -------
     Preflight
     """
     report = Preflight(profile=str(params.get("profile", "")))
+    report.problems.extend(path_problems(params))
     n_lesions = _check_data(params, report)
     _check_weights(params, report)
     if params.get("precision") == "bfloat16":
@@ -322,8 +484,11 @@ def preflight(params: Mapping[str, Any], *, bench_dir: Path = BENCH_DIR) -> Pref
         rate, src = throughput(b, bench_dir)
         seconds += n / rate
         sources.add(src)
-    report.seconds = seconds
+    report.download_seconds = report.download_bytes / DOWNLOAD_BYTES_PER_S
+    report.seconds = seconds + report.download_seconds
     report.throughput_source = "; ".join(sorted(sources))
+    if probe:
+        _check_hosts(params, report)
 
     rdir = resolve_path(params.get("run_dir", "runs/default"))
     needs: dict[str, int] = {str(rdir): report.run_dir_bytes}
@@ -399,8 +564,10 @@ def format_preflight(report: Preflight) -> str:
     for folder, free in report.free_bytes.items():
         lines.append(f"  disk      {folder}: {_gb(free)} free")
     lines.append(f"  run dir   about {_gb(report.run_dir_bytes)} when complete")
+    downloads = (f"; downloads included: about {_duration(report.download_seconds)} at an assumed "
+                 f"{DOWNLOAD_BYTES_PER_S / 1e6:g} MB/s") if report.downloads else ""
     lines.append(f"  time      about {_duration(report.seconds)} from a cold start "
-                 f"(images/s: {report.throughput_source})")
+                 f"(images/s: {report.throughput_source}{downloads})")
     for w in report.warnings:
         lines.append(f"  warning   {w}")
     for p in report.problems:
@@ -427,7 +594,7 @@ def fetch_missing(params: Mapping[str, Any], *, progress: bool = True) -> list[P
     from .download import DownloadError
     from .features import download_weights
 
-    report = preflight(params)
+    report = preflight(params, probe=False)
     got: list[Path] = []
     for d in report.downloads:
         print(f"[uslib] downloading {d.what} ({_gb(d.size_bytes)}) from {d.url} to {d.target}", flush=True)

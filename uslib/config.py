@@ -113,7 +113,13 @@ class ProfileError(ValueError):
 # --------------------------------------------------------------------------- #
 
 DynamicRangeDb = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-MarginMm = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+#: Upper bounds on sizes: far above any real run, low enough that a typo (an extra three zeros) is
+#: refused at once instead of simulating, allocating or checking folds for minutes.
+MAX_N_LESIONS = 5000          # OASBUD has 100 lesions; a phantom lesion is ~6.5 MB on disk
+MAX_BATCH_SIZE = 4096         # images per forward pass
+MAX_MARGIN_MM = 100.0         # an OASBUD scan is ~50 mm deep
+MAX_SKIP_SAMPLES = 100_000    # an OASBUD RF matrix has ~2000 rows
+MarginMm = Annotated[float, Field(gt=0, le=MAX_MARGIN_MM, allow_inf_nan=False)]
 Backbone = Literal["inception_v3", "vgg19"]
 
 
@@ -166,8 +172,9 @@ class Profile(BaseModel):
         None, 'path to OASBUD.mat when data_source is oasbud ("download" fetches it)',
         rule="required when data_source is oasbud", min_length=1)
     patients_csv: str | None = _param(None, "optional CSV (id,patient) overriding the patient rule", min_length=1)
-    skip_samples: int = _param(20, "non-echo rows dropped at the top of every RF matrix", ge=0)
-    n_lesions: int = _param(40, "phantom only: number of lesions", required=True, ge=1)
+    skip_samples: int = _param(20, "non-echo rows dropped at the top of every RF matrix", ge=0,
+                               le=MAX_SKIP_SAMPLES)
+    n_lesions: int = _param(40, "phantom only: number of lesions", required=True, ge=1, le=MAX_N_LESIONS)
     data_seed: int = _param(0, "phantom only: seed of the simulation", required=True, ge=0, le=_MAX_SEED)
     # Images
     dynamic_ranges_db: list[DynamicRangeDb] = _param(
@@ -188,7 +195,7 @@ class Profile(BaseModel):
     weights_seed: int = _param(0, "seed of the random-initialisation fallback", ge=0, le=_MAX_SEED)
     batch_size: int | None = _param(
         None, "images per forward pass; null: each network's rule (InceptionV3 64, VGG19 32: "
-              "uslib.features.DEFAULT_BATCH_SIZE, chosen for throughput on CPUs)", ge=1)
+              "uslib.features.DEFAULT_BATCH_SIZE, chosen for throughput on CPUs)", ge=1, le=MAX_BATCH_SIZE)
     precision: Literal["float32", "bfloat16"] = _param(
         "float32", "arithmetic of the networks: float32, or bfloat16 (opt-in: faster on CPUs with AVX512_BF16 or "
         "AMX, features differ slightly and are cached apart; refused where the CPU has no native bfloat16)",
@@ -228,6 +235,9 @@ class Profile(BaseModel):
         None, "where feature extraction and sweeps run: null in this process; local: a Dask LocalCluster "
         "sized to this machine; or a Dask scheduler address such as tcp://host:8786",
         rule="null, local, or <protocol>://<host>:<port>", min_length=1)
+    scheduler_timeout_s: float = _param(
+        10, "seconds to wait for a scheduler address to answer before the run stops, s", runner_only=True,
+        gt=0, le=600, allow_inf_nan=False)
     cache_dir: str | None = _param(
         None, "folder of the content-keyed caches (data set file, CNN features) shared between runs; "
         "null: the run directory", min_length=1)
@@ -700,6 +710,32 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# YAML 1.2 reads 1e-3, 1E5 and 1e300 as numbers; PyYAML (YAML 1.1) wants a dot and a signed exponent
+# (1.0e-3, 1.0e+5), and would hand the schema the string '1e-3'. The loader resolves both as numbers.
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def _profile_text(p: Path, source: str) -> str:
+    """The text of a profile file: UTF-8 (a byte-order mark allowed), else one line saying what it is."""
+    try:
+        raw = p.read_bytes()
+    except IsADirectoryError:
+        raise ProfileError(source, "is a folder, not a YAML file") from None
+    except OSError as e:
+        raise ProfileError(source, f"cannot be read ({e.strerror or type(e).__name__})") from None
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw:
+        what = "UTF-16 or UTF-32 text" if raw.startswith((b"\xff\xfe", b"\xfe\xff")) else "a binary file"
+        raise ProfileError(source, f"not a UTF-8 text file (it looks like {what}): save it as UTF-8 YAML")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ProfileError(source, f"not a UTF-8 text file (byte {e.start} is {raw[e.start:e.start + 1]!r}): "
+                                   "save it as UTF-8 YAML") from None
+
+
 def _shown(path: Path) -> str:
     return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
@@ -758,11 +794,11 @@ def load_profile(profile: str | os.PathLike, overrides: Mapping[str, Any] | None
         raise ProfileError(f"profile {str(profile)!r}", f"no such file ({p})")
     source = f"profile {_shown(p)}"
     try:
-        params = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)
+        params = yaml.load(_profile_text(p, source), Loader=_UniqueKeyLoader)
     except _DuplicateKey as e:
         raise ProfileError(source, str(e)) from None
     except yaml.YAMLError as e:
-        raise ProfileError(source, f"not valid YAML: {e}") from e
+        raise ProfileError(source, "not valid YAML: " + " ".join(str(e).split())) from None
     if not isinstance(params, dict):
         raise ProfileError(source, "expected a mapping of parameter names to values")
     merged = {**params, **dict(overrides or {})}

@@ -269,6 +269,19 @@ def _geometry(acq: Acquisition) -> str:
             f"fs {acq.fs_hz / 1e6:g} MHz, f0 {acq.f0_hz / 1e6:g} MHz, c {acq.c_m_s:g} m/s")
 
 
+def _refuse_flat_rf(rf: np.ndarray, where: str, skip: int) -> None:
+    """Refuse RF with no echo at all: every sample zero, or every sample the same value.
+
+    Such a scan has no envelope to compress (all zero) or compresses to one
+    grey level (constant), so every image of it would be blank or white.
+    """
+    lo, hi = rf.min(), rf.max()
+    if lo == hi:
+        what = "all zero" if hi == 0 else f"constant (every sample {hi.item()!r})"
+        after = f" after skip_samples={skip}" if skip else ""
+        raise DatasetError(f"{where} is {what}{after}: no echo signal to reconstruct")
+
+
 def _read_scan(rf: Any, roi: Any, j: int, where: str, skip: int, acquisition: Acquisition,
                declared: bool) -> Scan:
     rf_name, roi_name = f"rf{j}", f"roi{j}"
@@ -292,6 +305,7 @@ def _read_scan(rf: Any, roi: Any, j: int, where: str, skip: int, acquisition: Ac
     if rf.shape[0] <= skip:
         raise DatasetError(f"{where}, field '{rf_name}' has {rf.shape[0]} rows, "
                            f"none left after skip_samples={skip}")
+    _refuse_flat_rf(rf[skip:], f"{where}, field '{rf_name}'", skip)
     n_rows, n_lines = rf.shape[0] - skip, rf.shape[1]
     if n_lines != acquisition.n_lines:
         if declared:
@@ -495,7 +509,8 @@ def load_oasbud(
     Examples
     --------
     >>> import tempfile, os
-    >>> rf = np.zeros((40, 510), np.int16); roi = np.zeros((40, 510), bool); roi[25:, 100:200] = True
+    >>> rf = np.arange(40 * 510, dtype=np.int16).reshape(40, 510) % 97
+    >>> roi = np.zeros((40, 510), bool); roi[25:, 100:200] = True
     >>> scans = (Scan(rf, roi), Scan(rf, roi))
     >>> ds = Dataset([Lesion("4lw", "4lw", "lw", 1, "4c", scans)], source="example")
     >>> with tempfile.TemporaryDirectory() as tmp:

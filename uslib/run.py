@@ -504,6 +504,48 @@ def stamp_chapter(path: str | os.PathLike, **meta: Any) -> None:
         nbformat.write(nb, str(tmp))
 
 
+def is_chapter_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is a chapter's failure (a cell raised, the kernel died, a cell ran out of time)."""
+    import nbclient.exceptions
+    import papermill.exceptions
+
+    return isinstance(exc, (papermill.exceptions.PapermillExecutionError, nbclient.exceptions.CellTimeoutError,
+                            nbclient.exceptions.DeadKernelError))
+
+
+def chapter_failure_line(stem: str, exc: BaseException, log: str | os.PathLike) -> str:
+    """The one terminal line of a failed chapter; its full traceback is written to ``log``.
+
+    The line names the chapter, the exception's last line and the log, e.g.
+    ``[uslib] 01_data: failed: ValueError: boom (log: runs/x/logs/01_data.error.txt)``.
+    """
+    import traceback
+
+    log = Path(log)
+    text = getattr(exc, "traceback", None)  # papermill: the kernel's traceback, lines with ANSI colours
+    if isinstance(text, list) and text:
+        import re
+
+        body = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(text))
+    else:
+        body = "".join(traceback.format_exception(exc))
+    ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
+    if ename:
+        last = f"{ename}: {evalue}" if evalue else str(ename)
+    else:
+        last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    last = " ".join(last.split())  # the exception's message, on one line
+    if len(last) > 300:
+        last = last[:300] + "…"
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(body + "\n")
+    except OSError:
+        pass
+    shown = repo_relative(log) if log.resolve().is_relative_to(REPO_ROOT) else str(log)
+    return f"[uslib] {stem}: failed: {last} (log: {shown})"
+
+
 #: Niceness added to a chapter's kernel while it runs beside a chapter on a longer chain.
 BACKGROUND_NICE = 10
 
@@ -647,8 +689,26 @@ def run_profile(
     -------
     dict
         ``params``, ``run_dir``, ``run_id``, ``stage_seconds``.
+
+    Raises
+    ------
+    uslib.config.ProfileError
+        A path of the profile cannot serve (:func:`uslib.check.path_problems`):
+        nothing is written, ``run.json`` included.
+    uslib.store.RunDirectoryBusy
+        Another run holds the run directory (:func:`uslib.store.run_lock`).
     """
+    from .check import require_paths
+
     params = load_profile(profile, overrides=overrides)
+    require_paths(params, source=f"profile {profile}")
+    with store.run_lock(params["run_dir"], profile=params.get("profile")):
+        return _run_locked(params, only=only, output_dir=output_dir, notebook_dir=notebook_dir, fetch=fetch,
+                           jobs=jobs)
+
+
+def _run_locked(params: dict[str, Any], *, only, output_dir, notebook_dir, fetch: bool, jobs) -> dict[str, Any]:
+    """:func:`run_profile` once the profile is valid and the run directory is this run's alone."""
     if fetch:
         from .check import fetch_missing
 
@@ -685,7 +745,7 @@ def run_profile(
         # One cluster for the whole run (its workers keep the networks between chapters), started only
         # when a chapter that runs declares `scheduler`; the chapters get its address and start nothing.
         wanted = params.get("scheduler") if any("scheduler" in notebook_parameters(nb) for nb in selected) else None
-        client = resources.enter_context(scheduler.cluster(wanted))
+        client = resources.enter_context(scheduler.cluster(wanted, timeout_s=params.get("scheduler_timeout_s")))
         chapter_params = params
         if client is not None:
             chapter_params = {**params, "scheduler": client.scheduler.address}
@@ -713,8 +773,10 @@ def run_profile(
                                 kernel_env={store.EVENTS_ENV: str(chapter_events)},
                                 nice=BACKGROUND_NICE if background else 0)
                 status = "finished"
-            except BaseException:
-                status = "interrupted" if interrupted() else "failed"
+            except BaseException as exc:
+                status = "interrupted" if interrupted() or isinstance(exc, KeyboardInterrupt) else "failed"
+                if status == "failed":
+                    _say(chapter_failure_line(stem, exc, store.chapter_error_path(rdir, stem)))
                 raise
             finally:
                 timings[stem] = round(time.perf_counter() - t0, 2)
@@ -734,6 +796,9 @@ def run_profile(
         with runner_tail.running():
             _run_lanes([nb.stem for nb in selected], needs, priority, run_one, jobs=n_jobs,
                        interrupt=lambda stems: _interrupt_kernels(Path(output_dir) / by_stem[s].name for s in stems))
+    except BaseException as exc:  # the record never stays at "running" (an unreachable scheduler, a failure)
+        store.update_run_record(rdir, status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+        raise
     finally:
         resources.close()
         if old_env is None:
@@ -839,12 +904,23 @@ def main_run(profile: str, *, only: list[str] | None = None, build: bool = True,
     """
     from .pages import write_generated_pages
 
+    from .check import require_paths
+
     t0 = time.perf_counter()
-    if main_check(profile, params=load_profile(profile)) != 0:
+    params = load_profile(profile)
+    require_paths(params, source=f"profile {profile}")  # a bad path or a busy run_dir: one line, nothing written
+    if main_check(profile, params=params) != 0:
         print("[uslib] not running: fix the problems above (python -m uslib check --profile P repeats the check)",
               file=sys.stderr, flush=True)
         return 1
-    result = run_profile(profile, only=only, jobs=jobs)
+    try:
+        result = run_profile(profile, only=only, jobs=jobs)
+    except Exception as exc:
+        if not is_chapter_failure(exc):
+            raise
+        print("[uslib] not finished: a chapter failed (the line above names it and its log)", file=sys.stderr,
+              flush=True)
+        return 1
     rdir = result["run_dir"]
     if build:
         check_chapters(CHAPTER_DIR, run_dir=rdir)

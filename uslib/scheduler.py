@@ -29,6 +29,8 @@ import sys
 from typing import Any, Iterator
 
 __all__ = [
+    "DEFAULT_CONNECT_TIMEOUT_S",
+    "SchedulerUnreachable",
     "local_cluster_size",
     "cluster",
     "get_client",
@@ -38,6 +40,13 @@ __all__ = [
 
 #: Clients made by :func:`get_client` in this process, by scheduler spec.
 _CLIENTS: dict[str, Any] = {}
+
+#: Seconds to wait for a scheduler address to answer (the profile key ``scheduler_timeout_s``).
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+
+
+class SchedulerUnreachable(ConnectionError):
+    """A scheduler address that did not answer in time; the message is one line naming it."""
 
 
 def local_cluster_size(n_cpus: int | None = None) -> dict[str, int]:
@@ -67,18 +76,33 @@ def _local_cluster(**kwargs):
     return LocalCluster(processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0", env=env, **size)
 
 
-def _connect(spec: str, **kwargs):
-    """A client for ``spec`` (``"local"`` or an address) and the cluster it started (or None)."""
+def _connect(spec: str, *, timeout_s: float | None = None, **kwargs):
+    """A client for ``spec`` (``"local"`` or an address) and the cluster it started (or None).
+
+    An address that does not answer within ``timeout_s`` seconds
+    (:data:`DEFAULT_CONNECT_TIMEOUT_S` when None) raises
+    :class:`SchedulerUnreachable`, whose message is one line.
+    """
     from distributed import Client
 
     if spec == "local":
         lc = _local_cluster(**kwargs)
         return Client(lc), lc
-    return Client(spec), None
+    timeout = float(timeout_s if timeout_s is not None else DEFAULT_CONNECT_TIMEOUT_S)
+    try:
+        return Client(spec, timeout=timeout), None
+    except (OSError, TimeoutError) as exc:  # distributed raises OSError ("Timed out trying to connect ...")
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        if len(reason) > 200:
+            reason = reason[:200] + "…"
+        raise SchedulerUnreachable(
+            f"scheduler: no Dask scheduler answered at {spec} within {timeout:g} s ({reason}); start one there, "
+            "set scheduler: local, or remove the key (scheduler_timeout_s sets the wait)") from None
 
 
 @contextlib.contextmanager
-def cluster(spec: str | None, *, quiet: bool = False, **local_kwargs) -> Iterator[Any]:
+def cluster(spec: str | None, *, quiet: bool = False, timeout_s: float | None = None,
+            **local_kwargs) -> Iterator[Any]:
     """A Dask client for a ``scheduler`` value, closed (with any cluster it started) on exit.
 
     Parameters
@@ -88,6 +112,9 @@ def cluster(spec: str | None, *, quiet: bool = False, **local_kwargs) -> Iterato
         ``"local"`` starts a LocalCluster, anything else is an address.
     quiet : bool
         Do not print the dashboard link (:func:`announce`).
+    timeout_s : float, optional
+        Seconds to wait for an address to answer (default
+        :data:`DEFAULT_CONNECT_TIMEOUT_S`); then :class:`SchedulerUnreachable`.
     **local_kwargs
         Passed to :class:`distributed.LocalCluster` for ``"local"``
         (e.g. ``n_workers=2``), over :func:`local_cluster_size`.
@@ -99,7 +126,7 @@ def cluster(spec: str | None, *, quiet: bool = False, **local_kwargs) -> Iterato
     if spec is None:
         yield None
         return
-    client, lc = _connect(spec, **local_kwargs)
+    client, lc = _connect(spec, timeout_s=timeout_s, **local_kwargs)
     try:
         if not quiet:
             announce(client)

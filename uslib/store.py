@@ -23,6 +23,10 @@ path under the run directory                    what, and what its key covers
                                                 chapters may run side by side
 ``logs/<chapter>.stderr.txt``                   what a chapter wrote to standard error, kept off
                                                 its page
+``logs/<chapter>.error.txt``                    the full traceback of a chapter that failed (the
+                                                terminal shows its last line)
+``run.lock``, ``run.owner.json``                held by the one run of this directory at a time
+                                                (:func:`run_lock`): its pid and start time
 ``data/phantom-n<N>-seed<S>-<key>.mat``         the synthetic data set in the OASBUD schema;
                                                 key: n, seed, code of ``phantom`` (and what it
                                                 imports); sealed by a ``.sha256`` sidecar;
@@ -145,6 +149,13 @@ __all__ = [
     "read_run_record",
     "update_run_record",
     "file_lock",
+    "chapter_error_path",
+    "UnsafeLocation",
+    "RunDirectoryBusy",
+    "system_folder",
+    "location_problem",
+    "run_lock",
+    "run_lock_holder",
 ]
 
 #: Environment variable naming the events file of the run in progress. The
@@ -446,15 +457,30 @@ def load_json(path: str | os.PathLike) -> Any:
 
     Raises
     ------
+    FileNotFoundError
+        If there is no such path.
     DamagedArtefact
-        If the file is not valid JSON (truncated, say).
+        If the file is not valid JSON (truncated, empty, undecodable bytes) or
+        a folder stands in its place.
     """
     path = Path(path)
-    text = path.read_bytes()
+    text = _read_bytes(path)
     try:
         return json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DamagedArtefact(path, f"not valid JSON ({exc})") from exc
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The bytes of ``path``; a folder (or anything else unreadable as a file) there is a :class:`DamagedArtefact`."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except IsADirectoryError as exc:
+        raise DamagedArtefact(path, "a folder stands where a file belongs") from exc
+    except OSError as exc:
+        raise DamagedArtefact(path, f"unreadable ({type(exc).__name__}: {exc})") from exc
 
 
 def _seal_path(path: Path) -> Path:
@@ -478,19 +504,37 @@ def seal(path: str | os.PathLike) -> Path:
     return side
 
 
+_HEX64 = frozenset("0123456789abcdef")
+
+
+def _is_sha256(text: Any) -> bool:
+    return isinstance(text, str) and len(text) == 64 and set(text) <= _HEX64
+
+
 def sealed_digest(path: str | os.PathLike) -> str:
     """The SHA-256 recorded in ``path``'s seal (:func:`seal`); after :func:`verify`, the file's own.
 
     Raises
     ------
     DamagedArtefact
-        If there is no seal, or it holds no digest.
+        Naming ``path``, if there is no seal, or the seal is not one (empty,
+        undecodable bytes, no 64-digit hexadecimal digest, a folder).
     """
-    side = _seal_path(Path(path))
-    text = side.read_text().split() if side.is_file() else []
-    if not text:
-        raise DamagedArtefact(Path(path), "no seal (the write did not finish)")
-    return text[0]
+    path = Path(path)
+    side = _seal_path(path)
+    try:
+        raw = _read_bytes(side)
+    except FileNotFoundError:
+        raise DamagedArtefact(path, "no seal (the write did not finish)") from None
+    except DamagedArtefact as exc:
+        raise DamagedArtefact(path, f"its seal {side.name} is damaged ({exc.reason})") from exc
+    try:
+        words = raw.decode("ascii").split()
+    except UnicodeDecodeError:
+        words = []
+    if not words or not _is_sha256(words[0]):
+        raise DamagedArtefact(path, f"its seal {side.name} holds no SHA-256 digest")
+    return words[0]
 
 
 def verify(path: str | os.PathLike) -> Path:
@@ -501,16 +545,20 @@ def verify(path: str | os.PathLike) -> Path:
     FileNotFoundError
         If ``path`` does not exist (not yet computed).
     DamagedArtefact
-        If the seal is missing (the write was interrupted) or the content differs.
+        If the seal is missing (the write was interrupted) or damaged
+        (:func:`sealed_digest`), a folder stands where the file belongs, or the
+        content differs.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(path)
-    side = _seal_path(path)
-    if not side.is_file():
-        raise DamagedArtefact(path, "no seal (the write did not finish)")
-    expected = side.read_text().split()[0] if side.read_text().strip() else ""
-    actual = _sha256_file(path)
+    if not path.is_file():
+        raise DamagedArtefact(path, "a folder stands where a file belongs" if path.is_dir() else "not a file")
+    expected = sealed_digest(path)
+    try:
+        actual = _sha256_file(path)
+    except OSError as exc:
+        raise DamagedArtefact(path, f"unreadable ({type(exc).__name__}: {exc})") from exc
     if actual != expected:
         raise DamagedArtefact(path, f"content SHA-256 {actual[:12]}… differs from its seal {expected[:12]}…")
     return path
@@ -544,26 +592,45 @@ def seal_dir(folder: str | os.PathLike) -> Path:
 def verify_dir(folder: str | os.PathLike) -> Path:
     """Check every file of a sealed folder (:func:`seal_dir`).
 
+    The seal must be ``{"files": {name: sha256, ...}}`` naming at least one
+    file, and every file of the folder (other than hidden ones) must be named
+    in it: a seal of another shape, or one that leaves a file out, vouches
+    for nothing.
+
     Raises
     ------
     FileNotFoundError
         If the folder does not exist.
     DamagedArtefact
-        If the seal is missing or unreadable, or a file is missing or differs.
+        Naming the folder, if the seal is missing, unreadable or of the wrong
+        shape, or a file is missing, unsealed or differs.
     """
     folder = Path(folder)
     if not folder.is_dir():
+        if folder.exists():
+            raise DamagedArtefact(folder, "a file stands where a sealed folder belongs")
         raise FileNotFoundError(folder)
     seal_file = folder / SEAL
-    if not seal_file.is_file():
+    if not seal_file.exists():
         raise DamagedArtefact(folder, "no seal (the write did not finish)")
-    files = load_json(seal_file).get("files", {})
+    try:
+        content = load_json(seal_file)
+    except DamagedArtefact as exc:
+        raise DamagedArtefact(folder, f"its seal {SEAL} is damaged ({exc.reason})") from exc
+    files = content.get("files") if isinstance(content, dict) else None
+    if not isinstance(files, dict) or not files or not all(
+            isinstance(n, str) and n and "/" not in n and _is_sha256(d) for n, d in files.items()):
+        raise DamagedArtefact(folder, f"its seal {SEAL} is not a list of files and their SHA-256 digests")
+    present = {p.name for p in folder.iterdir() if p.name != SEAL and not p.name.startswith(".")}
+    unsealed = sorted(present - set(files))
+    if unsealed:
+        raise DamagedArtefact(folder, f"{unsealed[0]} is not in its seal")
     for name, digest in files.items():
         p = folder / name
         if not p.is_file():
-            raise DamagedArtefact(p, "missing from its sealed folder")
+            raise DamagedArtefact(folder, f"{name} is missing from the sealed folder")
         if _sha256_file(p) != digest:
-            raise DamagedArtefact(p, "content differs from its folder's seal")
+            raise DamagedArtefact(folder, f"{name}: content differs from the folder's seal")
     return folder
 
 
@@ -582,13 +649,14 @@ def report_damage(error: DamagedArtefact, *, action: str = "recomputing it", rem
     """
     path = Path(error.path)
     if remove:
-        for p in (path, _seal_path(path)):
-            with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
-                p.unlink()
-        if path.is_dir():
-            import shutil
+        import shutil
 
-            shutil.rmtree(path, ignore_errors=True)
+        for p in (path, _seal_path(path)):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
+                    p.unlink()
     message = f"damaged cache file {path} ({error.reason}): {action}"
     events = os.environ.get(EVENTS_ENV)
     if events:
@@ -684,12 +752,192 @@ def resolve_path(path: str | os.PathLike | None) -> Path | None:
 
 
 def run_path(run_dir: str | os.PathLike) -> Path:
-    """The run directory, resolved against the repository root and created."""
+    """The run directory, resolved against the repository root and created.
+
+    Raises
+    ------
+    UnsafeLocation
+        If it is ``/`` or lies in a system folder (:func:`system_folder`):
+        nothing is created there.
+    """
     p = resolve_path(run_dir)
     if p is None:
         raise ValueError("run_dir must be a path")
+    where = system_folder(p)
+    if where:
+        raise UnsafeLocation(f"{p} is {where}: uslib writes only into folders of its own (e.g. runs/NAME)")
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+# --------------------------------------------------------------------------- #
+# Where a run may write
+# --------------------------------------------------------------------------- #
+
+
+class UnsafeLocation(ValueError):
+    """A run or cache directory that uslib must not write into (``/``, a system folder, a file, ...)."""
+
+
+#: Folders of the operating system: nothing inside them is a run directory (temporary folders excepted).
+SYSTEM_TREES = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/dev", "/proc",
+                "/sys", "/var", "/run", "/snap", "/System", "/Library", "/private/etc", "/private/var")
+#: Folders that hold others' folders: never a run directory themselves (what is inside them may be).
+SHARED_FOLDERS = ("/", "/home", "/Users", "/root", "/mnt", "/media", "/srv", "/opt", "/tmp", "/var/tmp",
+                  "/private/tmp", "/dev/shm")
+#: Temporary folders, where a run directory may be although they lie in a system folder.
+TEMP_TREES = ("/tmp", "/var/tmp", "/dev/shm", "/private/tmp", "/private/var/folders", "/var/folders")
+#: What a run directory holds (the layout above): a folder that holds nothing else is an existing run or
+#: cache directory even without a run record.
+CACHE_ENTRIES = frozenset({"run.json", "run.json.lock", "run.lock", "run.owner.json", "events.jsonl", "logs",
+                           "data", "features", "results", "robustness", "sweep", "manifest.csv", "manifest.csv.sha256",
+                           "chapters"})
+
+
+def _within(p: Path, tree: str) -> bool:
+    return p == Path(tree) or Path(tree) in p.parents
+
+
+def system_folder(path: str | os.PathLike) -> str | None:
+    """What makes ``path`` a folder uslib never writes into, in words; None when it may.
+
+    ``path`` as given and with its links resolved are both checked against
+    :data:`SHARED_FOLDERS` (the folder itself) and :data:`SYSTEM_TREES`
+    (anything inside them, except temporary folders, :data:`TEMP_TREES` and
+    the system's, and the repository and the user's home wherever they are).
+
+    Examples
+    --------
+    >>> system_folder("/"), system_folder("/etc/x"), system_folder("/home"), system_folder("/home/me/runs/a")
+    ('the root folder', 'inside the system folder /etc', 'a shared system folder', None)
+    """
+    temp = (*TEMP_TREES, tempfile.gettempdir())
+    home = Path.home()
+    own = [REPO_ROOT] + ([home] if str(home) not in SHARED_FOLDERS and home != Path("/") else [])
+    given = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+    for p in dict.fromkeys((given, given.resolve())):
+        if p == Path("/"):
+            return "the root folder"
+        if str(p) in SHARED_FOLDERS:
+            return "a shared system folder"
+        if any(_within(p, t) for t in (*temp, *own)) and p != Path(tempfile.gettempdir()):
+            continue  # a temporary folder, the repository or the user's home (wherever they are)
+        for tree in SYSTEM_TREES:
+            if _within(p, tree):
+                return f"inside the system folder {tree}"
+    return None
+
+
+def location_problem(path: str | os.PathLike, *, kind: str = "run directory") -> str | None:
+    """Why ``path`` cannot be a run (or cache) directory, in words; None when it can.
+
+    It can be a folder that does not exist yet, an empty folder, or an
+    existing uslib run directory (one that holds a run record, ``run.json``,
+    or nothing but what a run directory holds, :data:`CACHE_ENTRIES`). It can never be
+    ``/`` or a system folder (:func:`system_folder`), nor an existing file.
+
+    Examples
+    --------
+    >>> location_problem("/etc")
+    '/etc is inside the system folder /etc: choose a folder of your own, e.g. runs/NAME'
+    """
+    p = resolve_path(path)
+    if p is None:
+        return None
+    where = system_folder(p)
+    if where:
+        return f"{p} is {where}: choose a folder of your own, e.g. runs/NAME"
+    if p.exists() and not p.is_dir():
+        return f"{p} is an existing file, not a folder"
+    for parent in p.parents:  # a file where a parent folder belongs
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is an existing file, not a folder"
+            break
+    if p.is_dir():
+        try:
+            entries = {e.name for e in p.iterdir() if not e.name.startswith(".")}
+        except OSError as exc:
+            return f"{p} cannot be read ({exc.strerror or type(exc).__name__})"
+        if entries and "run.json" not in entries and not entries <= CACHE_ENTRIES:
+            return (f"{p} holds other files and is not a uslib {kind} (no run.json): choose a new or empty "
+                    "folder")
+    return None
+
+
+class RunDirectoryBusy(RuntimeError):
+    """Another ``uslib run`` holds the run directory; the message names it (pid, start time)."""
+
+
+def _owner_path(run_dir: Path) -> Path:
+    return run_dir / "run.owner.json"
+
+
+def run_lock_holder(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The run that holds ``run_dir`` now (``pid``, ``started``, ``profile``), or None.
+
+    None also when the holder is this process (its own run asks).
+
+    A lock left by a killed run holds nothing: the operating system released
+    it with the process (the ``filelock`` package: ``fcntl`` on POSIX).
+    Nothing is created when the folder does not exist.
+    """
+    from filelock import FileLock, Timeout
+
+    p = resolve_path(run_dir)
+    if p is None or not (p / "run.lock").exists():
+        return None
+    lock = FileLock(str(p / "run.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        try:
+            owner = json.loads(_owner_path(p).read_text())
+        except (OSError, ValueError):
+            owner = {}
+        owner = owner if isinstance(owner, dict) else {}
+        return None if owner.get("pid") == os.getpid() else owner  # this process's own run holds it
+    lock.release()
+    return None
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | os.PathLike, **about: Any) -> Iterator[Path]:
+    """Hold ``<run_dir>/run.lock`` for one run: a second run of the same directory is refused at once.
+
+    The holder's pid, start time and ``about`` (e.g. the profile) are written
+    to ``run.owner.json`` for the refusal to name. The lock goes with the
+    process, so a killed run never blocks the next one.
+
+    Raises
+    ------
+    RunDirectoryBusy
+        Naming the run that holds the directory (pid and start time).
+    """
+    from filelock import FileLock, Timeout
+
+    p = run_path(run_dir)
+    lock = FileLock(str(p / "run.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunDirectoryBusy(busy_message(p, run_lock_holder(p) or {})) from None
+    try:
+        save_json(_owner_path(p), {"pid": os.getpid(), "started": _dt.datetime.now(_dt.timezone.utc)
+                                   .isoformat(timespec="seconds"), **about})
+        yield p
+    finally:
+        _owner_path(p).unlink(missing_ok=True)
+        lock.release()
+
+
+def busy_message(run_dir: Path, owner: dict[str, Any]) -> str:
+    """The one line that refuses a second run of ``run_dir``, naming the first (pid, start time)."""
+    who = f"pid {owner.get('pid', '?')}, started {owner.get('started', '?')}"
+    if owner.get("profile"):
+        who += f", profile {owner['profile']}"
+    return (f"run_dir {run_dir} is in use by another uslib run ({who}): wait for it to finish, stop it, "
+            "or choose another run_dir")
 
 
 def record_path(run_dir: str | os.PathLike) -> Path:
@@ -712,6 +960,11 @@ def events_path(run_dir: str | os.PathLike, chapter: str | None = None) -> Path:
 def chapter_log_path(run_dir: str | os.PathLike, chapter: str) -> Path:
     """``<run_dir>/logs/<chapter>.stderr.txt``: what a chapter wrote to standard error (kept off its page)."""
     return run_path(run_dir) / "logs" / f"{chapter}.stderr.txt"
+
+
+def chapter_error_path(run_dir: str | os.PathLike, chapter: str) -> Path:
+    """``<run_dir>/logs/<chapter>.error.txt``: the full traceback of a chapter that failed."""
+    return run_path(run_dir) / "logs" / f"{chapter}.error.txt"
 
 
 def phantom_path(run_dir: str | os.PathLike, *, n_lesions: int, seed: int, key_: str) -> Path:
@@ -807,9 +1060,10 @@ def read_run_record(run_dir: str | os.PathLike) -> dict[str, Any]:
     try:
         rec = load_json(path)
     except DamagedArtefact as exc:
+        rm = "rm -r" if path.is_dir() else "rm"
         raise DamagedRecord(
             f"the run record {path} is damaged ({exc.reason}). It holds only provenance, not results: "
-            f"delete it (rm {path}) and run again; the cached artefacts beside it are reused."
+            f"delete it ({rm} {path}) and run again; the cached artefacts beside it are reused."
         ) from exc
     if not isinstance(rec, dict):
         raise DamagedRecord(f"the run record {path} is not a JSON object: delete it (rm {path}) and run again")
