@@ -196,3 +196,14 @@ def test_open_choice_helpers():
     assert t["extreme_share"].tolist() == [0.0, 0.5] and t["at_bound_share"].tolist() == [0.0, 0.5]
     g = dg.amax_scope_gap_db([0.0, -3.9, -2.0])
     assert g["max_db"] == 3.9 and g["median_db"] == 2.0
+
+
+def test_sensitivity_columns_of_a_degenerate_row():
+    pred = pd.DataFrame({"repeat": 0, "train": "TrainALL", "test": "TestALL", "label": [0, 1] * 5,
+                         "probability": [0.0, 1.0] * 4 + [0.4, 0.5]})
+    X = np.full((6, 4), 0.01)
+    cols = dg.sensitivity_columns(pred, features=X, svm_c=1.0, standardize=False)
+    assert cols["degenerate"] and cols["n_at_bound"] == 8 and cols["extreme_share"] == 0.8
+    assert np.isclose(cols["mean_row_norm"], 0.02) and np.isclose(cols["c_times_sq_norm"], 4e-4)
+    with pytest.raises(ValueError, match="TrainX"):
+        dg.sensitivity_columns(pred, train="TrainX")

@@ -63,6 +63,7 @@ __all__ = [
     "table3_intervals",
     "drop_intervals",
     "extreme_share",
+    "sensitivity_columns",
     "calibration_extremes",
     "c_grid",
     "amax_scope_gap_db",
@@ -413,7 +414,9 @@ def result_degeneracy(predictions: pd.DataFrame, *, features=None, svm_c: float 
     predictions : DataFrame
         :attr:`uslib.evaluation.MatrixResult.predictions` (first repeat used).
     features : ndarray, optional
-        The raw features; z-scored here when ``standardize`` (as the SVM saw them).
+        The raw features; z-scored here over all images when ``standardize``
+        (each fold's scaler uses its own training images, so the SVM saw
+        norms slightly different from these).
     svm_c, standardize
         The run's settings.
     train, test : str
@@ -722,6 +725,37 @@ def extreme_share(probabilities, *, p_extreme: float = 0.05) -> float:
     if p.size == 0:
         raise ValueError("extreme_share: no probabilities")
     return float(np.mean((p < p_extreme) | (p > 1 - p_extreme)))
+
+
+def sensitivity_columns(predictions: pd.DataFrame, *, features=None, svm_c: float = 1.0, standardize: bool = True,
+                        train: str = "TrainALL", test: str = "TestALL", p_extreme: float = 0.05) -> dict:
+    """The fit-diagnostic columns of one sensitivity-table row (one fitted configuration).
+
+    Parameters
+    ----------
+    predictions : DataFrame
+        :attr:`uslib.evaluation.MatrixResult.predictions` of the row's run.
+    features : ndarray, optional
+        The raw features of the backbone.
+    svm_c, standardize : float, bool
+        The row's settings.
+    train, test : str
+        The setting diagnosed.
+    p_extreme : float
+        See :func:`extreme_share`.
+
+    Returns
+    -------
+    dict
+        ``degenerate``, ``n_at_bound``, ``n_distinct``, ``mean_row_norm``,
+        ``c_times_sq_norm`` (:func:`result_degeneracy`) and ``extreme_share``.
+    """
+    deg = result_degeneracy(predictions, features=features, svm_c=svm_c, standardize=standardize, train=train,
+                            test=test)
+    p = predictions[(predictions["repeat"] == predictions["repeat"].min()) & (predictions["train"] == train)
+                    & (predictions["test"] == test)]
+    return {**{k: deg[k] for k in ("degenerate", "n_at_bound", "n_distinct", "mean_row_norm", "c_times_sq_norm")},
+            "extreme_share": extreme_share(p["probability"].to_numpy(), p_extreme=p_extreme)}
 
 
 def calibration_extremes(runs: Mapping[str, pd.DataFrame], *, train: str = "TrainALL", test: str = "TestALL",
