@@ -207,3 +207,18 @@ def test_sensitivity_columns_of_a_degenerate_row():
     assert np.isclose(cols["mean_row_norm"], 0.02) and np.isclose(cols["c_times_sq_norm"], 4e-4)
     with pytest.raises(ValueError, match="TrainX"):
         dg.sensitivity_columns(pred, train="TrainX")
+
+
+def test_matrix_and_curve_reversals_run_only_where_a_cell_is_reversed():
+    m, X = _shifted_manifest()
+    table = pd.DataFrame({"train": ["Train40dB", "Train40dB", "Train60dB"], "test": ["Test40dB", "Test60dB", "Test40dB"],
+                          "auc": [1.0, 0.0, 0.6], "ci_low": [1.0, 0.0, 0.3], "ci_high": [1.0, 0.0, 0.9]})
+    diag = dg.matrix_reversals(X, m, table, ranges=(40, 60), n_splits=3, standardize=False)
+    assert diag[["train", "test"]].values.tolist() == [["Train40dB", "Test60dB"]]
+    assert diag["differential_shift_gaps"].iloc[0] > 1
+    assert dg.matrix_reversals(X, m, table.assign(ci_high=0.9, ci_low=0.3), ranges=(40, 60)).empty
+    curves = pd.DataFrame({"policy": "Train40dB", "test_range_db": [40.0, 60.0], "auc": [1.0, 0.0],
+                           "ci_low": [1.0, 0.0], "ci_high": [1.0, 0.0], "seen": [True, False]})
+    cd = dg.curve_reversals(X, m, curves, train_sets={"Train40dB": (40,)}, n_splits=3, standardize=False)
+    assert cd[["train", "test", "reference"]].values.tolist() == [["Train40dB", "Test60dB", "Test40dB"]]
+    assert np.isclose(cd["differential_shift_gaps"].iloc[0], diag["differential_shift_gaps"].iloc[0])

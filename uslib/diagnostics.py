@@ -53,6 +53,8 @@ __all__ = [
     "decision_shift",
     "reference_test_name",
     "reversal_diagnoses",
+    "matrix_reversals",
+    "curve_reversals",
     "fit_degeneracy",
     "result_degeneracy",
     "raw_vs_calibrated",
@@ -337,6 +339,96 @@ def reversal_diagnoses(table: pd.DataFrame, decisions: pd.DataFrame, *, chance: 
         rows.append({**row.to_dict(), "reference": ref,
                      **decision_shift(a.loc[common, "label"], a.loc[common, "decision"], b.loc[common, "decision"])})
     return pd.DataFrame(rows)
+
+
+def matrix_reversals(features, manifest: pd.DataFrame, table: pd.DataFrame, *, ranges: Sequence[float],
+                     chance: float = 0.5, **cv) -> pd.DataFrame:
+    """Diagnose every reversed single-range cell of one backbone's Train×Test table.
+
+    Runs the decision-value cross-validation (:func:`out_of_fold_decisions`)
+    only for the training sets that have a reversed cell, so a table without
+    one costs nothing.
+
+    Parameters
+    ----------
+    features, manifest
+        As for :func:`uslib.evaluation.reconstruction_matrix`.
+    table : DataFrame
+        :attr:`uslib.evaluation.MatrixResult.table` of that run.
+    ranges : sequence of float
+        The run's dynamic ranges.
+    chance : float
+    **cv
+        ``folds`` or ``n_splits``/``seed``, ``svm_c``, ``class_weight``,
+        ``standardize``, ``lesion_weighting``: the run's settings.
+
+    Returns
+    -------
+    DataFrame
+        :func:`reversal_diagnoses` (empty when no cell is reversed).
+    """
+    v = cell_verdicts(table, chance=chance)
+    single = {ev.set_name("Train", (r,)): (float(r),) for r in ranges}
+    tests = {ev.set_name("Test", (r,)): (float(r),) for r in ranges}
+    rev = v[(v["verdict"] == VERDICTS[2]) & v["train"].isin(list(single)) & v["test"].isin(list(tests))]
+    if rev.empty:
+        return pd.DataFrame()
+    train_sets = {t: single[t] for t in pd.unique(rev["train"])}
+    d = out_of_fold_decisions(features, manifest, train_sets=train_sets, test_sets=tests, **cv)
+    return reversal_diagnoses(rev, d, chance=chance)
+
+
+def curve_reversals(features, manifest: pd.DataFrame, curves: pd.DataFrame, *, train_sets: Mapping[str, object],
+                    chance: float = 0.5, **cv) -> pd.DataFrame:
+    """Diagnose every reversed (policy, test range) cell of one backbone's generalisation curves.
+
+    The reference of a policy is the test set of its *seen* ranges (column
+    ``seen`` of the curves), e.g. 40 dB for Train40dB or 40/50/60 dB for
+    TrainALL; the decision-value cross-validation runs only for policies
+    with a reversed cell.
+
+    Parameters
+    ----------
+    features, manifest
+        As for :func:`uslib.robustness.generalisation_curves`.
+    curves : DataFrame
+        Its curves for one backbone (``policy``, ``test_range_db``, ``auc``,
+        ``ci_low``, ``ci_high``, ``seen``).
+    train_sets : mapping policy -> selection
+        Each policy's training images (dynamic ranges, or the continuous
+        image mask).
+    chance : float
+    **cv
+        ``folds`` or ``n_splits``/``seed``, ``svm_c``, ``class_weight``,
+        ``standardize``, ``lesion_weighting``.
+
+    Returns
+    -------
+    DataFrame
+        :func:`reversal_diagnoses` rows, with ``train`` = the policy and
+        ``test`` = ``"Test<r>dB"`` (empty when no cell is reversed).
+    """
+    v = cell_verdicts(curves, chance=chance)
+    rev = v[(v["verdict"] == VERDICTS[2]) & v["policy"].isin(list(train_sets))]
+    if rev.empty:
+        return pd.DataFrame()
+    name = lambda r: ev.set_name("Test", (r,))  # noqa: E731
+    tests, ref = {}, {}
+    for pol in pd.unique(rev["policy"]):
+        seen = sorted(float(r) for r in v.loc[(v["policy"] == pol) & v["seen"].astype(bool), "test_range_db"])
+        if not seen:
+            continue
+        ref[pol] = "Test" + "+".join(f"{r:g}" for r in seen) + "dB" if len(seen) > 1 else name(seen[0])
+        tests[ref[pol]] = tuple(seen)
+    for r in rev["test_range_db"]:
+        tests[name(float(r))] = (float(r),)
+    todo = [p for p in pd.unique(rev["policy"]) if p in ref]
+    if not todo:
+        return pd.DataFrame()
+    d = out_of_fold_decisions(features, manifest, train_sets={p: train_sets[p] for p in todo}, test_sets=tests, **cv)
+    cells = rev[rev["policy"].isin(todo)].assign(train=lambda t: t["policy"],
+                                                 test=lambda t: [name(float(r)) for r in t["test_range_db"]])
+    return reversal_diagnoses(cells, d, chance=chance, reference=ref)
 
 
 # --------------------------------------------------------------------------- #
