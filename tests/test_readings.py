@@ -22,7 +22,7 @@ def test_verdict_sentence_real_effect_no_effect_and_reversal():
     assert "2 are indistinguishable from chance" in none
     assert "none has a confidence interval wholly below 0.5" in none and "systematic" not in none
     rev = rd.verdict_sentence(rd.verdict_summary(_table([0.36, 0.75], [(0.29, 0.43), (0.6, 0.9)])))
-    assert "1 are reversed" in rev and "systematic" in rev and "0.360" in rev
+    assert "1 is reversed" in rev and "systematic" in rev and "0.360" in rev
     for s in (real, none, rev):
         assert "little class signal" not in s and "artefact" not in s
 

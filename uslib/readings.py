@@ -35,6 +35,10 @@ def _ci(lo: float, hi: float, digits: int = 3) -> str:
     return f"{lo:.{digits}f} to {hi:.{digits}f}"
 
 
+def _are(n: int) -> str:
+    return f"{n} is" if n == 1 else f"{n} are"
+
+
 def _where(row: Mapping, where) -> str:
     return ", ".join(str(row[c]) for c in where if c in row)
 
@@ -80,15 +84,15 @@ def verdict_sentence(summary: Mapping, *, what: str = "AUCs") -> str:
     True
     """
     n, what = summary["n"], what
-    head = (f"Of the {n} {what}, {summary['n_above']} are above chance (95 % CI wholly above 0.5), "
-            f"{summary['n_chance']} are indistinguishable from chance (CI contains 0.5) and "
-            f"{summary['n_reversed']} are reversed (CI wholly below 0.5).")
+    head = (f"Of the {n} {what}, {_are(summary['n_above'])} above chance (95 % CI wholly above 0.5), "
+            f"{_are(summary['n_chance'])} indistinguishable from chance (CI contains 0.5) and "
+            f"{_are(summary['n_reversed'])} reversed (CI wholly below 0.5).")
     if summary["n_reversed"]:
         return (head + f" The lowest is {summary['lowest']:.3f} ({summary['lowest_ci']}; {summary['lowest_where']}). "
                 "A reversed AUC means that the classifier ranks benign lesions above malignant ones more often "
                 "than chance variation allows: a systematic effect, which the decision values below locate.")
     if summary["n_below"]:
-        return (head + f" {summary['n_below']} are below 0.5 (lowest {summary['lowest']:.3f}, "
+        return (head + f" {_are(summary['n_below'])} below 0.5 (lowest {summary['lowest']:.3f}, "
                 f"{summary['lowest_ci']}; {summary['lowest_where']}), but none has a confidence interval wholly "
                 "below 0.5: each is compatible with a classifier that ranks no better than chance, and none "
                 "shows a reversed ranking.")
