@@ -52,12 +52,32 @@ def test_a_reversed_cell_is_diagnosed_by_the_decision_shift():
     assert s["shift_benign"] > 0 > s["shift_malignant"]  # the feature swapped: benign up, malignant down
     assert s["differential_shift_gaps"] > 1
     assert np.isclose(s["gap_test"], s["gap_reference"] * (1 - s["differential_shift_gaps"]))
+    f = dg.decision_shift(a.label.to_numpy(), a.decision.to_numpy(), b.decision.to_numpy(), fold=a.fold.to_numpy())
+    assert f["n_folds"] == 3 and f["n_folds_swapped"] == 3 and f["n_folds_unseparated"] == 0
+    assert f["gap_ratio"] < 0 and np.isclose(f["gap_ratio"], 1 - f["differential_shift_gaps"])
 
     table = pd.DataFrame({"backbone": "x", "train": ["Train40dB", "Train40dB"], "test": ["Test40dB", "Test60dB"],
                           "auc": [1.0, 0.0], "ci_low": [1.0, 0.0], "ci_high": [1.0, 0.0]})
     diag = dg.reversal_diagnoses(table, d)
     assert diag["test"].tolist() == ["Test60dB"] and diag["verdict"].tolist() == ["reversed"]
-    assert np.isclose(diag["differential_shift_gaps"].iloc[0], s["differential_shift_gaps"])
+    assert np.isclose(diag["differential_shift_gaps"].iloc[0], f["differential_shift_gaps"])
+
+
+def test_per_fold_figures_are_not_dominated_by_one_folds_scale():
+    # two folds: in both, benign +1 gap and malignant -1 gap (the means swap); fold 1's SVM has a
+    # 100-fold larger scale, which dominates pooled means but not the per-fold medians
+    y = np.array([0, 1, 0, 1])
+    fold = np.array([0, 0, 1, 1])
+    ref = np.array([-0.5, 0.5, -50.0, 50.0])
+    test = np.array([0.5, -0.5, 50.0, -50.0])
+    d = dg.decision_shift(y, ref, test, fold=fold)
+    assert d["shift_benign_gaps"] == 1.0 and d["shift_malignant_gaps"] == -1.0 and d["gap_ratio"] == -1.0
+    assert d["n_folds_swapped"] == 2
+    test2 = test + np.array([0, 0, 400.0, 400.0])  # fold 1 also moves both classes far up together
+    e = dg.decision_shift(y, ref, test2, fold=fold)
+    assert e["differential_shift_gaps"] == 2.0 and e["n_folds_swapped"] == 2
+    with pytest.raises(ValueError, match="fold"):
+        dg.decision_shift(y, ref, test, fold=[0, 1])
 
 
 def test_a_common_shift_leaves_the_ranking():

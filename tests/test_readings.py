@@ -27,26 +27,27 @@ def test_verdict_sentence_real_effect_no_effect_and_reversal():
         assert "little class signal" not in s and "artefact" not in s
 
 
-def _diag(sb, sm, gap=1.0, auc=0.3):
+def _diag(sb, sm, auc=0.3, unseparated=0):
     d = {"backbone": "b", "train": "Train40dB", "test": "Test60dB", "reference": "Test40dB", "auc": auc,
-         "ci_low": auc - 0.07, "ci_high": auc + 0.07, "gap_reference": gap, "auc_reference": 0.75,
+         "ci_low": auc - 0.07, "ci_high": auc + 0.07, "auc_reference": 0.75, "auc_test": auc,
          "shift_benign_gaps": sb, "shift_malignant_gaps": sm, "common_shift_gaps": (sb + sm) / 2,
-         "differential_shift_gaps": sb - sm}
-    d["gap_test"] = gap * (1 - d["differential_shift_gaps"])
+         "differential_shift_gaps": sb - sm, "n_folds": 5, "n_folds_unseparated": unseparated}
+    d["gap_ratio"] = 1 - d["differential_shift_gaps"]
+    d["n_folds_swapped"] = 4 if d["gap_ratio"] < 0 else 1
     return d
 
 
 def test_reversal_reading_follows_the_shift():
     swap = rd.reversal_reading(_diag(1.2, -0.3))
-    assert "benign lesions move up and malignant lesions down" in swap and "swap order" in swap
+    assert "benign lesions move up and malignant lesions down" in swap and "swap order in 4 of the 5 folds" in swap
     assert "domain shift" in swap and "+1.20" in swap and "-0.30" in swap
     both_up = rd.reversal_reading(_diag(3.0, 1.5))
-    assert "both classes move up, the benign lesions further" in both_up and "swap order" in both_up
+    assert "both classes move up, the benign lesions further" in both_up and "swap order in 4" in both_up
     assert "move together by +2.25 gaps" in both_up  # a large common shift is named
     kept = rd.reversal_reading(_diag(0.4, 0.1))
-    assert "keep their order" in kept and "swap order" not in kept
-    flat = rd.reversal_reading(_diag(0.5, 0.0, gap=-0.2))
-    assert "do not separate the classes on Test40dB either" in flat and "domain shift" not in flat
+    assert "swap order in only 1 of the 5 folds" in kept and "domain shift" not in kept
+    flat = rd.reversal_reading(_diag(0.5, 0.0, unseparated=3))
+    assert "does not separate the classes on Test40dB either" in flat and "domain shift" not in flat
 
 
 def test_reversal_reading_from_measured_decision_values():
@@ -56,7 +57,7 @@ def test_reversal_reading_from_measured_decision_values():
     d = {"backbone": "b", "train": "Train40dB", "test": "Test60dB", "reference": "Test40dB", "auc": 0.0,
          "ci_low": 0.0, "ci_high": 0.0, **dg.decision_shift(y, ref, test)}
     s = rd.reversal_reading(d)
-    assert "benign lesions move up and malignant lesions down" in s and "swap order" in s
+    assert "benign lesions move up and malignant lesions down" in s and "swap order in 1 of the 1 folds" in s
     assert rd.reversal_sentences(pd.DataFrame([d]), n_reversed=3).count("reversed") >= 2
     assert "No train/test cell is reversed" in rd.reversal_sentences(pd.DataFrame())
 

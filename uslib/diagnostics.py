@@ -224,33 +224,56 @@ def out_of_fold_decisions(features, manifest: pd.DataFrame, *, train_sets: Mappi
     return pd.concat(frames, ignore_index=True)
 
 
-def decision_shift(labels, decision_reference, decision_test) -> dict:
+def _class_shift(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict:
+    """Gaps and class-mean shifts of one group of lesions scored by one set of classifiers."""
+    gap_ref = float(a[y].mean() - a[~y].mean())
+    gap_test = float(b[y].mean() - b[~y].mean())
+    sb, sm = float(b[~y].mean() - a[~y].mean()), float(b[y].mean() - a[y].mean())
+    unit = gap_ref if gap_ref > 0 else float("nan")
+    return {"gap_reference": gap_ref, "gap_test": gap_test, "shift_benign": sb, "shift_malignant": sm,
+            "shift_benign_gaps": sb / unit, "shift_malignant_gaps": sm / unit,
+            "common_shift_gaps": (sb + sm) / 2 / unit, "differential_shift_gaps": (sb - sm) / unit,
+            "gap_ratio": gap_test / unit}
+
+
+def decision_shift(labels, decision_reference, decision_test, fold=None) -> dict:
     """How benign and malignant decision values move from the reference (training) range to a test range.
+
+    Each class's mean decision value on the reference range (the range the
+    classifiers were trained on) and on the test range, and the change, in
+    units of the between-class gap (mean malignant − mean benign) on the
+    reference range. With ``fold``, every figure in gap units is computed
+    within each fold — one SVM, its own scale and offset — and the median
+    over folds is reported: pooled over folds, one fold's SVM whose
+    values all move far (a different scale) would dominate the class means.
 
     Parameters
     ----------
     labels : array_like of {0, 1}, shape (n,)
     decision_reference : array_like of float, shape (n,)
-        Each lesion's out-of-fold decision value on the range(s) its
-        classifier was trained on (e.g. Train40dB scoring Test40dB).
+        Each lesion's out-of-fold decision value on the reference range
+        (e.g. Train40dB scoring Test40dB).
     decision_test : array_like of float, shape (n,)
         The same lesions, same classifiers, on the test range (e.g. Test60dB).
+    fold : array_like of int, shape (n,), optional
+        The fold (classifier) that scored each lesion.
 
     Returns
     -------
     dict
-        ``gap_reference`` = mean malignant − mean benign on the reference
-        range (the between-class gap), ``gap_test`` the same on the test
-        range; ``shift_benign``/``shift_malignant``: each class's mean change
-        of decision value (test − reference), and the same in units of
-        ``gap_reference`` (``shift_benign_gaps``, ``shift_malignant_gaps``);
-        ``common_shift_gaps``: their mean (moves both classes alike — it moves
-        the threshold, not the ranking); ``differential_shift_gaps`` =
-        (shift_benign − shift_malignant) / gap_reference, so that
-        ``gap_test = gap_reference · (1 − differential_shift_gaps)`` and the
-        class means swap order exactly when it exceeds 1;
-        ``sd_reference``, ``sd_test`` (pooled within-class sd);
-        ``auc_reference``, ``auc_test`` (of the decision values); ``n``.
+        Pooled over all lesions: ``gap_reference``, ``gap_test`` (raw
+        units), ``shift_benign``, ``shift_malignant`` (raw), ``sd_reference``,
+        ``sd_test`` (pooled within-class sd), ``auc_reference``,
+        ``auc_test`` (of the decision values), ``n``. In gap units (median
+        over folds with ``fold``, NaN where the reference gap is not
+        positive): ``shift_benign_gaps``, ``shift_malignant_gaps``;
+        ``common_shift_gaps`` (their mean: moves both classes alike, i.e. the
+        threshold, not the ranking); ``differential_shift_gaps`` =
+        (shift_benign − shift_malignant) / gap; ``gap_ratio`` = gap on the
+        test range / gap on the reference range = 1 − differential (the class
+        means swap order when it is negative). Counts: ``n_folds``,
+        ``n_folds_swapped`` (folds whose class means swap order),
+        ``n_folds_unseparated`` (folds whose reference gap is not positive).
 
     Examples
     --------
@@ -258,8 +281,8 @@ def decision_shift(labels, decision_reference, decision_test) -> dict:
     differential shift is two gaps, so the class means swap.
 
     >>> d = decision_shift([0, 0, 1, 1], [-1.0, -0.5, 0.0, 0.5], [2.0, 2.5, 1.0, 1.5])
-    >>> d["gap_reference"], d["gap_test"], d["differential_shift_gaps"], d["auc_test"]
-    (1.0, -1.0, 2.0, 0.0)
+    >>> d["gap_reference"], d["gap_test"], d["differential_shift_gaps"], d["gap_ratio"], d["auc_test"]
+    (1.0, -1.0, 2.0, -1.0, 0.0)
     """
     y = np.asarray(labels).astype(bool)
     a = np.asarray(decision_reference, dtype=float)
@@ -269,18 +292,29 @@ def decision_shift(labels, decision_reference, decision_test) -> dict:
                          f"{b.shape} must be 1-D and equal")
     if y.all() or not y.any():
         raise ValueError("decision_shift: labels need both classes")
-    gap_ref = float(a[y].mean() - a[~y].mean())
-    gap_test = float(b[y].mean() - b[~y].mean())
-    sb, sm = float(b[~y].mean() - a[~y].mean()), float(b[y].mean() - a[y].mean())
-    unit = gap_ref if gap_ref != 0 else float("nan")
+    f = np.zeros(y.shape, dtype=int) if fold is None else np.asarray(fold)
+    if f.shape != y.shape:
+        raise ValueError(f"decision_shift: fold {f.shape} and labels {y.shape} do not align")
+    pooled = _class_shift(y, a, b)
+    per = [_class_shift(y[f == k], a[f == k], b[f == k]) for k in np.unique(f)
+           if y[f == k].any() and not y[f == k].all()]
+    if not per:
+        raise ValueError("decision_shift: no fold holds both classes")
+
+    def med(key):
+        v = np.array([p[key] for p in per], dtype=float)
+        return float(np.median(v[np.isfinite(v)])) if np.isfinite(v).any() else float("nan")
 
     def pooled_sd(v):
         r = np.r_[v[y] - v[y].mean(), v[~y] - v[~y].mean()]
         return float(np.sqrt(np.sum(r ** 2) / max(len(r) - 2, 1)))
 
-    return {"gap_reference": gap_ref, "gap_test": gap_test, "shift_benign": sb, "shift_malignant": sm,
-            "shift_benign_gaps": sb / unit, "shift_malignant_gaps": sm / unit,
-            "common_shift_gaps": (sb + sm) / 2 / unit, "differential_shift_gaps": (sb - sm) / unit,
+    keys = ("shift_benign_gaps", "shift_malignant_gaps", "common_shift_gaps", "differential_shift_gaps", "gap_ratio")
+    return {"gap_reference": pooled["gap_reference"], "gap_test": pooled["gap_test"],
+            "shift_benign": pooled["shift_benign"], "shift_malignant": pooled["shift_malignant"],
+            **{k: med(k) for k in keys},
+            "n_folds": len(per), "n_folds_swapped": int(sum(p["gap_ratio"] < 0 for p in per)),
+            "n_folds_unseparated": int(sum(not p["gap_reference"] > 0 for p in per)),
             "sd_reference": pooled_sd(a), "sd_test": pooled_sd(b),
             "auc_reference": ev.roc_auc(y, a), "auc_test": ev.roc_auc(y, b), "n": int(y.size)}
 
@@ -337,7 +371,8 @@ def reversal_diagnoses(table: pd.DataFrame, decisions: pd.DataFrame, *, chance: 
             continue
         common = a.index.intersection(b.index)
         rows.append({**row.to_dict(), "reference": ref,
-                     **decision_shift(a.loc[common, "label"], a.loc[common, "decision"], b.loc[common, "decision"])})
+                     **decision_shift(a.loc[common, "label"], a.loc[common, "decision"], b.loc[common, "decision"],
+                                      fold=a.loc[common, "fold"])})
     return pd.DataFrame(rows)
 
 

@@ -107,27 +107,29 @@ def reversal_reading(d: Mapping, *, where=("backbone", "train", "test")) -> str:
     d : mapping
         A row of :func:`uslib.diagnostics.reversal_diagnoses`: ``auc``,
         ``ci_low``, ``ci_high``, ``reference``, ``test``,
-        ``gap_reference``, ``gap_test``, ``shift_benign_gaps``,
-        ``shift_malignant_gaps``, ``common_shift_gaps``,
-        ``differential_shift_gaps``, ``auc_reference``.
+        ``shift_benign_gaps``, ``shift_malignant_gaps``,
+        ``common_shift_gaps``, ``differential_shift_gaps``, ``gap_ratio``,
+        ``n_folds``, ``n_folds_swapped``, ``n_folds_unseparated``,
+        ``auc_reference``, ``auc_test``.
 
     Examples
     --------
     >>> d = {"backbone": "b", "train": "Train40dB", "test": "Test60dB", "reference": "Test40dB", "auc": 0.36,
-    ...      "ci_low": 0.29, "ci_high": 0.43, "gap_reference": 1.2, "gap_test": -0.6, "auc_reference": 0.75,
+    ...      "ci_low": 0.29, "ci_high": 0.43, "auc_reference": 0.75, "auc_test": 0.34,
     ...      "shift_benign_gaps": 1.1, "shift_malignant_gaps": -0.4, "common_shift_gaps": 0.35,
-    ...      "differential_shift_gaps": 1.5}
-    >>> "swap order" in reversal_reading(d)
+    ...      "differential_shift_gaps": 1.5, "gap_ratio": -0.5, "n_folds": 5, "n_folds_swapped": 4,
+    ...      "n_folds_unseparated": 0}
+    >>> "swap order in 4 of the 5 folds" in reversal_reading(d)
     True
     """
     cell = _where(d, where)
     head = f"{cell}: AUC {d['auc']:.3f} ({_ci(d['ci_low'], d['ci_high'])}), reversed."
-    ref, test = d["reference"], d["test"]
-    if not d["gap_reference"] > 0:
-        return (head + f" The same classifiers do not separate the classes on {ref} either (mean malignant − "
-                f"mean benign decision value {d['gap_reference']:.3g}, AUC {d['auc_reference']:.3f} there), so "
-                "the reversal is not the result of a shift between ranges; the training range itself carries "
-                "no learnt direction to lose.")
+    ref, test, k = d["reference"], d["test"], int(d["n_folds"])
+    if d["n_folds_unseparated"] * 2 > k or not math.isfinite(d["gap_ratio"]):
+        return (head + f" In {d['n_folds_unseparated']} of the {k} folds the classifier does not separate the "
+                f"classes on {ref} either (AUC of the decision values there {d['auc_reference']:.3f}), so the "
+                "reversal is not the result of a shift between ranges: the training range itself gives no "
+                "learnt direction to lose.")
     sb, sm, D = d["shift_benign_gaps"], d["shift_malignant_gaps"], d["differential_shift_gaps"]
     if sb > 0 > sm:
         how = "benign lesions move up and malignant lesions down"
@@ -139,21 +141,24 @@ def reversal_reading(d: Mapping, *, where=("backbone", "train", "test")) -> str:
                else "both classes move down, the benign lesions further")
     else:
         how = "malignant lesions move up and benign lesions down"
-    moves = (f" From {ref} to {test} the mean decision value of the benign lesions moves by {sb:+.2f} and that "
-             f"of the malignant lesions by {sm:+.2f} between-class gaps (the gap, mean malignant − mean benign "
-             f"on {ref}, is {d['gap_reference']:.3g}; AUC {d['auc_reference']:.3f} there): {how}.")
-    if d["gap_test"] < 0:
+    moves = (f" Within each fold (one SVM, its own scale), from {ref} to {test} the benign lesions' mean decision "
+             f"value moves by {sb:+.2f} and the malignant lesions' by {sm:+.2f} times the fold's gap between the "
+             f"class means on {ref} (medians over the {k} folds; AUC of the decision values {d['auc_reference']:.3f} "
+             f"on {ref}, {d['auc_test']:.3f} on {test}): {how}.")
+    if d["gap_ratio"] < 0:
         why = (f" The difference, {D:.2f} gaps, exceeds the one gap that separated the classes, so their means "
-               f"swap order: the direction the SVM learnt on {ref} points the other way on {test}. This is a "
-               "domain shift that acts differently on the two classes, not a lack of class signal.")
+               f"swap order in {d['n_folds_swapped']} of the {k} folds: the direction the SVM learnt on {ref} "
+               f"points the other way on {test}. This is a domain shift that acts differently on the two "
+               "classes, not a lack of class signal.")
     else:
-        why = (f" The class means keep their order on {test} (gap {d['gap_test']:.3g}), so the mean shift "
-               "alone does not reverse the ranking: the reversal lies in how the spread of the decision "
-               "values changes, which these class means do not capture.")
+        why = (f" The class means swap order in only {d['n_folds_swapped']} of the {k} folds (median gap on "
+               f"{test} {d['gap_ratio']:.2f} times that on {ref}), so the shift of the class means within folds "
+               "does not explain the reversal alone: it also comes from the spread within the classes, or from "
+               "how the folds' differently shifted scores mix when they are pooled.")
     common = ""
     if abs(d["common_shift_gaps"]) >= 0.5:
         common = (f" Both classes also move together by {d['common_shift_gaps']:+.2f} gaps, which shifts every "
-                  "score against a fixed threshold without changing their order.")
+                  "score against a fixed threshold without changing their order within a fold.")
     return head + moves + why + common
 
 
