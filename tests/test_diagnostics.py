@@ -231,7 +231,8 @@ def test_sensitivity_columns_of_a_degenerate_row():
 
 def test_matrix_and_curve_reversals_run_only_where_a_cell_is_reversed():
     m, X = _shifted_manifest()
-    table = pd.DataFrame({"train": ["Train40dB", "Train40dB", "Train60dB"], "test": ["Test40dB", "Test60dB", "Test40dB"],
+    table = pd.DataFrame({"train": ["Train40dB", "Train40dB", "Train60dB"],
+                          "test": ["Test40dB", "Test60dB", "Test40dB"],
                           "auc": [1.0, 0.0, 0.6], "ci_low": [1.0, 0.0, 0.3], "ci_high": [1.0, 0.0, 0.9]})
     diag = dg.matrix_reversals(X, m, table, ranges=(40, 60), n_splits=3, standardize=False)
     assert diag[["train", "test"]].values.tolist() == [["Train40dB", "Test60dB"]]

@@ -367,7 +367,10 @@ def drop_reading(row: Mapping, *, backbone: str) -> str:
 
 
 def extremes_reading(table: pd.DataFrame, *, p_extreme: float = 0.05) -> str:
-    """The extreme-probability share of image-level against grouped calibration (:func:`uslib.diagnostics.calibration_extremes`).
+    """The extreme-probability share of image-level against grouped calibration.
+
+    ``table`` is :func:`uslib.diagnostics.calibration_extremes` with the rows
+    ``"grouped"`` and ``"image"``.
 
     Examples
     --------
