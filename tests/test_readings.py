@@ -46,6 +46,9 @@ def test_reversal_reading_follows_the_shift():
     assert "move together by +2.25 gaps" in both_up  # a large common shift is named
     kept = rd.reversal_reading(_diag(0.4, 0.1))
     assert "swap order in only 1 of the 5 folds" in kept and "domain shift" not in kept
+    partly = rd.reversal_reading(_diag(1.2, -0.3, unseparated=2))
+    assert "medians over the 3 of the 5 folds whose classifier separates the classes on Test40dB" in partly
+    assert "medians over the 5 folds" in swap
     flat = rd.reversal_reading(_diag(0.5, 0.0, unseparated=3))
     assert "does not separate the classes on Test40dB either" in flat and "domain shift" not in flat
 

@@ -131,6 +131,9 @@ def reversal_reading(d: Mapping, *, where=("backbone", "train", "test")) -> str:
                 "reversal is not the result of a shift between ranges: the training range itself gives no "
                 "learnt direction to lose.")
     sb, sm, D = d["shift_benign_gaps"], d["shift_malignant_gaps"], d["differential_shift_gaps"]
+    n_sep = k - int(d["n_folds_unseparated"])
+    folds_used = (f"{k} folds" if n_sep == k else
+                  f"{n_sep} of the {k} folds whose classifier separates the classes on {ref}")
     if sb > 0 > sm:
         how = "benign lesions move up and malignant lesions down"
     elif sb >= 0 and sm >= 0:
@@ -143,7 +146,7 @@ def reversal_reading(d: Mapping, *, where=("backbone", "train", "test")) -> str:
         how = "malignant lesions move up and benign lesions down"
     moves = (f" Within each fold (one SVM, its own scale), from {ref} to {test} the benign lesions' mean decision "
              f"value moves by {sb:+.2f} and the malignant lesions' by {sm:+.2f} times the fold's gap between the "
-             f"class means on {ref} (medians over the {k} folds; AUC of the decision values {d['auc_reference']:.3f} "
+             f"class means on {ref} (medians over the {folds_used}; AUC of the decision values {d['auc_reference']:.3f} "
              f"on {ref}, {d['auc_test']:.3f} on {test}): {how}.")
     if d["gap_ratio"] < 0:
         why = (f" The difference, {D:.2f} gaps, exceeds the one gap that separated the classes, so their means "
