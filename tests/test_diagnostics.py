@@ -243,3 +243,13 @@ def test_matrix_and_curve_reversals_run_only_where_a_cell_is_reversed():
     cd = dg.curve_reversals(X, m, curves, train_sets={"Train40dB": (40,)}, n_splits=3, standardize=False)
     assert cd[["train", "test", "reference"]].values.tolist() == [["Train40dB", "Test60dB", "Test40dB"]]
     assert np.isclose(cd["differential_shift_gaps"].iloc[0], diag["differential_shift_gaps"].iloc[0])
+
+
+@pytest.mark.parametrize("standardize", [False, True])
+def test_out_of_fold_decisions_accept_lesion_weighting(standardize):
+    m, X = _shifted_manifest()
+    X = np.hstack([X, np.repeat(np.linspace(0, 1, 12), 2)[:, None]])  # a second, non-constant feature
+    d = dg.out_of_fold_decisions(X, m, train_sets={"Train40dB": (40,)}, test_sets={"Test40dB": (40,)}, n_splits=3,
+                                 standardize=standardize, lesion_weighting=True)
+    assert len(d) == 12 and np.isfinite(d["decision"]).all()
+    assert ev.roc_auc(d.label, d.decision) == 1.0
