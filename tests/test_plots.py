@@ -77,6 +77,48 @@ def test_stamp_covers_no_text_of_the_figure(layout):
         assert not _overlaps(sb, fig.legends[0].get_window_extent(r))
 
 
+def _pca_like_figure():
+    """Chapter 04's layout: two scatter panels, a six-entry figure legend in three columns under them."""
+    rng = np.random.default_rng(0)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.9))
+    for ax in axes:
+        for i, dr in enumerate((40, 50, 60)):
+            for lab, mk in ((0, "o"), (1, "^")):
+                ax.scatter(*rng.normal(size=(2, 10)), s=9, marker=mk, color=f"C{i}",
+                           label=f"{dr:g} dB, {'malignant' if lab else 'benign'}")
+        ax.set_xlabel("PC 1")
+        ax.set_ylabel("PC 2")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.17, 1, 1))
+    return fig
+
+
+@pytest.mark.parametrize("layout", ["pca legend", "axes legend lower right", "full figure"])
+def test_stamp_is_clear_of_every_legend_and_text_in_the_saved_image(layout):
+    if layout == "pca legend":
+        fig = _pca_like_figure()
+    else:
+        fig, ax = plt.subplots(figsize=(4, 3))
+        ax.plot([0, 1], [0, 1], label="60 dB, malignant")
+        ax.set_title("a title across the whole width of the axes")
+        ax.legend(loc="lower right" if layout != "full figure" else "upper right")
+        ax.set_xlabel("x")
+        fig.tight_layout(pad=0.1)
+    plots.label_synthetic(fig, "SYNTHETIC DATA · RANDOM WEIGHTS")
+    assert plots.stamp_collisions(fig) == [], "measured as saved with a tight bounding box"
+    assert plots.stamp_collisions(fig, tight=False) == []
+
+
+def test_stamp_collisions_reports_a_stamp_over_a_legend():
+    fig = _pca_like_figure()
+    fig.canvas.draw()
+    legend = fig.legends[0].get_window_extent(fig.canvas.get_renderer())
+    x, y = fig.transFigure.inverted().transform(((legend.x0 + legend.x1) / 2, (legend.y0 + legend.y1) / 2))
+    fig.text(x, y, "SYNTHETIC DATA", gid=plots.STAMP_GID, ha="center", va="center")
+    found = plots.stamp_collisions(fig, tight=False)
+    assert found and "legend" in found[0] and "60 dB, malignant" in found[0]
+
+
 def test_a_second_stamp_replaces_the_first():
     fig, ax = plt.subplots()
     plots.label_synthetic(fig)
