@@ -16,6 +16,7 @@ from typing import Any
 from . import store
 from .hygiene import path_replacements, replace_paths
 from .store import atomic_path, load_json, read_run_record
+from .tables import format_number
 from .config import PROFILE_DIR, REPO_ROOT
 
 __all__ = [
@@ -619,21 +620,21 @@ def cluster_estimate_fragment(bench_dir: Path | None = None) -> str:
         "",
         "| figure | value |",
         "|---|---|",
-        f"| in-process throughput (network built) | {ip['images_per_s']:.3g} images/s |",
-        f"| LocalCluster throughput, cold workers | {cold['images_per_s']:.3g} images/s |",
-        f"| LocalCluster throughput, warm workers (per node) | {warm['images_per_s']:.3g} images/s |",
-        f"| warm cluster against in-process | {fig['speedup_warm_cluster_vs_in_process']:.3g}× |",
+        f"| in-process throughput (network built) | {format_number(ip['images_per_s'], significant=3)} images/s |",
+        f"| LocalCluster throughput, cold workers | {format_number(cold['images_per_s'], significant=3)} images/s |",
+        f"| LocalCluster throughput, warm workers (per node) | {format_number(warm['images_per_s'], significant=3)} images/s |",
+        f"| warm cluster against in-process | {format_number(fig['speedup_warm_cluster_vs_in_process'], significant=3)}× |",
         f"| largest feature difference, cluster against in-process (relative to the largest feature) | "
-        f"{max(cold['max_rel_diff_vs_in_process'], warm['max_rel_diff_vs_in_process']):.3g} |",
-        f"| model build per worker | {cold['model_build_s_per_worker']:.3g} s (in-process: {ip['model_build_s']:.3g} s) |",
-        f"| inference per image on one worker thread | {warm['inference_s_per_image']:.3g} s |",
-        f"| rendering per image (RF to network input) | {warm['render_s_per_image']:.3g} s |",
-        f"| task round trip (no-op task) | {lc['task_round_trip_s'] * 1e3:.3g} ms |",
-        f"| other worker time per partition (reading, checks) | {warm['worker_other_s_per_partition']:.3g} s |",
-        f"| bytes sent per image (data file readable by the workers) | {warm['bytes_in_per_image']:.4g} |",
-        f"| bytes sent per image (lesions sent with the tasks) | {lc['scattered_lesions']['bytes_in_per_image']:.4g} |",
-        f"| bytes returned per image (features) | {warm['bytes_out_per_image']:.4g} |",
-        f"| LocalCluster start | {lc['start_s']:.3g} s |",
+        f"{format_number(max(cold['max_rel_diff_vs_in_process'], warm['max_rel_diff_vs_in_process']), significant=3)} |",
+        f"| model build per worker | {format_number(cold['model_build_s_per_worker'], significant=3)} s (in-process: {format_number(ip['model_build_s'], significant=3)} s) |",
+        f"| inference per image on one worker thread | {format_number(warm['inference_s_per_image'], significant=3)} s |",
+        f"| rendering per image (RF to network input) | {format_number(warm['render_s_per_image'], significant=3)} s |",
+        f"| task round trip (no-op task) | {format_number(lc['task_round_trip_s'] * 1e3, significant=3)} ms |",
+        f"| other worker time per partition (reading, checks) | {format_number(warm['worker_other_s_per_partition'], significant=3)} s |",
+        f"| bytes sent per image (data file readable by the workers) | {format_number(warm['bytes_in_per_image'], significant=4)} |",
+        f"| bytes sent per image (lesions sent with the tasks) | {format_number(lc['scattered_lesions']['bytes_in_per_image'], significant=4)} |",
+        f"| bytes returned per image (features) | {format_number(warm['bytes_out_per_image'], significant=4)} |",
+        f"| LocalCluster start | {format_number(lc['start_s'], significant=3)} s |",
         "",
         "Estimated time to extract one backbone's features on *N* nodes like this one "
         f"({setup['cpu_count']} cores, {setup['workers']} workers each), from the figures above "
@@ -665,7 +666,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return format_number(v)
     return _md_escape(v)
 
 
