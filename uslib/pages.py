@@ -736,6 +736,10 @@ def write_generated_pages(run_dir: str | os.PathLike, out_dir: Path | None = Non
     # not a page of its own (not in _toc.yml, so not built): included by book/cluster.md
     pages["cluster_estimate.md"] = cluster_estimate_fragment()
     pages["sweep_fragment.md"] = sweep_fragment(run_dir)
+    from .teaching import takeaways_page, teaching_fragment
+
+    pages["takeaways.md"] = takeaways_page(run_dir)
+    pages["teaching_facts.md"] = teaching_fragment(run_dir)  # included by book/teachers_guide.md
     pairs = path_replacements(run_dir)  # no absolute path of this machine on a page
     written = []
     for name, text in pages.items():
