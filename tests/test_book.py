@@ -499,3 +499,22 @@ def test_the_page_check_finds_each_problem_it_looks_for(tmp_path):
     for what in ("glued text in bold", "raw TeX in a reference label", "placeholder wording",
                  "figure below' points where", "px wide at a 390 px viewport"):
         assert what in found, f"{what!r} not reported:\n{found}"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (Debian package 'chromium'; .ci/run installs it)")
+def test_search_from_a_file_finds_pages_names_the_server_and_logs_no_errors(built):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (a test extra) is not installed")
+    errors, left = [], []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            page.route("**/*", _file_only(left))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto((built["html"] / "search.html").as_uri() + "?q=speckle", wait_until="load")
+            page.wait_for_function("document.querySelectorAll('#search-results li').length > 0", timeout=20000)
+            hint = page.evaluate("(document.querySelector('.uslib-serve-hint') || {}).textContent || ''")
+        finally:
+            browser.close()
+    assert "python -m uslib serve" in hint
+    assert not errors and not left, (errors[:3], left[:3])
