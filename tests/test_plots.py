@@ -197,3 +197,45 @@ def test_image_grid_wraps_into_rows():
     assert len(axes) == 7 and len(fig.axes) == 7
     rows = {round(ax.get_position().y0, 3) for ax in axes}
     assert len(rows) == 2
+
+
+# --- the dynamic-range explorer's frames ---------------------------------------
+
+def test_explorer_frames_keep_the_histogram_inside_its_axes_with_a_db_colour_bar(monkeypatch):
+    """Every frame, 20 dB (most of the scan black) included, is checked as it is saved."""
+    from matplotlib.figure import Figure
+
+    rng = np.random.default_rng(0)
+    env = rng.rayleigh(size=(300, 60)) * np.exp(-np.linspace(0, 4, 300))[:, None]
+    roi = np.zeros(env.shape, bool)
+    roi[120:180, 20:40] = True
+    env[roi] *= 0.05  # a dark lesion: at 20 dB every ROI pixel is black
+    frames, real_savefig = [], Figure.savefig
+
+    def checked_savefig(fig, *args, **kwargs):
+        ax_img, ax_hist = fig.axes[0], fig.axes[1]
+        low, high = ax_hist.get_ylim()
+        heights = [p.get_height() for p in ax_hist.patches]
+        roi_y = np.asarray(ax_hist.lines[0].get_ydata(), float)
+        colourbar = [a for a in fig.axes if a not in (ax_img, ax_hist)]
+        frames.append({
+            "title": ax_img.get_title(),
+            "bars inside": all(h == 0 or low <= h <= high for h in heights),
+            "roi inside": bool(np.all(np.isnan(roi_y) | ((roi_y >= low) & (roi_y <= high)))),
+            "roi drawn": bool(np.any(~np.isnan(roi_y))),
+            "dB ticks": [t.get_text() for t in colourbar[0].get_yticklabels()] if colourbar else [],
+            "stamp": plots.stamp_collisions(fig, tight=False),
+            "image px": ax_img.get_window_extent().width,
+            "hist px": ax_hist.get_window_extent().width,
+        })
+        return real_savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", checked_savefig)
+    plots.dynamic_range_explorer(env, [20, 40, 60, 80], extent=(0, 38, 40, 0), roi=roi, synthetic=True)  # the phantom's
+    assert [f["title"] for f in frames] == ["B-mode at 20 dB", "B-mode at 40 dB", "B-mode at 60 dB", "B-mode at 80 dB"]
+    for f in frames:
+        assert f["bars inside"] and f["roi inside"] and f["roi drawn"], f
+        assert f["dB ticks"][0] in ("0", "0.0") and f["dB ticks"][-1].startswith("\u2212"), f["dB ticks"]
+        assert f["stamp"] == [], f["stamp"]
+        assert f["image px"] >= f["hist px"], "the B-mode panel is the larger one"
+    assert frames[0]["dB ticks"][-1] == "\u221220" and frames[-1]["dB ticks"][-1] == "\u221280"

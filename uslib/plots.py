@@ -314,7 +314,7 @@ def db_ticks(dynamic_range_db: float, step_db: float | None = None) -> tuple[np.
 
 
 def dynamic_range_explorer(env, dynamic_ranges_db: Sequence[float], *, extent=None, roi=None,
-                           initial_db: float | None = None, figsize=(8.0, 3.6), dpi: int = 90,
+                           initial_db: float | None = None, figsize=(8.4, 4.0), dpi: int = 90,
                            synthetic: bool = False, element_id: str = "dr-explorer",
                            image_format: str = "jpeg") -> str:
     """A self-contained HTML slider over dynamic ranges: B-mode image and grey-level histogram per DR.
@@ -392,7 +392,7 @@ def dynamic_range_explorer(env, dynamic_ranges_db: Sequence[float], *, extent=No
     y_high = 3.0  # fractions are at most 0.25 per grey level; the band above holds the legend
     decades = [10.0**k for k in range(int(np.log10(y_low)), 1)]
     frames = []
-    fig, (ax_img, ax_hist) = plt.subplots(1, 2, figsize=figsize, dpi=dpi, gridspec_kw=dict(width_ratios=[1.3, 1]))
+    fig, (ax_img, ax_hist) = plt.subplots(1, 2, figsize=figsize, dpi=dpi, gridspec_kw=dict(width_ratios=[1.5, 1]))
     try:
         show_bmode(ax_img, images[start], extent=extent, roi=None if mask is None else mask[::stride])
         im = ax_img.images[0]
