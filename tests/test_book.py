@@ -262,7 +262,9 @@ def test_reference_pages_read_true(built):
     total = sum(v["seconds"] for v in record["stages"].values())
     assert f"all chapters {total:.1f}" in prov, "the total is this run's"
     bench = text(chapters_dir / "benchmarks.html")
-    assert "No benchmark has been run" in bench or "Measured" in bench
+    from uslib.pages import PLACEHOLDER
+
+    assert "Measured" in bench or ("This build" in bench and not PLACEHOLDER.search(bench))
     refs = (built["html"] / "book" / "references.html").read_text()
     sources = "".join(p.read_text() for p in [*(REPO_ROOT / "book").glob("*.md"), *(REPO_ROOT / "notebooks").glob("*.ipynb")])
     cited = {k.strip() for group in re.findall(r"\{cite:[pt]\}`([^`]+)`", sources) for k in group.split(",")}
@@ -301,12 +303,72 @@ async () => {
     if (!box || box.getBoundingClientRect().right > edge) tables.push(t.outerHTML.slice(0, 120));
   }
   const maths = Array.from(article.querySelectorAll(".math")).filter(m => !m.querySelector("mjx-container"));
+  // glued text set in bold (myst-nb's stylesheet bolds span.pasted-text)
+  const boldGlue = Array.from(article.querySelectorAll(".pasted-text"))
+      .filter(e => parseInt(getComputedStyle(e).fontWeight, 10) >= 600).map(e => e.textContent.slice(0, 60));
+  // bibliography labels and citations
+  const labels = Array.from(document.querySelectorAll(
+      'span.label, .citation .label, a[role="doc-biblioref"], [role="doc-biblioentry"]'))
+      .map(e => e.textContent);
+  // "the figure below" / "the sensitivity analysis above": is the thing on that side?
+  const pointing = [];
+  const walker = document.createTreeWalker(article, NodeFilter.SHOW_TEXT);
+  const phrase = /\b((?:[A-Za-z-]+\s+){0,2})(figures?|plots?|images?|panels?|tables?|analysis|section|slider|exercises?)\s+(below|above)\b/gi;
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    if (node.parentElement.closest("pre, code, script, style, mjx-container")) continue;
+    for (const m of node.textContent.matchAll(phrase)) {
+      const noun = m[2].toLowerCase(), way = m[3].toLowerCase();
+      let targets;
+      if (/^(figure|plot|image|panel)/.test(noun)) targets = article.querySelectorAll("img, figure, .dr-explorer");
+      else if (/^table/.test(noun)) targets = article.querySelectorAll("table");
+      else if (noun === "slider") targets = article.querySelectorAll('input[type="range"]');
+      else {
+        // the longest name that a heading carries: "the sensitivity analysis", "sensitivity analysis", "analysis"
+        const words = (m[1] + noun).trim().toLowerCase().split(/\s+/);
+        const headings = Array.from(article.querySelectorAll("h1, h2, h3, h4, .admonition-title"));
+        targets = [];
+        for (let k = 0; k < words.length && !targets.length; k++) {
+          const name = words.slice(k).join(" ");
+          targets = headings.filter(h => h.textContent.toLowerCase().includes(name));
+        }
+        if (!targets.length) continue;  // nothing named so on the page: not a pointer this check can follow
+      }
+      const after = Array.from(targets).some(t => node.compareDocumentPosition(t) & Node.DOCUMENT_POSITION_FOLLOWING);
+      const before = Array.from(targets).some(t => node.compareDocumentPosition(t) & Node.DOCUMENT_POSITION_PRECEDING);
+      if ((way === "below" && !after) || (way === "above" && !before)) pointing.push(m[0]);
+    }
+  }
   return {images, text, tables, unrendered: maths.map(m => m.textContent.slice(0, 60)),
-          merrors: article.querySelectorAll("mjx-merror").length};
+          merrors: article.querySelectorAll("mjx-merror").length, boldGlue, labels, pointing};
+}
+"""
+
+WIDTH_JS = r"""
+async () => {
+  for (const img of document.images) { img.loading = "eager"; }
+  await Promise.all(Array.from(document.images).map(i => i.complete ? null
+      : new Promise(r => { i.addEventListener("load", r); i.addEventListener("error", r); })));
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) { await MathJax.startup.promise; }
+  const vw = document.documentElement.clientWidth;
+  const wide = document.documentElement.scrollWidth;
+  const culprits = [];
+  if (wide > vw + 1) {
+    for (const e of document.querySelectorAll("body *")) {
+      const r = e.getBoundingClientRect();
+      if (r.right > vw + 1 && r.width > 0 && !e.closest("[style*='overflow'], .uslib-table-scroll, pre, .highlight")) {
+        culprits.push(e.tagName.toLowerCase() + "." + (e.className || "").toString().slice(0, 40) + ": "
+                      + (e.textContent || "").trim().slice(0, 50));
+        if (culprits.length >= 3) break;
+      }
+    }
+  }
+  return {vw, wide, culprits};
 }
 """
 
 RAW_TEX = re.compile(r"\\\(|\\\)|\\\[|\\\]|\$\$|\\(?:mathcal|frac|sqrt|begin|end|left|right|mathrm|text|cdot)\b")
+#: TeX left in a bibliography label or entry: an accent command (\'o, \"o, \l) or a group opened by a command.
+RAW_TEX_NAME = re.compile(r"\\['\"`^~=.cvHuklLoO]|\{\\|[{}]")
 
 EXPLORER_JS = r"""
 async () => {
@@ -340,10 +402,16 @@ def check_pages(html_dir, *, viewport=(1280, 900)):
 
     Returns ``{page: [problem, ...]}`` for the pages with problems: console
     errors and uncaught exceptions, requests that left the disk, images that
-    did not load, raw TeX left in the text, maths MathJax did not render, and
-    tables wider than the article outside a horizontally scrolling box. On
-    the chapter 02 page, the dynamic-range explorer must change its image.
+    did not load, raw TeX left in the text or in a bibliography label, maths
+    MathJax did not render, tables wider than the article outside a
+    horizontally scrolling box, glued text set in bold, placeholder wording
+    (:data:`uslib.pages.PLACEHOLDER`; every built page is in the table of
+    contents), "the figure below" with no figure below (or above), and, at a
+    390 px wide viewport (a phone), a page wider than the screen. On the
+    chapter 02 page, the dynamic-range explorer must change its image.
     """
+    from uslib.pages import PLACEHOLDER
+
     from playwright.sync_api import sync_playwright
 
     problems: dict[str, list[str]] = {}
@@ -373,6 +441,13 @@ def check_pages(html_dir, *, viewport=(1280, 900)):
                 if res["merrors"]:
                     found.append(f"{res['merrors']} MathJax errors")
                 found += [f"table past the article edge, not in a scrolling box: {t}" for t in res["tables"]]
+                found += [f"glued text in bold: {t!r}" for t in res["boldGlue"]]
+                found += [f"raw TeX in a reference label: {t[:80]!r}" for t in res["labels"] if RAW_TEX_NAME.search(t)]
+                placeholder = PLACEHOLDER.search(res["text"])
+                if placeholder:
+                    found.append(f"placeholder wording on a page of the table of contents: {placeholder.group(0)!r}")
+                found += [f"{t!r} points where there is nothing of the kind (it is on the other side, or missing)"
+                          for t in res["pointing"]]
                 if name == "book/chapters/02_reconstruction.html":
                     ex = page.evaluate(EXPLORER_JS)
                     if "error" in ex:
@@ -380,6 +455,14 @@ def check_pages(html_dir, *, viewport=(1280, 900)):
                     elif ex["before"] == ex["after"]:
                         found.append(f"dynamic-range explorer: the image did not change ({ex})")
                 context.close()
+                phone = browser.new_context(viewport={"width": 390, "height": 844})
+                small = phone.new_page()
+                small.route("**/*", _file_only([]))
+                small.goto(page_path.as_uri(), wait_until="load")
+                width = small.evaluate(WIDTH_JS)
+                phone.close()
+                if width["wide"] > width["vw"] + 1:
+                    found.append(f"{width['wide']} px wide at a {width['vw']} px viewport: {width['culprits']}")
                 if found:
                     problems[name] = found
         finally:
@@ -392,3 +475,46 @@ def test_every_page_reads_cleanly_in_headless_chromium_offline(built):
     pytest.importorskip("playwright.sync_api", reason="playwright (a test extra) is not installed")
     problems = check_pages(built["html"])
     assert not problems, "\n".join(f"{page}:\n  " + "\n  ".join(p) for page, p in problems.items())
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (Debian package 'chromium'; .ci/run installs it)")
+def test_the_page_check_finds_each_problem_it_looks_for(tmp_path):
+    """The reader's checks can fail: a page with each problem, and a clean page."""
+    pytest.importorskip("playwright.sync_api", reason="playwright (a test extra) is not installed")
+    style = "<style>span.pasted-text{font-weight:bold}</style>"
+    bad = (f"<html><head>{style}</head><body><main><article class='bd-article'>"
+           "<p>The AUC is <span class='pasted-text'>0.81</span>.</p>"
+           "<p>See the figure below. No sweep has been run for this run directory.</p>"
+           "<p><span class='label'>[Piotrzkowska-Wr\\'oblewska et al., 2017]</span></p>"
+           "<div style='width:600px'>wide</div>"
+           "</article></main></body></html>")
+    good = ("<html><body><main><article class='bd-article'><img alt='a' src='data:image/gif;base64,"
+            "R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw=='><p>The figure above shows it; the AUC is <span class='pasted-text'>0.81</span>.</p>"
+            "</article></main></body></html>")
+    (tmp_path / "bad.html").write_text(bad)
+    (tmp_path / "good.html").write_text(good)
+    problems = check_pages(tmp_path)
+    assert "good.html" not in problems, problems.get("good.html")
+    found = "\n".join(problems["bad.html"])
+    for what in ("glued text in bold", "raw TeX in a reference label", "placeholder wording",
+                 "figure below' points where", "px wide at a 390 px viewport"):
+        assert what in found, f"{what!r} not reported:\n{found}"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (Debian package 'chromium'; .ci/run installs it)")
+def test_search_from_a_file_finds_pages_names_the_server_and_logs_no_errors(built):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (a test extra) is not installed")
+    errors, left = [], []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            page.route("**/*", _file_only(left))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto((built["html"] / "search.html").as_uri() + "?q=speckle", wait_until="load")
+            page.wait_for_function("document.querySelectorAll('#search-results li').length > 0", timeout=20000)
+            hint = page.evaluate("(document.querySelector('.uslib-serve-hint') || {}).textContent || ''")
+        finally:
+            browser.close()
+    assert "python -m uslib serve" in hint
+    assert not errors and not left, (errors[:3], left[:3])

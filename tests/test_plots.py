@@ -77,6 +77,48 @@ def test_stamp_covers_no_text_of_the_figure(layout):
         assert not _overlaps(sb, fig.legends[0].get_window_extent(r))
 
 
+def _pca_like_figure():
+    """Chapter 04's layout: two scatter panels, a six-entry figure legend in three columns under them."""
+    rng = np.random.default_rng(0)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.9))
+    for ax in axes:
+        for i, dr in enumerate((40, 50, 60)):
+            for lab, mk in ((0, "o"), (1, "^")):
+                ax.scatter(*rng.normal(size=(2, 10)), s=9, marker=mk, color=f"C{i}",
+                           label=f"{dr:g} dB, {'malignant' if lab else 'benign'}")
+        ax.set_xlabel("PC 1")
+        ax.set_ylabel("PC 2")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.17, 1, 1))
+    return fig
+
+
+@pytest.mark.parametrize("layout", ["pca legend", "axes legend lower right", "full figure"])
+def test_stamp_is_clear_of_every_legend_and_text_in_the_saved_image(layout):
+    if layout == "pca legend":
+        fig = _pca_like_figure()
+    else:
+        fig, ax = plt.subplots(figsize=(4, 3))
+        ax.plot([0, 1], [0, 1], label="60 dB, malignant")
+        ax.set_title("a title across the whole width of the axes")
+        ax.legend(loc="lower right" if layout != "full figure" else "upper right")
+        ax.set_xlabel("x")
+        fig.tight_layout(pad=0.1)
+    plots.label_synthetic(fig, "SYNTHETIC DATA · RANDOM WEIGHTS")
+    assert plots.stamp_collisions(fig) == [], "measured as saved with a tight bounding box"
+    assert plots.stamp_collisions(fig, tight=False) == []
+
+
+def test_stamp_collisions_reports_a_stamp_over_a_legend():
+    fig = _pca_like_figure()
+    fig.canvas.draw()
+    legend = fig.legends[0].get_window_extent(fig.canvas.get_renderer())
+    x, y = fig.transFigure.inverted().transform(((legend.x0 + legend.x1) / 2, (legend.y0 + legend.y1) / 2))
+    fig.text(x, y, "SYNTHETIC DATA", gid=plots.STAMP_GID, ha="center", va="center")
+    found = plots.stamp_collisions(fig, tight=False)
+    assert found and "legend" in found[0] and "60 dB, malignant" in found[0]
+
+
 def test_a_second_stamp_replaces_the_first():
     fig, ax = plt.subplots()
     plots.label_synthetic(fig)
@@ -155,3 +197,45 @@ def test_image_grid_wraps_into_rows():
     assert len(axes) == 7 and len(fig.axes) == 7
     rows = {round(ax.get_position().y0, 3) for ax in axes}
     assert len(rows) == 2
+
+
+# --- the dynamic-range explorer's frames ---------------------------------------
+
+def test_explorer_frames_keep_the_histogram_inside_its_axes_with_a_db_colour_bar(monkeypatch):
+    """Every frame, 20 dB (most of the scan black) included, is checked as it is saved."""
+    from matplotlib.figure import Figure
+
+    rng = np.random.default_rng(0)
+    env = rng.rayleigh(size=(300, 60)) * np.exp(-np.linspace(0, 4, 300))[:, None]
+    roi = np.zeros(env.shape, bool)
+    roi[120:180, 20:40] = True
+    env[roi] *= 0.05  # a dark lesion: at 20 dB every ROI pixel is black
+    frames, real_savefig = [], Figure.savefig
+
+    def checked_savefig(fig, *args, **kwargs):
+        ax_img, ax_hist = fig.axes[0], fig.axes[1]
+        low, high = ax_hist.get_ylim()
+        heights = [p.get_height() for p in ax_hist.patches]
+        roi_y = np.asarray(ax_hist.lines[0].get_ydata(), float)
+        colourbar = [a for a in fig.axes if a not in (ax_img, ax_hist)]
+        frames.append({
+            "title": ax_img.get_title(),
+            "bars inside": all(h == 0 or low <= h <= high for h in heights),
+            "roi inside": bool(np.all(np.isnan(roi_y) | ((roi_y >= low) & (roi_y <= high)))),
+            "roi drawn": bool(np.any(~np.isnan(roi_y))),
+            "dB ticks": [t.get_text() for t in colourbar[0].get_yticklabels()] if colourbar else [],
+            "stamp": plots.stamp_collisions(fig, tight=False),
+            "image px": ax_img.get_window_extent().width,
+            "hist px": ax_hist.get_window_extent().width,
+        })
+        return real_savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", checked_savefig)
+    plots.dynamic_range_explorer(env, [20, 40, 60, 80], extent=(0, 38, 40, 0), roi=roi, synthetic=True)  # the phantom's
+    assert [f["title"] for f in frames] == ["B-mode at 20 dB", "B-mode at 40 dB", "B-mode at 60 dB", "B-mode at 80 dB"]
+    for f in frames:
+        assert f["bars inside"] and f["roi inside"] and f["roi drawn"], f
+        assert f["dB ticks"][0] in ("0", "0.0") and f["dB ticks"][-1].startswith("\u2212"), f["dB ticks"]
+        assert f["stamp"] == [], f["stamp"]
+        assert f["image px"] >= f["hist px"], "the B-mode panel is the larger one"
+    assert frames[0]["dB ticks"][-1] == "\u221220" and frames[-1]["dB ticks"][-1] == "\u221280"

@@ -5,6 +5,7 @@
 ``python -m uslib fetch --profile P``  download what P lacks (data by SHA-256, weights by MD5)
 ``python -m uslib build --profile P``  build the book from the executed chapters of one run
 ``python -m uslib sweep --profile P --set svm_c=0.1,1,10``  a parameter sweep (:mod:`uslib.sweep`)
+``python -m uslib serve``              serve the built book on http://127.0.0.1:8000/ (search works; :mod:`uslib.serve`)
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     p_sweep.add_argument("--profile", default="params/default.yaml", help="the parent profile")
     p_sweep.add_argument("--set", dest="sets", action="append", required=True, metavar="NAME=V1,V2,...",
                          help="a swept parameter and its values (YAML each); repeat for a grid")
+    p_serve = sub.add_parser("serve", help="serve the built book on 127.0.0.1 so that its search works")
+    p_serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p_serve.add_argument("--dir", default=None, help="the HTML book (default: _build/html)")
     args = parser.parse_args(argv)
 
     from .config import ProfileError
@@ -68,6 +72,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         for path in fetch_missing(load_profile(args.profile)):
             print(path)
         return run.main_check(args.profile)
+    if args.command == "serve":
+        from .serve import BOOK_HTML, serve
+
+        try:
+            return serve(args.dir or BOOK_HTML, port=args.port)
+        except (FileNotFoundError, OSError) as e:
+            print(f"uslib: error: {e}", file=sys.stderr)
+            return 2
     if args.command == "sweep":
         from .sweep import run_sweep
 

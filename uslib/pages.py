@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from . import store
 from .hygiene import path_replacements, replace_paths
 from .store import atomic_path, load_json, read_run_record
+from .tables import format_number
 from .config import PROFILE_DIR, REPO_ROOT
 
 __all__ = [
@@ -28,8 +30,16 @@ __all__ = [
     "sweep_page",
     "scaling_estimate",
     "cluster_estimate_fragment",
+    "sweep_fragment",
+    "PLACEHOLDER",
     "write_generated_pages",
 ]
+
+
+#: Wording of a page that stands in for content it does not have; no page of the table of contents may
+#: carry it (tests/test_book.py, tests/test_pages_content.py).
+PLACEHOLDER = re.compile(r"no measurements|has not been run|No sweep has been run|No benchmark has been run|"
+                         r"fills in after|\bTODO\b|\bTBD\b|placeholder|coming soon|lorem ipsum", re.I)
 
 
 def _md_escape(text: Any) -> str:
@@ -233,6 +243,15 @@ def _stage_timings(rec: dict, title: str) -> list[str]:
     lines += [f"| {_md_escape(k)} | {_md_escape(v.get('status', ''))} | {float(v['seconds']):.1f} |"
               for k, v in stages.items()]
     lines += [f"| all chapters | | {sum(float(v['seconds']) for v in stages.values()):.1f} |", ""]
+    steps = {k: v for k, v in (rec.get("stage_seconds") or {}).items()
+             if k not in stages and k not in ("total", "book_build") and isinstance(v, (int, float))}
+    if steps:
+        lines += ["Steps inside the chapters, as `run.json` records them (`stage_seconds`: a step a chapter found "
+                  "cached is not timed again, and a step that two chapters run, such as feature extraction in 04 "
+                  "and 07, keeps the time of the later one):", "",
+                  "| step | seconds |", "|---|---|"]
+        lines += [f"| {_md_escape(k)} | {format_number(float(v), 1)} |" for k, v in sorted(steps.items())]
+        lines.append("")
     return lines
 
 
@@ -243,12 +262,12 @@ def benchmarks_page(run_dir: str | os.PathLike | None = None, bench_dir: Path | 
     """
     bench_dir = bench_dir or (REPO_ROOT / "runs" / "benchmarks")
     files = sorted(bench_dir.glob("*.json")) if bench_dir.exists() else []
-    intro = ("The measurements below were made on the machine that built this book, each with the command "
-             "that produced it; `make bench` refreshes them." if files else
-             "**No benchmark has been run on the machine that built this book**, so this page has no "
-             "measurements: only the targets, and the chapter timings of the run it shows. To measure, run "
-             "`make bench` (it runs `benchmarks/run_all.py`, each script writing `runs/benchmarks/<name>.json`), "
-             "then rebuild the book: `python -m uslib build --profile P`.")
+    intro = ("The measurements on this page were made on the machine that built this book, each with the "
+             "command that produced it; `make bench` refreshes them." if files else
+             "This page shows the targets and how long each chapter and each step of the run this book was "
+             "built from took (*This build*). The benchmarks (`make bench`: `benchmarks/run_all.py`, each script "
+             "writing `runs/benchmarks/<name>.json`) add their measurements here when the book is rebuilt "
+             "after them (`python -m uslib build --profile P`).")
     lines = [
         "# Benchmarks",
         "",
@@ -604,9 +623,13 @@ def cluster_estimate_fragment(bench_dir: Path | None = None) -> str:
     bench_dir = bench_dir or (REPO_ROOT / "runs" / "benchmarks")
     path = bench_dir / "distributed.json"
     if not path.exists():
-        return "\n".join(["```{note}", "The distributed benchmark has not been run on this machine: run "
-                          "`.venv/bin/python benchmarks/bench_distributed.py` (or `make bench`), then rebuild the "
-                          "book to see the measured figures and the scaling estimate here.", "```", ""])
+        return "\n".join([
+            "The distributed benchmark measures, on the machine that runs it, the in-process and LocalCluster "
+            "throughput of feature extraction, the cost of building a network on each worker, a task's round "
+            "trip and the bytes moved per image, then estimates the time on 1 to 32 such nodes. To put its "
+            "table and estimate here, run it and rebuild the book:", "",
+            "```bash", ".venv/bin/python benchmarks/bench_distributed.py     # or: make bench",
+            "python -m uslib build --profile params/default.yaml", "```", ""])
     bench = load_json(path)
     fig = bench["figures"]
     setup, ip, lc = fig["setup"], fig["in_process"], fig["local_cluster"]
@@ -619,21 +642,21 @@ def cluster_estimate_fragment(bench_dir: Path | None = None) -> str:
         "",
         "| figure | value |",
         "|---|---|",
-        f"| in-process throughput (network built) | {ip['images_per_s']:.3g} images/s |",
-        f"| LocalCluster throughput, cold workers | {cold['images_per_s']:.3g} images/s |",
-        f"| LocalCluster throughput, warm workers (per node) | {warm['images_per_s']:.3g} images/s |",
-        f"| warm cluster against in-process | {fig['speedup_warm_cluster_vs_in_process']:.3g}× |",
+        f"| in-process throughput (network built) | {format_number(ip['images_per_s'], significant=3)} images/s |",
+        f"| LocalCluster throughput, cold workers | {format_number(cold['images_per_s'], significant=3)} images/s |",
+        f"| LocalCluster throughput, warm workers (per node) | {format_number(warm['images_per_s'], significant=3)} images/s |",
+        f"| warm cluster against in-process | {format_number(fig['speedup_warm_cluster_vs_in_process'], significant=3)}× |",
         f"| largest feature difference, cluster against in-process (relative to the largest feature) | "
-        f"{max(cold['max_rel_diff_vs_in_process'], warm['max_rel_diff_vs_in_process']):.3g} |",
-        f"| model build per worker | {cold['model_build_s_per_worker']:.3g} s (in-process: {ip['model_build_s']:.3g} s) |",
-        f"| inference per image on one worker thread | {warm['inference_s_per_image']:.3g} s |",
-        f"| rendering per image (RF to network input) | {warm['render_s_per_image']:.3g} s |",
-        f"| task round trip (no-op task) | {lc['task_round_trip_s'] * 1e3:.3g} ms |",
-        f"| other worker time per partition (reading, checks) | {warm['worker_other_s_per_partition']:.3g} s |",
-        f"| bytes sent per image (data file readable by the workers) | {warm['bytes_in_per_image']:.4g} |",
-        f"| bytes sent per image (lesions sent with the tasks) | {lc['scattered_lesions']['bytes_in_per_image']:.4g} |",
-        f"| bytes returned per image (features) | {warm['bytes_out_per_image']:.4g} |",
-        f"| LocalCluster start | {lc['start_s']:.3g} s |",
+        f"{format_number(max(cold['max_rel_diff_vs_in_process'], warm['max_rel_diff_vs_in_process']), significant=3)} |",
+        f"| model build per worker | {format_number(cold['model_build_s_per_worker'], significant=3)} s (in-process: {format_number(ip['model_build_s'], significant=3)} s) |",
+        f"| inference per image on one worker thread | {format_number(warm['inference_s_per_image'], significant=3)} s |",
+        f"| rendering per image (RF to network input) | {format_number(warm['render_s_per_image'], significant=3)} s |",
+        f"| task round trip (no-op task) | {format_number(lc['task_round_trip_s'] * 1e3, significant=3)} ms |",
+        f"| other worker time per partition (reading, checks) | {format_number(warm['worker_other_s_per_partition'], significant=3)} s |",
+        f"| bytes sent per image (data file readable by the workers) | {format_number(warm['bytes_in_per_image'], significant=4)} |",
+        f"| bytes sent per image (lesions sent with the tasks) | {format_number(lc['scattered_lesions']['bytes_in_per_image'], significant=4)} |",
+        f"| bytes returned per image (features) | {format_number(warm['bytes_out_per_image'], significant=4)} |",
+        f"| LocalCluster start | {format_number(lc['start_s'], significant=3)} s |",
         "",
         "Estimated time to extract one backbone's features on *N* nodes like this one "
         f"({setup['cpu_count']} cores, {setup['workers']} workers each), from the figures above "
@@ -648,8 +671,31 @@ def cluster_estimate_fragment(bench_dir: Path | None = None) -> str:
         when = f"{s / 3600:.2f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
         lines.append(f"| {r['workload']} | {r['nodes']} | {r['images']} | {when} | {r['speedup']:.2f}× | "
                      f"{r['efficiency']:.0%} | {r['mbytes_returned']:.0f} MB |")
-    lines.append("")
+    lines += ["", "The estimate is only as good as its assumptions: nodes like the measured one, a client that keeps "
+              "up with writing the returned features, and a network that moves them without delay. On nodes with "
+              "more cores, scale the per-node throughput by the number of cores (one single-threaded worker per "
+              "core).", ""]
     return "\n".join(lines)
+
+
+def sweep_fragment(run_dir: str | os.PathLike) -> str:
+    """Markdown included by ``book/cluster.md``: the run's last sweep, one AUC table per backbone.
+
+    Without a sweep of this run directory: how to run one (the tables of
+    :func:`sweep_page` appear once it has run and the book is rebuilt).
+    """
+    if not store.sweep_summary_path(run_dir).exists():
+        return "\n".join([
+            "A sweep re-runs the chapters that declare a swept parameter at every point of a grid, each point "
+            "in its own run directory under `<run_dir>/sweep/`, sharing the run's data set and features "
+            "(extracted once, on the cluster when there is one). Its AUC table (a row per Train/Test setting, a "
+            "column per grid point, each AUC with its 95 % DeLong CI) is written to "
+            "`<run_dir>/sweep/summary.csv` and shown in this section when the book is rebuilt:", "",
+            "```bash", "python -m uslib sweep --profile params/tiny.yaml --set svm_c=0.1,1,10 [--set n_splits=3,5]",
+            "python -m uslib build --profile params/tiny.yaml", "```", ""])
+    page = sweep_page(run_dir)
+    body = page.split("```bash", 1)[1].split("```", 1)[1]  # after the title, the introduction and its command
+    return "\n".join(("#" + line) if line.startswith("## ") else line for line in body.splitlines()).strip() + "\n"
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -665,7 +711,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return format_number(v)
     return _md_escape(v)
 
 
@@ -689,6 +735,11 @@ def write_generated_pages(run_dir: str | os.PathLike, out_dir: Path | None = Non
     }
     # not a page of its own (not in _toc.yml, so not built): included by book/cluster.md
     pages["cluster_estimate.md"] = cluster_estimate_fragment()
+    pages["sweep_fragment.md"] = sweep_fragment(run_dir)
+    from .teaching import takeaways_page, teaching_fragment
+
+    pages["takeaways.md"] = takeaways_page(run_dir)
+    pages["teaching_facts.md"] = teaching_fragment(run_dir)  # included by book/teachers_guide.md
     pairs = path_replacements(run_dir)  # no absolute path of this machine on a page
     written = []
     for name, text in pages.items():

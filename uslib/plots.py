@@ -14,6 +14,7 @@ __all__ = [
     "mapping_functions",
     "show_bmode",
     "bmode_colorbar",
+    "db_ticks",
     "dynamic_range_explorer",
     "bmode_grid",
     "spectrum_plot",
@@ -25,6 +26,7 @@ __all__ = [
     "bland_altman_plot",
     "roc_plot",
     "label_synthetic",
+    "stamp_collisions",
     "class_strips",
     "image_grid",
     "STAMP_GID",
@@ -60,25 +62,139 @@ def class_strips(ax, values, labels, *, ylabel: str = "", title: str | None = No
 STAMP_GID = "synthetic-stamp"
 
 
-def label_synthetic(fig, text: str = "SYNTHETIC DATA") -> None:
-    """Stamp a figure whose content comes from simulated data or random weights.
+def _occupied_boxes(fig, renderer, skip=()):
+    """Display-space boxes of what a reader reads: every axes (data area, ticks, labels, title, legend), figure
+    legends and figure texts; ``skip``: artists to leave out (the stamp itself)."""
+    boxes = []
+    for artist in [*fig.axes, *fig.legends, *fig.texts]:
+        if artist in skip or not artist.get_visible():
+            continue
+        if hasattr(artist, "get_text") and not artist.get_text():
+            continue
+        box = artist.get_tightbbox(renderer) if hasattr(artist, "get_tightbbox") else artist.get_window_extent(renderer)
+        if box is not None and box.width > 0 and box.height > 0:
+            boxes.append((artist, box))
+    for sub in getattr(fig, "subfigs", []) or []:
+        boxes += _occupied_boxes(sub, renderer, skip)
+    return boxes
 
-    The stamp goes *below* everything already drawn (tick labels, axis labels,
-    legends), right-aligned, so it covers nothing; the notebooks' inline
-    backend saves figures with a tight bounding box, which takes it in. Call it
-    last, after ``tight_layout`` or any other change of layout. The text
-    carries the gid :data:`STAMP_GID`.
+
+def _stamp_box(stamp, renderer):
+    """The stamp's box on the canvas, its rounded frame included."""
+    patch = stamp.get_bbox_patch()
+    box = stamp.get_window_extent(renderer)
+    if patch is not None:
+        stamp.update_bbox_position_size(renderer)
+        box = type(box).union([box, patch.get_window_extent(renderer)])
+    return box
+
+
+def _describe(artist) -> str:
+    if hasattr(artist, "get_text"):
+        return f"{type(artist).__name__} {artist.get_text()!r}"
+    if hasattr(artist, "texts") and hasattr(artist, "legend_handles"):
+        return "legend " + repr([t.get_text() for t in artist.texts])
+    if hasattr(artist, "get_title"):
+        return f"axes {artist.get_title()!r}"
+    return type(artist).__name__
+
+
+def stamp_collisions(fig, *, tight: bool = True) -> list[str]:
+    """What the figure's stamp (:func:`label_synthetic`) overlaps, as the saved image shows it; [] when nothing.
+
+    With ``tight`` the figure is saved (to memory) with ``bbox_inches="tight"``, as the notebooks' inline
+    backend and ``glue`` save it, and the boxes are measured during that drawing: cropping moves legends
+    anchored to the figure's edges, so a stamp clear of them on the canvas may not be clear in the image.
+    A stamp (partly) outside the canvas counts as a collision too. No stamp: [].
     """
+    import io
+
+    stamps = [t for t in fig.texts if t.get_gid() == STAMP_GID]
+    if not stamps:
+        return []
+    found: list[str] = []
+
+    def measure(renderer):
+        for stamp in stamps:
+            box = _stamp_box(stamp, renderer)
+            canvas = fig.bbox
+            if box.x0 < canvas.x0 - 0.5 or box.y0 < canvas.y0 - 0.5 or box.x1 > canvas.x1 + 0.5 \
+                    or box.y1 > canvas.y1 + 0.5:
+                found.append("the stamp runs past the figure's edge")
+            for artist, other in _occupied_boxes(fig, renderer, skip=stamps):
+                if box.overlaps(other):
+                    found.append(f"the stamp overlaps {_describe(artist)}")
+
+    if not tight:
+        fig.canvas.draw()
+        measure(fig.canvas.get_renderer())
+        return found
+    cid = fig.canvas.mpl_connect("draw_event", lambda event: measure(event.renderer))
+    try:
+        fig.savefig(io.BytesIO(), format="png", bbox_inches="tight")
+    finally:
+        fig.canvas.mpl_disconnect(cid)
+    return found
+
+
+def label_synthetic(fig, text: str = "SYNTHETIC DATA") -> None:
+    """Stamp a figure whose content comes from simulated data or random weights, where it covers nothing.
+
+    The stamp goes into a free corner of the canvas: the first of top right,
+    bottom right, top left, bottom left whose box overlaps no axes (data,
+    ticks, labels, titles, legends), figure legend or figure text. When no
+    corner is free, the figure grows by a strip at the top, everything keeping
+    its place in inches, and the stamp goes into that strip. It stays inside
+    the canvas, so saving with a tight bounding box (the notebooks' inline
+    backend, ``glue``) moves nothing onto it; :func:`stamp_collisions` checks
+    the saved image. Call it last, after ``tight_layout`` or any other change
+    of layout. The text carries the gid :data:`STAMP_GID`; a second stamp
+    replaces the first.
+    """
+    for t in [t for t in fig.texts if t.get_gid() == STAMP_GID]:
+        t.remove()
     fig.canvas.draw()  # run the layout engine so the extents below are final
     renderer = fig.canvas.get_renderer()
-    others = [t for t in fig.texts if t.get_gid() == STAMP_GID]
-    for t in others:  # a second stamp replaces the first
-        t.remove()
-    bbox = fig.get_tightbbox(renderer)  # inches, everything drawn so far
+    margin_px = 4.0 * fig.dpi / 72
+    stamp = fig.text(1, 1, text, ha="right", va="top", fontsize=9, color="0.25", gid=STAMP_GID,
+                     bbox=dict(boxstyle="round,pad=0.25", fc="#fff3cd", ec="#d39e00", lw=0.6))
+    occupied = [box for _, box in _occupied_boxes(fig, renderer, skip=[stamp])]
+
+    def place(ha, va) -> bool:
+        w, h = fig.bbox.width, fig.bbox.height
+        stamp.set_horizontalalignment(ha)
+        stamp.set_verticalalignment(va)
+        # the frame reaches past the text: measure once at the anchor, then shift inside by the overhang
+        stamp.set_position((0.5, 0.5))
+        box = _stamp_box(stamp, renderer)
+        ox = max(box.x1 - stamp.get_window_extent(renderer).x1, 0) + margin_px
+        oy = max(box.y1 - stamp.get_window_extent(renderer).y1, 0) + margin_px
+        x = 1 - ox / w if ha == "right" else ox / w
+        y = 1 - oy / h if va == "top" else oy / h
+        stamp.set_position((x, y))
+        box = _stamp_box(stamp, renderer)
+        return not any(box.overlaps(o) for o in occupied)
+
+    for ha, va in (("right", "top"), ("right", "bottom"), ("left", "top"), ("left", "bottom")):
+        if place(ha, va):
+            return
+    # no free corner: a strip at the top, as high as the stamp and two margins
+    stamp.set_position((0.5, 0.5))
+    strip_in = (_stamp_box(stamp, renderer).height + 2 * margin_px) / fig.dpi
     w_in, h_in = fig.get_size_inches()
-    gap_in = 0.15  # clear of the lowest text, legend rows included
-    fig.text(bbox.x1 / w_in, (bbox.y0 - gap_in) / h_in, text, ha="right", va="top", fontsize=9, color="0.25",
-             gid=STAMP_GID, bbox=dict(boxstyle="round,pad=0.25", fc="#fff3cd", ec="#d39e00", lw=0.6))
+    scale = h_in / (h_in + strip_in)
+    for ax in fig.axes:  # colour bars included: each keeps its place in inches
+        pos = ax.get_position()
+        ax.set_position([pos.x0, pos.y0 * scale, pos.width, pos.height * scale])
+    for t in fig.texts:
+        if t is not stamp and t.get_transform() == fig.transFigure:
+            x, y = t.get_position()
+            t.set_position((x, y * scale))
+    fig.set_size_inches(w_in, h_in + strip_in, forward=False)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    occupied[:] = [box for _, box in _occupied_boxes(fig, renderer, skip=[stamp])]
+    place("right", "top")
 
 
 def mapping_functions(ax, dynamic_ranges_db: Sequence[float] = (40, 50, 60), *, min_ratio_db: float = -80.0):
@@ -167,6 +283,26 @@ def bmode_colorbar(mappable, ax, dynamic_range_db: float | None = None, *, orien
         cb.set_ticks([0, 64, 128, 192, 255])
         cb.set_label("grey level")
         return cb
+    ticks, labels = db_ticks(dynamic_range_db, step_db)
+    cb.set_ticks(ticks, labels=labels)
+    cb.set_label("dB re $A_\\mathrm{max}$")
+    return cb
+
+
+def db_ticks(dynamic_range_db: float, step_db: float | None = None) -> tuple[np.ndarray, list[str]]:
+    """Grey-level positions and dB labels of a B-mode colour bar: 0 dB (white) down to −DR dB (black).
+
+    Ticks every ``step_db`` (10 dB, or 5 dB below a 30 dB range); −DR is
+    always ticked, and a tick closer to it than half a step is dropped.
+
+    Examples
+    --------
+    >>> pos, labels = db_ticks(20)
+    >>> labels, pos.round(1).tolist()
+    (['0', '−5', '−10', '−15', '−20'], [255.0, 191.2, 127.5, 63.8, 0.0])
+    >>> db_ticks(43)[1]
+    ['0', '−10', '−20', '−30', '−43']
+    """
     dr = float(dynamic_range_db)
     step = step_db if step_db is not None else (10.0 if dr >= 30 else 5.0)
     ticks_db = np.arange(0.0, -dr - 1e-9, -step)
@@ -174,13 +310,11 @@ def bmode_colorbar(mappable, ax, dynamic_range_db: float | None = None, *, orien
         if ticks_db[-1] + dr < step / 2:
             ticks_db = ticks_db[:-1]
         ticks_db = np.append(ticks_db, -dr)
-    cb.set_ticks((ticks_db + dr) * 255.0 / dr, labels=[f"{v:g}".replace("-", "\u2212") for v in ticks_db])
-    cb.set_label("dB re $A_\\mathrm{max}$")
-    return cb
+    return (ticks_db + dr) * 255.0 / dr, [f"{v:g}".replace("-", "\u2212") for v in ticks_db]
 
 
 def dynamic_range_explorer(env, dynamic_ranges_db: Sequence[float], *, extent=None, roi=None,
-                           initial_db: float | None = None, figsize=(7.5, 3.1), dpi: int = 80,
+                           initial_db: float | None = None, figsize=(8.4, 4.0), dpi: int = 90,
                            synthetic: bool = False, element_id: str = "dr-explorer",
                            image_format: str = "jpeg") -> str:
     """A self-contained HTML slider over dynamic ranges: B-mode image and grey-level histogram per DR.
@@ -240,53 +374,68 @@ def dynamic_range_explorer(env, dynamic_ranges_db: Sequence[float], *, extent=No
     # grey levels shown are the B-mode's own); histograms use every pixel.
     stride = max(1, env.shape[0] // 300)
     db = log_compress(env)  # once; each frame only maps it (bmode_from_envelope would redo the log)
-    bins = np.arange(0, 257, 4)
-    centres = bins[:-1] + 2
+    centres = np.arange(0, 256, 4) + 2
+    # Every frame's fractions first: the histogram's axes are fixed from them, so that no frame (20 dB, where
+    # most of a scan is black, included) draws outside its axes.
+    images, scan_hist, roi_hist = [], [], []
+    for dr in drs:
+        img = to_uint8(gray_levels(db, dr))
+        images.append(img[::stride])
+        scan_hist.append(np.bincount(img.ravel(), minlength=256).reshape(-1, 4).sum(axis=1) / (4.0 * img.size))
+        if mask is not None and mask.any():
+            roi_hist.append(np.bincount(img[mask], minlength=256).reshape(-1, 4).sum(axis=1) / (4.0 * mask.sum()))
+        else:
+            roi_hist.append(None)
+    black = [100 * np.mean(img == 0) for img in images]
+    positive = np.concatenate([h[h > 0] for h in scan_hist + [r for r in roi_hist if r is not None]])
+    y_low = 10.0 ** np.floor(np.log10(max(positive.min(), 1e-9)) - 0.3)
+    y_high = 3.0  # fractions are at most 0.25 per grey level; the band above holds the legend
+    decades = [10.0**k for k in range(int(np.log10(y_low)), 1)]
     frames = []
-    fig, (ax_img, ax_hist) = plt.subplots(1, 2, figsize=figsize, dpi=dpi, gridspec_kw=dict(width_ratios=[1, 1.25]))
+    fig, (ax_img, ax_hist) = plt.subplots(1, 2, figsize=figsize, dpi=dpi, gridspec_kw=dict(width_ratios=[1.5, 1]))
     try:
-        show_bmode(ax_img, to_uint8(gray_levels(db[::stride], drs[start])), extent=extent,
-                   roi=None if mask is None else mask[::stride])
+        show_bmode(ax_img, images[start], extent=extent, roi=None if mask is None else mask[::stride])
         im = ax_img.images[0]
-        scan_bars = ax_hist.bar(centres, np.full(centres.size, 1e-12), width=4, color="0.35", label="whole scan")
-        (roi_line,) = ax_hist.step(centres, np.full(centres.size, 1e-12), where="mid", color="#ff7f0e", lw=1.8,
-                                   label="inside the ROI")
+        cbar = bmode_colorbar(im, ax_img, drs[start])
+        scan_bars = ax_hist.bar(centres, np.full(centres.size, y_low), width=4, color="0.35", label="whole scan")
+        (roi_line,) = ax_hist.step(centres, np.full(centres.size, np.nan), where="mid", color="#ff7f0e", lw=1.8,
+                                   label="inside the ROI", marker=".", ms=3)
         ax_hist.set_yscale("log")
-        ax_hist.set_ylim(1e-5, 0.25)
+        ax_hist.set_ylim(y_low, y_high)
         ax_hist.set_xlim(0, 256)
         # Fixed ticks: the log locator is most of the drawing time of a frame.
-        ax_hist.set_yticks([1e-5, 1e-4, 1e-3, 1e-2, 1e-1], ["$10^{-5}$", "$10^{-4}$", "$10^{-3}$", "$10^{-2}$", "$10^{-1}$"])
+        ax_hist.set_yticks(decades, [f"$10^{{{int(round(np.log10(d)))}}}$" for d in decades])
         ax_hist.minorticks_off()
         ax_hist.set_xlabel("grey level")
         ax_hist.set_ylabel("fraction of pixels per grey level")
-        ax_hist.legend(loc="upper right", fontsize=8)
-        # Frames are saved at the figure's own size (every frame alike, no tight box), so
-        # leave room at the bottom for the stamp label_synthetic puts below everything.
-        fig.tight_layout(rect=(0, 0.12 if synthetic else 0, 1, 1))
+        ax_hist.legend(loc="upper right", fontsize=8, ncol=2)
+        # Frames are saved at the figure's own size (every frame alike, no tight box): label_synthetic finds
+        # a free corner or grows the figure once, before the first frame is saved.
+        fig.tight_layout()
         if synthetic:
             label_synthetic(fig)
-        for dr in drs:
-            img = to_uint8(gray_levels(db, dr))
-            im.set_data(img[::stride])
+        for k, dr in enumerate(drs):
+            im.set_data(images[k])
+            ticks, tick_labels = db_ticks(dr)
+            cbar.set_ticks(ticks, labels=tick_labels)
             ax_img.set_title(f"B-mode at {dr:g} dB")
-            counts = np.bincount(img.ravel(), minlength=256).reshape(-1, 4).sum(axis=1) / (4.0 * img.size)
-            for bar, h in zip(scan_bars, counts):
-                bar.set_height(max(h, 1e-12))
-            if mask is not None and mask.any():
-                roi_counts = np.bincount(img[mask], minlength=256).reshape(-1, 4).sum(axis=1) / (4.0 * mask.sum())
-                roi_line.set_ydata(np.where(roi_counts > 0, roi_counts, np.nan))
-            ax_hist.set_title(f"{100 * np.mean(img == 0):.1f} % of the scan is black (grey 0)", fontsize=10)
+            for bar, h in zip(scan_bars, scan_hist[k]):
+                bar.set_height(h)  # a zero-height bar is not drawn on the log axis
+            if roi_hist[k] is not None:
+                roi_line.set_ydata(np.where(roi_hist[k] > 0, roi_hist[k], np.nan))
+            ax_hist.set_title(f"{black[k]:.1f} % of the scan is black (grey 0)", fontsize=10)
             buf = io.BytesIO()
             fig.savefig(buf, format=image_format, dpi=dpi,
                         **({"pil_kwargs": {"quality": 85}} if image_format == "jpeg" else {}))
             frames.append(f"data:image/{image_format};base64," + base64.b64encode(buf.getvalue()).decode("ascii"))
     finally:
         plt.close(fig)
+    width_px = int(round(fig.get_size_inches()[0] * dpi))
     eid = html.escape(element_id, quote=True)
     labels = [f"{d:g} dB" for d in drs]
     alt = ("B-mode image of one scan and its grey-level histogram at the dynamic range the slider selects "
            f"({labels[0]} to {labels[-1]})")
-    return f"""<div id="{eid}" class="dr-explorer" style="max-width:{int(figsize[0] * dpi)}px">
+    return f"""<div id="{eid}" class="dr-explorer" style="max-width:{width_px}px">
 <label for="{eid}-range" style="display:block">Dynamic range: <output id="{eid}-value">{labels[start]}</output></label>
 <input id="{eid}-range" type="range" min="0" max="{len(drs) - 1}" step="1" value="{start}"
  aria-valuetext="{labels[start]}" style="width:100%">

@@ -19,7 +19,13 @@ What Jupyter Book v1 does not do by itself, in one place:
   counts the chapters of the table of contents (``{{ n_chapters }}`` in a
   page), so no page types the count.
 * **Author-year bibliography labels** (``bibtex_default_style:
-  uslib_authoryear``), matching the author-year citations in the text.
+  uslib_authoryear``), matching the author-year citations in the text. Names
+  are decoded from TeX (``Wr{\\'o}blewska`` -> ``Wróblewska``) by pybtex's own
+  LaTeX reader (:meth:`pybtex.richtext.Text.from_latex`, which uses the
+  ``latexcodec`` package pybtex depends on), so no table of accents is kept
+  here; titles keep the case they have in ``references.bib`` (pybtex's
+  ``unsrt`` style would lowercase "Ultrasonic B-scanning" to "b-scanning");
+  a ``doi`` field is linked to https://doi.org/ by that style.
 """
 
 from __future__ import annotations
@@ -40,6 +46,9 @@ __all__ = [
     "in_words",
     "source_notebook",
     "launch_url_to_source",
+    "bib_label",
+    "latex_to_text",
+    "register_bibliography_style",
     "setup",
 ]
 
@@ -231,7 +240,46 @@ def _install_mathjax_files(app, exception) -> None:
     copy_mathjax(Path(app.outdir) / "_static" / MATHJAX_STATIC)
 
 
-def _register_bibliography_style() -> None:
+def latex_to_text(value: str) -> str:
+    """A BibTeX field as plain text: TeX accents decoded, grouping braces dropped.
+
+    Examples
+    --------
+    >>> latex_to_text(r"Piotrzkowska-Wr{\\'o}blewska"), latex_to_text(r"Micha{\\l}"), latex_to_text("{DeLong}")
+    ('Piotrzkowska-Wróblewska', 'Michał', 'DeLong')
+    """
+    from pybtex.richtext import Text
+
+    return Text.from_latex(value).render_as("text")
+
+
+def bib_label(entry) -> str:
+    """The author-year label of a pybtex entry: ``Byra et al., 2018``; ``Bland and Altman, 1986``.
+
+    Examples
+    --------
+    >>> from pybtex.database import parse_string
+    >>> bib = parse_string(r"@article{k, author={Piotrzkowska-Wr{\\'o}blewska, Hanna and Byra, Micha{\\l}},"
+    ...                    r" title={T}, year={2017}}", "bibtex")
+    >>> bib_label(bib.entries["k"])
+    'Piotrzkowska-Wróblewska and Byra, 2017'
+    """
+    people = entry.persons.get("author") or entry.persons.get("editor") or []
+    names = [latex_to_text(" ".join(p.last_names)) for p in people]
+    year = entry.fields.get("year", "n.d.")
+    if not names:
+        who = latex_to_text(entry.fields.get("title", entry.key))[:30]
+    elif len(names) == 1:
+        who = names[0]
+    elif len(names) == 2:
+        who = f"{names[0]} and {names[1]}"
+    else:
+        who = f"{names[0]} et al."
+    return f"{who}, {year}"
+
+
+def register_bibliography_style() -> None:
+    """Register the ``uslib_authoryear`` pybtex style (labels and formatting) with pybtex."""
     from pybtex.plugin import register_plugin
     from pybtex.style.formatting.unsrt import Style as UnsrtStyle
     from pybtex.style.labels import BaseLabelStyle
@@ -254,22 +302,19 @@ def _register_bibliography_style() -> None:
 
         @staticmethod
         def _label(entry) -> str:
-            people = entry.persons.get("author") or entry.persons.get("editor") or []
-            names = [re.sub(r"[{}]", "", " ".join(p.last_names)) for p in people]
-            year = entry.fields.get("year", "n.d.")
-            if not names:
-                who = re.sub(r"[{}]", "", entry.fields.get("title", entry.key))[:30]
-            elif len(names) == 1:
-                who = names[0]
-            elif len(names) == 2:
-                who = f"{names[0]} and {names[1]}"
-            else:
-                who = f"{names[0]} et al."
-            return f"{who}, {year}"
+            return bib_label(entry)
 
     class AuthorYearStyle(UnsrtStyle):
+        """pybtex's ``unsrt`` with author-year labels, and titles in the case ``references.bib`` gives them."""
+
         default_label_style = "uslib_authoryear"
         default_sorting_style = "author_year_title"
+
+        def format_title(self, e, which_field, as_sentence=True):
+            from pybtex.style.template import field, sentence
+
+            title = field(which_field)  # as written: no .capitalize(), which lowercases all but the first letter
+            return sentence[title] if as_sentence else title
 
     register_plugin("pybtex.style.labels", "uslib_authoryear", AuthorYearLabels, force=True)
     register_plugin("pybtex.style.formatting", "uslib_authoryear", AuthorYearStyle, force=True)
@@ -277,7 +322,7 @@ def _register_bibliography_style() -> None:
 
 def setup(app):
     """Register the hooks (see the module docstring)."""
-    _register_bibliography_style()
+    register_bibliography_style()
     app.connect("config-inited", _count_chapters)
     app.connect("html-page-context", _launch_buttons_to_sources, priority=600)
     app.connect("html-page-context", _one_copy_of_each_script, priority=900)

@@ -27,8 +27,8 @@ Points as Dask tasks
     chapters in-process there); without, one after another here.
 The summary
     ``<run_dir>/sweep/summary.csv``: the AUC with its DeLong CI of every
-    backbone and Train/Test setting at every point, and the book's *Sweep*
-    page (:func:`uslib.pages.sweep_page`).
+    backbone and Train/Test setting at every point, shown on the book's cluster
+    page (:func:`uslib.pages.sweep_fragment`, from :func:`uslib.pages.sweep_page`).
 """
 
 from __future__ import annotations
