@@ -232,7 +232,7 @@ def _backbone(backbone: str | Backbone) -> Backbone:
 # ---------------------------------------------------------------------------
 
 #: Arithmetic precisions of the networks (profile key ``precision``).
-PRECISIONS: tuple[str, ...] = ("float32", "bfloat16")
+PRECISIONS: tuple[str, ...] = ("float32", "bfloat16", "int8")  # int8: issue 24, uslib.int8
 
 #: CPU flags (``/proc/cpuinfo``) that give oneDNN a native bfloat16 path:
 #: AVX512_BF16 (``vdpbf16ps``, Cooper Lake, Zen 4/5) or AMX-BF16 (Sapphire Rapids).
@@ -319,6 +319,12 @@ def check_precision(precision: str, *, flags: Sequence[str] | None = None) -> st
             raise PrecisionUnsupportedError(
                 f"precision 'bfloat16' needs native bfloat16 arithmetic, but {why}; "
                 "set `precision: float32` in the profile")
+    if precision == "int8":  # issue 24: VNNI and the optional packages (uslib.int8)
+        from . import int8
+
+        why = int8.unsupported_reason(cpu_flags() if flags is None else flags)
+        if why:
+            raise PrecisionUnsupportedError(why)
     return precision
 
 
@@ -1201,11 +1207,14 @@ def extract_features(
         that what they read has the content key of the lesion asked for.
     retries : int
         Times Dask reruns a partition whose worker died or that failed.
-    precision : {"float32", "bfloat16"}
+    precision : {"float32", "bfloat16", "int8"}
         Arithmetic of the network (:func:`check_precision` refuses bfloat16
         on a CPU without a native path; :func:`with_precision`). Features of
         each precision are cached apart: the folder
         (:func:`uslib.store.feature_dir`) and every image key name it.
+        int8 (:mod:`uslib.int8`) runs in this process even with a
+        ``client``, and its name in the cache also carries its calibration
+        subset (:func:`uslib.int8.cache_tag`).
 
     Returns
     -------
@@ -1232,13 +1241,19 @@ def extract_features(
     info = resolve_weights(
         bb, weights=weights, weights_path=weights_path, strict=strict, seed=seed, allow_download=allow_download
     )
-    folder = store.feature_dir(cache_dir, bb.name, info.fingerprint, precision)
-
     n = len(manifest)
     content = image_content_keys(dataset)
+    tag = precision  # issue 24: int8 features are cached under a tag naming their calibration subset
+    if precision == "int8":
+        from . import int8
+
+        calibration = int8.calibration_manifest(dataset, content, bb.size_px)
+        tag = int8.cache_tag(calibration["calibration_key"].tolist())
+        client = None  # int8 runs in this process (one quantized network)
+    folder = store.feature_dir(cache_dir, bb.name, info.fingerprint, tag)
     code = store.code_fingerprint("features", packages=_FEATURE_PACKAGES)
     keys = [
-        store.key(content[row.lesion], image_key(row), bb.size_px, bb.name, info.fingerprint, code, precision)
+        store.key(content[row.lesion], image_key(row), bb.size_px, bb.name, info.fingerprint, code, tag)
         for row in manifest.itertuples(index=False)
     ]
     positions_of: dict[str, list[int]] = {}
@@ -1285,7 +1300,11 @@ def extract_features(
             model, info = _build(bb, info)
             _check_sidecar(folder, info)
             store.save_json(folder / "weights.json", {"backbone": bb.name, **info.to_dict()})
-            run = feature_function(with_precision(model, bb, precision), bb)
+            if precision == "int8":  # issue 24: OpenVINO + NNCF, quantized once per feature folder
+                run = int8.load_or_quantize(folder, model, bb.input_shape, lambda: preprocess(np.concatenate(
+                    [x for _, x in iter_images(dataset, calibration, size_px=bb.size_px)]), bb))
+            else:
+                run = feature_function(with_precision(model, bb, precision), bb)
             del model
             bar = tqdm(total=len(missing), desc=f"{bb.name} features", unit="img", disable=not progress)
             t_inf = time.perf_counter()
