@@ -228,3 +228,38 @@ def test_quantized_network_agrees_with_float32_and_is_kept_beside_its_features(t
 
     compiled = int8.compile_model(ov.Core().read_model(str(tmp_path / int8.MODEL_FILE)))
     assert {"i8", "u8"} & int8.runtime_precisions(compiled)["Convolution"]  # the convolutions run in int8
+
+
+# --------------------------------------------------------------------------- #
+# The benchmark's figures on the Benchmarks page
+# --------------------------------------------------------------------------- #
+
+
+def test_benchmarks_page_shows_int8_beside_its_targets(tmp_path):
+    from uslib import pages
+    from uslib.store import save_json
+
+    assert pages.int8_rows(None)[0]["status"] == "not measured"
+    figures = {"vgg19": {
+        "int8 vs float32, the book's images": {"min cosine": 0.9985, "1st percentile cosine": 0.9991, "images": 720},
+        "AUC changes summary": {"settings": 9, "change within float32's CI": 9, "paired 95 % interval holds 0": 8,
+                                "largest |change|": {"setting": "Train40/Test60", "int8 - float32": -0.031,
+                                                     "float32 CI width": 0.2}},
+        "throughput": {"batch size": 32, "TF float32 img/s (median of rounds)": 4.0,
+                       "OpenVINO int8 img/s (median of rounds)": 12.0,
+                       "OpenVINO f32 / TF float32 (median of paired rounds)": 1.1,
+                       "int8 speed-up over TF float32 (median of paired rounds)": 3.0,
+                       "extract_features float32 cold [img/s] (build, render, cache included)": 3.2,
+                       "end to end / network only (float32, same process)": 0.8}}}
+    rows = {r["target"]: r for r in pages.int8_rows(figures)}
+    assert rows["vgg19: int8 speed-up ≥ 2.5 (batch 32)"]["status"] == "met"
+    assert rows["vgg19: int8 speed-up ≥ 2.5 (batch 32)"]["figure"].startswith("3.00× (12.0 vs 4.0 img/s")
+    assert rows["vgg19: int8 min per-image cosine ≥ 0.99"]["status"] == "met"
+    auc = rows["vgg19: no Train×Test AUC moves by more than its paired CI (int8)"]
+    assert auc["status"] == "NOT met" and auc["figure"].startswith("8 of 9 paired intervals hold 0; 9 of 9")
+    assert "-0.0310 (Train40/Test60)" in auc["figure"]
+    assert rows["vgg19: extract_features end to end ≥ 90% of network only"]["status"] == "NOT met"
+    save_json(tmp_path / "int8.json", {"name": "int8", "figures": figures})
+    page = pages.benchmarks_page(bench_dir=tmp_path)
+    assert "| vgg19: int8 min per-image cosine ≥ 0.99 | 0.99850 (1st percentile 0.99910, 720 images) | **met** |" in page
+    assert "`int8.json`" in page
