@@ -472,6 +472,8 @@ def with_precision(model, backbone: str | Backbone, precision: str = "float32"):
     bb = _backbone(backbone)
     if precision == "float32":
         return model
+    if precision == "int8":  # issue 24: not a Keras dtype policy; extract_features runs uslib.int8 instead
+        raise ValueError("precision 'int8' is run by OpenVINO (uslib.int8.load_or_quantize), not by a Keras model")
     check_precision(precision)
     import_tensorflow()
     import keras

@@ -33,6 +33,7 @@ run here (no VNNI, or the packages missing).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -237,9 +238,10 @@ def quantize(ov_model, calibration: np.ndarray):
     calibration = np.asarray(calibration, np.float32)
     if calibration.ndim < 2 or len(calibration) == 0:
         raise ValueError(f"calibration must hold at least one image, got shape {calibration.shape}")
-    nncf.set_log_level(logging.ERROR)  # its progress bars and notes say nothing to a reader of the book
+    nncf.set_log_level(logging.ERROR)  # its notes and progress bars say nothing to a reader of the book
     data = nncf.Dataset([calibration[i:i + 1] for i in range(len(calibration))])
-    return nncf.quantize(ov_model, data, subset_size=len(calibration))
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+        return nncf.quantize(ov_model, data, subset_size=len(calibration))  # (rich progress bars: stdout)
 
 
 def compile_model(ov_model):
