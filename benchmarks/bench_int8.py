@@ -198,7 +198,9 @@ def main(argv=None) -> int:
                     help="a run directory of the same profile whose phantom and float32 features are copied first")
     ap.add_argument("--backbones", nargs="+", default=None, help="default: the profile's")
     ap.add_argument("--n-lesions", type=int, default=None, help="phantom only: fewer lesions than the profile")
-    ap.add_argument("--n-images", type=int, default=None, help="images per timed pass (default 128 / 64)")
+    ap.add_argument("--n-images", type=int, nargs="+", default=None,
+                    help="images per timed pass, one value for all backbones or one per backbone "
+                         "(default 128 InceptionV3, 64 VGG19)")
     ap.add_argument("--repeats", type=int, default=3, help="paired throughput rounds")
     ap.add_argument("--no-auc", action="store_true", help="skip the Train x Test matrices")
     ap.add_argument("--no-report", action="store_true", help="do not write runs/benchmarks/int8.json")
@@ -223,6 +225,11 @@ def main(argv=None) -> int:
     p = load_profile(args.profile, overrides=overrides)
     run_dir = resolve_path(args.run_dir)
     backbones = args.backbones or list(p["backbones"])
+    n_images = dict(DEFAULT_N)
+    if args.n_images:
+        if len(args.n_images) not in (1, len(backbones)):
+            ap.error(f"--n-images: give one value or one per backbone ({len(backbones)})")
+        n_images.update(zip(backbones, args.n_images * len(backbones) if len(args.n_images) == 1 else args.n_images))
     if args.reuse_from:
         from bench_bfloat16_auc import reuse_caches
 
@@ -276,7 +283,7 @@ def main(argv=None) -> int:
         tag = int8.cache_tag(int8.calibration_manifest(ds, F.image_content_keys(ds), bb.size_px)["calibration_key"])
         folder = store.feature_dir(store.features_root(run_dir), b,  # where get_features put them (no cache_dir)
                                    fsets["int8"].weights["fingerprint"], tag)
-        rep["throughput"] = throughput(b, p, ds, manifest, folder, args.n_images or DEFAULT_N[b], args.repeats)
+        rep["throughput"] = throughput(b, p, ds, manifest, folder, n_images[b], args.repeats)
         report[b] = rep
         print(f"{b}: {rep[FIDELITY_KEY]}; "
               + (f"AUC changes {rep['AUC changes summary']}; " if res else "")
