@@ -50,7 +50,7 @@ path under the run directory                    what, and what its key covers
                                                 plus the chapter's own parameters; also
                                                 ``roi-db-<key>.csv``, the ROI brightness per
                                                 scan (key: data set, ranges, code of ``qus``)
-``chapter-cache/<chapter>-<key>.ipynb``          an executed chapter, reused while its key holds
+``chapter-cache/<chapter>-<key>.ipynb``         an executed chapter, reused while its key holds
                                                 (:mod:`uslib.chaptercache`): its notebook, the
                                                 parameters passed to it, every uslib source
                                                 file and package version, the keys of the
