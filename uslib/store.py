@@ -783,7 +783,8 @@ def sweep_summary_path(run_dir: str | os.PathLike) -> Path:
 
 
 def chapter_cache_path(run_dir: str | os.PathLike, chapter: str, key_: str) -> Path:
-    """``<run_dir>/chapter-cache/<chapter>-<key>.ipynb``: an executed chapter kept for reuse (:mod:`uslib.chaptercache`)."""
+    """``<run_dir>/chapter-cache/<chapter>-<key>.ipynb``: an executed chapter kept for reuse (:mod:`uslib.chaptercache`).
+    """
     if not chapter or "/" in chapter or chapter.startswith("."):
         raise ValueError(f"not a chapter name: {chapter!r}")
     return run_path(run_dir) / "chapter-cache" / f"{chapter}-{key_}.ipynb"
