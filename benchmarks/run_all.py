@@ -17,6 +17,7 @@ SCRIPTS = [
     ["bench_reconstruction.py", "--repeat", "5"],
     ["bench_features.py"],
     ["bench_bfloat16_auc.py", "--reuse-from", "runs/default"],
+    ["bench_int8.py", "--reuse-from", "runs/default"],
     ["bench_evaluation.py"],
     ["bench_distributed.py"],
 ]

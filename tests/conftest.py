@@ -4,7 +4,8 @@ Connections to loopback addresses (Jupyter kernels, the browser driver, the
 download tests' web server) are allowed; any other address fails the test at
 once with a clear message. The memo of file digests
 (:func:`uslib.download.file_digest`) goes to a temporary folder, not the
-user's cache.
+user's cache. Chapters run by the runner's tests are executed, not reused
+(:mod:`uslib.chaptercache` is off, except in its own tests).
 """
 
 from __future__ import annotations
@@ -60,3 +61,10 @@ def _digest_memo(tmp_path_factory):
 def _no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
     monkeypatch.setattr(socket, "getaddrinfo", _guarded_getaddrinfo)
+
+
+@pytest.fixture(autouse=True)
+def _chapters_execute(monkeypatch):
+    """The runner's tests run their chapters: the reuse of unchanged chapters (issue 24) is off,
+    except where tests/test_chaptercache.py turns it on."""
+    monkeypatch.setenv("USLIB_CHAPTER_CACHE", "off")

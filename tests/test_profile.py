@@ -399,7 +399,7 @@ def test_parameter_specs_in_words():
     assert specs["oasbud_path"].type == "string or null"
     assert specs["margins_mm"].allowed == "each > 0, ≤ 100; at least 1 value; no repeats"
     assert specs["continuous_range_db"].allowed == "each > 0; exactly 2 values; low < high"
-    assert set(RUNNER_ONLY) == {"profile", "cell_timeout_s", "allow_bfloat16", "scheduler_timeout_s"}
+    assert set(RUNNER_ONLY) == {"profile", "cell_timeout_s", "allow_bfloat16", "scheduler_timeout_s", "allow_int8"}
     assert {n for n, s in specs.items() if s.required} == set(REQUIRED)
 
 

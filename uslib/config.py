@@ -196,14 +196,21 @@ class Profile(BaseModel):
     batch_size: int | None = _param(
         None, "images per forward pass; null: each network's rule (InceptionV3 64, VGG19 32: "
               "uslib.features.DEFAULT_BATCH_SIZE, chosen for throughput on CPUs)", ge=1, le=MAX_BATCH_SIZE)
-    precision: Literal["float32", "bfloat16"] = _param(
+    precision: Literal["float32", "bfloat16", "int8"] = _param(
         "float32", "arithmetic of the networks: float32, or bfloat16 (opt-in: faster on CPUs with AVX512_BF16 or "
-        "AMX, features differ slightly and are cached apart; refused where the CPU has no native bfloat16)",
-        rule="bfloat16 with strict_weights true (the paper's protocol) needs allow_bfloat16 true")
+        "AMX, features differ slightly and are cached apart; refused where the CPU has no native bfloat16), or "
+        "int8 (opt-in: OpenVINO + NNCF post-training quantization calibrated on a fixed subset of the run's "
+        "images, on CPUs with AVX512_VNNI, AVX_VNNI or AMX_INT8; needs pip install 'uslib[int8]'; cached apart)",
+        rule="bfloat16 with strict_weights true (the paper's protocol) needs allow_bfloat16 true; "
+             "int8 with strict_weights true needs allow_int8 true")
     allow_bfloat16: bool = _param(
         False, "true: a profile with strict_weights true (the paper's protocol) may set precision bfloat16; "
                "without it such a profile is refused, so the paper's figures are never silently computed in "
                "reduced precision", runner_only=True)
+    allow_int8: bool = _param(
+        False, "true: a profile with strict_weights true (the paper's protocol) may set precision int8; "
+               "without it such a profile is refused, so the paper's figures are never silently computed "
+               "with a quantized network", runner_only=True)
     # Cross-validation
     n_splits: int = _param(
         5, "folds of the patient-level stratified cross-validation", required=True, ge=2,
@@ -319,6 +326,11 @@ class Profile(BaseModel):
             out.append(("precision", "bfloat16 departs from the paper's float32 arithmetic, and this profile "
                                      "follows the paper's protocol (strict_weights true): set allow_bfloat16: "
                                      "true in the profile to ask for it explicitly"))
+        if has("precision", "strict_weights", "allow_int8") and self.precision == "int8" \
+                and self.strict_weights and not self.allow_int8:
+            out.append(("precision", "int8 departs from the paper's float32 arithmetic (a quantized network), and "
+                                     "this profile follows the paper's protocol (strict_weights true): set "
+                                     "allow_int8: true in the profile to ask for it explicitly"))
         if has("data_source", "n_lesions", "lesion_index") and self.data_source == "phantom" \
                 and self.lesion_index >= self.n_lesions:
             out.append(("lesion_index", f"must be less than n_lesions ({self.n_lesions})"))

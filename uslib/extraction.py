@@ -148,6 +148,9 @@ def extract_features(
         on a CPU without a native path; :func:`uslib.precision.with_precision`). Features of
         each precision are cached apart: the folder
         (:func:`uslib.store.feature_dir`) and every image key name it.
+        int8 (:mod:`uslib.int8`) runs in this process even with a
+        ``client``, and its name in the cache also carries its calibration
+        subset (:func:`uslib.int8.cache_tag`).
 
     Returns
     -------
@@ -173,8 +176,16 @@ def extract_features(
     info = resolve_weights(
         bb, weights=weights, weights_path=weights_path, strict=strict, seed=seed, allow_download=allow_download
     )
-    plan = _plan(dataset, manifest, bb, info, store.feature_dir(cache_dir, bb.name, info.fingerprint, precision),
-                 precision)
+    tag, calibration = precision, None
+    if precision == "int8":  # cached under a tag naming the calibration subset; one quantized network, here
+        from . import int8
+
+        calibration = int8.calibration_manifest(dataset, featurecache.image_content_keys(dataset), bb.size_px)
+        tag = int8.cache_tag(calibration["calibration_key"].tolist())
+        client = None
+    plan = _plan(dataset, manifest, bb, info, store.feature_dir(cache_dir, bb.name, info.fingerprint, tag),
+                 precision, tag)
+    plan.calibration = calibration
     tasks: list[dict] = []
     if plan.missing:
         check_precision(precision)  # before a cluster starts or a network is built
@@ -212,6 +223,7 @@ class _Plan:
     missing: list[str]  # keys of the images to compute, in manifest order
     out: np.ndarray
     n_computed: int = 0
+    calibration: object = None  # int8: the calibration subset's manifest (uslib.int8.calibration_manifest)
 
     @property
     def stage(self) -> str:
@@ -230,11 +242,15 @@ class _Plan:
         self.n_computed += len(chunk_keys)
 
 
-def _plan(dataset, manifest, bb: Backbone, info: WeightsInfo, folder: Path, precision: str) -> _Plan:
-    """Key every row of ``manifest``, read the cache index, and list the images it lacks."""
+def _plan(dataset, manifest, bb: Backbone, info: WeightsInfo, folder: Path, precision: str,
+          tag: str | None = None) -> _Plan:
+    """Key every row of ``manifest``, read the cache index, and list the images it lacks.
+
+    ``tag`` names the features in the cache (default: ``precision``; int8 adds its calibration subset).
+    """
     content = featurecache.image_content_keys(dataset)
     code = featurecache.stage_code()
-    keys = featurecache.image_cache_keys(manifest, bb, info, content, code, precision)
+    keys = featurecache.image_cache_keys(manifest, bb, info, content, code, tag or precision)
     positions_of: dict[str, list[int]] = {}
     for pos, k in enumerate(keys):
         positions_of.setdefault(k, []).append(pos)
@@ -281,7 +297,13 @@ def _compute_here(plan: _Plan, dataset, manifest, info: WeightsInfo, *, batch_si
         model, info = networks.build_model(bb, info)
         featurecache.check_sidecar(plan.folder, info)
         featurecache.write_sidecar(plan.folder, bb, info)
-        run = networks.feature_function(with_precision(model, bb, plan.precision), bb)
+        if plan.precision == "int8":  # OpenVINO + NNCF, quantized once per feature folder
+            from . import int8
+
+            run = int8.load_or_quantize(plan.folder, model, bb.input_shape, lambda: networks.preprocess(np.concatenate(
+                [x for _, x in iter_images(dataset, plan.calibration, size_px=bb.size_px)]), bb))
+        else:
+            run = networks.feature_function(with_precision(model, bb, plan.precision), bb)
         del model
         bar = tqdm(total=len(missing), desc=f"{bb.name} features", unit="img", disable=not progress)
         t_inf = time.perf_counter()

@@ -212,6 +212,10 @@ TARGETS = [
      "round); bfloat16 speed-up ≥ 1.3 with min cosine ≥ 0.99 where the CPU has bf16"),
     ("bfloat16_auc", "default book's TrainALL/TestALL AUC, bfloat16 against float32, per network",
      "the change reported beside float32's 95 % CI"),
+    ("int8", "OpenVINO + NNCF int8 against TensorFlow float32 on the default book's images, per network "
+             "(benchmarks/bench_int8.py)",
+     "speed-up ≥ 2.5 at the default batch sizes; min per-image cosine ≥ 0.99; no Train×Test AUC moves by more "
+     "than its paired CI; extract_features end to end ≥ 0.90 of the network-only rate"),
     ("paper_protocol", "python -m uslib run on a 100-lesion OASBUD-schema file, paper protocol, both networks",
      "≤ 15 min float32, ≤ 10 min bfloat16 on 2 cores"),
     ("evaluation", "Train × Test matrix, both backbones, default profile", "< 60 s on 2 cores"),
@@ -303,6 +307,8 @@ def benchmarks_page(run_dir: str | os.PathLike | None = None, bench_dir: Path | 
 #: Targets of issue 12 (performance), checked by :func:`performance_rows`.
 SHARE_TARGET, BF16_SPEEDUP_TARGET, BF16_COSINE_TARGET = 0.85, 1.3, 0.99
 PAPER_MINUTES_TARGET = {"float32": 15.0, "bfloat16": 10.0}
+#: Targets of issue 24 (int8), checked by :func:`int8_rows`.
+INT8_SPEEDUP_TARGET, INT8_COSINE_TARGET, END_TO_END_TARGET = 2.5, 0.99, 0.90
 #: Key of the per-layer-type table in ``features.json`` (``benchmarks/bench_features.py``).
 LAYERS_KEY = "time per layer type (each layer alone, default batch)"
 
@@ -421,6 +427,61 @@ def performance_rows(features: dict | None, bf16_auc: dict | None = None, paper:
     return rows
 
 
+def int8_rows(int8: dict | None) -> list[dict]:
+    """Each int8 target of issue 24 beside its figure (rows as :func:`performance_rows`), from ``int8.json``.
+
+    Per network: the int8 speed-up over TensorFlow float32, the minimum (and
+    1st percentile) per-image cosine on the book's images, how many
+    Train×Test AUCs moved by less than half of float32's CI and whose paired
+    interval holds 0, and the end-to-end rate of ``extract_features`` against
+    the network alone.
+    """
+    networks = [k for k, v in (int8 or {}).items() if isinstance(v, dict) and "throughput" in v]
+    if not networks:
+        return [{"target": f"int8 speed-up ≥ {INT8_SPEEDUP_TARGET} and min cosine ≥ {INT8_COSINE_TARGET}",
+                 "figure": "—", "status": "not measured", "why": "run benchmarks/bench_int8.py"}]
+    rows: list[dict] = []
+    for n in networks:
+        rep, th = int8[n], int8[n]["throughput"]
+        sp = th.get("int8 speed-up over TF float32 (median of paired rounds)")
+        if sp is not None:
+            rows.append({"target": f"{n}: int8 speed-up ≥ {INT8_SPEEDUP_TARGET} (batch {th.get('batch size')})",
+                         "figure": f"{sp:.2f}× ({th.get('OpenVINO int8 img/s (median of rounds)')} vs "
+                                   f"{th.get('TF float32 img/s (median of rounds)')} img/s; OpenVINO f32 "
+                                   f"{th.get('OpenVINO f32 / TF float32 (median of paired rounds)')}× of TF)",
+                         "short": f"{sp:.2f}×", "status": "met" if sp >= INT8_SPEEDUP_TARGET else "NOT met",
+                         "why": ""})
+        fid = rep.get("int8 vs float32, the book's images") or {}
+        if "min cosine" in fid:
+            cos = fid["min cosine"]
+            rows.append({"target": f"{n}: int8 min per-image cosine ≥ {INT8_COSINE_TARGET}",
+                         "figure": f"{cos:.5f} (1st percentile {fid.get('1st percentile cosine', float('nan')):.5f}, "
+                                   f"{fid.get('images')} images)",
+                         "short": f"{cos:.5f}", "status": "met" if cos >= INT8_COSINE_TARGET else "NOT met",
+                         "why": ""})
+        summ = rep.get("AUC changes summary")
+        if summ:
+            big = summ.get("largest |change|") or {}
+            ok = summ["paired 95 % interval holds 0"] == summ["settings"]
+            within = summ.get("change within float32's CI")
+            rows.append({"target": f"{n}: no Train×Test AUC moves by more than its paired CI (int8)",
+                         "figure": f"{summ['paired 95 % interval holds 0']} of {summ['settings']} paired intervals "
+                                   f"hold 0; {within} of "
+                                   f"{summ['settings']} changes within float32's CI; largest "
+                                   f"{big.get('int8 - float32', float('nan')):+.4f} ({big.get('setting')})",
+                         "short": f"{summ['paired 95 % interval holds 0']}/{summ['settings']}",
+                         "status": "met" if ok else "NOT met", "why": ""})
+        e2e = th.get("end to end / network only (float32, same process)")
+        if e2e is not None:
+            rows.append({"target": f"{n}: extract_features end to end ≥ {END_TO_END_TARGET:.0%} of network only",
+                         "figure": f"{e2e:.3f} "
+                                   f"({th.get('extract_features float32 cold [img/s] (build, render, cache included)')}"
+                                   f" vs {th.get('TF float32 img/s (median of rounds)')} img/s)",
+                         "short": f"{e2e:.3f}", "status": "met" if e2e >= END_TO_END_TARGET else "NOT met",
+                         "why": ""})
+    return rows
+
+
 def _arithmetic_bound(features: dict | None, paper_run: dict) -> str:
     """The least time the networks' float32 arithmetic of a paper-protocol run needs on this machine ('' if unknown).
 
@@ -476,11 +537,12 @@ def performance_section(bench_dir: Path) -> list[str]:
     features = _load_figures(bench_dir, "features")
     bf16 = _load_figures(bench_dir, "bfloat16_auc")
     paper = _load_figures(bench_dir, "paper_protocol")
-    if features is None and bf16 is None and paper is None:
+    int8 = _load_figures(bench_dir, "int8")
+    if features is None and bf16 is None and paper is None and int8 is None:
         return []
-    rows = performance_rows(features, bf16, paper)
+    rows = performance_rows(features, bf16, paper) + int8_rows(int8)
     lines = ["## Performance targets beside the figures", "",
-             "Read from `runs/benchmarks/features.json`, `bfloat16_auc.json` and `paper_protocol.json` "
+             "Read from `runs/benchmarks/features.json`, `bfloat16_auc.json`, `int8.json` and `paper_protocol.json` "
              "(random weights and synthetic images on this machine: the same arithmetic as ImageNet weights, so "
              "the timings hold; the AUCs are not the paper's).", "",
              "| target | figure | status | why |", "|---|---|---|---|"]

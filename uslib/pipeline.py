@@ -211,7 +211,7 @@ def get_features(
     chapter's images at the main set's ranges and margins are read from what
     the features chapter stored, never computed again. ``batch_size`` None
     is the backbone's rule (:func:`uslib.features.default_batch_size`);
-    ``precision`` (float32 or bfloat16) is cached apart.
+    ``precision`` (float32, bfloat16 or int8) is cached apart.
 
     Returns
     -------

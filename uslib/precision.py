@@ -29,7 +29,7 @@ __all__ = ["PRECISIONS", "BF16_CPU_FLAGS", "PrecisionUnsupportedError", "cpu_fla
            "check_precision", "with_precision", "DTYPE_POLICY_LOCK"]
 
 #: Arithmetic precisions of the networks (profile key ``precision``).
-PRECISIONS: tuple[str, ...] = ("float32", "bfloat16")
+PRECISIONS: tuple[str, ...] = ("float32", "bfloat16", "int8")  # int8: run by OpenVINO (uslib.int8)
 
 #: CPU flags (``/proc/cpuinfo``) that give oneDNN a native bfloat16 path:
 #: AVX512_BF16 (``vdpbf16ps``, Cooper Lake, Zen 4/5) or AMX-BF16 (Sapphire Rapids).
@@ -116,6 +116,12 @@ def check_precision(precision: str, *, flags: Sequence[str] | None = None) -> st
             raise PrecisionUnsupportedError(
                 f"precision 'bfloat16' needs native bfloat16 arithmetic, but {why}; "
                 "set `precision: float32` in the profile")
+    if precision == "int8":  # VNNI and the optional packages (uslib.int8)
+        from . import int8
+
+        why = int8.unsupported_reason(cpu_flags() if flags is None else flags)
+        if why:
+            raise PrecisionUnsupportedError(why)
     return precision
 
 
@@ -150,6 +156,8 @@ def with_precision(model, backbone: str | Backbone, precision: str = "float32"):
     bb = get_backbone(backbone)
     if precision == "float32":
         return model
+    if precision == "int8":  # not a Keras dtype policy: extraction runs uslib.int8 instead
+        raise ValueError("precision 'int8' is run by OpenVINO (uslib.int8.load_or_quantize), not by a Keras model")
     check_precision(precision)
     import_tensorflow()
     import keras

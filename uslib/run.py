@@ -50,7 +50,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from . import __version__, envvars, scheduler, store
+from . import __version__, chaptercache, envvars, scheduler, store
 from .chaptergraph import CHAPTER_NEEDS, TYPICAL_SECONDS, chapter_needs, chapter_sorter, lane_priority
 from .hygiene import path_replacements, replace_paths, repo_relative
 from .config import CHAPTER_DIR, NOTEBOOK_DIR, REPO_ROOT, chapters, load_profile, notebook_parameters, resolve_path
@@ -754,6 +754,7 @@ def _run_locked(params: dict[str, Any], *, only, output_dir, notebook_dir, fetch
         needs = chapter_needs([nb.stem for nb in every], by_stem)
         priority = lane_priority(needs, {**TYPICAL_SECONDS, **(previous.get("stage_seconds") or {})})
         n_jobs = max(1, int(jobs)) if jobs is not None else default_jobs()
+        kept = chaptercache.ChapterCache(rdir, every, params, chapter_needs([nb.stem for nb in every]))  # issue 24
         store.update_run_record(rdir, execution={"jobs": n_jobs})
 
         def run_one(stem: str, interrupted: Callable[[], bool], background: bool) -> None:
@@ -769,9 +770,12 @@ def _run_locked(params: dict[str, Any], *, only, output_dir, notebook_dir, fetch
             tail = EventTail(chapter_events, prefix=f"[uslib] {stem}:")
             try:
                 with tail.running():
-                    run_chapter(nb, chapter_params, output_dir=output_dir,
-                                kernel_env={store.EVENTS_ENV: str(chapter_events)},
-                                nice=BACKGROUND_NICE if background else 0)
+                    if kept.restore(stem, out):  # issue 24: unchanged notebook, parameters, code and inputs
+                        _say(f"[uslib] {stem}: unchanged, reused from {repo_relative(kept.path(stem))}")
+                    else:
+                        run_chapter(nb, chapter_params, output_dir=output_dir,
+                                    kernel_env={store.EVENTS_ENV: str(chapter_events)},
+                                    nice=BACKGROUND_NICE if background else 0)
                 status = "finished"
             except BaseException as exc:
                 status = "interrupted" if interrupted() or isinstance(exc, KeyboardInterrupt) else "failed"
@@ -783,6 +787,8 @@ def _run_locked(params: dict[str, Any], *, only, output_dir, notebook_dir, fetch
                 if out.exists():
                     stamp_chapter(out, run_id=run_id, profile=params.get("profile"), run_dir=repo_relative(rdir),
                                   status=status)
+                    if status == "finished":
+                        kept.save(stem, out)  # issue 24
                 store.update_run_record(
                     rdir,
                     stages={stem: {"status": status, "seconds": timings[stem], "ended": _now()}},

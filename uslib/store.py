@@ -54,6 +54,12 @@ path under the run directory                    what, and what its key covers
                                                 plus the chapter's own parameters; also
                                                 ``roi-db-<key>.csv``, the ROI brightness per
                                                 scan (key: data set, ranges, code of ``qus``)
+``chapter-cache/<chapter>-<key>.ipynb``         an executed chapter, reused while its key holds
+                                                (:mod:`uslib.chaptercache`): its notebook, the
+                                                parameters passed to it, every uslib source
+                                                file and package version, the keys of the
+                                                chapters it reads, the profile's input files;
+                                                sealed by a ``.sha256`` sidecar
 ``sweep/<param=value,...>/``                    one point of a sweep (``python -m uslib sweep``):
                                                 a run directory of its own (``run.json``,
                                                 ``results/``, ``chapters/``) whose data set and
@@ -1027,6 +1033,14 @@ def sweep_chapter_dir(point_dir: str | os.PathLike) -> Path:
 def sweep_summary_path(run_dir: str | os.PathLike) -> Path:
     """``<run_dir>/sweep/summary.csv``: AUC per sweep point, backbone and Train/Test setting."""
     return sweep_dir(run_dir) / "summary.csv"
+
+
+def chapter_cache_path(run_dir: str | os.PathLike, chapter: str, key_: str) -> Path:
+    """``<run_dir>/chapter-cache/<chapter>-<key>.ipynb``: an executed chapter kept for reuse (:mod:`uslib.chaptercache`).
+    """
+    if not chapter or "/" in chapter or chapter.startswith("."):
+        raise ValueError(f"not a chapter name: {chapter!r}")
+    return run_path(run_dir) / "chapter-cache" / f"{chapter}-{key_}.ipynb"
 
 
 def results_dir(run_dir: str | os.PathLike, backbone: str, key_: str) -> Path:
