@@ -1,8 +1,8 @@
 """Every chapter frames itself for a student (issue 22): learning objectives, prerequisites that link to where
 they are taught, time to learn, a summary and further reading with DOIs. Checked on the stored notebooks.
 
-The frames' text is prepared in ``notes/chapter_frames.md``; until it is in the notebooks the chapter test
-is an expected failure (strict: it fails as soon as a chapter passes, so the mark is removed then).
+The frames are written into the notebooks: objectives in a cell after the overview, the summary and
+further reading at the end.
 """
 
 from __future__ import annotations
@@ -73,8 +73,6 @@ def test_the_frame_check_accepts_a_framed_chapter_and_names_what_is_missing():
         assert what in found, (what, found)
 
 
-@pytest.mark.xfail(strict=True, reason="the frames are in notes/chapter_frames.md, to be inserted into the "
-                                       "notebooks; remove this mark then")
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_every_chapter_has_objectives_linked_prerequisites_summary_and_further_reading(notebook):
     nb = nbformat.read(notebook, as_version=4)

@@ -8,7 +8,9 @@
   "Time to learn";
 - the warning box of chapters 06 and 07 is the first thing under the title,
   before any code that computes;
-- chapter 05 has at least three exercises, each with a solution whose code runs.
+- chapter 05 has at least three exercises, each with a solution whose code runs;
+- set-up and glue-only cells hide their input (01-03 so far), and figures carry
+  one numbering: the book's, the paper's named as "the paper's Figure N".
 """
 
 from __future__ import annotations
@@ -174,3 +176,53 @@ def test_chapter_05_has_three_exercises_with_executed_solutions():
         code = "\n".join(c.source for c in body if c.cell_type == "code")
         assert code, f"solution of {label} holds no code"
         assert "assert " in code and "glue(" in code, f"solution of {label} neither asserts nor glues"
+
+
+# --- the plumbing out of sight; one figure numbering ---------------------------------------------
+
+#: Chapters whose set-up and glue-only cells are hidden so far (04-07 join when their cells are tagged).
+PLUMBING_HIDDEN = ["01_data", "02_reconstruction", "03_augmentation"]
+
+
+def _only_glue(source: str) -> bool:
+    """A code cell whose statements are all ``glue(...)`` calls (or loops of them)."""
+    import ast
+
+    def glue_stmt(node):
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+            return getattr(node.value.func, "id", "") == "glue"
+        return isinstance(node, ast.For) and all(glue_stmt(b) for b in node.body)
+
+    body = ast.parse(source).body
+    return bool(body) and all(glue_stmt(s) for s in body)
+
+
+def test_only_glue_recognises_glue_cells():
+    assert _only_glue('glue("a", 1, display=False)\nfor k in "xy":\n    glue(k, 2, display=False)')
+    assert not _only_glue('x = 1\nglue("a", x, display=False)')
+    assert not _only_glue("# nothing")
+
+
+@pytest.mark.parametrize("name", PLUMBING_HIDDEN)
+def test_setup_and_glue_only_cells_hide_their_input(name):
+    shown = []
+    for cell in _nb(name).cells:
+        tags = cell.metadata.get("tags", [])
+        if cell.cell_type != "code" or "parameters" in tags or {"remove-cell", "remove-input"} & set(tags):
+            continue
+        src = cell.source
+        if "chapter.setup(" in src or "status_banner" in src or src.startswith("import ") or _only_glue(src):
+            shown.append(src.splitlines()[0])
+    assert not shown, f"{name}: set-up or glue-only cells shown on the page: {shown}"
+
+
+@pytest.mark.parametrize("name", ALL_CHAPTERS)
+def test_one_figure_numbering_scheme(name):
+    """The book numbers its figures (Fig. N); the paper's numbers are named as such, never as the figure's own."""
+    nb = _nb(name)
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    for fig, opts in _figures(markdown).items():
+        assert not re.match(r"(Fig\.?|Figure)\s*\d", opts["caption"]), f"{name}: {fig} caption {opts['caption'][:60]!r}"
+    titles = re.findall(r"""(?:set_title|suptitle)\(\s*f?["']((?:Fig\.?|Figure)\s*\d[^"']*)""", code)
+    assert not titles, f"{name}: a figure's own title carries a figure number: {titles}"

@@ -151,8 +151,6 @@ def test_hand_written_pages_link_the_glossary_terms_they_use(page):
     assert not missing, f"{page.name}: terms used without a {{term}} link: {missing}"
 
 
-@pytest.mark.xfail(strict=True, reason="the chapters' {term} links are added with the new chapter frames "
-                                       "(notes/chapter_frames.md lists the terms per chapter); remove this mark then")
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_chapters_link_the_glossary_terms_they_use(notebook):
     nb = nbformat.read(notebook, as_version=4)

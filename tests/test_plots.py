@@ -239,3 +239,28 @@ def test_explorer_frames_keep_the_histogram_inside_its_axes_with_a_db_colour_bar
         assert f["stamp"] == [], f["stamp"]
         assert f["image px"] >= f["hist px"], "the B-mode panel is the larger one"
     assert frames[0]["dB ticks"][-1] == "\u221220" and frames[-1]["dB ticks"][-1] == "\u221280"
+
+
+# --- which stamp a figure gets: only the caveats of what it depends on -------------------
+
+
+def _stamp_text(fig):
+    return [t.get_text() for t in fig.texts if t.get_gid() == plots.STAMP_GID]
+
+
+def test_a_figure_without_a_network_is_never_stamped_random_weights():
+    from uslib.data import Dataset
+
+    random = [("vgg19", {"kind": "random"})]
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot([0, 1], [0, 1])
+    assert plots.stamp_caveat(fig, Dataset([], synthetic=True)) == "SYNTHETIC DATA"
+    assert _stamp_text(fig) == ["SYNTHETIC DATA"]
+    fig2, ax2 = plt.subplots(figsize=(4, 3))
+    ax2.plot([0, 1], [0, 1])
+    assert plots.stamp_caveat(fig2, Dataset([], synthetic=True), random) == "SYNTHETIC DATA · RANDOM WEIGHTS"
+    assert _stamp_text(fig2) == ["SYNTHETIC DATA · RANDOM WEIGHTS"]
+    fig3, ax3 = plt.subplots(figsize=(4, 3))
+    ax3.plot([0, 1], [0, 1])
+    assert plots.stamp_caveat(fig3, Dataset([], synthetic=False)) == ""
+    assert _stamp_text(fig3) == [], "real data and no network: nothing to stamp"

@@ -26,6 +26,7 @@ __all__ = [
     "bland_altman_plot",
     "roc_plot",
     "label_synthetic",
+    "stamp_caveat",
     "stamp_collisions",
     "class_strips",
     "image_grid",
@@ -195,6 +196,34 @@ def label_synthetic(fig, text: str = "SYNTHETIC DATA") -> None:
     renderer = fig.canvas.get_renderer()
     occupied[:] = [box for _, box in _occupied_boxes(fig, renderer, skip=[stamp])]
     place("right", "top")
+
+
+def stamp_caveat(fig, dataset, feature_sets: Sequence = ()) -> str:
+    """Stamp a figure with the caveats of what it depends on, and nothing else; the stamp's text ('' when none).
+
+    The stamp is decided here, from what the caller passes: the data set the
+    figure shows and the feature sets (networks' outputs) it was computed
+    from. A figure drawn from the data alone (a B-mode, a spectrum, a crop, a
+    parametric map) passes no feature sets, so it says ``SYNTHETIC DATA`` at
+    most, never ``RANDOM WEIGHTS``; a figure of features or of classifiers
+    trained on them passes those feature sets
+    (:func:`uslib.captions.figure_caveat` words the caveat). Call it last, as
+    :func:`label_synthetic`, which places the stamp.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+    dataset : uslib.data.Dataset
+        The data the figure shows (its ``synthetic`` flag decides ``SYNTHETIC DATA``).
+    feature_sets : sequence of FeatureSet or (backbone, weights dict)
+        Only the networks the figure's content comes from; empty for a figure without one.
+    """
+    from .captions import figure_caveat
+
+    text = figure_caveat(dataset, feature_sets)
+    if text:
+        label_synthetic(fig, text)
+    return text
 
 
 def mapping_functions(ax, dynamic_ranges_db: Sequence[float] = (40, 50, 60), *, min_ratio_db: float = -80.0):
