@@ -474,11 +474,11 @@ def preflight(params: Mapping[str, Any], *, bench_dir: Path = BENCH_DIR, probe: 
         if not ok:
             report.problems.append(f"precision: bfloat16 needs native bfloat16 arithmetic, but {why}; "
                                    "set precision: float32")
-    if params.get("precision") == "int8":  # issue 24
-        from .features import cpu_flags
+    if params.get("precision") == "int8":
+        from . import precision
         from .int8 import unsupported_reason
 
-        why = unsupported_reason(cpu_flags())
+        why = unsupported_reason(precision.cpu_flags())
         if why:
             report.problems.append(f"precision: {why}")
     per_backbone = image_counts(n_lesions, params)

@@ -754,7 +754,7 @@ def _run_locked(params: dict[str, Any], *, only, output_dir, notebook_dir, fetch
         needs = chapter_needs([nb.stem for nb in every], by_stem)
         priority = lane_priority(needs, {**TYPICAL_SECONDS, **(previous.get("stage_seconds") or {})})
         n_jobs = max(1, int(jobs)) if jobs is not None else default_jobs()
-        kept = chaptercache.ChapterCache(rdir, every, params, chapter_needs([nb.stem for nb in every]))  # issue 24
+        kept = chaptercache.ChapterCache(rdir, every, params, chapter_needs([nb.stem for nb in every]))
         store.update_run_record(rdir, execution={"jobs": n_jobs})
 
         def run_one(stem: str, interrupted: Callable[[], bool], background: bool) -> None:
@@ -770,7 +770,7 @@ def _run_locked(params: dict[str, Any], *, only, output_dir, notebook_dir, fetch
             tail = EventTail(chapter_events, prefix=f"[uslib] {stem}:")
             try:
                 with tail.running():
-                    if kept.restore(stem, out):  # issue 24: unchanged notebook, parameters, code and inputs
+                    if kept.restore(stem, out):  # unchanged notebook, parameters, code and inputs
                         _say(f"[uslib] {stem}: unchanged, reused from {repo_relative(kept.path(stem))}")
                     else:
                         run_chapter(nb, chapter_params, output_dir=output_dir,
@@ -788,7 +788,7 @@ def _run_locked(params: dict[str, Any], *, only, output_dir, notebook_dir, fetch
                     stamp_chapter(out, run_id=run_id, profile=params.get("profile"), run_dir=repo_relative(rdir),
                                   status=status)
                     if status == "finished":
-                        kept.save(stem, out)  # issue 24
+                        kept.save(stem, out)
                 store.update_run_record(
                     rdir,
                     stages={stem: {"status": status, "seconds": timings[stem], "ended": _now()}},
