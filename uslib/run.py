@@ -6,6 +6,12 @@ values for the parameters it declares, records provenance and stage timings
 in ``<run_dir>/run.json``, writes the generated reference pages (parameter
 table, provenance) and builds the HTML book with Jupyter Book
 (``execute_notebooks: off``: the book shows exactly what the runner computed).
+
+At about 950 lines it is over the house's 900-line guide: it is the one
+place that starts, watches, records and stops chapters (lanes, the run lock,
+the event tail, failure lines, the chapter cache hook, the book build), and
+the chapter graph (:mod:`uslib.chaptergraph`) and the chapter cache
+(:mod:`uslib.chaptercache`) are already out of it.
 A chapter that fails stops the run (no other chapter starts) and the book is
 not built.
 
