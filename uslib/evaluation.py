@@ -64,15 +64,20 @@ Calibration (``calibration="grouped"``, the default)
     internal calibration folds, so the sigmoid is fitted to decision values
     of images whose twins were in the training set: the probabilities come
     out over-confident (many lesions near 0 or 1) at the same AUC. By
-    default the decision function is therefore cross-validated *by lesion*
+    default the decision function is therefore cross-validated *by patient*
     within the training images (:class:`~sklearn.model_selection.StratifiedGroupKFold`,
-    5 folds or fewer, seeded) and Platt's sigmoid (:func:`platt_scaling`,
-    with the target smoothing of Lin, Lin & Weng 2007) is fitted to those
+    5 folds or fewer, seeded; a patient with two lesions never has one on
+    each side) and Platt's sigmoid (:func:`uslib.platt.platt_fit`, with the
+    target smoothing of Lin, Lin & Weng 2007) is fitted to those
     out-of-fold decision values; the SVM itself is then fitted on all
-    training images. ``calibration="image"`` gives the paper's libsvm
-    behaviour (the sensitivity run). The ranking of the test images within
-    one fold is the same under both (the sigmoid is monotone); pooled AUCs
-    differ slightly because each fold has its own sigmoid.
+    training images. A fold whose free Platt slope would *reverse* the
+    ranking is replaced by the constrained fit (flat at the base rate, the
+    SVM's order kept) and reported in :attr:`MatrixResult.platt`
+    (``platt.csv``). ``calibration="image"`` gives the paper's libsvm
+    behaviour (the sensitivity run; its slope is checked and reported, not
+    constrained). The ranking of the test images within one fold is the
+    same under both as long as no slope reverses; pooled AUCs differ
+    slightly because each fold has its own sigmoid.
 Lesion weighting (``lesion_weighting=False`` by default, as in the paper)
     Every training image counts once, so a lesion with more images weighs
     more, and TrainALL (three images per scan and margin) has about three
@@ -149,6 +154,7 @@ from .statistics import (auc_contrast_ci, below_chance, below_chance_sentence, b
                          closest_to_corner, delong_ci, delong_components, delong_paired_test, delong_variance, holm,
                          nested_operating_point, operating_point, roc_auc, roc_curve)
 from .store import atomic_path, save_json, load_json
+from .platt import fold_report
 
 #: The names of :mod:`uslib.classifier`, :mod:`uslib.folds` and :mod:`uslib.statistics` that the
 #: chapters use as ``evaluation.<name>`` stay importable from here (re-exported in ``__all__``).
@@ -197,9 +203,13 @@ RESULT_FILES = (
     "table3.csv",
     "bland_altman.csv",
     "paired_tests.csv",
+    "platt.csv",
     "metrics.json",
 )
 
+#: Columns of :attr:`MatrixResult.platt` (:func:`uslib.platt.fold_report` with its keys).
+PLATT_COLUMNS = ("backbone", "repeat", "fold", "train", "a", "b", "a_free", "b_free", "reversing", "constrained",
+                 "n", "n_positive")
 #: Families of :attr:`MatrixResult.paired_tests` (column ``kind``); Holm's adjustment is within each.
 PAIRED_KINDS = ("matched_vs_mismatched", "trainall_vs_single")
 #: Columns of :attr:`MatrixResult.paired_tests`.
@@ -324,6 +334,10 @@ class MatrixResult:
         the kind). Columns :data:`PAIRED_COLUMNS`.
     folds : list of (train_idx, test_idx)
         Lesion-index folds of the first repeat (indices into ``lesions``).
+    platt : DataFrame
+        Every fold's checked Platt fit (:func:`uslib.platt.fold_report`):
+        ``backbone``, ``repeat``, ``fold``, ``train`` and the columns
+        :data:`PLATT_COLUMNS`; one row per repeat, fold and training set.
     lesions : DataFrame
         :func:`lesion_table` of the manifest.
     params : dict
@@ -339,6 +353,7 @@ class MatrixResult:
     folds: list
     lesions: pd.DataFrame
     params: dict = field(default_factory=dict)
+    platt: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(PLATT_COLUMNS)))
 
     def matrix(self, value: str = "auc") -> pd.DataFrame:
         """Wide train × test table of ``value`` (the layout of Tables I and II)."""
@@ -451,13 +466,14 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
     train_all, test_all = set_name("Train", ranges, all_ranges=ranges), set_name("Test", ranges, all_ranges=ranges)
     lesions = design.lesions
 
-    pred_frames, folds_first = [], None
+    pred_frames, folds_first, platt_fits = [], None, []
     for rep in range(n_repeats):
         cv = cross_validated_probabilities(
             features, manifest, train_sets=train_sets, test_set=ranges, folds=folds, settings=settings.repeat(rep),
             estimator=estimator, progress=f"{backbone} repeat {rep}" if progress else False)
         if rep == 0:
             folds_first = cv.folds
+        platt_fits += [({"backbone": backbone, "repeat": rep, **key}, fit) for key, fit in cv.platt]
         for tname, tranges in test_sets.items():
             for trname in train_sets:
                 mean, counts = cv.lesion_probabilities(trname, tranges)
@@ -548,7 +564,8 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
               "n_lesions": int(len(lesions)), "n_patients": int(lesions["patient"].nunique())}
     return MatrixResult(backbone=backbone, table=table, predictions=predictions, table3=table3,
                         bland_altman=pd.DataFrame(ba_rows), paired_tests=paired, folds=folds_first,
-                        lesions=lesions, params=params)
+                        lesions=lesions, params=params,
+                        platt=fold_report(platt_fits).reindex(columns=list(PLATT_COLUMNS)))
 
 
 # --------------------------------------------------------------------------- #
@@ -557,7 +574,7 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
 
 
 _FRAMES = (("matrix.csv", "table"), ("predictions.csv", "predictions"), ("table3.csv", "table3"),
-           ("bland_altman.csv", "bland_altman"), ("paired_tests.csv", "paired_tests"))
+           ("bland_altman.csv", "bland_altman"), ("paired_tests.csv", "paired_tests"), ("platt.csv", "platt"))
 _INT_COLUMNS = ("repeat", "fold", "label", "n_images", "n_lesions", "n_repeats", "n", "n_malignant", "n_benign")
 
 
@@ -570,7 +587,7 @@ def save_results(results, run_dir: str | os.PathLike) -> dict[str, Path]:
     """Write one or several :class:`MatrixResult` s into ``run_dir``.
 
     Files: ``matrix.csv``, ``predictions.csv``, ``table3.csv``,
-    ``bland_altman.csv``, ``paired_tests.csv`` (all backbones stacked, a
+    ``bland_altman.csv``, ``paired_tests.csv``, ``platt.csv`` (all backbones stacked, a
     ``backbone`` column) and ``metrics.json`` (``{"backbones": [...],
     "results": {backbone: MatrixResult.to_json()}}``), each written
     atomically; ``metrics.json`` is written last.
@@ -633,5 +650,5 @@ def load_results(run_dir: str | os.PathLike) -> list[MatrixResult]:
         out.append(MatrixResult(backbone=b, table=pick["matrix.csv"], predictions=preds,
                                 table3=pick["table3.csv"], bland_altman=pick["bland_altman.csv"],
                                 paired_tests=pick["paired_tests.csv"], folds=folds, lesions=lesions,
-                                params=params))
+                                params=params, platt=pick["platt.csv"]))
     return out
