@@ -68,7 +68,7 @@ def test_reversal_reading_from_measured_decision_values():
 def test_degeneracy_reading_and_sensitivity_ranges():
     p = np.r_[np.zeros(12), np.ones(11), np.full(9, 0.39), np.full(8, 0.5)]
     X = np.full((20, 2048), 0.039 / np.sqrt(2048))
-    deg = dg.fit_degeneracy(p, features=X, svm_c=1.0)
+    deg = dg.fit_degeneracy(p, features=X, penalty_c=1.0)
     s = rd.degeneracy_reading(deg, setting="standardize = False")
     assert "degenerate fit" in s and "23 of 40" in s and "barely uses the features" in s
     assert "evidence neither for nor against" in s
