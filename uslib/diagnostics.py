@@ -642,14 +642,15 @@ def sensitivity_columns(predictions: pd.DataFrame, *, features=None, settings: C
     Returns
     -------
     dict
-        ``degenerate``, ``n_at_bound``, ``n_distinct``, ``mean_row_norm``,
+        ``degenerate``, ``n``, ``n_at_bound``, ``n_distinct``, ``mean_row_norm``,
         ``c_times_sq_norm`` (:func:`result_degeneracy`) and ``extreme_share``.
     """
     deg = result_degeneracy(predictions, features=features, settings=settings, train=train,
                             test=test)
     p = predictions[(predictions["repeat"] == predictions["repeat"].min()) & (predictions["train"] == train)
                     & (predictions["test"] == test)]
-    return {**{k: deg[k] for k in ("degenerate", "n_at_bound", "n_distinct", "mean_row_norm", "c_times_sq_norm")},
+    return {**{k: deg[k] for k in ("degenerate", "n", "n_at_bound", "n_distinct", "mean_row_norm",
+                                   "c_times_sq_norm")},
             "extreme_share": extreme_share(p["probability"].to_numpy(), p_extreme=p_extreme)}
 
 

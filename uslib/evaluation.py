@@ -150,11 +150,12 @@ from .crossval import (CVProbabilities, cross_validate, cross_validated_probabil
                        score_fold)
 from .cvsettings import CVSettings
 from .folds import Design, LeakageError, check_folds, lesion_table, patient_folds, resolve_folds, set_name
-from .statistics import (auc_contrast_ci, below_chance, below_chance_sentence, bland_altman, bootstrap_ci,
+from .statistics import (auc_contrast_ci, bland_altman, bootstrap_ci,
                          closest_to_corner, delong_ci, delong_components, delong_paired_test, delong_variance, holm,
                          nested_operating_point, operating_point, roc_auc, roc_curve)
 from .store import atomic_path, save_json, load_json
 from .platt import fold_report
+from .uncertainty import called_malignant, table3_intervals
 
 #: The names of :mod:`uslib.classifier`, :mod:`uslib.folds` and :mod:`uslib.statistics` that the
 #: chapters use as ``evaluation.<name>`` stay importable from here (re-exported in ``__all__``).
@@ -189,8 +190,6 @@ __all__ = [
     "auc_contrast_ci",
     "mismatch_drop",
     "sensitivity_summary",
-    "below_chance",
-    "below_chance_sentence",
     "bland_altman",
     "save_results",
     "load_results",
@@ -217,7 +216,9 @@ PAIRED_COLUMNS = ("backbone", "kind", "train_a", "test_a", "train_b", "test_b", 
                   "z", "p", "p_holm", "diff_ci_low", "diff_ci_high")
 #: Columns of :attr:`MatrixResult.table3`, one row per rule.
 TABLE3_COLUMNS = ("backbone", "rule", "train", "test", "auc", "ci_low", "ci_high", "accuracy", "sensitivity",
-                  "specificity", "threshold", "n_lesions", "n_malignant", "n_benign")
+                  "specificity", "threshold", "n_lesions", "n_malignant", "n_benign",
+                  "accuracy_ci_low", "accuracy_ci_high", "sensitivity_ci_low", "sensitivity_ci_high",
+                  "specificity_ci_low", "specificity_ci_high", "metric_ci_repeats")
 
 _STR_COLUMNS = {"backbone": str, "rule": str, "kind": str, "test_a": str, "test_b": str, "train": str, "test": str, "lesion": str, "patient": str,
                 "train_a": str, "train_b": str, "a": str, "b": str}
@@ -320,7 +321,10 @@ class MatrixResult:
         ``"nested"``: per outer fold, threshold chosen on the training lesions'
         inner out-of-fold probabilities, the honest estimate): ``auc``, CI,
         ``accuracy``, ``sensitivity``, ``specificity``, ``threshold`` (nested:
-        the median over folds).
+        the median over folds); for the nested rule also
+        ``{accuracy,sensitivity,specificity}_ci_low/_ci_high`` (percentile
+        bootstrap over patients, :func:`uslib.uncertainty.table3_intervals`)
+        and ``metric_ci_repeats`` (the repeats pooled: 1, the first).
     bland_altman : DataFrame
         Lowest- minus highest-range training (``a`` − ``b``) per test set.
     paired_tests : DataFrame
@@ -515,9 +519,16 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
         thresholds = nested_thresholds(features, manifest, folds_first, train_set=ranges, test_set=ranges,
                                        settings=settings.replace(n_splits=inner_splits, n_repeats=1),
                                        estimator=estimator)
-        rows3.append({**common, "rule": "nested", **nested_operating_point(y, s, g["fold"].to_numpy(), thresholds)})
-    table3 = pd.DataFrame(rows3)
-    table3 = table3[list(TABLE3_COLUMNS)]
+        nested = {**common, "rule": "nested", **nested_operating_point(y, s, g["fold"].to_numpy(), thresholds)}
+        # intervals of the nested rule's metrics: lesions resampled by patient (first repeat: the nested
+        # thresholds are one inner cross-validation per outer fold, computed for the first repeat only)
+        calls = g.assign(repeat=0, called=called_malignant(s, g["fold"].to_numpy(), thresholds))
+        t3i = table3_intervals(calls, n_boot=n_boot, alpha=alpha, seed=seed).set_index("metric")
+        for m in ("accuracy", "sensitivity", "specificity"):
+            nested[f"{m}_ci_low"], nested[f"{m}_ci_high"] = float(t3i.loc[m, "ci_low"]), float(t3i.loc[m, "ci_high"])
+        nested["metric_ci_repeats"] = int(t3i["n_repeats"].iloc[0])
+        rows3.append(nested)
+    table3 = pd.DataFrame(rows3).reindex(columns=list(TABLE3_COLUMNS))
 
     lo_name, hi_name = set_name("Train", (min(ranges),)), set_name("Train", (max(ranges),))
     ba_rows, pt_rows = [], []

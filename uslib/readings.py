@@ -73,8 +73,8 @@ def verdict_summary(verdicts: pd.DataFrame, *, where=("backbone", "train", "test
 def verdict_sentence(summary: Mapping, *, what: str = "AUCs") -> str:
     """What the AUCs of a table say about chance, from :func:`verdict_summary`.
 
-    Replaces :func:`uslib.evaluation.below_chance_sentence`: no stock
-    explanation; a reversed AUC (CI wholly below 0.5) is called systematic.
+    No stock explanation (the former ``below_chance_sentence`` blamed every
+    AUC below 0.5 on weak class signal); a reversed AUC (CI wholly below 0.5) is called systematic.
 
     Examples
     --------
