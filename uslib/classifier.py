@@ -5,7 +5,7 @@ computed through its Gram matrix), Platt's sigmoid (:func:`platt_scaling`),
 and the three calls the fold loop of :mod:`uslib.evaluation` makes per
 training set: :func:`make_estimator` (a fresh classifier of the run's
 :class:`~uslib.cvsettings.CVSettings`), :func:`fit_estimator` and
-:func:`p_malignant`. Why the calibration is split by lesion by default is in
+:func:`p_malignant`. Why the calibration is split by patient by default is in
 the module notes of :mod:`uslib.evaluation`.
 """
 
@@ -207,7 +207,7 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
             if g.shape != y.shape:
                 raise ValueError(f"LinearSVM.fit: groups {g.shape} and y {y.shape} do not align")
             k = _calibration_splits(y, g, 5)
-            if k < 2:  # a class with one lesion: it cannot be held out by lesion
+            if k < 2:  # a class with one group (patient): it cannot be held out by group
                 warnings.warn("LinearSVM(calibration='grouped'): a class has fewer than two groups; "
                               "calibrating with each image as its own group", RuntimeWarning, stacklevel=2)
                 g = np.arange(len(y))

@@ -293,7 +293,7 @@ def cross_validate(features, manifest: pd.DataFrame, *, train_ranges: Sequence[f
         frequencies ("balanced"). ``standardize``: fit a StandardScaler on
         each fold's training images (see the module notes).
         ``calibration``: Platt calibration of the default :class:`LinearSVM`,
-        on decision values cross-validated by lesion (``"grouped"``) or
+        on decision values cross-validated by patient (``"grouped"``) or
         libsvm's image-level split (``"image"``, the paper's software).
         ``lesion_weighting``: give each training lesion the same total sample
         weight, whatever its number of images (a custom ``estimator`` must
