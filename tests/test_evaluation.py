@@ -613,8 +613,8 @@ def test_every_fold_platt_fit_is_reported_and_table3_carries_intervals(result):
     n_train_sets = result.table["train"].nunique()
     assert len(result.platt) == len(result.folds) * n_train_sets
     assert set(result.platt["train"]) == set(result.table["train"])
-    assert (result.platt.loc[~result.platt.reversing, "a"] < 0).all()  # a kept fit ranks the SVM's way
-    assert (result.platt["a"] < 0).all()  # and a reversing one was replaced by the constrained fit
+    assert (result.platt.loc[~result.platt.reversing, "platt_a"] < 0).all()  # a kept fit ranks the SVM's way
+    assert (result.platt["platt_a"] < 0).all()  # and a reversing one was replaced by the constrained fit
     nested = result.table3.set_index("rule").loc["nested"]
     for m in ("accuracy", "sensitivity", "specificity"):
         assert nested[f"{m}_ci_low"] <= nested[m] <= nested[f"{m}_ci_high"]

@@ -207,8 +207,8 @@ RESULT_FILES = (
 )
 
 #: Columns of :attr:`MatrixResult.platt` (:func:`uslib.platt.fold_report` with its keys).
-PLATT_COLUMNS = ("backbone", "repeat", "fold", "train", "a", "b", "a_free", "b_free", "reversing", "constrained",
-                 "n", "n_positive")
+PLATT_COLUMNS = ("backbone", "repeat", "fold", "train", "platt_a", "platt_b", "a_free", "b_free", "reversing",
+                 "constrained", "n", "n_positive")
 #: Families of :attr:`MatrixResult.paired_tests` (column ``kind``); Holm's adjustment is within each.
 PAIRED_KINDS = ("matched_vs_mismatched", "trainall_vs_single")
 #: Columns of :attr:`MatrixResult.paired_tests`.
@@ -341,7 +341,9 @@ class MatrixResult:
     platt : DataFrame
         Every fold's checked Platt fit (:func:`uslib.platt.fold_report`):
         ``backbone``, ``repeat``, ``fold``, ``train`` and the columns
-        :data:`PLATT_COLUMNS`; one row per repeat, fold and training set.
+        :data:`PLATT_COLUMNS` (``platt_a``/``platt_b``: the map in use, ``a``
+        and ``b`` of :func:`uslib.platt.fold_report`); one row per repeat,
+        fold and training set.
     lesions : DataFrame
         :func:`lesion_table` of the manifest.
     params : dict
@@ -576,7 +578,8 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
     return MatrixResult(backbone=backbone, table=table, predictions=predictions, table3=table3,
                         bland_altman=pd.DataFrame(ba_rows), paired_tests=paired, folds=folds_first,
                         lesions=lesions, params=params,
-                        platt=fold_report(platt_fits).reindex(columns=list(PLATT_COLUMNS)))
+                        platt=fold_report(platt_fits).rename(columns={"a": "platt_a", "b": "platt_b"})
+                        .reindex(columns=list(PLATT_COLUMNS)))
 
 
 # --------------------------------------------------------------------------- #
