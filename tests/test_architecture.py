@@ -25,7 +25,7 @@ MODULES = {p.stem: ast.parse(p.read_text()) for p in sorted(PKG.glob("*.py"))}
 STAGES = ("data", "oasbud", "phantom", "speckle", "lesionmodel", "reconstruction", "augmentation", "features",
           "backbones", "tfruntime", "precision", "weights", "networks", "featurecache", "extraction", "cluster",
           "evaluation", "robustness", "qus", "morphology", "featurespace", "plots", "paper",
-          "classifier", "folds", "crossval", "statistics")
+          "classifier", "folds", "crossval", "statistics", "platt", "diagnostics", "uncertainty")
 
 
 def _imports(tree) -> dict[str, set[str]]:
@@ -103,7 +103,8 @@ def test_stages_and_pipeline_do_not_import_the_runner(name):
 #: tells before anything runs how many patients a phantom run has (a known exception, to be inverted).
 CONFIG_MAY_IMPORT = {"store", "cvsettings", "folds", "phantom"}
 #: Modules of the cross-validation with no ``uslib`` dependency beyond these (they sit below the stages).
-LEAVES = {"cvsettings": set(), "folds": set(), "statistics": set(), "classifier": {"cvsettings"}}
+LEAVES = {"cvsettings": set(), "folds": set(), "statistics": set(), "classifier": {"cvsettings", "platt"},
+          "platt": set(), "uncertainty": set(), "readings": set()}
 
 
 def test_config_depends_on_no_stage():

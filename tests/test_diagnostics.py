@@ -7,6 +7,7 @@ from scipy import stats
 
 from uslib import diagnostics as dg
 from uslib import evaluation as ev
+from uslib.cvsettings import CVSettings
 
 
 def test_verdicts_from_the_ci():
@@ -43,7 +44,8 @@ def _shifted_manifest(n=12):
 def test_a_reversed_cell_is_diagnosed_by_the_decision_shift():
     m, X = _shifted_manifest()
     d = dg.out_of_fold_decisions(X, m, train_sets={"Train40dB": (40,)},
-                                 test_sets={"Test40dB": (40,), "Test60dB": (60,)}, n_splits=3, standardize=False)
+                                 test_sets={"Test40dB": (40,), "Test60dB": (60,)},
+                                 settings=CVSettings(n_splits=3, standardize=False))
     assert set(d["test"]) == {"Test40dB", "Test60dB"} and (d["n_images"] == 1).all()
     a, b = d[d.test == "Test40dB"], d[d.test == "Test60dB"]
     assert ev.roc_auc(a.label, a.decision) == 1.0 and ev.roc_auc(b.label, b.decision) == 0.0
@@ -93,7 +95,7 @@ def test_fit_degeneracy_flags_saturated_probabilities_and_reports_the_scale():
     assert not healthy["degenerate"] and healthy["n_distinct"] == 40
     p = np.r_[np.zeros(12), np.ones(11), np.full(9, 0.39), np.full(8, 0.5)]  # 23 of 40 at 0 or 1
     X = np.full((10, 4), 0.25)  # every row norm 0.5
-    r = dg.fit_degeneracy(p, features=X, svm_c=2.0)
+    r = dg.fit_degeneracy(p, features=X, penalty_c=2.0)
     assert r["degenerate"] and r["n_at_bound"] == 23 and r["n_distinct"] == 4
     assert r["reasons"] == ["at_bound", "few_distinct"]
     assert np.isclose(r["mean_row_norm"], 0.5) and np.isclose(r["c_times_sq_norm"], 2.0 * 0.25)
@@ -222,7 +224,7 @@ def test_sensitivity_columns_of_a_degenerate_row():
     pred = pd.DataFrame({"repeat": 0, "train": "TrainALL", "test": "TestALL", "label": [0, 1] * 5,
                          "probability": [0.0, 1.0] * 4 + [0.4, 0.5]})
     X = np.full((6, 4), 0.01)
-    cols = dg.sensitivity_columns(pred, features=X, svm_c=1.0, standardize=False)
+    cols = dg.sensitivity_columns(pred, features=X, settings=CVSettings(svm_c=1.0, standardize=False))
     assert cols["degenerate"] and cols["n_at_bound"] == 8 and cols["extreme_share"] == 0.8
     assert np.isclose(cols["mean_row_norm"], 0.02) and np.isclose(cols["c_times_sq_norm"], 4e-4)
     with pytest.raises(ValueError, match="TrainX"):
@@ -234,13 +236,14 @@ def test_matrix_and_curve_reversals_run_only_where_a_cell_is_reversed():
     table = pd.DataFrame({"train": ["Train40dB", "Train40dB", "Train60dB"],
                           "test": ["Test40dB", "Test60dB", "Test40dB"],
                           "auc": [1.0, 0.0, 0.6], "ci_low": [1.0, 0.0, 0.3], "ci_high": [1.0, 0.0, 0.9]})
-    diag = dg.matrix_reversals(X, m, table, ranges=(40, 60), n_splits=3, standardize=False)
+    diag = dg.matrix_reversals(X, m, table, ranges=(40, 60), settings=CVSettings(n_splits=3, standardize=False))
     assert diag[["train", "test"]].values.tolist() == [["Train40dB", "Test60dB"]]
     assert diag["differential_shift_gaps"].iloc[0] > 1
     assert dg.matrix_reversals(X, m, table.assign(ci_high=0.9, ci_low=0.3), ranges=(40, 60)).empty
     curves = pd.DataFrame({"policy": "Train40dB", "test_range_db": [40.0, 60.0], "auc": [1.0, 0.0],
                            "ci_low": [1.0, 0.0], "ci_high": [1.0, 0.0], "seen": [True, False]})
-    cd = dg.curve_reversals(X, m, curves, train_sets={"Train40dB": (40,)}, n_splits=3, standardize=False)
+    cd = dg.curve_reversals(X, m, curves, train_sets={"Train40dB": (40,)},
+                            settings=CVSettings(n_splits=3, standardize=False))
     assert cd[["train", "test", "reference"]].values.tolist() == [["Train40dB", "Test60dB", "Test40dB"]]
     assert np.isclose(cd["differential_shift_gaps"].iloc[0], diag["differential_shift_gaps"].iloc[0])
 
@@ -249,7 +252,7 @@ def test_matrix_and_curve_reversals_run_only_where_a_cell_is_reversed():
 def test_out_of_fold_decisions_accept_lesion_weighting(standardize):
     m, X = _shifted_manifest()
     X = np.hstack([X, np.repeat(np.linspace(0, 1, 12), 2)[:, None]])  # a second, non-constant feature
-    d = dg.out_of_fold_decisions(X, m, train_sets={"Train40dB": (40,)}, test_sets={"Test40dB": (40,)}, n_splits=3,
-                                 standardize=standardize, lesion_weighting=True)
+    d = dg.out_of_fold_decisions(X, m, train_sets={"Train40dB": (40,)}, test_sets={"Test40dB": (40,)},
+                                 settings=CVSettings(n_splits=3, standardize=standardize, lesion_weighting=True))
     assert len(d) == 12 and np.isfinite(d["decision"]).all()
     assert ev.roc_auc(d.label, d.decision) == 1.0

@@ -608,6 +608,21 @@ def test_matrix_missing_range(data):
         reconstruction_matrix(X, m, backbone="toy", ranges=(40, 70), settings=CVSettings(n_repeats=1))
 
 
+def test_every_fold_platt_fit_is_reported_and_table3_carries_intervals(result):
+    # grouped calibration: one checked Platt fit per (repeat, fold, training set)
+    n_train_sets = result.table["train"].nunique()
+    assert len(result.platt) == len(result.folds) * n_train_sets
+    assert set(result.platt["train"]) == set(result.table["train"])
+    assert (result.platt.loc[~result.platt.reversing, "platt_a"] < 0).all()  # a kept fit ranks the SVM's way
+    assert (result.platt["platt_a"] < 0).all()  # and a reversing one was replaced by the constrained fit
+    nested = result.table3.set_index("rule").loc["nested"]
+    for m in ("accuracy", "sensitivity", "specificity"):
+        assert nested[f"{m}_ci_low"] <= nested[m] <= nested[f"{m}_ci_high"]
+        assert nested[f"{m}_ci_high"] - nested[f"{m}_ci_low"] > 0  # a few dozen lesions: not a point
+    assert nested["metric_ci_repeats"] == 1
+    assert np.isnan(result.table3.set_index("rule").loc["paper", "accuracy_ci_low"])
+
+
 def test_save_load_round_trip(tmp_path, result, data):
     X, m = data
     other = reconstruction_matrix(X, m, backbone="other", settings=CVSettings(cv_seed=2, n_repeats=2))
@@ -618,7 +633,7 @@ def test_save_load_round_trip(tmp_path, result, data):
     back = load_results(tmp_path / "run")
     assert [r.backbone for r in back] == ["toy", "other"]
     for orig, got in zip([result, other], back):
-        for attr in ("table", "predictions", "table3", "bland_altman", "paired_tests"):
+        for attr in ("table", "predictions", "table3", "bland_altman", "paired_tests", "platt"):
             pd.testing.assert_frame_equal(getattr(orig, attr), getattr(got, attr), check_exact=True)
         pd.testing.assert_frame_equal(orig.lesions, got.lesions, check_dtype=False)
         assert all(np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1]) for x, y in zip(orig.folds, got.folds))

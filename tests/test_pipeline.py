@@ -247,10 +247,15 @@ def test_sensitivity_switches_one_choice_per_row_and_reuses_the_cache(phantom_ru
     base = _matrix(run)
     kw = {"ranges": (40, 60), "settings": SETTINGS, "n_boot": 200}
     sens = pipeline.get_sensitivity(run["run_dir"], run["fs"], run["manifest"], baseline=base, **kw)
-    assert list(sens["choice"]) == ["as run", *pipeline.SENSITIVITY_CHOICES]
+    c_values = [c for c in pipeline.SENSITIVITY_C if c != SETTINGS.svm_c]
+    assert list(sens["choice"]) == ["as run", "standardize", "calibration", "lesion_weighting",
+                                    *["svm_c"] * len(c_values)]
+    assert sens[sens.choice == "svm_c"]["svm_c"].tolist() == c_values and len(c_values) == 2
+    # every row is diagnosed as a fit (degenerate or not), with its share of extreme probabilities
+    assert sens["degenerate"].isin([True, False]).all() and sens["extreme_share"].between(0, 1).all()
     first = sens.iloc[0]
     assert (first["standardize"], first["calibration"], first["lesion_weighting"]) == (True, "grouped", False)
-    switched = sens.set_index("choice")
+    switched = sens[sens.choice != "svm_c"].set_index("choice")
     assert not switched.loc["standardize", "standardize"]
     assert switched.loc["calibration", "calibration"] == "image"
     assert switched.loc["lesion_weighting", "lesion_weighting"]

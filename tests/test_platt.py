@@ -68,3 +68,38 @@ def test_bad_input_names_the_field():
         platt.platt_fit([0.0, 1.0], [0, 2])
     with pytest.raises(ValueError, match="non-finite"):
         platt.platt_fit([np.nan, 1.0], [0, 1])
+
+
+def test_linear_svm_replaces_a_reversing_fold_fit_and_keeps_its_ranking():
+    # no class signal, 12 images: the out-of-fold decision values of a noise fit are
+    # anti-correlated with the labels (seed 0), so the free Platt slope comes out reversing
+    from uslib.classifier import LinearSVM
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 6)
+    X = rng.normal(size=(12, 3))
+    est = LinearSVM(calibration="grouped").fit(X, y, groups=np.arange(12))
+    fit = est.platt_fit_
+    assert fit.reversing and fit.constrained and fit.a_free > 0 > fit.a
+    f = est.decision_function(X)
+    p = est.predict_proba(X)[:, 1]
+    # the calibrated probabilities rank the images exactly as the SVM's decision values do
+    assert np.array_equal(np.argsort(f, kind="stable"), np.argsort(p, kind="stable"))
+    # the free map would have ranked them backwards
+    assert np.array_equal(np.argsort(-f, kind="stable"), np.argsort(1 / (1 + np.exp(fit.a_free * f + fit.b_free)), kind="stable"))
+
+
+def test_cross_validation_reports_every_fold_platt_fit():
+    import pandas as pd
+
+    from uslib.crossval import cross_validated_probabilities
+    from uslib.cvsettings import CVSettings
+
+    rng = np.random.default_rng(1)
+    m = pd.DataFrame({"lesion": [f"L{i // 2}" for i in range(24)], "patient": [f"P{i // 4}" for i in range(24)],
+                      "label": [(i // 2) % 2 for i in range(24)], "dynamic_range_db": 40})
+    X = rng.normal(size=(24, 3)) + m[["label"]].to_numpy(float)
+    cv = cross_validated_probabilities(X, m, train_sets={"Train40dB": (40,)}, settings=CVSettings(n_splits=3))
+    report = platt.fold_report(cv.platt)
+    assert sorted(report["fold"]) == [0, 1, 2] and set(report["train"]) == {"Train40dB"}
+    assert report["n"].sum() == 2 * 24  # each image is in the training part of two of the three folds

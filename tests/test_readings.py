@@ -68,7 +68,7 @@ def test_reversal_reading_from_measured_decision_values():
 def test_degeneracy_reading_and_sensitivity_ranges():
     p = np.r_[np.zeros(12), np.ones(11), np.full(9, 0.39), np.full(8, 0.5)]
     X = np.full((20, 2048), 0.039 / np.sqrt(2048))
-    deg = dg.fit_degeneracy(p, features=X, svm_c=1.0)
+    deg = dg.fit_degeneracy(p, features=X, penalty_c=1.0)
     s = rd.degeneracy_reading(deg, setting="standardize = False")
     assert "degenerate fit" in s and "23 of 40" in s and "barely uses the features" in s
     assert "evidence neither for nor against" in s
@@ -110,3 +110,14 @@ def test_interval_readings():
     assert "(fewer)" in rd.extremes_reading(ext)
     with pytest.raises(ValueError, match="'image'"):
         rd.extremes_reading(ext[ext.calibration == "grouped"])
+
+
+def test_baseline_verdict_sentence_reversed_and_not():
+    v = pd.DataFrame({"feature_set": ["QUS", "Morphology"], "auc": [0.81, 0.21], "ci_low": [0.66, 0.05],
+                      "ci_high": [0.95, 0.38], "verdict": ["above chance", "reversed"]})
+    s = rd.baseline_verdict_sentence(v)
+    assert "1 of the 2 compression-free baselines ranks backwards" in s and "Morphology 0.210" in s
+    assert "no shift between reconstructions can explain it" in s
+    assert rd.baseline_verdict_sentence(v.iloc[:1]).startswith("No compression-free baseline is reversed")
+    with pytest.raises(ValueError, match="verdict"):
+        rd.baseline_verdict_sentence(v.drop(columns="verdict"))

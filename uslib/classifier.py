@@ -5,7 +5,7 @@ computed through its Gram matrix), Platt's sigmoid (:func:`platt_scaling`),
 and the three calls the fold loop of :mod:`uslib.evaluation` makes per
 training set: :func:`make_estimator` (a fresh classifier of the run's
 :class:`~uslib.cvsettings.CVSettings`), :func:`fit_estimator` and
-:func:`p_malignant`. Why the calibration is split by lesion by default is in
+:func:`p_malignant`. Why the calibration is split by patient by default is in
 the module notes of :mod:`uslib.evaluation`.
 """
 
@@ -22,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from .cvsettings import CVSettings
+from .platt import PlattFit, libsvm_platt_reverses, platt_fit
 
 __all__ = [
     "platt_scaling",
@@ -127,8 +128,13 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         5-fold split is over images; deprecated in scikit-learn 1.9, its
         FutureWarning is silenced here). ``"grouped"``: decision values
         cross-validated with folds grouped by ``groups`` (5 or fewer,
-        stratified, seeded by ``random_state``) and :func:`platt_scaling`
-        fitted to them; without ``groups`` each image is its own group.
+        stratified, seeded by ``random_state``) and a Platt sigmoid fitted
+        to them with :func:`uslib.platt.platt_fit`, which replaces a fit whose
+        slope would reverse the ranking by the constrained one (flat at the
+        base rate, the SVM's order kept as tie-break); without ``groups``
+        each image is its own group. The cross-validation passes each
+        image's *patient* as its group (a patient's lesions never on both
+        sides of a calibration split).
         ``"cv-sigmoid"``: ``CalibratedClassifierCV(method="sigmoid",
         ensemble=False)`` with a stratified shuffled 5-fold split seeded by
         ``random_state``. The class default stays ``"libsvm"`` (so that the
@@ -136,6 +142,13 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         functions of this module default to ``"grouped"`` and pass the lesions.
     random_state : int
         Seed of the internal calibration split.
+
+    Attributes
+    ----------
+    platt_fit_ : uslib.platt.PlattFit or None
+        The checked Platt fit (``"grouped"``: possibly constrained;
+        ``"libsvm"``/``"image"``: libsvm's map, its slope checked, never
+        constrained); ``None`` for ``"cv-sigmoid"``.
 
     Examples
     --------
@@ -188,12 +201,13 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
         gram = self.X_fit_ @ self.X_fit_.T
         svc = SVC(kernel="precomputed", C=self.C, class_weight=self.class_weight)
         self.platt_ = None
+        self.platt_fit_ = None
         if self.calibration == "grouped":
             g = np.arange(len(y)) if groups is None else np.asarray(groups)
             if g.shape != y.shape:
                 raise ValueError(f"LinearSVM.fit: groups {g.shape} and y {y.shape} do not align")
             k = _calibration_splits(y, g, 5)
-            if k < 2:  # a class with one lesion: it cannot be held out by lesion
+            if k < 2:  # a class with one group (patient): it cannot be held out by group
                 warnings.warn("LinearSVM(calibration='grouped'): a class has fewer than two groups; "
                               "calibrating with each image as its own group", RuntimeWarning, stacklevel=2)
                 g = np.arange(len(y))
@@ -211,13 +225,22 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
                                       **({} if weight is None else {"sample_weight": weight[train]}))
                 oof[test] = part.decision_function(gram[np.ix_(test, train)])
             self.model_ = svc.fit(gram, y, **fit_kw)
-            self.platt_ = platt_scaling(oof, y == self.model_.classes_[1], sample_weight=fit_kw.get("sample_weight"))
+            # checked Platt fit: a reversing slope is replaced by the constrained one (uslib.platt)
+            fit = platt_fit(oof, y == self.model_.classes_[1], sample_weight=fit_kw.get("sample_weight"))
+            self.platt_ = (fit.a, fit.b)
+            self.platt_fit_ = fit
         elif self.calibration in ("libsvm", "image"):
             try:
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message=".*probability.*", category=FutureWarning)
                     svc.set_params(probability=True, random_state=self.random_state)
                     self.model_ = svc.fit(gram, y, **fit_kw)
+                    # libsvm's own Platt map cannot be constrained from outside: its slope is checked and reported
+                    warnings.filterwarnings("ignore", message=".*prob[AB]_.*", category=FutureWarning)
+                    a, b = float(np.ravel(self.model_.probA_)[0]), float(np.ravel(self.model_.probB_)[0])
+                reverses = libsvm_platt_reverses([a])
+                self.platt_fit_ = PlattFit(a=a, b=b, a_free=a, b_free=b, reversing=reverses, constrained=False,
+                                           n=int(len(y)), n_positive=int((y == self.model_.classes_[1]).sum()))
             except (TypeError, ValueError) as exc:  # scikit-learn >= 1.11 has no `probability`
                 if "probability" not in str(exc):
                     raise
@@ -266,7 +289,7 @@ def make_estimator(estimator, settings: CVSettings):
 
 
 def fit_estimator(est, X: np.ndarray, y: np.ndarray, groups: np.ndarray, sample_weight: np.ndarray | None):
-    """Fit ``est``; a :class:`LinearSVM` also gets the lesion of each image (for grouped calibration)."""
+    """Fit ``est``; a :class:`LinearSVM` also gets the group (patient) of each image (for grouped calibration)."""
     kw = {}
     if isinstance(est, LinearSVM):
         kw["groups"] = groups

@@ -14,7 +14,7 @@ described in :mod:`uslib.evaluation`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -54,12 +54,15 @@ def _fold_loop(design: Design, folds, *, train_sets: Mapping[str, object], train
     ``train_sets`` gives the selections as specified, for error messages.
     ``folds`` are used as given (the callers check them). Returns P(malignant)
     per training set and image (NaN where not scored) and each lesion's fold
-    (-1 if never tested).
+    (-1 if never tested), and each fit's checked Platt map (``(keys, PlattFit)``).
     """
     y_img = design.image_labels
     n_les = len(design.lesions)
     probs = {name: np.full(design.n_images, np.nan) for name in train_sets}
     fold_of = np.full(n_les, -1)
+    fits = []
+    # calibration folds split by patient: a patient's two lesions never on both sides of a Platt split
+    patient_code = pd.factorize(design.lesions["patient"])[0]
     fold_iter = folds
     if progress:
         from tqdm.auto import tqdm
@@ -80,9 +83,12 @@ def _fold_loop(design: Design, folds, *, train_sets: Mapping[str, object], train
                                  f"{np.unique(y_img[rows]).tolist()}")
             if scored.size:
                 weight = _lesion_weights(design.code[rows]) if lesion_weighting else None
-                est = fit_estimator(make(), design.X[rows], y_img[rows], design.code[rows], weight)
+                est = fit_estimator(make(), design.X[rows], y_img[rows], patient_code[design.code[rows]], weight)
                 probs[name][scored] = p_malignant(est, design.X[scored])
-    return probs, fold_of
+                last = est[-1] if hasattr(est, "steps") else est
+                if getattr(last, "platt_fit_", None) is not None:
+                    fits.append(({"fold": k, "train": name}, last.platt_fit_))
+    return probs, fold_of, fits
 
 
 def score_fold(features, manifest: pd.DataFrame, train_lesions, test_lesions, *,
@@ -116,7 +122,7 @@ def score_fold(features, manifest: pd.DataFrame, train_lesions, test_lesions, *,
     """
     design = Design.build(features, manifest)
     make = lambda: make_estimator(estimator, settings)  # noqa: E731
-    probs, _ = _fold_loop(design, [(train_lesions, test_lesions)], train_sets=train_sets,
+    probs, _, _ = _fold_loop(design, [(train_lesions, test_lesions)], train_sets=train_sets,
                           train_rows={n: design.select(s) for n, s in train_sets.items()},
                           test_rows=design.select(test_ranges), make=make,
                           lesion_weighting=settings.lesion_weighting)
@@ -139,12 +145,17 @@ class CVProbabilities:
         The lesion folds used (sorted, checked).
     design : Design
         The checked features and manifest.
+    platt : list of (dict, uslib.platt.PlattFit)
+        Each fold's checked Platt fit per training set (keys ``fold``,
+        ``train``), for :func:`uslib.platt.fold_report`; empty for
+        estimators without one.
     """
 
     probabilities: dict
     fold: np.ndarray
     folds: list
     design: Design
+    platt: list = field(default_factory=list)
 
     def lesion_probabilities(self, train_set, test_set=None) -> tuple[np.ndarray, np.ndarray]:
         """Mean P(malignant) per lesion over its scored images in ``test_set``.
@@ -250,9 +261,9 @@ def cross_validated_probabilities(features, manifest: pd.DataFrame, *, train_set
     test_rows = design.select(test_set)
     folds = resolve_folds(design.lesions, folds, n_splits=settings.n_splits, seed=settings.cv_seed)
     make = lambda: make_estimator(estimator, settings)  # noqa: E731
-    probs, fold_of = _fold_loop(design, folds, train_sets=train_sets, train_rows=train_rows, test_rows=test_rows,
+    probs, fold_of, fits = _fold_loop(design, folds, train_sets=train_sets, train_rows=train_rows, test_rows=test_rows,
                                 make=make, progress=progress, lesion_weighting=settings.lesion_weighting)
-    return CVProbabilities(probabilities=probs, fold=fold_of, folds=folds, design=design)
+    return CVProbabilities(probabilities=probs, fold=fold_of, folds=folds, design=design, platt=fits)
 
 
 def cross_validate(features, manifest: pd.DataFrame, *, train_ranges: Sequence[float],
@@ -282,7 +293,7 @@ def cross_validate(features, manifest: pd.DataFrame, *, train_ranges: Sequence[f
         frequencies ("balanced"). ``standardize``: fit a StandardScaler on
         each fold's training images (see the module notes).
         ``calibration``: Platt calibration of the default :class:`LinearSVM`,
-        on decision values cross-validated by lesion (``"grouped"``) or
+        on decision values cross-validated by patient (``"grouped"``) or
         libsvm's image-level split (``"image"``, the paper's software).
         ``lesion_weighting``: give each training lesion the same total sample
         weight, whatever its number of images (a custom ``estimator`` must

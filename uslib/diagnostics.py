@@ -43,6 +43,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.svm import SVC
 
 from . import evaluation as ev
+from .cvsettings import CVSettings
+from .uncertainty import (called_malignant, clopper_pearson, drop_intervals, patient_bootstrap_weights,  # noqa: F401
+                          table3_intervals, weighted_auc)
 
 __all__ = [
     "VERDICTS",
@@ -178,9 +181,8 @@ class DecisionFunction(ClassifierMixin, BaseEstimator):
 
 
 def out_of_fold_decisions(features, manifest: pd.DataFrame, *, train_sets: Mapping[str, object],
-                          test_sets: Mapping[str, Sequence[float]], folds=None, n_splits: int = 5, seed: int = 0,
-                          svm_c: float = 1.0, class_weight="balanced", standardize: bool = True,
-                          lesion_weighting: bool = False) -> pd.DataFrame:
+                          test_sets: Mapping[str, Sequence[float]], folds=None,
+                          settings: CVSettings = CVSettings()) -> pd.DataFrame:
     """Out-of-fold SVM decision values of every lesion, per training set and test set.
 
     The same patient-level folds and SVM as :func:`uslib.evaluation.reconstruction_matrix`
@@ -196,8 +198,12 @@ def out_of_fold_decisions(features, manifest: pd.DataFrame, *, train_sets: Mappi
         E.g. ``{"Train40dB": (40,)}``.
     test_sets : mapping name -> dynamic ranges (dB)
         E.g. ``{"Test40dB": (40,), "Test60dB": (60,)}``.
-    folds, n_splits, seed, svm_c, class_weight, standardize, lesion_weighting
-        As :func:`uslib.evaluation.cross_validate`.
+    folds : list of (train_idx, test_idx), optional
+        The run's lesion folds (default: ``settings.n_splits`` folds seeded by
+        ``settings.cv_seed``).
+    settings : CVSettings
+        The run's settings (``svm_c``, ``class_weight``, ``standardize``,
+        ``lesion_weighting``; the calibration is not used: decision values).
 
     Returns
     -------
@@ -208,9 +214,9 @@ def out_of_fold_decisions(features, manifest: pd.DataFrame, *, train_sets: Mappi
     """
     union = sorted({float(r) for rs in test_sets.values() for r in rs})
     cv = ev.cross_validated_probabilities(features, manifest, train_sets=train_sets, test_set=union, folds=folds,
-                                          n_splits=n_splits, seed=seed, standardize=standardize,
-                                          lesion_weighting=lesion_weighting,
-                                          estimator=DecisionFunction(C=svm_c, class_weight=class_weight))
+                                          settings=settings,
+                                          estimator=DecisionFunction(C=settings.svm_c,
+                                                                     class_weight=settings.class_weight))
     les = cv.design.lesions
     frames = []
     for trname in train_sets:
@@ -394,8 +400,8 @@ def matrix_reversals(features, manifest: pd.DataFrame, table: pd.DataFrame, *, r
         The run's dynamic ranges.
     chance : float
     **cv
-        ``folds`` or ``n_splits``/``seed``, ``svm_c``, ``class_weight``,
-        ``standardize``, ``lesion_weighting``: the run's settings.
+        ``folds`` and ``settings`` (:class:`~uslib.cvsettings.CVSettings`) of
+        the run, for :func:`out_of_fold_decisions`.
 
     Returns
     -------
@@ -434,8 +440,8 @@ def curve_reversals(features, manifest: pd.DataFrame, curves: pd.DataFrame, *, t
         image mask).
     chance : float
     **cv
-        ``folds`` or ``n_splits``/``seed``, ``svm_c``, ``class_weight``,
-        ``standardize``, ``lesion_weighting``.
+        ``folds`` and ``settings`` (:class:`~uslib.cvsettings.CVSettings`) of
+        the run, for :func:`out_of_fold_decisions`.
 
     Returns
     -------
@@ -471,7 +477,7 @@ def curve_reversals(features, manifest: pd.DataFrame, curves: pd.DataFrame, *, t
 # --------------------------------------------------------------------------- #
 
 
-def fit_degeneracy(probabilities, *, features=None, svm_c: float | None = None, tol: float = AT_BOUND_TOL,
+def fit_degeneracy(probabilities, *, features=None, penalty_c: float | None = None, tol: float = AT_BOUND_TOL,
                    max_at_bound_share: float = 0.2, min_distinct_share: float = 0.25) -> dict:
     """Whether a fitted configuration is degenerate, from its lesion probabilities and features.
 
@@ -490,8 +496,8 @@ def fit_degeneracy(probabilities, *, features=None, svm_c: float | None = None, 
         Lesion probabilities of the fit (e.g. TrainALL on TestALL).
     features : array_like, shape (n_images, d), optional
         The features as the SVM saw them (standardised or not).
-    svm_c : float, optional
-        The SVM's C.
+    penalty_c : float, optional
+        The SVM's C (``CVSettings.svm_c`` of the fit).
     tol, max_at_bound_share, min_distinct_share : float
         The thresholds above.
 
@@ -519,8 +525,8 @@ def fit_degeneracy(probabilities, *, features=None, svm_c: float | None = None, 
         X = np.asarray(features, dtype=float)
         sq = np.sum(X ** 2, axis=1)
         norm = float(np.mean(np.sqrt(sq)))
-        if svm_c is not None:
-            c_sq = float(svm_c) * float(np.mean(sq))
+        if penalty_c is not None:
+            c_sq = float(penalty_c) * float(np.mean(sq))
     reasons = []
     if at_bound.mean() >= max_at_bound_share:
         reasons.append("at_bound")
@@ -528,12 +534,12 @@ def fit_degeneracy(probabilities, *, features=None, svm_c: float | None = None, 
         reasons.append("few_distinct")
     return {"n": int(p.size), "n_at_bound": int(at_bound.sum()), "at_bound_share": float(at_bound.mean()),
             "n_distinct": n_distinct, "distinct_share": n_distinct / p.size, "mean_row_norm": norm,
-            "c_times_sq_norm": c_sq, "svm_c": float("nan") if svm_c is None else float(svm_c),
+            "c_times_sq_norm": c_sq, "svm_c": float("nan") if penalty_c is None else float(penalty_c),
             "degenerate": bool(reasons), "reasons": reasons}
 
 
-def result_degeneracy(predictions: pd.DataFrame, *, features=None, svm_c: float | None = None,
-                      standardize: bool = True, train: str = "TrainALL", test: str = "TestALL", **kw) -> dict:
+def result_degeneracy(predictions: pd.DataFrame, *, features=None, settings: CVSettings = CVSettings(),
+                      train: str = "TrainALL", test: str = "TestALL", **kw) -> dict:
     """:func:`fit_degeneracy` of one setting of a :class:`uslib.evaluation.MatrixResult`.
 
     Parameters
@@ -541,11 +547,11 @@ def result_degeneracy(predictions: pd.DataFrame, *, features=None, svm_c: float 
     predictions : DataFrame
         :attr:`uslib.evaluation.MatrixResult.predictions` (first repeat used).
     features : ndarray, optional
-        The raw features; z-scored here over all images when ``standardize``
-        (each fold's scaler uses its own training images, so the SVM saw
-        norms slightly different from these).
-    svm_c, standardize
-        The run's settings.
+        The raw features; z-scored here over all images when
+        ``settings.standardize`` (each fold's scaler uses its own training
+        images, so the SVM saw norms slightly different from these).
+    settings : CVSettings
+        The run's settings (``svm_c``, ``standardize``).
     train, test : str
         The setting.
     **kw
@@ -558,10 +564,10 @@ def result_degeneracy(predictions: pd.DataFrame, *, features=None, svm_c: float 
     X = None
     if features is not None:
         X = np.asarray(features, dtype=float)
-        if standardize:
+        if settings.standardize:
             sd = X.std(axis=0)
             X = (X - X.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
-    return fit_degeneracy(p["probability"].to_numpy(), features=X, svm_c=svm_c, **kw)
+    return fit_degeneracy(p["probability"].to_numpy(), features=X, penalty_c=settings.svm_c, **kw)
 
 
 # --------------------------------------------------------------------------- #
@@ -598,244 +604,6 @@ def raw_vs_calibrated(labels, decision, probability, *, alpha: float = 0.05) -> 
 
 
 # --------------------------------------------------------------------------- #
-# Intervals
-# --------------------------------------------------------------------------- #
-
-
-def clopper_pearson(k: int, n: int, *, alpha: float = 0.05) -> tuple[float, float, float]:
-    """Proportion k/n and its exact (Clopper–Pearson) interval, via :func:`scipy.stats.binomtest`.
-
-    Examples
-    --------
-    >>> est, lo, hi = clopper_pearson(0, 10)
-    >>> est, lo, round(hi, 4)  # 1 - 0.025 ** (1 / 10)
-    (0.0, 0.0, 0.3085)
-    """
-    k, n = int(k), int(n)
-    if n < 1 or not 0 <= k <= n:
-        raise ValueError(f"clopper_pearson: need 0 <= k <= n and n >= 1, got k={k}, n={n}")
-    ci = stats.binomtest(k, n).proportion_ci(confidence_level=1 - alpha, method="exact")
-    return k / n, float(ci.low), float(ci.high)
-
-
-def patient_bootstrap_weights(patients, *, n_boot: int = 2000, seed: int = 0) -> np.ndarray:
-    """Resampling weights of a bootstrap over patients, shape (n_boot, n_lesions).
-
-    Each replicate draws as many patients as there are, with replacement; a
-    lesion weighs as many times as its patient was drawn (all lesions of a
-    patient, and all repeats of a lesion, move together).
-
-    Examples
-    --------
-    >>> w = patient_bootstrap_weights(["a", "a", "b"], n_boot=3)
-    >>> w.shape, bool((w[:, 0] == w[:, 1]).all()), set(w.sum(axis=1) >= 0) == {True}
-    ((3, 3), True, True)
-    """
-    p = np.asarray(patients).astype(str)
-    if p.ndim != 1 or p.size == 0:
-        raise ValueError("patient_bootstrap_weights: patients must be 1-D and non-empty")
-    uniq, code = np.unique(p, return_inverse=True)
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(len(uniq), np.full(len(uniq), 1.0 / len(uniq)), size=n_boot)
-    return counts[:, code].astype(float)
-
-
-def weighted_auc(labels, scores, weights) -> np.ndarray:
-    """AUC with case weights, for one weight vector or a stack of them (Mann–Whitney, ties 1/2).
-
-    AUC = Σᵢ Σⱼ wᵢ wⱼ [sᵢ > sⱼ] (+ ½ on ties) / (Σᵢ wᵢ · Σⱼ wⱼ) over malignant i and
-    benign j; NaN for a replicate without one of the classes.
-
-    Parameters
-    ----------
-    labels : array_like of {0, 1}, shape (n,)
-    scores : array_like of float, shape (n,)
-    weights : array_like of float, shape (n,) or (B, n)
-
-    Returns
-    -------
-    float ndarray, shape () or (B,)
-
-    Examples
-    --------
-    >>> float(weighted_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], [1, 1, 1, 1]))
-    0.75
-    >>> float(weighted_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], [0, 1, 1, 1]))  # the 0.1 benign dropped
-    0.5
-    """
-    y = np.asarray(labels).astype(bool)
-    s = np.asarray(scores, dtype=float)
-    w = np.asarray(weights, dtype=float)
-    if y.shape != s.shape or w.shape[-1] != s.shape[0]:
-        raise ValueError(f"weighted_auc: labels {y.shape}, scores {s.shape}, weights {w.shape} do not align")
-    cmp = (s[y][:, None] > s[~y][None, :]) + 0.5 * (s[y][:, None] == s[~y][None, :])
-    wp, wn = w[..., y], w[..., ~y]
-    num = np.einsum("...i,ij,...j->...", wp, cmp, wn)
-    den = wp.sum(axis=-1) * wn.sum(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
-
-
-def called_malignant(scores, fold, thresholds) -> np.ndarray:
-    """Per lesion, called malignant at its outer fold's nested threshold (``score >= threshold``).
-
-    As :func:`uslib.evaluation.nested_operating_point`: a fold without a
-    threshold (NaN) uses the median of the others.
-    """
-    s = np.asarray(scores, dtype=float)
-    fold = np.asarray(fold, dtype=int)
-    thr = np.asarray(thresholds, dtype=float)
-    if fold.shape != s.shape or fold.min() < 0 or fold.max() >= len(thr):
-        raise ValueError(f"called_malignant: fold {fold.shape} must index thresholds ({len(thr)}) for every lesion")
-    if np.isnan(thr).all():
-        raise ValueError("called_malignant: no fold has a threshold")
-    thr = np.where(np.isnan(thr), np.nanmedian(thr), thr)
-    return s >= thr[fold]
-
-
-def _percentile(boot: np.ndarray, alpha: float) -> tuple[float, float]:
-    ok = boot[np.isfinite(boot)]
-    if ok.size == 0:
-        return float("nan"), float("nan")
-    lo, hi = np.quantile(ok, [alpha / 2, 1 - alpha / 2])
-    return float(lo), float(hi)
-
-
-def table3_intervals(calls: pd.DataFrame, *, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
-    """Accuracy, sensitivity and specificity pooled over repeats, with intervals.
-
-    Parameters
-    ----------
-    calls : DataFrame
-        One row per (repeat, lesion): ``repeat``, ``lesion``, ``patient``,
-        ``label`` (0/1) and ``called`` (bool: called malignant at the
-        threshold, e.g. :func:`called_malignant`).
-    n_boot, alpha, seed
-        The bootstrap.
-
-    Returns
-    -------
-    DataFrame
-        One row per metric (``accuracy``, ``sensitivity``, ``specificity``):
-        ``estimate`` (pooled over repeats: every lesion's share of correct
-        calls, averaged), ``ci_low``/``ci_high`` (percentile bootstrap over
-        patients, every repeat of a drawn lesion together), ``k``/``n`` and
-        ``cp_low``/``cp_high``: the exact Clopper–Pearson interval of the
-        first repeat alone (lesions independent within one repeat),
-        ``n_repeats``.
-    """
-    need = {"repeat", "lesion", "patient", "label", "called"}
-    missing = sorted(need - set(calls.columns))
-    if missing:
-        raise ValueError(f"table3_intervals: calls lack column(s) {missing}")
-    c = calls.assign(correct=(calls["called"].astype(bool) == calls["label"].astype(bool)).astype(float))
-    per = c.groupby("lesion", sort=False).agg(patient=("patient", "first"), label=("label", "first"),
-                                              correct=("correct", "mean"))
-    y = per["label"].to_numpy().astype(bool)
-    r = per["correct"].to_numpy()
-    W = patient_bootstrap_weights(per["patient"].to_numpy(), n_boot=n_boot, seed=seed)
-    first = c[c["repeat"] == c["repeat"].min()]
-    fy, fc = first["label"].to_numpy().astype(bool), first["correct"].to_numpy().astype(bool)
-    rows = []
-    for name, sel, fsel in (("accuracy", np.ones_like(y), np.ones_like(fy)), ("sensitivity", y, fy),
-                            ("specificity", ~y, ~fy)):
-        if not sel.any():
-            raise ValueError(f"table3_intervals: no lesion for {name}")
-        est = float(r[sel].mean())
-        wsel = W[:, sel]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            boot = (wsel @ r[sel]) / wsel.sum(axis=1)
-        lo, hi = _percentile(boot, alpha)
-        k, n = int(fc[fsel].sum()), int(fsel.sum())
-        _, cp_lo, cp_hi = clopper_pearson(k, n, alpha=alpha)
-        rows.append({"metric": name, "estimate": est, "ci_low": lo, "ci_high": hi, "k": k, "n": n,
-                     "cp_low": cp_lo, "cp_high": cp_hi, "n_repeats": int(c["repeat"].nunique())})
-    return pd.DataFrame(rows)
-
-
-def drop_intervals(predictions: pd.DataFrame, curves: pd.DataFrame, *, n_boot: int = 2000, alpha: float = 0.05,
-                   seed: int = 0) -> pd.DataFrame:
-    """Chapter 07's drops with intervals: the worst case bootstrapped with its maximum, and the mean unseen drop.
-
-    For each policy, the drop at a test range is ``auc_seen`` (mean AUC over
-    the ranges the policy was trained on) minus the AUC there. The
-    *worst-case drop* is the largest drop over all test ranges (as
-    :func:`uslib.robustness.curve_summary`'s ``worst_drop``) and, per
-    backbone, the largest over the policies too. A maximum of noisy
-    differences is biased upwards, so each bootstrap replicate resamples
-    patients and takes the maximum *again* (over ranges, and over policies
-    for the backbone row): the interval covers the selection. The *mean
-    unseen drop* averages the drop over the ranges the policy was not
-    trained on — no selection, and an interval near nominal.
-
-    Parameters
-    ----------
-    predictions : DataFrame
-        Out-of-fold lesion probabilities of
-        :func:`uslib.robustness.generalisation_curves` (``return_predictions``):
-        ``backbone``, ``policy``, ``test_range_db``, ``lesion``, ``patient``,
-        ``label``, ``probability``.
-    curves : DataFrame
-        Its curves (``backbone``, ``policy``, ``test_range_db``, ``seen``).
-    n_boot, alpha, seed
-        The bootstrap over patients.
-
-    Returns
-    -------
-    DataFrame
-        One row per (backbone, policy) and one per backbone with ``policy``
-        ``"worst policy"``: ``worst_drop``, ``worst_ci_low``,
-        ``worst_ci_high``, ``range_at_worst``, ``mean_unseen_drop``,
-        ``unseen_ci_low``, ``unseen_ci_high`` (NaN for the backbone row and
-        for a policy without unseen or seen ranges), ``n_ranges``,
-        ``n_unseen``, ``worst_policy`` (backbone row).
-    """
-    out = []
-    for bb, pb in predictions.groupby("backbone", sort=False):
-        cb = curves[curves["backbone"] == bb]
-        lesions = pb.drop_duplicates("lesion").set_index("lesion")
-        order = lesions.index
-        y = lesions["label"].to_numpy().astype(bool)
-        W = patient_bootstrap_weights(lesions["patient"].to_numpy(), n_boot=n_boot, seed=seed)
-        ones = np.ones(len(order))
-        worst_boot, per_policy = [], []
-        for pol, pp in pb.groupby("policy", sort=False):
-            cp = cb[cb["policy"] == pol].set_index("test_range_db")
-            ranges = sorted(pp["test_range_db"].unique())
-            seen = np.array([bool(cp.loc[r, "seen"]) for r in ranges])
-            if not seen.any():
-                continue
-            A, B = np.empty(len(ranges)), np.empty((n_boot, len(ranges)))
-            for j, r in enumerate(ranges):
-                s = pp[pp["test_range_db"] == r].set_index("lesion")["probability"].reindex(order).to_numpy()
-                A[j], B[:, j] = weighted_auc(y, s, ones), weighted_auc(y, s, W)
-            drop, drop_b = A[seen].mean() - A, B[:, seen].mean(axis=1, keepdims=True) - B
-            j = int(np.argmax(drop))
-            wlo, whi = _percentile(drop_b.max(axis=1), alpha)
-            row = {"backbone": bb, "policy": pol, "worst_drop": float(drop[j]), "worst_ci_low": wlo,
-                   "worst_ci_high": whi, "range_at_worst": float(ranges[j]), "n_ranges": len(ranges),
-                   "n_unseen": int((~seen).sum())}
-            if (~seen).any():
-                ulo, uhi = _percentile(drop_b[:, ~seen].mean(axis=1), alpha)
-                row.update(mean_unseen_drop=float(drop[~seen].mean()), unseen_ci_low=ulo, unseen_ci_high=uhi)
-            else:
-                row.update(mean_unseen_drop=float("nan"), unseen_ci_low=float("nan"), unseen_ci_high=float("nan"))
-            per_policy.append(row)
-            worst_boot.append(drop_b.max(axis=1))
-        if not per_policy:
-            continue
-        out.extend(per_policy)
-        k = int(np.argmax([r["worst_drop"] for r in per_policy]))
-        lo, hi = _percentile(np.max(np.vstack(worst_boot), axis=0), alpha)
-        out.append({"backbone": bb, "policy": "worst policy", "worst_drop": per_policy[k]["worst_drop"],
-                    "worst_ci_low": lo, "worst_ci_high": hi, "range_at_worst": per_policy[k]["range_at_worst"],
-                    "n_ranges": per_policy[k]["n_ranges"], "n_unseen": per_policy[k]["n_unseen"],
-                    "mean_unseen_drop": float("nan"), "unseen_ci_low": float("nan"),
-                    "unseen_ci_high": float("nan"), "worst_policy": per_policy[k]["policy"]})
-    return pd.DataFrame(out)
-
-
-# --------------------------------------------------------------------------- #
 # Open choices
 # --------------------------------------------------------------------------- #
 
@@ -854,7 +622,7 @@ def extreme_share(probabilities, *, p_extreme: float = 0.05) -> float:
     return float(np.mean((p < p_extreme) | (p > 1 - p_extreme)))
 
 
-def sensitivity_columns(predictions: pd.DataFrame, *, features=None, svm_c: float = 1.0, standardize: bool = True,
+def sensitivity_columns(predictions: pd.DataFrame, *, features=None, settings: CVSettings = CVSettings(),
                         train: str = "TrainALL", test: str = "TestALL", p_extreme: float = 0.05) -> dict:
     """The fit-diagnostic columns of one sensitivity-table row (one fitted configuration).
 
@@ -864,8 +632,8 @@ def sensitivity_columns(predictions: pd.DataFrame, *, features=None, svm_c: floa
         :attr:`uslib.evaluation.MatrixResult.predictions` of the row's run.
     features : ndarray, optional
         The raw features of the backbone.
-    svm_c, standardize : float, bool
-        The row's settings.
+    settings : CVSettings
+        The row's settings (``svm_c``, ``standardize``).
     train, test : str
         The setting diagnosed.
     p_extreme : float
@@ -874,14 +642,15 @@ def sensitivity_columns(predictions: pd.DataFrame, *, features=None, svm_c: floa
     Returns
     -------
     dict
-        ``degenerate``, ``n_at_bound``, ``n_distinct``, ``mean_row_norm``,
+        ``degenerate``, ``n``, ``n_at_bound``, ``n_distinct``, ``mean_row_norm``,
         ``c_times_sq_norm`` (:func:`result_degeneracy`) and ``extreme_share``.
     """
-    deg = result_degeneracy(predictions, features=features, svm_c=svm_c, standardize=standardize, train=train,
+    deg = result_degeneracy(predictions, features=features, settings=settings, train=train,
                             test=test)
     p = predictions[(predictions["repeat"] == predictions["repeat"].min()) & (predictions["train"] == train)
                     & (predictions["test"] == test)]
-    return {**{k: deg[k] for k in ("degenerate", "n_at_bound", "n_distinct", "mean_row_norm", "c_times_sq_norm")},
+    return {**{k: deg[k] for k in ("degenerate", "n", "n_at_bound", "n_distinct", "mean_row_norm",
+                                   "c_times_sq_norm")},
             "extreme_share": extreme_share(p["probability"].to_numpy(), p_extreme=p_extreme)}
 
 

@@ -64,15 +64,20 @@ Calibration (``calibration="grouped"``, the default)
     internal calibration folds, so the sigmoid is fitted to decision values
     of images whose twins were in the training set: the probabilities come
     out over-confident (many lesions near 0 or 1) at the same AUC. By
-    default the decision function is therefore cross-validated *by lesion*
+    default the decision function is therefore cross-validated *by patient*
     within the training images (:class:`~sklearn.model_selection.StratifiedGroupKFold`,
-    5 folds or fewer, seeded) and Platt's sigmoid (:func:`platt_scaling`,
-    with the target smoothing of Lin, Lin & Weng 2007) is fitted to those
+    5 folds or fewer, seeded; a patient with two lesions never has one on
+    each side) and Platt's sigmoid (:func:`uslib.platt.platt_fit`, with the
+    target smoothing of Lin, Lin & Weng 2007) is fitted to those
     out-of-fold decision values; the SVM itself is then fitted on all
-    training images. ``calibration="image"`` gives the paper's libsvm
-    behaviour (the sensitivity run). The ranking of the test images within
-    one fold is the same under both (the sigmoid is monotone); pooled AUCs
-    differ slightly because each fold has its own sigmoid.
+    training images. A fold whose free Platt slope would *reverse* the
+    ranking is replaced by the constrained fit (flat at the base rate, the
+    SVM's order kept) and reported in :attr:`MatrixResult.platt`
+    (``platt.csv``). ``calibration="image"`` gives the paper's libsvm
+    behaviour (the sensitivity run; its slope is checked and reported, not
+    constrained). The ranking of the test images within one fold is the
+    same under both as long as no slope reverses; pooled AUCs differ
+    slightly because each fold has its own sigmoid.
 Lesion weighting (``lesion_weighting=False`` by default, as in the paper)
     Every training image counts once, so a lesion with more images weighs
     more, and TrainALL (three images per scan and margin) has about three
@@ -145,10 +150,12 @@ from .crossval import (CVProbabilities, cross_validate, cross_validated_probabil
                        score_fold)
 from .cvsettings import CVSettings
 from .folds import Design, LeakageError, check_folds, lesion_table, patient_folds, resolve_folds, set_name
-from .statistics import (auc_contrast_ci, below_chance, below_chance_sentence, bland_altman, bootstrap_ci,
+from .statistics import (auc_contrast_ci, bland_altman, bootstrap_ci,
                          closest_to_corner, delong_ci, delong_components, delong_paired_test, delong_variance, holm,
                          nested_operating_point, operating_point, roc_auc, roc_curve)
 from .store import atomic_path, save_json, load_json
+from .platt import fold_report
+from .uncertainty import called_malignant, table3_intervals
 
 #: The names of :mod:`uslib.classifier`, :mod:`uslib.folds` and :mod:`uslib.statistics` that the
 #: chapters use as ``evaluation.<name>`` stay importable from here (re-exported in ``__all__``).
@@ -183,8 +190,6 @@ __all__ = [
     "auc_contrast_ci",
     "mismatch_drop",
     "sensitivity_summary",
-    "below_chance",
-    "below_chance_sentence",
     "bland_altman",
     "save_results",
     "load_results",
@@ -197,9 +202,13 @@ RESULT_FILES = (
     "table3.csv",
     "bland_altman.csv",
     "paired_tests.csv",
+    "platt.csv",
     "metrics.json",
 )
 
+#: Columns of :attr:`MatrixResult.platt` (:func:`uslib.platt.fold_report` with its keys).
+PLATT_COLUMNS = ("backbone", "repeat", "fold", "train", "platt_a", "platt_b", "a_free", "b_free", "reversing",
+                 "constrained", "n", "n_positive")
 #: Families of :attr:`MatrixResult.paired_tests` (column ``kind``); Holm's adjustment is within each.
 PAIRED_KINDS = ("matched_vs_mismatched", "trainall_vs_single")
 #: Columns of :attr:`MatrixResult.paired_tests`.
@@ -207,7 +216,9 @@ PAIRED_COLUMNS = ("backbone", "kind", "train_a", "test_a", "train_b", "test_b", 
                   "z", "p", "p_holm", "diff_ci_low", "diff_ci_high")
 #: Columns of :attr:`MatrixResult.table3`, one row per rule.
 TABLE3_COLUMNS = ("backbone", "rule", "train", "test", "auc", "ci_low", "ci_high", "accuracy", "sensitivity",
-                  "specificity", "threshold", "n_lesions", "n_malignant", "n_benign")
+                  "specificity", "threshold", "n_lesions", "n_malignant", "n_benign",
+                  "accuracy_ci_low", "accuracy_ci_high", "sensitivity_ci_low", "sensitivity_ci_high",
+                  "specificity_ci_low", "specificity_ci_high", "metric_ci_repeats")
 
 _STR_COLUMNS = {"backbone": str, "rule": str, "kind": str, "test_a": str, "test_b": str, "train": str, "test": str, "lesion": str, "patient": str,
                 "train_a": str, "train_b": str, "a": str, "b": str}
@@ -310,7 +321,10 @@ class MatrixResult:
         ``"nested"``: per outer fold, threshold chosen on the training lesions'
         inner out-of-fold probabilities, the honest estimate): ``auc``, CI,
         ``accuracy``, ``sensitivity``, ``specificity``, ``threshold`` (nested:
-        the median over folds).
+        the median over folds); for the nested rule also
+        ``{accuracy,sensitivity,specificity}_ci_low/_ci_high`` (percentile
+        bootstrap over patients, :func:`uslib.uncertainty.table3_intervals`)
+        and ``metric_ci_repeats`` (the repeats pooled: 1, the first).
     bland_altman : DataFrame
         Lowest- minus highest-range training (``a`` − ``b``) per test set.
     paired_tests : DataFrame
@@ -324,6 +338,12 @@ class MatrixResult:
         the kind). Columns :data:`PAIRED_COLUMNS`.
     folds : list of (train_idx, test_idx)
         Lesion-index folds of the first repeat (indices into ``lesions``).
+    platt : DataFrame
+        Every fold's checked Platt fit (:func:`uslib.platt.fold_report`):
+        ``backbone``, ``repeat``, ``fold``, ``train`` and the columns
+        :data:`PLATT_COLUMNS` (``platt_a``/``platt_b``: the map in use, ``a``
+        and ``b`` of :func:`uslib.platt.fold_report`); one row per repeat,
+        fold and training set.
     lesions : DataFrame
         :func:`lesion_table` of the manifest.
     params : dict
@@ -339,6 +359,7 @@ class MatrixResult:
     folds: list
     lesions: pd.DataFrame
     params: dict = field(default_factory=dict)
+    platt: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(PLATT_COLUMNS)))
 
     def matrix(self, value: str = "auc") -> pd.DataFrame:
         """Wide train × test table of ``value`` (the layout of Tables I and II)."""
@@ -451,13 +472,14 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
     train_all, test_all = set_name("Train", ranges, all_ranges=ranges), set_name("Test", ranges, all_ranges=ranges)
     lesions = design.lesions
 
-    pred_frames, folds_first = [], None
+    pred_frames, folds_first, platt_fits = [], None, []
     for rep in range(n_repeats):
         cv = cross_validated_probabilities(
             features, manifest, train_sets=train_sets, test_set=ranges, folds=folds, settings=settings.repeat(rep),
             estimator=estimator, progress=f"{backbone} repeat {rep}" if progress else False)
         if rep == 0:
             folds_first = cv.folds
+        platt_fits += [({"backbone": backbone, "repeat": rep, **key}, fit) for key, fit in cv.platt]
         for tname, tranges in test_sets.items():
             for trname in train_sets:
                 mean, counts = cv.lesion_probabilities(trname, tranges)
@@ -499,9 +521,16 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
         thresholds = nested_thresholds(features, manifest, folds_first, train_set=ranges, test_set=ranges,
                                        settings=settings.replace(n_splits=inner_splits, n_repeats=1),
                                        estimator=estimator)
-        rows3.append({**common, "rule": "nested", **nested_operating_point(y, s, g["fold"].to_numpy(), thresholds)})
-    table3 = pd.DataFrame(rows3)
-    table3 = table3[list(TABLE3_COLUMNS)]
+        nested = {**common, "rule": "nested", **nested_operating_point(y, s, g["fold"].to_numpy(), thresholds)}
+        # intervals of the nested rule's metrics: lesions resampled by patient (first repeat: the nested
+        # thresholds are one inner cross-validation per outer fold, computed for the first repeat only)
+        calls = g.assign(repeat=0, called=called_malignant(s, g["fold"].to_numpy(), thresholds))
+        t3i = table3_intervals(calls, n_boot=n_boot, alpha=alpha, seed=seed).set_index("metric")
+        for m in ("accuracy", "sensitivity", "specificity"):
+            nested[f"{m}_ci_low"], nested[f"{m}_ci_high"] = float(t3i.loc[m, "ci_low"]), float(t3i.loc[m, "ci_high"])
+        nested["metric_ci_repeats"] = int(t3i["n_repeats"].iloc[0])
+        rows3.append(nested)
+    table3 = pd.DataFrame(rows3).reindex(columns=list(TABLE3_COLUMNS))
 
     lo_name, hi_name = set_name("Train", (min(ranges),)), set_name("Train", (max(ranges),))
     ba_rows, pt_rows = [], []
@@ -548,7 +577,9 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
               "n_lesions": int(len(lesions)), "n_patients": int(lesions["patient"].nunique())}
     return MatrixResult(backbone=backbone, table=table, predictions=predictions, table3=table3,
                         bland_altman=pd.DataFrame(ba_rows), paired_tests=paired, folds=folds_first,
-                        lesions=lesions, params=params)
+                        lesions=lesions, params=params,
+                        platt=fold_report(platt_fits).rename(columns={"a": "platt_a", "b": "platt_b"})
+                        .reindex(columns=list(PLATT_COLUMNS)))
 
 
 # --------------------------------------------------------------------------- #
@@ -557,7 +588,7 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
 
 
 _FRAMES = (("matrix.csv", "table"), ("predictions.csv", "predictions"), ("table3.csv", "table3"),
-           ("bland_altman.csv", "bland_altman"), ("paired_tests.csv", "paired_tests"))
+           ("bland_altman.csv", "bland_altman"), ("paired_tests.csv", "paired_tests"), ("platt.csv", "platt"))
 _INT_COLUMNS = ("repeat", "fold", "label", "n_images", "n_lesions", "n_repeats", "n", "n_malignant", "n_benign")
 
 
@@ -570,7 +601,7 @@ def save_results(results, run_dir: str | os.PathLike) -> dict[str, Path]:
     """Write one or several :class:`MatrixResult` s into ``run_dir``.
 
     Files: ``matrix.csv``, ``predictions.csv``, ``table3.csv``,
-    ``bland_altman.csv``, ``paired_tests.csv`` (all backbones stacked, a
+    ``bland_altman.csv``, ``paired_tests.csv``, ``platt.csv`` (all backbones stacked, a
     ``backbone`` column) and ``metrics.json`` (``{"backbones": [...],
     "results": {backbone: MatrixResult.to_json()}}``), each written
     atomically; ``metrics.json`` is written last.
@@ -633,5 +664,5 @@ def load_results(run_dir: str | os.PathLike) -> list[MatrixResult]:
         out.append(MatrixResult(backbone=b, table=pick["matrix.csv"], predictions=preds,
                                 table3=pick["table3.csv"], bland_altman=pick["bland_altman.csv"],
                                 paired_tests=pick["paired_tests.csv"], folds=folds, lesions=lesions,
-                                params=params))
+                                params=params, platt=pick["platt.csv"]))
     return out

@@ -334,9 +334,15 @@ def get_matrix(
 #: The open protocol choices the sensitivity analysis varies, one at a time: name -> what the other setting is.
 SENSITIVITY_CHOICES = {
     "standardize": "per-feature standardisation switched",
-    "calibration": "Platt calibration split by image instead of by lesion (or the reverse)",
+    "calibration": "Platt calibration split by image instead of by patient (or the reverse)",
     "lesion_weighting": "lesion weighting switched",
+    "svm_c": "SVM C at the two ends of the grid 0.01-100 (the run's own C is the first row)",
 }
+
+#: The C values of the ``svm_c`` rows: the two ends of :func:`uslib.diagnostics.c_grid` (0.01 and 100). The
+#: whole five-value grid would cost three more cross-validations per backbone; the run's own C (1 by
+#: default) is the ``"as run"`` row, so the two ends plus it span the grid.
+SENSITIVITY_C = (0.01, 100.0)
 
 
 def get_sensitivity(
@@ -358,7 +364,10 @@ def get_sensitivity(
     switched. Each is :func:`get_matrix` with ``n_repeats=1`` and without the
     nested Table III row (cached like any matrix; the features are reused, so
     the cost is one cross-validation per row), summarised by
-    :func:`uslib.evaluation.sensitivity_summary`.
+    :func:`uslib.evaluation.sensitivity_summary`, and diagnosed as a fit
+    (:func:`uslib.diagnostics.sensitivity_columns`: a degenerate row is
+    flagged, so that it is not read as the effect of its choice). The
+    ``svm_c`` rows use :data:`SENSITIVITY_C`.
 
     Returns
     -------
@@ -366,26 +375,34 @@ def get_sensitivity(
         ``backbone``, ``choice`` (``"as run"`` or a key of
         :data:`SENSITIVITY_CHOICES`), ``setting`` (in words), ``auc``,
         ``auc_ci_low``, ``auc_ci_high``, ``mean_drop``, ``drop_ci_low``,
-        ``drop_ci_high``, ``standardize``, ``calibration``, ``lesion_weighting``.
+        ``drop_ci_high``, ``standardize``, ``calibration``, ``lesion_weighting``,
+        ``svm_c``, ``degenerate``, ``n_at_bound``, ``n_distinct``,
+        ``mean_row_norm``, ``c_times_sq_norm``, ``extreme_share``.
     """
+    from . import diagnostics as dg
     from . import evaluation as ev
 
     base = {name: getattr(settings, name) for name in SENSITIVITY_CHOICES}
-    other = {"standardize": not base["standardize"],
-             "calibration": "image" if base["calibration"] == "grouped" else "grouped",
-             "lesion_weighting": not base["lesion_weighting"]}
+    other = {"standardize": [not base["standardize"]],
+             "calibration": ["image" if base["calibration"] == "grouped" else "grouped"],
+             "lesion_weighting": [not base["lesion_weighting"]],
+             "svm_c": [c for c in SENSITIVITY_C if c != base["svm_c"]]}
     rows = []
-    for choice in ("as run",) + tuple(SENSITIVITY_CHOICES):
-        shown = dict(base) if choice == "as run" else {**base, choice: other[choice]}
+    todo = [("as run", None)] + [(choice, v) for choice in SENSITIVITY_CHOICES for v in other[choice]]
+    for choice, value in todo:
+        shown = dict(base) if choice == "as run" else {**base, choice: value}
+        row_settings = settings.replace(n_repeats=1, **shown)
         if choice == "as run" and baseline is not None:
             result = baseline
         else:
             result = get_matrix(run_dir, feature_set, manifest, ranges=ranges, nested_threshold=False,
-                                settings=settings.replace(n_repeats=1, **shown))
+                                settings=row_settings)
         summary = ev.sensitivity_summary(result, n_boot=n_boot, seed=settings.cv_seed)
-        words = ", ".join(f"{k} = {v}" for k, v in shown.items()) if choice == "as run" \
-            else f"{choice} = {shown[choice]}"
-        rows.append({"backbone": feature_set.backbone, "choice": choice, "setting": words, **summary})
+        fit = dg.sensitivity_columns(result.predictions, features=feature_set.features, settings=row_settings)
+        words = ", ".join(f"{k} = {v:g}" if k == "svm_c" else f"{k} = {v}" for k, v in shown.items()) \
+            if choice == "as run" else (f"{choice} = {value:g}" if choice == "svm_c" else f"{choice} = {value}")
+        rows.append({"backbone": feature_set.backbone, "choice": choice, "setting": words, **summary,
+                     "svm_c": float(shown["svm_c"]), **fit})
     return pd.DataFrame(rows)
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "table3_reading",
     "drop_reading",
     "extremes_reading",
+    "baseline_verdict_sentence",
 ]
 
 
@@ -73,8 +74,8 @@ def verdict_summary(verdicts: pd.DataFrame, *, where=("backbone", "train", "test
 def verdict_sentence(summary: Mapping, *, what: str = "AUCs") -> str:
     """What the AUCs of a table say about chance, from :func:`verdict_summary`.
 
-    Replaces :func:`uslib.evaluation.below_chance_sentence`: no stock
-    explanation; a reversed AUC (CI wholly below 0.5) is called systematic.
+    No stock explanation (the former ``below_chance_sentence`` blamed every
+    AUC below 0.5 on weak class signal); a reversed AUC (CI wholly below 0.5) is called systematic.
 
     Examples
     --------
@@ -186,6 +187,36 @@ def reversal_sentences(diagnoses: pd.DataFrame, *, n_reversed: int | None = None
         parts.append(f"{n_reversed - len(parts)} further reversed cells have no decision-value diagnosis "
                      "(a training set's own reference cell, or no decision values computed).")
     return " ".join(parts)
+
+
+def baseline_verdict_sentence(verdicts: pd.DataFrame, *, name: str = "feature_set") -> str:
+    """What the verdicts of compression-free baselines (one AUC each, every dynamic range alike) say.
+
+    A baseline never sees a B-mode, so a reversed baseline cannot be a shift
+    between reconstructions; the sentence says so instead of diagnosing it
+    with decision values across ranges.
+
+    Examples
+    --------
+    >>> v = pd.DataFrame({"feature_set": ["QUS", "Morph"], "auc": [0.8, 0.2], "ci_low": [0.6, 0.05],
+    ...                   "ci_high": [0.95, 0.4], "verdict": ["above chance", "reversed"]})
+    >>> "1 of the 2 compression-free baselines ranks backwards" in baseline_verdict_sentence(v)
+    True
+    >>> baseline_verdict_sentence(v.iloc[:1]).startswith("No compression-free baseline is reversed")
+    True
+    """
+    if "verdict" not in verdicts.columns:
+        raise ValueError("baseline_verdict_sentence: table has no column 'verdict' (use diagnostics.cell_verdicts)")
+    rev = verdicts[verdicts["verdict"] == "reversed"]
+    n = int(len(verdicts))
+    if rev.empty:
+        return f"No compression-free baseline is reversed ({n} baselines, one AUC each)."
+    cells = "; ".join(f"{r[name]} {r['auc']:.3f} ({_ci(r['ci_low'], r['ci_high'])})" for r in rev.to_dict("records"))
+    verb = "ranks" if len(rev) == 1 else "rank"
+    return (f"{len(rev)} of the {n} compression-free baselines {verb} backwards (CI wholly below 0.5: {cells}). "
+            "A baseline never sees a B-mode and has one AUC at every dynamic range, so no shift between "
+            "reconstructions can explain it: its features order these lesions against their labels whatever "
+            "the reconstruction, a property of the features and of this sample of lesions.")
 
 
 # --------------------------------------------------------------------------- #
@@ -390,7 +421,7 @@ def extremes_reading(table: pd.DataFrame, *, p_extreme: float = 0.05) -> str:
         "fewer" if i["extreme_share"] < g["extreme_share"] else "as many")
     s = (f"With image-level calibration {i['extreme_share']:.0%} of the lesion probabilities are below "
          f"{p_extreme:g} or above {1 - p_extreme:g}, against {g['extreme_share']:.0%} with calibration grouped by "
-         f"lesion ({cmp}), at AUC {i['auc']:.3f} against {g['auc']:.3f}.")
+         f"patient ({cmp}), at AUC {i['auc']:.3f} against {g['auc']:.3f}.")
     if cmp == "more":
         s += " The image-level split lets near-duplicate images calibrate each other, and it shows."
     elif cmp == "fewer":

@@ -12,10 +12,8 @@ nothing here fits a model.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 from scipy import stats
 from sklearn.metrics import roc_curve as _sk_roc_curve
 
@@ -31,8 +29,6 @@ __all__ = [
     "delong_paired_test",
     "bootstrap_ci",
     "auc_contrast_ci",
-    "below_chance",
-    "below_chance_sentence",
     "bland_altman",
     "holm",
 ]
@@ -319,56 +315,6 @@ def auc_contrast_ci(labels, scores, weights, *, n_boot: int = 2000, alpha: float
     return est, float(lo), float(hi)
 
 
-
-
-def below_chance(table: pd.DataFrame, *, where: Sequence[str] = ("train", "test")) -> dict:
-    """Which AUCs of a table fall below 0.5 (for a sentence that explains them).
-
-    Parameters
-    ----------
-    table : DataFrame
-        Columns ``auc`` and, optionally, ``ci_high``, plus the ``where`` columns.
-    where : sequence of str
-        Columns that name a row (joined by ", " in ``lowest_where``).
-
-    Returns
-    -------
-    dict
-        ``n`` (rows), ``n_below`` (AUC < 0.5), ``n_ci_below`` (whole CI below
-        0.5), ``lowest`` (the smallest AUC) and ``lowest_where``.
-
-    Examples
-    --------
-    >>> t = pd.DataFrame({"train": ["a", "b"], "test": ["x", "y"], "auc": [0.8, 0.3], "ci_high": [0.9, 0.45]})
-    >>> below_chance(t)
-    {'n': 2, 'n_below': 1, 'n_ci_below': 1, 'lowest': 0.3, 'lowest_where': 'b, y'}
-    """
-    auc = table["auc"].to_numpy(dtype=float)
-    i = int(np.nanargmin(auc))
-    hi = table["ci_high"].to_numpy(dtype=float) if "ci_high" in table.columns else np.full(len(auc), np.nan)
-    cols = [c for c in where if c in table.columns]
-    return {"n": int(len(auc)), "n_below": int(np.sum(auc < 0.5)), "n_ci_below": int(np.sum(hi < 0.5)),
-            "lowest": float(auc[i]), "lowest_where": ", ".join(str(table[c].iloc[i]) for c in cols)}
-
-
-def below_chance_sentence(summary: Mapping, *, what: str = "AUCs") -> str:
-    """The sentence a results page prints about AUCs below 0.5 (:func:`below_chance`).
-
-    Examples
-    --------
-    >>> below_chance_sentence({"n": 4, "n_below": 0, "n_ci_below": 0, "lowest": 0.6, "lowest_where": "a"})
-    'No AUC is below 0.5 (4 AUCs).'
-    """
-    if not summary["n_below"]:
-        return f"No AUC is below 0.5 ({summary['n']} {what})."
-    return (f"{summary['n_below']} of the {summary['n']} {what} are below 0.5 (lowest {summary['lowest']:.3f}, "
-            f"{summary['lowest_where']}), {summary['n_ci_below']} of them with a confidence interval entirely "
-            "below 0.5. An AUC below 0.5 means that the pooled out-of-fold probabilities rank benign lesions above "
-            "malignant ones. Where the features carry little class signal (random weights, few lesions) this is "
-            "an artefact of cross-validation, not a reversed signal: each fold's model learns from the lesions "
-            "the fold does not test, so a fold whose test lesions are more often malignant trains on fewer "
-            "malignant lesions and calibrates its probabilities lower, and a held-out lesion's own class loses "
-            "a member in training; pooled over folds, both effects rank test lesions against their labels.")
 
 
 def bland_altman(a, b) -> dict:
