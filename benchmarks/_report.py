@@ -25,8 +25,7 @@ def write_report(name: str, figures: dict, *, notes: str = "") -> Path:
         "name": name,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "measured": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_count": os.cpu_count()},
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count()},
         "figures": figures,
         "notes": notes,
     }

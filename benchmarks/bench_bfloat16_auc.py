@@ -95,8 +95,10 @@ def auc_change(table_a, table_b, pred_a, pred_b, *, train: str = TRAIN, test: st
         "float32 CI width": round(width, 4),
         "change within float32's CI (|change| < half its width)": bool(abs(diff) < width / 2),
         "paired SE of the change (DeLong)": round(test_["se"], 4),
-        "paired 95 % interval of the change": [round(diff - 1.96 * test_["se"], 4),
-                                               round(diff + 1.96 * test_["se"], 4)],
+        "paired 95 % interval of the change": [
+            round(diff - 1.96 * test_["se"], 4),
+            round(diff + 1.96 * test_["se"], 4),
+        ],
         "paired p (DeLong)": None if math.isnan(test_["p"]) else round(test_["p"], 4),
         "lesions": len(pa),
     }
@@ -132,8 +134,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="default", help="parameter profile (default: params/default.yaml)")
     ap.add_argument("--run-dir", default="runs/bench-bfloat16-auc", help="this bench's own run directory")
-    ap.add_argument("--reuse-from", default=None,
-                    help="a run directory of the same profile whose phantom and float32 features are copied first")
+    ap.add_argument(
+        "--reuse-from",
+        default=None,
+        help="a run directory of the same profile whose phantom and float32 features are copied first",
+    )
     ap.add_argument("--backbones", nargs="+", default=None, help="default: the profile's")
     ap.add_argument("--no-report", action="store_true", help="do not write runs/benchmarks/bfloat16_auc.json")
     args = ap.parse_args(argv)
@@ -153,34 +158,63 @@ def main(argv=None) -> int:
     run_dir = resolve_path(args.run_dir)
     backbones = args.backbones or list(p["backbones"])
     if args.reuse_from:
-        copied = reuse_caches(resolve_path(args.reuse_from), run_dir, n_lesions=int(p["n_lesions"]),
-                              seed=int(p["data_seed"]))
+        copied = reuse_caches(
+            resolve_path(args.reuse_from), run_dir, n_lesions=int(p["n_lesions"]), seed=int(p["data_seed"])
+        )
         print(f"copied from {args.reuse_from}: {len(copied)} folders", flush=True)
     t0 = time.perf_counter()
     load0 = os.getloadavg()
-    ds = pipeline.get_dataset(run_dir, data_source=p["data_source"], oasbud_path=p["oasbud_path"],
-                              n_lesions=p["n_lesions"], data_seed=p["data_seed"], skip_samples=p["skip_samples"],
-                              patients_csv=p["patients_csv"])
+    ds = pipeline.get_dataset(
+        run_dir,
+        data_source=p["data_source"],
+        oasbud_path=p["oasbud_path"],
+        n_lesions=p["n_lesions"],
+        data_seed=p["data_seed"],
+        skip_samples=p["skip_samples"],
+        patients_csv=p["patients_csv"],
+    )
     manifest = pipeline.get_manifest(ds, dynamic_ranges_db=p["dynamic_ranges_db"], margins_mm=p["margins_mm"])
-    report: dict = {"profile": args.profile, "run dir": args.run_dir, "images per network": len(manifest),
-                    "lesions": len(ds), "data": "synthetic phantom" if ds.synthetic else "real data",
-                    "bfloat16 support": why, "setting": f"{TRAIN}/{TEST}"}
+    report: dict = {
+        "profile": args.profile,
+        "run dir": args.run_dir,
+        "images per network": len(manifest),
+        "lesions": len(ds),
+        "data": "synthetic phantom" if ds.synthetic else "real data",
+        "bfloat16 support": why,
+        "setting": f"{TRAIN}/{TEST}",
+    }
     for b in backbones:
         res, fsets = {}, {}
         for prec in ("float32", "bfloat16"):
-            fs = pipeline.get_features(run_dir, ds, manifest, b, weights=p["weights"], weights_path=p["weights_path"],
-                                       strict_weights=p["strict_weights"], weights_seed=p["weights_seed"],
-                                       batch_size=p["batch_size"], precision=prec, progress=False,
-                                       allow_download=False)
-            print(f"{b} {prec}: {fs.n_cached} features from the cache, {fs.n_computed} computed "
-                  f"({fs.seconds:.0f} s); weights {fs.weights.get('kind')}", flush=True)
+            fs = pipeline.get_features(
+                run_dir,
+                ds,
+                manifest,
+                b,
+                weights=p["weights"],
+                weights_path=p["weights_path"],
+                strict_weights=p["strict_weights"],
+                weights_seed=p["weights_seed"],
+                batch_size=p["batch_size"],
+                precision=prec,
+                progress=False,
+                allow_download=False,
+            )
+            print(
+                f"{b} {prec}: {fs.n_cached} features from the cache, {fs.n_computed} computed "
+                f"({fs.seconds:.0f} s); weights {fs.weights.get('kind')}",
+                flush=True,
+            )
             fsets[prec] = fs
-            res[prec] = pipeline.get_matrix(run_dir, fs, manifest, ranges=p["dynamic_ranges_db"],
-                                            settings=config.cv_settings(p))
-        ch = auc_change(res["float32"].table, res["bfloat16"].table, res["float32"].predictions,
-                        res["bfloat16"].predictions)
+            res[prec] = pipeline.get_matrix(
+                run_dir, fs, manifest, ranges=p["dynamic_ranges_db"], settings=config.cv_settings(p)
+            )
+        ch = auc_change(
+            res["float32"].table, res["bfloat16"].table, res["float32"].predictions, res["bfloat16"].predictions
+        )
         ch["bfloat16 min cosine vs float32 (the book's images)"] = round(
-            cosine_min(fsets["float32"].features, fsets["bfloat16"].features), 5)
+            cosine_min(fsets["float32"].features, fsets["bfloat16"].features), 5
+        )
         ch["weights"] = fsets["float32"].weights.get("kind")
         ch["features computed now (float32, bfloat16)"] = [fsets["float32"].n_computed, fsets["bfloat16"].n_computed]
         report[b] = {f"bfloat16 {TRAIN}/{TEST} AUC change": ch}
@@ -190,11 +224,16 @@ def main(argv=None) -> int:
     if not args.no_report:
         from _report import write_report
 
-        write_report("bfloat16_auc", report, notes=(
-            "the default profile's data and settings; "
-            + ("synthetic phantom; " if ds.synthetic else "")
-            + "weights as this machine gets them (random initialisation where ImageNet weights are absent); "
-            "AUC of TrainALL/TestALL with DeLong 95 % CI, first repetition; the change beside float32's CI"))
+        write_report(
+            "bfloat16_auc",
+            report,
+            notes=(
+                "the default profile's data and settings; "
+                + ("synthetic phantom; " if ds.synthetic else "")
+                + "weights as this machine gets them (random initialisation where ImageNet weights are absent); "
+                "AUC of TrainALL/TestALL with DeLong 95 % CI, first repetition; the change beside float32's CI"
+            ),
+        )
     return 0
 
 

@@ -87,8 +87,13 @@ def timed_run(tree: Path, profile: Path, extra: list[str], log: Path) -> dict:
     env.pop("USLIB_JOBS", None)
     t0 = time.perf_counter()
     with open(log, "w") as fh:
-        rc = subprocess.call([sys.executable, "-m", "uslib", "run", "--profile", str(profile), *extra],
-                             cwd=tree, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        rc = subprocess.call(
+            [sys.executable, "-m", "uslib", "run", "--profile", str(profile), *extra],
+            cwd=tree,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     seconds = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if rc:
@@ -103,8 +108,12 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline", default=None, help="a git revision to compare with (run with its own runner)")
     ap.add_argument("--cold", type=int, default=1, help="cold runs per variant (rounds alternate the order)")
     ap.add_argument("--warm", type=int, default=2, help="warm runs per variant after its cold ones")
-    ap.add_argument("--sequential", action=argparse.BooleanOptionalAction, default=True,
-                    help="also run HEAD with --jobs 1 (the reference of the ratios; --no-sequential: baseline only)")
+    ap.add_argument(
+        "--sequential",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run HEAD with --jobs 1 (the reference of the ratios; --no-sequential: baseline only)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the worktrees and logs (printed)")
     args = ap.parse_args(argv)
 
@@ -124,13 +133,16 @@ def main(argv=None) -> int:
         order = list(enumerate(variants.items()))
         for rnd, phase in enumerate(["cold"] * max(1, args.cold) + ["warm"] * max(0, args.warm)):
             # every other round in reverse, so no variant always runs in the residue of another
-            for i, (name, (tree, extra)) in (order if rnd % 2 == 0 else order[::-1]):
+            for i, (name, (tree, extra)) in order if rnd % 2 == 0 else order[::-1]:
                 if phase == "cold":
                     shutil.rmtree(root / f"run-{i}", ignore_errors=True)
                 r = timed_run(tree, profiles[name], extra, root / f"log-{i}-{phase}-{len(runs[name][phase])}.txt")
                 runs[name][phase].append(r)
-                print(f"[bench] {name}, {phase}: {r['seconds']:.1f} s, CPU {r['cpu seconds']:.1f} s "
-                      f"(load before {r['load before']})", flush=True)
+                print(
+                    f"[bench] {name}, {phase}: {r['seconds']:.1f} s, CPU {r['cpu seconds']:.1f} s "
+                    f"(load before {r['load before']})",
+                    flush=True,
+                )
     finally:
         if not args.keep:
             for tree, _ in {str(t): (t, e) for t, e in variants.values()}.values():
@@ -141,11 +153,12 @@ def main(argv=None) -> int:
 
     figures: dict = {}
     for name, r in runs.items():
-        figures[name] = {"cold [s] (median)": round(statistics.median(x["seconds"] for x in r["cold"]), 2),
-                         "cold CPU [s] (median)": round(statistics.median(x["cpu seconds"] for x in r["cold"]), 1),
-                         "warm [s] (median)": round(statistics.median(x["seconds"] for x in r["warm"]), 2)
-                         if r["warm"] else None,
-                         "runs": r}
+        figures[name] = {
+            "cold [s] (median)": round(statistics.median(x["seconds"] for x in r["cold"]), 2),
+            "cold CPU [s] (median)": round(statistics.median(x["cpu seconds"] for x in r["cold"]), 1),
+            "warm [s] (median)": round(statistics.median(x["seconds"] for x in r["warm"]), 2) if r["warm"] else None,
+            "runs": r,
+        }
     refs = [(f"{head} --jobs 1", "jobs 1")] if args.sequential else []
     refs += [(name, "baseline") for name in runs if name.endswith("(baseline)")]
     for ref, label in refs:
@@ -156,12 +169,18 @@ def main(argv=None) -> int:
             figures[name][f"cold / {label} (each round)"] = [round(x, 3) for x in pairs]
             figures[name][f"cold / {label}"] = round(statistics.median(pairs), 3)
             figures[name][f"cold CPU / {label}"] = round(
-                figures[name]["cold CPU [s] (median)"] / figures[ref]["cold CPU [s] (median)"], 3)
+                figures[name]["cold CPU [s] (median)"] / figures[ref]["cold CPU [s] (median)"], 3
+            )
             if figures[name]["warm [s] (median)"] and figures[ref]["warm [s] (median)"]:
                 figures[name][f"warm / {label}"] = round(
-                    figures[name]["warm [s] (median)"] / figures[ref]["warm [s] (median)"], 3)
-    write_report("book", figures, notes=f"profile {args.profile}; each variant cold once, then {args.warm} warm "
-                                         "run(s), variants alternated; ratios are within this one run")
+                    figures[name]["warm [s] (median)"] / figures[ref]["warm [s] (median)"], 3
+                )
+    write_report(
+        "book",
+        figures,
+        notes=f"profile {args.profile}; each variant cold once, then {args.warm} warm "
+        "run(s), variants alternated; ratios are within this one run",
+    )
     return 0
 
 

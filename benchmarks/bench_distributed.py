@@ -106,24 +106,35 @@ def main() -> None:
         passes = {}
         for name in ("cluster_cold", "cluster_warm"):
             t0 = time.perf_counter()
-            fs = extract_features(ds, manifest, args.backbone, cache_dir=os.path.join(tmp, name), client=client,
-                                  data_file=data_file, **kw)
+            fs = extract_features(
+                ds, manifest, args.backbone, cache_dir=os.path.join(tmp, name), client=client, data_file=data_file, **kw
+            )
             seconds = time.perf_counter() - t0
             assert fs.n_computed == n
             passes[name] = _summary(fs.tasks, n, seconds)
-            passes[name]["max_rel_diff_vs_in_process"] = float(abs(fs.features - reference).max()
-                                                              / abs(reference).max())
+            passes[name]["max_rel_diff_vs_in_process"] = float(
+                abs(fs.features - reference).max() / abs(reference).max()
+            )
             print(f"[bench] {name}: {seconds:.1f} s ({n / seconds:.2f} img/s)", flush=True)
         t0 = time.perf_counter()
-        fs = extract_features(ds, manifest, args.backbone, cache_dir=os.path.join(tmp, "scattered"), client=client,
-                              data_file=None, **kw)
+        fs = extract_features(
+            ds, manifest, args.backbone, cache_dir=os.path.join(tmp, "scattered"), client=client, data_file=None, **kw
+        )
         scattered = _summary(fs.tasks, n, time.perf_counter() - t0)
 
     warm_rate = passes["cluster_warm"]["images_per_s"]
     in_rate = n / timings["in_process_2"]
     figures = {
-        "setup": {"images": n, "lesions": args.n_lesions, "partitions": args.n_lesions, "backbone": args.backbone,
-                  "workers": args.workers, "threads_per_worker": 1, "batch_size": 16, "cpu_count": os.cpu_count()},
+        "setup": {
+            "images": n,
+            "lesions": args.n_lesions,
+            "partitions": args.n_lesions,
+            "backbone": args.backbone,
+            "workers": args.workers,
+            "threads_per_worker": 1,
+            "batch_size": 16,
+            "cpu_count": os.cpu_count(),
+        },
         "in_process": {
             "images_per_s_cold": round(n / timings["in_process_1"], 3),
             "images_per_s": round(in_rate, 3),
@@ -135,18 +146,24 @@ def main() -> None:
             "task_round_trip_s": round(statistics.median(lat), 5),
             "cold_workers": passes["cluster_cold"],
             "warm_workers": passes["cluster_warm"],
-            "scattered_lesions": {k: scattered[k] for k in ("images_per_s", "bytes_in_per_image",
-                                                             "bytes_out_per_image")},
+            "scattered_lesions": {
+                k: scattered[k] for k in ("images_per_s", "bytes_in_per_image", "bytes_out_per_image")
+            },
         },
         "speedup_warm_cluster_vs_in_process": round(warm_rate / in_rate, 3),
     }
     if not args.no_report:
         from _report import write_report
 
-        write_report("distributed", figures, notes=(
-            f"{args.workers} single-threaded worker processes against one process using every core "
-            f"({os.cpu_count()}); on 2 cores a speed-up of at most 1x is expected: the cluster adds "
-            "a network build and trace per worker and per-task overhead, and divides the same cores."))
+        write_report(
+            "distributed",
+            figures,
+            notes=(
+                f"{args.workers} single-threaded worker processes against one process using every core "
+                f"({os.cpu_count()}); on 2 cores a speed-up of at most 1x is expected: the cluster adds "
+                "a network build and trace per worker and per-task overhead, and divides the same cores."
+            ),
+        )
     import json
 
     print(json.dumps(figures, indent=1))

@@ -34,8 +34,17 @@ def synthetic_manifest(n_lesions: int, seed: int = 0) -> pd.DataFrame:
             for scan in range(2):
                 for dr in (40.0, 50.0, 60.0):
                     for mm in (2.0, 5.0, 10.0):
-                        rows.append(dict(lesion=f"{les}p{pat}", patient=f"p{pat}", label=lab, birads="4a",
-                                         scan=scan, margin_mm=mm, dynamic_range_db=dr))
+                        rows.append(
+                            dict(
+                                lesion=f"{les}p{pat}",
+                                patient=f"p{pat}",
+                                label=lab,
+                                birads="4a",
+                                scan=scan,
+                                margin_mm=mm,
+                                dynamic_range_db=dr,
+                            )
+                        )
             les += 1
         pat += 1
     m = pd.DataFrame(rows)
@@ -69,7 +78,8 @@ def main() -> None:
     variants = {"LinearSVM (default)": None}
     if not args.no_baseline:
         variants["SVC(kernel='linear', probability=True)"] = SVC(
-            kernel="linear", C=1.0, class_weight="balanced", probability=True, random_state=0)
+            kernel="linear", C=1.0, class_weight="balanced", probability=True, random_state=0
+        )
     for name, est in variants.items():
         t0 = time.perf_counter()
         for b, x in feats.items():
@@ -83,7 +93,9 @@ def main() -> None:
     if not args.no_report:
         from _report import write_report
 
-        write_report("evaluation", figures, notes="target: whole matrix, both backbones, default size, < 60 s on 2 cores")
+        write_report(
+            "evaluation", figures, notes="target: whole matrix, both backbones, default size, < 60 s on 2 cores"
+        )
 
 
 if __name__ == "__main__":

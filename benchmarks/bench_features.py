@@ -162,8 +162,11 @@ def peak_rss_gib() -> float:
 
 def _one_layer(layer):
     def call(*a):
-        return layer(list(a) if len(a) > 1 else a[0], training=False) if _takes_training(layer) else \
-            layer(list(a) if len(a) > 1 else a[0])
+        return (
+            layer(list(a) if len(a) > 1 else a[0], training=False)
+            if _takes_training(layer)
+            else layer(list(a) if len(a) > 1 else a[0])
+        )
 
     return call
 
@@ -210,8 +213,7 @@ def layer_profile(model, batch: int, repeats: int = 2) -> dict[str, dict]:
     return out
 
 
-def bench_backbone(name: str, n_images: int, batch_sizes: list[int], repeats: int, bf16: bool,
-                   layers: bool) -> dict:
+def bench_backbone(name: str, n_images: int, batch_sizes: list[int], repeats: int, bf16: bool, layers: bool) -> dict:
     bb = F.BACKBONES[name]
     default_bs = F.default_batch_size(name)
     batch_sizes = sorted(set(batch_sizes) | {default_bs})
@@ -250,10 +252,13 @@ def bench_backbone(name: str, n_images: int, batch_sizes: list[int], repeats: in
         if run16 is not None:
             rates16.append(rate(run16, default_bs))
         rounds.append({**roof.to_dict(), "load_1min_end": os.getloadavg()[0]})
-        print(f"   round {r + 1}: roofline {roof.gflops:.0f} GFLOP/s ({roof.source}; numpy {roof.numpy_gflops:.0f}, "
-              f"tf.matmul {roof.tf_gflops:.0f}, tf.nn.conv2d {roof.conv_gflops:.0f}), load {roof.load_1min:.2f}; "
-              + ", ".join(f"b={bs} {rates[bs][-1]:.2f} img/s" for bs in batch_sizes)
-              + (f", bf16 b={default_bs} {rates16[-1]:.2f} img/s" if rates16 else ""), flush=True)
+        print(
+            f"   round {r + 1}: roofline {roof.gflops:.0f} GFLOP/s ({roof.source}; numpy {roof.numpy_gflops:.0f}, "
+            f"tf.matmul {roof.tf_gflops:.0f}, tf.nn.conv2d {roof.conv_gflops:.0f}), load {roof.load_1min:.2f}; "
+            + ", ".join(f"b={bs} {rates[bs][-1]:.2f} img/s" for bs in batch_sizes)
+            + (f", bf16 b={default_bs} {rates16[-1]:.2f} img/s" if rates16 else ""),
+            flush=True,
+        )
     roofs = [d["gflops"] for d in rounds]
 
     fidelity = None
@@ -270,10 +275,23 @@ def bench_backbone(name: str, n_images: int, batch_sizes: list[int], repeats: in
 
     with tempfile.TemporaryDirectory() as tmp:
         fs = F.extract_features(ds, man, bb.name, cache_dir=tmp, weights=None, progress=False)
-    return dict(name=name, n=n, gflop=gflop, default_bs=default_bs, batch_sizes=batch_sizes, rates=rates,
-                rates16=rates16, rounds=roofs, round_records=rounds, t_build=t_build, fidelity=fidelity,
-                e2e=(fs.n_computed / fs.seconds, fs.seconds), rss=peak_rss_gib(), layers=prof,
-                layers_roofline=None if prof_roof is None else prof_roof.to_dict())
+    return dict(
+        name=name,
+        n=n,
+        gflop=gflop,
+        default_bs=default_bs,
+        batch_sizes=batch_sizes,
+        rates=rates,
+        rates16=rates16,
+        rounds=roofs,
+        round_records=rounds,
+        t_build=t_build,
+        fidelity=fidelity,
+        e2e=(fs.n_computed / fs.seconds, fs.seconds),
+        rss=peak_rss_gib(),
+        layers=prof,
+        layers_roofline=None if prof_roof is None else prof_roof.to_dict(),
+    )
 
 
 #: Key of the per-layer-type table in each backbone's report (read by the Benchmarks page).
@@ -302,8 +320,14 @@ def layer_table(layers: dict, roofline_gflops: float | None = None) -> dict:
     out = {}
     for k, d in sorted(layers.items(), key=lambda kv: -kv[1]["seconds"]):
         g = d["GFLOP"] / d["seconds"] if d["seconds"] > 0 else 0.0
-        row = {"layers": d["layers"], "seconds": round(d["seconds"], 3), "share of time": round(d["seconds"] / tot, 3),
-               "GFLOP": round(d["GFLOP"], 1), "GFLOP/s": round(g, 1), "share of roofline": None}
+        row = {
+            "layers": d["layers"],
+            "seconds": round(d["seconds"], 3),
+            "share of time": round(d["seconds"] / tot, 3),
+            "GFLOP": round(d["GFLOP"], 1),
+            "GFLOP/s": round(g, 1),
+            "share of roofline": None,
+        }
         if g > 0 and roofline_gflops:
             share, why = R.share_or_problem(g, roofline_gflops)
             row["share of roofline"] = share
@@ -322,12 +346,16 @@ def summarise(r: dict) -> dict:
     for bs in r["batch_sizes"]:
         shares, replaced = round_shares(r["rates"][bs], roofs, gflop)
         if replaced:
-            problems.append(f"b={bs}: round(s) {', '.join(str(i + 1) for i in replaced)} beat their own roofline "
-                            "(measured in a slower phase of the host): divided by the best roofline of all rounds")
+            problems.append(
+                f"b={bs}: round(s) {', '.join(str(i + 1) for i in replaced)} beat their own roofline "
+                "(measured in a slower phase of the host): divided by the best roofline of all rounds"
+            )
         med = statistics.median(shares)
         if max(shares) > 1.0:  # cannot be: the roofline or the FLOP count is wrong
-            problems.append(f"b={bs}: per-round shares {', '.join(f'{v:.0%}' for v in shares)}: "
-                            "MEASUREMENT WRONG (over 100 % of the roofline), not reported")
+            problems.append(
+                f"b={bs}: per-round shares {', '.join(f'{v:.0%}' for v in shares)}: "
+                "MEASUREMENT WRONG (over 100 % of the roofline), not reported"
+            )
             rep[f"batch {bs}: share of roofline (median of paired rounds)"] = None
             continue
         rep[f"batch {bs}: img/s (best round)"] = round(max(r["rates"][bs]), 2)
@@ -341,10 +369,13 @@ def summarise(r: dict) -> dict:
         rep["share target met"] = rep["share of roofline"] >= TARGETS["share of roofline"]
     rep["best batch size measured"] = best_bs
     rep["best reachable share (best batch size, median of paired rounds)"] = (
-        round(best_share, 3) if best_bs is not None else None)
+        round(best_share, 3) if best_bs is not None else None
+    )
     if best_bs is not None and rep.get(dkey) is not None and best_share > rep[dkey] * 1.03:
-        problems.append(f"batch {best_bs} beat the default {dbs} by more than 3 % "
-                        f"({best_share:.1%} vs {rep[dkey]:.1%}): consider changing features.DEFAULT_BATCH_SIZE")
+        problems.append(
+            f"batch {best_bs} beat the default {dbs} by more than 3 % "
+            f"({best_share:.1%} vs {rep[dkey]:.1%}): consider changing features.DEFAULT_BATCH_SIZE"
+        )
     rep["achieved at the default batch [GFLOP/s] (best round)"] = round(max(r["rates"][dbs]) * gflop, 1)
     if r["rates16"]:
         speedups = [a / b for a, b in zip(r["rates16"], r["rates"][dbs])]
@@ -353,13 +384,16 @@ def summarise(r: dict) -> dict:
         rep["bfloat16 min cosine vs float32"] = round(r["fidelity"], 5)
         rep["target for the bf16 speed-up"] = f">= {TARGETS['bfloat16 speed-up']}"
         rep["target for the bf16 min cosine"] = f">= {TARGETS['bfloat16 min cosine']}"
-        rep["bf16 targets met"] = bool(statistics.median(speedups) >= TARGETS["bfloat16 speed-up"]
-                                           and r["fidelity"] >= TARGETS["bfloat16 min cosine"])
+        rep["bf16 targets met"] = bool(
+            statistics.median(speedups) >= TARGETS["bfloat16 speed-up"]
+            and r["fidelity"] >= TARGETS["bfloat16 min cosine"]
+        )
     rep["extract_features cold [img/s]"] = round(r["e2e"][0], 2)
     rep["peak RSS so far [GiB]"] = round(r["rss"], 2)
     rep["load average per round (1 min, start)"] = [round(d["load_1min"], 2) for d in r["round_records"]]
-    rep["roofline per round [GFLOP/s] (source)"] = [f"{d['gflops']:.0f} ({d.get('source')})"
-                                                    for d in r["round_records"]]
+    rep["roofline per round [GFLOP/s] (source)"] = [
+        f"{d['gflops']:.0f} ({d.get('source')})" for d in r["round_records"]
+    ]
     if r["layers"]:
         roof = (r.get("layers_roofline") or {}).get("gflops")
         rep[LAYERS_KEY] = layer_table(r["layers"], roof)
@@ -374,8 +408,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--backbones", nargs="+", default=list(F.BACKBONES), choices=list(F.BACKBONES))
     ap.add_argument("--n-images", type=int, default=None, help="images per pass (default 128 inception, 64 vgg)")
-    ap.add_argument("--batch-size", type=int, nargs="+", default=[16, 32, 64],
-                    help="batch sizes to time (the default rule's is always added)")
+    ap.add_argument(
+        "--batch-size",
+        type=int,
+        nargs="+",
+        default=[16, 32, 64],
+        help="batch sizes to time (the default rule's is always added)",
+    )
     ap.add_argument("--repeats", type=int, default=3, help="timed rounds, each with its own roofline")
     ap.add_argument("--no-bf16", action="store_true", help="skip bfloat16 even where the CPU supports it")
     ap.add_argument("--layers", action="store_true", help="time each layer alone, per layer type (the default)")
@@ -393,28 +432,35 @@ def main(argv=None) -> int:
     bf16 = bf16_ok and not args.no_bf16
     peak = R.theoretical_peak(info)
     peak16 = R.theoretical_peak(info, "bfloat16")
-    print(f"CPU {info.model}, {info.physical_cores} cores usable, TF {tf.__version__}, numpy {np.__version__}, "
-          f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS')}, "
-          f"OpenBLAS variables in this environment: "
-          f"{ {k: os.environ.get(k) for k in R.OPENBLAS_VARS} } (unset for the roofline's child process)")
+    print(
+        f"CPU {info.model}, {info.physical_cores} cores usable, TF {tf.__version__}, numpy {np.__version__}, "
+        f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS')}, "
+        f"OpenBLAS variables in this environment: "
+        f"{ {k: os.environ.get(k) for k in R.OPENBLAS_VARS} } (unset for the roofline's child process)"
+    )
     print(f"theoretical peak float32: {peak['GFLOP/s']} GFLOP/s = {peak['derivation']}")
     print(f"theoretical peak bfloat16: {peak16['GFLOP/s']} GFLOP/s = {peak16['derivation']}")
     print(f"bfloat16: {'measured' if bf16 else 'skipped'} ({bf16_why})")
     print("load average (1/5/15 min) at start: %.2f %.2f %.2f -- other processes share these CPUs" % os.getloadavg())
     roof0 = R.measure_roofline()
-    print(f"roofline at start: {roof0.gflops:.1f} GFLOP/s ({roof0.source}); numpy sgemm 2048² {roof0.numpy_gflops:.1f} "
-          f"GFLOP/s with OpenBLAS kernel {roof0.kernel.get('internal_api')}/{roof0.kernel.get('architecture')}, "
-          f"tf.matmul 4096² {roof0.tf_gflops:.1f} GFLOP/s, tf.nn.conv2d {roof0.conv_gflops:.1f} GFLOP/s "
-          f"({roof0.conv_shape}); clock it implies at the peak FLOP/cycle: "
-          f"{R.implied_ghz(roof0.gflops, info):.2f} GHz (cpu MHz says {info.mhz / 1000:.2f})")
+    print(
+        f"roofline at start: {roof0.gflops:.1f} GFLOP/s ({roof0.source}); numpy sgemm 2048² {roof0.numpy_gflops:.1f} "
+        f"GFLOP/s with OpenBLAS kernel {roof0.kernel.get('internal_api')}/{roof0.kernel.get('architecture')}, "
+        f"tf.matmul 4096² {roof0.tf_gflops:.1f} GFLOP/s, tf.nn.conv2d {roof0.conv_gflops:.1f} GFLOP/s "
+        f"({roof0.conv_shape}); clock it implies at the peak FLOP/cycle: "
+        f"{R.implied_ghz(roof0.gflops, info):.2f} GHz (cpu MHz says {info.mhz / 1000:.2f})"
+    )
     print("weights: random initialisation (seed 0) -- same arithmetic as ImageNet weights; images synthetic")
 
     report: dict = {}
     results = []
     for name in args.backbones:
         n = args.n_images or DEFAULT_N[name]
-        print(f"\n== {name}: {n} images per pass, batch sizes {sorted(set(args.batch_size) | {F.default_batch_size(name)})}, "
-              f"{args.repeats} rounds", flush=True)
+        print(
+            f"\n== {name}: {n} images per pass, batch sizes {sorted(set(args.batch_size) | {F.default_batch_size(name)})}, "
+            f"{args.repeats} rounds",
+            flush=True,
+        )
         r = bench_backbone(name, n, args.batch_size, args.repeats, bf16, layers)
         results.append(r)
         rep = summarise(r)
@@ -428,10 +474,13 @@ def main(argv=None) -> int:
     report = {
         "roofline [GFLOP/s] (best of all rounds)": round(max(all_roofs), 1),
         "roofline kernel (numpy sgemm, threadpoolctl)": f"{roof0.kernel.get('internal_api')} "
-                                                        f"{roof0.kernel.get('architecture')}",
+        f"{roof0.kernel.get('architecture')}",
         "roofline source": best_round["source"],
         "roofline source per round": [d["source"] for d in all_rounds],
-        "roofline numpy sgemm 2048² [GFLOP/s] (start, end)": [round(roof0.numpy_gflops, 1), round(roof1.numpy_gflops, 1)],
+        "roofline numpy sgemm 2048² [GFLOP/s] (start, end)": [
+            round(roof0.numpy_gflops, 1),
+            round(roof1.numpy_gflops, 1),
+        ],
         "roofline tf.matmul 4096² [GFLOP/s] (start, end)": [round(roof0.tf_gflops, 1), round(roof1.tf_gflops, 1)],
         "roofline tf.nn.conv2d [GFLOP/s] (start, end)": [round(roof0.conv_gflops, 1), round(roof1.conv_gflops, 1)],
         "roofline tf.nn.conv2d shape (start)": roof0.conv_shape,
@@ -442,18 +491,26 @@ def main(argv=None) -> int:
         "load average at start and end (1 min)": [round(roof0.load_1min, 2), round(roof1.load_1min, 2)],
         **report,
     }
-    ok = all(report[n].get("share of roofline") is not None and report[n]["share of roofline"] >= 0.85
-             for n in args.backbones)
-    print(f"\nroofline {report['roofline [GFLOP/s] (best of all rounds)']} GFLOP/s; shares: "
-          + ", ".join(f"{n} {report[n].get('share of roofline')}" for n in args.backbones)
-          + f" -> target >= 0.85 {'met' if ok else 'NOT met'}")
+    ok = all(
+        report[n].get("share of roofline") is not None and report[n]["share of roofline"] >= 0.85
+        for n in args.backbones
+    )
+    print(
+        f"\nroofline {report['roofline [GFLOP/s] (best of all rounds)']} GFLOP/s; shares: "
+        + ", ".join(f"{n} {report[n].get('share of roofline')}" for n in args.backbones)
+        + f" -> target >= 0.85 {'met' if ok else 'NOT met'}"
+    )
     print("load average at end: %.2f %.2f %.2f" % os.getloadavg())
     if not args.no_report:
         from _report import write_report
 
-        write_report("features", report, notes="random weights (same arithmetic as ImageNet), synthetic images; "
-                     "each share is a network rate divided by the roofline measured in the same round; "
-                     "targets (issue 12): share of roofline >= 0.85, bfloat16 speed-up >= 1.3 with min cosine >= 0.99")
+        write_report(
+            "features",
+            report,
+            notes="random weights (same arithmetic as ImageNet), synthetic images; "
+            "each share is a network rate divided by the roofline measured in the same round; "
+            "targets (issue 12): share of roofline >= 0.85, bfloat16 speed-up >= 1.3 with min cosine >= 0.99",
+        )
     return 0
 
 

@@ -47,7 +47,7 @@ from pathlib import Path
 
 #: NVIDIA's dense peaks, TFLOP/s: (float32 CUDA cores, TF32 tensor cores, bfloat16 tensor cores).
 GPU_PEAKS_TFLOPS: dict[str, tuple[float, float, float]] = {
-    "H100 SXM": (66.9, 494.7, 989.4),   # also H100 80GB HBM3 (SXM5)
+    "H100 SXM": (66.9, 494.7, 989.4),  # also H100 80GB HBM3 (SXM5)
     "H100 PCIe": (51.2, 378.0, 756.0),
     "H100 NVL": (60.0, 417.5, 835.0),
     "H200": (66.9, 494.7, 989.4),
@@ -119,8 +119,7 @@ def build(name: str, dtype: str, size_px: int | None = None):
     try:
         keras.utils.set_random_seed(0)
         ctor = getattr(keras.applications, spec["constructor"])
-        base = ctor(weights=None, include_top=spec["include_top"], pooling=spec["pooling"],
-                    input_shape=(size, size, 3))
+        base = ctor(weights=None, include_top=spec["include_top"], pooling=spec["pooling"], input_shape=(size, size, 3))
         model = base if spec["layer"] is None else keras.Model(base.input, base.get_layer(spec["layer"]).output)
     finally:
         keras.config.set_dtype_policy(old)
@@ -193,17 +192,31 @@ def cosine_min(a, b) -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--backend", choices=["jax", "tensorflow"], default=None,
-                    help="Keras backend (default: jax when TensorFlow is absent)")
+    ap.add_argument(
+        "--backend",
+        choices=["jax", "tensorflow"],
+        default=None,
+        help="Keras backend (default: jax when TensorFlow is absent)",
+    )
     ap.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128, 256])
     ap.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"], choices=["float32", "bfloat16"])
     ap.add_argument("--min-seconds", type=float, default=2.0, help="timed seconds per pass, at least")
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--budget-s", type=float, default=420.0,
-                    help="seconds for all measurements, shared equally by the networks; no new one starts after")
-    ap.add_argument("--peak", type=float, nargs=3, metavar=("FP32", "TF32", "BF16"), default=None,
-                    help="peak TFLOP/s to compare with, overriding the table")
+    ap.add_argument(
+        "--budget-s",
+        type=float,
+        default=420.0,
+        help="seconds for all measurements, shared equally by the networks; no new one starts after",
+    )
+    ap.add_argument(
+        "--peak",
+        type=float,
+        nargs=3,
+        metavar=("FP32", "TF32", "BF16"),
+        default=None,
+        help="peak TFLOP/s to compare with, overriding the table",
+    )
     ap.add_argument("--tiny", action="store_true", help="CPU smoke test: 75 px images, batch 2, short passes")
     args = ap.parse_args(argv)
 
@@ -231,27 +244,37 @@ def main(argv=None) -> int:
         peak_name, peaks = "given with --peak", tuple(args.peak)
     if args.tiny:
         args.batch_sizes, args.min_seconds, args.repeats = [2], 0.0, 1
-    out_dir = Path(os.environ["OUT"]) if os.environ.get("OUT") else Path(__file__).resolve().parents[1] / "runs" / "benchmarks"
+    out_dir = (
+        Path(os.environ["OUT"])
+        if os.environ.get("OUT")
+        else Path(__file__).resolve().parents[1] / "runs" / "benchmarks"
+    )
     out_path = out_dir / ("bench_gpu.json" if os.environ.get("OUT") else "gpu.json")
     record = {
         "name": "gpu",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"platform": platform.platform(), "device": kind, "device platform": platform_name},
-        "figures": {"backend": f"keras {keras.__version__} on {backend}", **versions,
-                    "peak table entry": peak_name,
-                    "peak [TFLOP/s] (float32, tf32, bfloat16; dense)": list(peaks) if peaks else None,
-                    "weights": "random (same arithmetic as ImageNet weights); inputs random, on the device"},
+        "figures": {
+            "backend": f"keras {keras.__version__} on {backend}",
+            **versions,
+            "peak table entry": peak_name,
+            "peak [TFLOP/s] (float32, tf32, bfloat16; dense)": list(peaks) if peaks else None,
+            "weights": "random (same arithmetic as ImageNet weights); inputs random, on the device",
+        },
         "notes": "float32 is compared with the float32 and the TF32 peak (XLA may use TF32 tensor cores for "
-                 "float32 convolutions); bfloat16 with the bfloat16 peak",
+        "float32 convolutions); bfloat16 with the bfloat16 peak",
     }
 
     def save():
         out_dir.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(record, indent=1))
 
-    print(f"[gpu] keras {keras.__version__} on {backend}, device {kind} ({platform_name}), "
-          f"peaks {peaks} TFLOP/s ({peak_name})", flush=True)
+    print(
+        f"[gpu] keras {keras.__version__} on {backend}, device {kind} ({platform_name}), "
+        f"peaks {peaks} TFLOP/s ({peak_name})",
+        flush=True,
+    )
     for i_net, name in enumerate(args.networks):
         deadline = t_start + args.budget_s * (i_net + 1) / len(args.networks)  # each network its share
         size = 75 if args.tiny else None
@@ -281,8 +304,11 @@ def main(argv=None) -> int:
                 t0 = time.perf_counter()
                 rate = time_rate(run, x, bs, args.min_seconds, args.repeats)
                 tflops = rate * gflop / 1e3
-                entry = {"img/s": round(rate, 1), "TFLOP/s": round(tflops, 2),
-                         "seconds incl. compile": round(time.perf_counter() - t0, 1)}
+                entry = {
+                    "img/s": round(rate, 1),
+                    "TFLOP/s": round(tflops, 2),
+                    "seconds incl. compile": round(time.perf_counter() - t0, 1),
+                }
                 if peaks:
                     if dtype == "float32":
                         entry["share of float32 peak"] = round(tflops / peaks[0], 3)

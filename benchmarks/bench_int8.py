@@ -82,8 +82,12 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def cosine_summary(a: np.ndarray, b: np.ndarray) -> dict:
     """Minimum, 1st percentile and median of the per-image cosine similarity."""
     c = cosine_rows(a, b)
-    return {"min cosine": round(float(c.min()), 6), "1st percentile cosine": round(float(np.percentile(c, 1)), 6),
-            "median cosine": round(float(np.median(c)), 6), "images": int(len(c))}
+    return {
+        "min cosine": round(float(c.min()), 6),
+        "1st percentile cosine": round(float(np.percentile(c, 1)), 6),
+        "median cosine": round(float(np.median(c)), 6),
+        "images": int(len(c)),
+    }
 
 
 def relabel(change: dict, new: str = "int8") -> dict:
@@ -97,8 +101,9 @@ def every_setting_change(res_a, res_b) -> dict:
 
     out = {}
     for t in res_a.table.itertuples(index=False):
-        out[f"{t.train}/{t.test}"] = relabel(auc_change(res_a.table, res_b.table, res_a.predictions,
-                                                        res_b.predictions, train=t.train, test=t.test))
+        out[f"{t.train}/{t.test}"] = relabel(
+            auc_change(res_a.table, res_b.table, res_a.predictions, res_b.predictions, train=t.train, test=t.test)
+        )
     return out
 
 
@@ -106,20 +111,29 @@ def changes_within(changes: dict) -> dict:
     """How many settings' changes lie inside float32's CI (|change| < half its width) and whose paired
     interval holds 0."""
     inside = [k for k, v in changes.items() if v["change within float32's CI (|change| < half its width)"]]
-    zero = [k for k, v in changes.items() if v["paired 95 % interval of the change"][0] <= 0
-            <= v["paired 95 % interval of the change"][1]]
+    zero = [
+        k
+        for k, v in changes.items()
+        if v["paired 95 % interval of the change"][0] <= 0 <= v["paired 95 % interval of the change"][1]
+    ]
     largest = max(changes.items(), key=lambda kv: abs(kv[1]["int8 - float32"]))
-    return {"settings": len(changes), "change within float32's CI": len(inside),
-            "paired 95 % interval holds 0": len(zero),
-            "largest |change|": {"setting": largest[0], "int8 - float32": largest[1]["int8 - float32"],
-                                 "float32 CI width": largest[1]["float32 CI width"]}}
+    return {
+        "settings": len(changes),
+        "change within float32's CI": len(inside),
+        "paired 95 % interval holds 0": len(zero),
+        "largest |change|": {
+            "setting": largest[0],
+            "int8 - float32": largest[1]["int8 - float32"],
+            "float32 CI width": largest[1]["float32 CI width"],
+        },
+    }
 
 
 def rate(fn, x: np.ndarray, batch: int) -> float:
     """Images per second of ``fn`` over ``x`` in batches of ``batch``."""
     t0 = time.perf_counter()
     for i in range(0, len(x), batch):
-        fn(x[i: i + batch])
+        fn(x[i : i + batch])
     return len(x) / (time.perf_counter() - t0)
 
 
@@ -133,8 +147,14 @@ def throughput(name: str, p: dict, ds, manifest, int8_folder: Path, n_images: in
     bs = F.default_batch_size(name, p["batch_size"])
     sub = manifest.iloc[:n_images]
     x = F.preprocess(np.concatenate([b for _, b in iter_images(ds, sub, size_px=bb.size_px, batch_size=32)]), bb)
-    model, info = F.load_backbone(name, weights=p["weights"], weights_path=p["weights_path"], strict=False,
-                                  seed=p["weights_seed"], allow_download=False)
+    model, info = F.load_backbone(
+        name,
+        weights=p["weights"],
+        weights_path=p["weights_path"],
+        strict=False,
+        seed=p["weights_seed"],
+        allow_download=False,
+    )
     tf32 = F.feature_function(model, bb)
     cal = int8.calibration_manifest(ds, F.image_content_keys(ds), bb.size_px)
     calibrated = []
@@ -153,25 +173,45 @@ def throughput(name: str, p: dict, ds, manifest, int8_folder: Path, n_images: in
         fn(x[:bs])
     rounds = []
     for r in range(repeats):
-        row = {"tf float32": rate(tf32, x, bs), "openvino int8": rate(q8, x, bs), "openvino f32": rate(ov32, x, bs),
-               "load 1 min": os.getloadavg()[0]}
+        row = {
+            "tf float32": rate(tf32, x, bs),
+            "openvino int8": rate(q8, x, bs),
+            "openvino f32": rate(ov32, x, bs),
+            "load 1 min": os.getloadavg()[0],
+        }
         rounds.append(row)
         print(f"   {name} round {r + 1}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()), flush=True)
-    fid = cosine_summary(np.concatenate([tf32(x[i:i + bs]) for i in range(0, len(x), bs)]),
-                         np.concatenate([q8(x[i:i + bs]) for i in range(0, len(x), bs)]))
-    f32_gap = cosine_summary(np.concatenate([tf32(x[i:i + bs]) for i in range(0, len(x), bs)]),
-                             np.concatenate([ov32(x[i:i + bs]) for i in range(0, len(x), bs)]))
+    fid = cosine_summary(
+        np.concatenate([tf32(x[i : i + bs]) for i in range(0, len(x), bs)]),
+        np.concatenate([q8(x[i : i + bs]) for i in range(0, len(x), bs)]),
+    )
+    f32_gap = cosine_summary(
+        np.concatenate([tf32(x[i : i + bs]) for i in range(0, len(x), bs)]),
+        np.concatenate([ov32(x[i : i + bs]) for i in range(0, len(x), bs)]),
+    )
     del model, tf32, q8, ov32
     with tempfile.TemporaryDirectory() as tmp:  # end to end, float32, cold cache, same process
-        fs = F.extract_features(ds, sub, name, cache_dir=tmp, weights=p["weights"], weights_path=p["weights_path"],
-                                seed=p["weights_seed"], batch_size=p["batch_size"], progress=False,
-                                allow_download=False)
+        fs = F.extract_features(
+            ds,
+            sub,
+            name,
+            cache_dir=tmp,
+            weights=p["weights"],
+            weights_path=p["weights_path"],
+            seed=p["weights_seed"],
+            batch_size=p["batch_size"],
+            progress=False,
+            allow_download=False,
+        )
     net = statistics.median(r["tf float32"] for r in rounds)
     e2e = fs.n_computed / fs.seconds
     speed8 = statistics.median(r["openvino int8"] / r["tf float32"] for r in rounds)
     speed32 = statistics.median(r["openvino f32"] / r["tf float32"] for r in rounds)
     return {
-        "images timed": int(len(x)), "batch size": bs, "rounds": repeats, "weights": info.kind,
+        "images timed": int(len(x)),
+        "batch size": bs,
+        "rounds": repeats,
+        "weights": info.kind,
         "TF float32 img/s (median of rounds)": round(net, 2),
         "OpenVINO int8 img/s (median of rounds)": round(statistics.median(r["openvino int8"] for r in rounds), 2),
         "OpenVINO f32 img/s (median of rounds)": round(statistics.median(r["openvino f32"] for r in rounds), 2),
@@ -180,9 +220,11 @@ def throughput(name: str, p: dict, ds, manifest, int8_folder: Path, n_images: in
         "int8 speed-up target met": bool(speed8 >= TARGETS["int8 speed-up"]),
         "int8 vs TF float32 on the timed images": fid,
         "OpenVINO f32 vs TF float32 on the timed images": f32_gap,
-        "int8 model: quantized now (calibration images) or read from the feature folder":
-            f"quantized now ({calibrated[0]} images)" if calibrated else "read from the feature folder",
-        "int8 model ready [s]": round(t_q, 1), "OpenVINO f32 convert + compile [s]": round(t_c, 1),
+        "int8 model: quantized now (calibration images) or read from the feature folder": f"quantized now ({calibrated[0]} images)"
+        if calibrated
+        else "read from the feature folder",
+        "int8 model ready [s]": round(t_q, 1),
+        "OpenVINO f32 convert + compile [s]": round(t_c, 1),
         "extract_features float32 cold [img/s] (build, render, cache included)": round(e2e, 2),
         "end to end / network only (float32, same process)": round(e2e / net, 3),
         "end-to-end target met": bool(e2e / net >= TARGETS["end to end / network only"]),
@@ -194,13 +236,21 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="default", help="parameter profile (default: params/default.yaml)")
     ap.add_argument("--run-dir", default="runs/bench-int8", help="this bench's own run directory")
-    ap.add_argument("--reuse-from", default=None,
-                    help="a run directory of the same profile whose phantom and float32 features are copied first")
+    ap.add_argument(
+        "--reuse-from",
+        default=None,
+        help="a run directory of the same profile whose phantom and float32 features are copied first",
+    )
     ap.add_argument("--backbones", nargs="+", default=None, help="default: the profile's")
     ap.add_argument("--n-lesions", type=int, default=None, help="phantom only: fewer lesions than the profile")
-    ap.add_argument("--n-images", type=int, nargs="+", default=None,
-                    help="images per timed pass, one value for all backbones or one per backbone "
-                         "(default 128 InceptionV3, 64 VGG19)")
+    ap.add_argument(
+        "--n-images",
+        type=int,
+        nargs="+",
+        default=None,
+        help="images per timed pass, one value for all backbones or one per backbone "
+        "(default 128 InceptionV3, 64 VGG19)",
+    )
     ap.add_argument("--repeats", type=int, default=3, help="paired throughput rounds")
     ap.add_argument("--no-auc", action="store_true", help="skip the Train x Test matrices")
     ap.add_argument("--no-report", action="store_true", help="do not write runs/benchmarks/int8.json")
@@ -233,72 +283,124 @@ def main(argv=None) -> int:
     if args.reuse_from:
         from bench_bfloat16_auc import reuse_caches
 
-        copied = reuse_caches(resolve_path(args.reuse_from), run_dir, n_lesions=int(p["n_lesions"]),
-                              seed=int(p["data_seed"]))
+        copied = reuse_caches(
+            resolve_path(args.reuse_from), run_dir, n_lesions=int(p["n_lesions"]), seed=int(p["data_seed"])
+        )
         print(f"copied from {args.reuse_from}: {len(copied)} folders", flush=True)
     t0 = time.perf_counter()
     load0 = os.getloadavg()
-    ds = pipeline.get_dataset(run_dir, data_source=p["data_source"], oasbud_path=p["oasbud_path"],
-                              n_lesions=p["n_lesions"], data_seed=p["data_seed"], skip_samples=p["skip_samples"],
-                              patients_csv=p["patients_csv"])
+    ds = pipeline.get_dataset(
+        run_dir,
+        data_source=p["data_source"],
+        oasbud_path=p["oasbud_path"],
+        n_lesions=p["n_lesions"],
+        data_seed=p["data_seed"],
+        skip_samples=p["skip_samples"],
+        patients_csv=p["patients_csv"],
+    )
     manifest = pipeline.get_manifest(ds, dynamic_ranges_db=p["dynamic_ranges_db"], margins_mm=p["margins_mm"])
     report: dict = {
-        "profile": args.profile, "run dir": args.run_dir, "lesions": len(ds), "images per network": len(manifest),
-        "subset": (f"the first {args.n_lesions} lesions of the profile's phantom (n_lesions override)"
-                   if args.n_lesions else "the profile's whole data set"),
+        "profile": args.profile,
+        "run dir": args.run_dir,
+        "lesions": len(ds),
+        "images per network": len(manifest),
+        "subset": (
+            f"the first {args.n_lesions} lesions of the profile's phantom (n_lesions override)"
+            if args.n_lesions
+            else "the profile's whole data set"
+        ),
         "data": "synthetic phantom" if ds.synthetic else "real data",
-        "CPU": info.model, "CPU flags (int8/bf16)": flags, "cores usable": info.physical_cores,
-        "versions": int8.package_versions(), "calibration images (at most)": int8.CALIBRATION_IMAGES,
+        "CPU": info.model,
+        "CPU flags (int8/bf16)": flags,
+        "cores usable": info.physical_cores,
+        "versions": int8.package_versions(),
+        "calibration images (at most)": int8.CALIBRATION_IMAGES,
     }
     for b in backbones:
         bb = F.BACKBONES[b]
         fsets, res = {}, {}
         for prec in ("float32", "int8"):
-            fs = pipeline.get_features(run_dir, ds, manifest, b, weights=p["weights"], weights_path=p["weights_path"],
-                                       strict_weights=p["strict_weights"], weights_seed=p["weights_seed"],
-                                       batch_size=p["batch_size"], precision=prec, progress=False,
-                                       allow_download=False)
-            print(f"{b} {prec}: {fs.n_cached} features from the cache, {fs.n_computed} computed "
-                  f"({fs.seconds:.0f} s, {fs.n_computed / max(fs.seconds, 1e-9):.2f} img/s end to end); "
-                  f"weights {fs.weights.get('kind')}", flush=True)
+            fs = pipeline.get_features(
+                run_dir,
+                ds,
+                manifest,
+                b,
+                weights=p["weights"],
+                weights_path=p["weights_path"],
+                strict_weights=p["strict_weights"],
+                weights_seed=p["weights_seed"],
+                batch_size=p["batch_size"],
+                precision=prec,
+                progress=False,
+                allow_download=False,
+            )
+            print(
+                f"{b} {prec}: {fs.n_cached} features from the cache, {fs.n_computed} computed "
+                f"({fs.seconds:.0f} s, {fs.n_computed / max(fs.seconds, 1e-9):.2f} img/s end to end); "
+                f"weights {fs.weights.get('kind')}",
+                flush=True,
+            )
             fsets[prec] = fs
             if not args.no_auc:
-                res[prec] = pipeline.get_matrix(run_dir, fs, manifest, ranges=p["dynamic_ranges_db"],
-                                                n_splits=p["n_splits"], cv_seed=p["cv_seed"], svm_c=p["svm_c"],
-                                                standardize=p["standardize"], calibration=p["calibration"],
-                                                lesion_weighting=p["lesion_weighting"], n_repeats=p["n_repeats"])
-        rep: dict = {"weights": fsets["float32"].weights.get("kind"),
-                     FIDELITY_KEY: cosine_summary(fsets["float32"].features,
-                                                                          fsets["int8"].features)}
-        rep["int8 min cosine target met"] = bool(
-            rep[FIDELITY_KEY]["min cosine"] >= TARGETS["int8 min cosine"])
+                res[prec] = pipeline.get_matrix(
+                    run_dir,
+                    fs,
+                    manifest,
+                    ranges=p["dynamic_ranges_db"],
+                    n_splits=p["n_splits"],
+                    cv_seed=p["cv_seed"],
+                    svm_c=p["svm_c"],
+                    standardize=p["standardize"],
+                    calibration=p["calibration"],
+                    lesion_weighting=p["lesion_weighting"],
+                    n_repeats=p["n_repeats"],
+                )
+        rep: dict = {
+            "weights": fsets["float32"].weights.get("kind"),
+            FIDELITY_KEY: cosine_summary(fsets["float32"].features, fsets["int8"].features),
+        }
+        rep["int8 min cosine target met"] = bool(rep[FIDELITY_KEY]["min cosine"] >= TARGETS["int8 min cosine"])
         for prec in ("float32", "int8"):
             if fsets[prec].n_computed:
                 rep[f"extract_features {prec} [img/s] (book's images, cold)"] = round(
-                    fsets[prec].n_computed / fsets[prec].seconds, 2)
+                    fsets[prec].n_computed / fsets[prec].seconds, 2
+                )
         if res:
             changes = every_setting_change(res["float32"], res["int8"])
             rep["Train x Test AUC change (int8 - float32)"] = changes
             rep["AUC changes summary"] = changes_within(changes)
         tag = int8.cache_tag(int8.calibration_manifest(ds, F.image_content_keys(ds), bb.size_px)["calibration_key"])
-        folder = store.feature_dir(store.features_root(run_dir), b,  # where get_features put them (no cache_dir)
-                                   fsets["int8"].weights["fingerprint"], tag)
+        folder = store.feature_dir(
+            store.features_root(run_dir),
+            b,  # where get_features put them (no cache_dir)
+            fsets["int8"].weights["fingerprint"],
+            tag,
+        )
         rep["throughput"] = throughput(b, p, ds, manifest, folder, n_images[b], args.repeats)
         report[b] = rep
-        print(f"{b}: {rep[FIDELITY_KEY]}; "
-              + (f"AUC changes {rep['AUC changes summary']}; " if res else "")
-              + ", ".join(f"{k} {v}" for k, v in rep["throughput"].items() if k != "per round"), flush=True)
+        print(
+            f"{b}: {rep[FIDELITY_KEY]}; "
+            + (f"AUC changes {rep['AUC changes summary']}; " if res else "")
+            + ", ".join(f"{k} {v}" for k, v in rep["throughput"].items() if k != "per round"),
+            flush=True,
+        )
     report["seconds"] = round(time.perf_counter() - t0, 1)
     report["load average at start and end (1 min)"] = [round(load0[0], 2), round(os.getloadavg()[0], 2)]
     if not args.no_report:
         from _report import write_report
 
-        write_report("int8", report, notes=(
-            f"{report['subset']}; " + ("synthetic phantom; " if ds.synthetic else "")
-            + "weights as this machine gets them (random initialisation where ImageNet weights are absent); "
-            "OpenVINO + NNCF post-training int8 against TensorFlow float32 in one process; every Train/Test AUC "
-            "with DeLong 95 % CI (first repetition) and the paired interval of its change; "
-            "targets (issue 24): int8 >= 2.5x TF float32, min cosine >= 0.99, end to end >= 0.90 of network only"))
+        write_report(
+            "int8",
+            report,
+            notes=(
+                f"{report['subset']}; "
+                + ("synthetic phantom; " if ds.synthetic else "")
+                + "weights as this machine gets them (random initialisation where ImageNet weights are absent); "
+                "OpenVINO + NNCF post-training int8 against TensorFlow float32 in one process; every Train/Test AUC "
+                "with DeLong 95 % CI (first repetition) and the paired interval of its change; "
+                "targets (issue 24): int8 >= 2.5x TF float32, min cosine >= 0.99, end to end >= 0.90 of network only"
+            ),
+        )
     return 0
 
 

@@ -88,16 +88,31 @@ def data_file(n_lesions: int = 100, seed: int = 0) -> Path:
 
 
 #: ``--smoke``: the same machinery on a protocol small enough to check the script in minutes.
-SMOKE = {"backbones": ["inception_v3"], "margins_mm": [2], "robustness_margins_mm": [2],
-         "unseen_ranges_db": [30, 80], "n_repeats": 1}
+SMOKE = {
+    "backbones": ["inception_v3"],
+    "margins_mm": [2],
+    "robustness_margins_mm": [2],
+    "unseen_ranges_db": [30, 80],
+    "n_repeats": 1,
+}
 
 
 def paper_like_profile(data: Path, precision: str, run_dir: Path, smoke: bool = False) -> dict:
     """``params/paper.yaml`` with random weights, this data file, ``precision`` and a run directory of its own."""
     p = yaml.safe_load((REPO_ROOT / "params" / "paper.yaml").read_text())
-    p.update(profile=f"bench-paper-{precision}", run_dir=str(run_dir), data_source="oasbud",
-             oasbud_path=str(data), weights="random", strict_weights=False, allow_download=False,
-             precision=precision, batch_size=None, cache_dir=None, **(SMOKE if smoke else {}))
+    p.update(
+        profile=f"bench-paper-{precision}",
+        run_dir=str(run_dir),
+        data_source="oasbud",
+        oasbud_path=str(data),
+        weights="random",
+        strict_weights=False,
+        allow_download=False,
+        precision=precision,
+        batch_size=None,
+        cache_dir=None,
+        **(SMOKE if smoke else {}),
+    )
     return p
 
 
@@ -122,14 +137,25 @@ def expected_images(params: dict) -> int:
     from uslib import pipeline
     from uslib.augmentation import image_key
 
-    ds = pipeline.get_dataset(params["run_dir"], data_source="oasbud", oasbud_path=params["oasbud_path"],
-                              skip_samples=params["skip_samples"], n_lesions=params["n_lesions"],
-                              data_seed=params["data_seed"], patients_csv=None, cache_dir=None)
+    ds = pipeline.get_dataset(
+        params["run_dir"],
+        data_source="oasbud",
+        oasbud_path=params["oasbud_path"],
+        skip_samples=params["skip_samples"],
+        n_lesions=params["n_lesions"],
+        data_seed=params["data_seed"],
+        patients_csv=None,
+        cache_dir=None,
+    )
     main = pipeline.get_manifest(ds, dynamic_ranges_db=params["dynamic_ranges_db"], margins_mm=params["margins_mm"])
-    rob, _ = pipeline.get_robustness_manifest(ds, train_ranges_db=params["dynamic_ranges_db"],
-                                              unseen_ranges_db=params["unseen_ranges_db"],
-                                              margins_mm=params["robustness_margins_mm"],
-                                              continuous_range_db=params["continuous_range_db"], seed=params["cv_seed"])
+    rob, _ = pipeline.get_robustness_manifest(
+        ds,
+        train_ranges_db=params["dynamic_ranges_db"],
+        unseen_ranges_db=params["unseen_ranges_db"],
+        margins_mm=params["robustness_margins_mm"],
+        continuous_range_db=params["continuous_range_db"],
+        seed=params["cv_seed"],
+    )
     keys = {image_key(r) for r in main.itertuples(index=False)} | {image_key(r) for r in rob.itertuples(index=False)}
     return len(keys)
 
@@ -139,22 +165,39 @@ def trainall_testall(params: dict) -> dict:
     from uslib import pipeline
 
     rd = params["run_dir"]
-    ds = pipeline.get_dataset(rd, data_source="oasbud", oasbud_path=params["oasbud_path"],
-                              skip_samples=params["skip_samples"], n_lesions=params["n_lesions"],
-                              data_seed=params["data_seed"], patients_csv=None, cache_dir=None)
+    ds = pipeline.get_dataset(
+        rd,
+        data_source="oasbud",
+        oasbud_path=params["oasbud_path"],
+        skip_samples=params["skip_samples"],
+        n_lesions=params["n_lesions"],
+        data_seed=params["data_seed"],
+        patients_csv=None,
+        cache_dir=None,
+    )
     man = pipeline.get_manifest(ds, dynamic_ranges_db=params["dynamic_ranges_db"], margins_mm=params["margins_mm"])
     out = {}
     for b in params["backbones"]:
-        fs = pipeline.get_features(rd, ds, man, b, weights=params["weights"], weights_seed=params["weights_seed"],
-                                   batch_size=params["batch_size"], precision=params["precision"], progress=False,
-                                   allow_download=False)
-        res = pipeline.get_matrix(rd, fs, man, ranges=params["dynamic_ranges_db"],
-                                  settings=config.cv_settings(params))
+        fs = pipeline.get_features(
+            rd,
+            ds,
+            man,
+            b,
+            weights=params["weights"],
+            weights_seed=params["weights_seed"],
+            batch_size=params["batch_size"],
+            precision=params["precision"],
+            progress=False,
+            allow_download=False,
+        )
+        res = pipeline.get_matrix(rd, fs, man, ranges=params["dynamic_ranges_db"], settings=config.cv_settings(params))
         t = res.table
         row = t[(t["train"] == "TrainALL") & (t["test"] == "TestALL")].iloc[0]
-        out[b] = {"auc": round(float(row["auc"]), 4), "ci": [round(float(row["ci_low"]), 4),
-                                                               round(float(row["ci_high"]), 4)],
-                  "features computed now": int(fs.n_computed)}
+        out[b] = {
+            "auc": round(float(row["auc"]), 4),
+            "ci": [round(float(row["ci_low"]), 4), round(float(row["ci_high"]), 4)],
+            "features computed now": int(fs.n_computed),
+        }
     return out
 
 
@@ -181,15 +224,22 @@ def run_once(data: Path, precision: str, smoke: bool = False) -> dict:
         auc = trainall_testall(params) if rc == 0 else None
     except Exception as exc:  # a figure missing from the report, not a failed benchmark
         auc = f"not read back: {exc}"
-    return {"precision": precision, "exit status": rc, "wall seconds": round(wall, 1),
-            "wall minutes": round(wall / 60, 2), "target minutes": TARGET_S[precision] / 60,
-            "target met": bool(rc == 0 and wall <= TARGET_S[precision]), "stage seconds": stages,
-            "images per network (distinct, chapters 04 and 07)": expected, "feature rows per network": counts,
-            "each image through each network once": once,
-            "TrainALL/TestALL AUC [95 % CI] (random weights, phantom)": auc,
-            "load average at start (1/5/15 min)": [round(v, 2) for v in load0],
-            "load average at end (1/5/15 min)": [round(v, 2) for v in os.getloadavg()],
-            "profile": str(profile)}
+    return {
+        "precision": precision,
+        "exit status": rc,
+        "wall seconds": round(wall, 1),
+        "wall minutes": round(wall / 60, 2),
+        "target minutes": TARGET_S[precision] / 60,
+        "target met": bool(rc == 0 and wall <= TARGET_S[precision]),
+        "stage seconds": stages,
+        "images per network (distinct, chapters 04 and 07)": expected,
+        "feature rows per network": counts,
+        "each image through each network once": once,
+        "TrainALL/TestALL AUC [95 % CI] (random weights, phantom)": auc,
+        "load average at start (1/5/15 min)": [round(v, 2) for v in load0],
+        "load average at end (1/5/15 min)": [round(v, 2) for v in os.getloadavg()],
+        "profile": str(profile),
+    }
 
 
 def main(argv=None) -> int:
@@ -197,8 +247,11 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", choices=["float32", "bfloat16", "both"], default="both")
     ap.add_argument("--n-lesions", type=int, default=100)
     ap.add_argument("--prepare-only", action="store_true", help="write the data file and the profiles, then stop")
-    ap.add_argument("--smoke", action="store_true",
-                    help="check the script: 12 lesions, InceptionV3, one margin, 5 ranges, no report")
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="check the script: 12 lesions, InceptionV3, one margin, 5 ranges, no report",
+    )
     ap.add_argument("--no-report", action="store_true")
     args = ap.parse_args(argv)
     if args.smoke:
@@ -214,8 +267,10 @@ def main(argv=None) -> int:
             load_profile(path)
             print(f"[bench] profile {path}")
         return 0
-    report = {"data file": f"{data.name} ({data.stat().st_size / 1e6:.0f} MB, public OASBUD schema, phantom content)",
-              "cpu_count": os.cpu_count()}
+    report = {
+        "data file": f"{data.name} ({data.stat().st_size / 1e6:.0f} MB, public OASBUD schema, phantom content)",
+        "cpu_count": os.cpu_count(),
+    }
     for p in precisions:
         r = run_once(data, p, args.smoke)
         report[p] = r
@@ -224,15 +279,23 @@ def main(argv=None) -> int:
     if len(precisions) == 2 and all(isinstance(report[p].get(key), dict) for p in precisions):
         a, b = report["float32"][key], report["bfloat16"][key]
         report["bfloat16 change of TrainALL/TestALL AUC (beside float32's CI width)"] = {
-            n: {"change": round(b[n]["auc"] - a[n]["auc"], 4), "float32 CI width": round(a[n]["ci"][1] - a[n]["ci"][0], 4)}
-            for n in a}
+            n: {
+                "change": round(b[n]["auc"] - a[n]["auc"], 4),
+                "float32 CI width": round(a[n]["ci"][1] - a[n]["ci"][0], 4),
+            }
+            for n in a
+        }
     if not args.no_report:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from _report import write_report
 
-        write_report("paper_protocol", report, notes="random weights (no ImageNet weights here; same arithmetic), "
-                     "synthetic phantom lesions in the public OASBUD schema; targets (issue 12): <= 15 min float32, "
-                     "<= 10 min bfloat16 on 2 cores")
+        write_report(
+            "paper_protocol",
+            report,
+            notes="random weights (no ImageNet weights here; same arithmetic), "
+            "synthetic phantom lesions in the public OASBUD schema; targets (issue 12): <= 15 min float32, "
+            "<= 10 min bfloat16 on 2 cores",
+        )
     return 0 if all(report[p]["exit status"] == 0 for p in precisions) else 1
 
 

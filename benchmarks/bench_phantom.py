@@ -72,10 +72,14 @@ def main(argv=None) -> None:
     n_bytes = sum(sc.rf.nbytes + sc.roi.nbytes for les in ds for sc in les.scans)
     depths = [(sc.rf.shape[0] - 20) * sc.acquisition.dz_mm for les in ds for sc in les.scans]
     n_pat = len(set(ds.patients))
-    print(f"data set: {len(ds)} lesions ({int(ds.labels.sum())} malignant), {n_pat} patients, "
-          f"{2 * len(ds)} scans of {min(depths):.1f}–{max(depths):.1f} mm; synthetic; seed {args.seed}")
-    print(f"simulate_dataset: {wall:.2f} s wall ({wall / len(ds) * 1e3:.0f} ms per lesion), "
-          f"{cpu:.2f} s CPU, {os.cpu_count()} cores")
+    print(
+        f"data set: {len(ds)} lesions ({int(ds.labels.sum())} malignant), {n_pat} patients, "
+        f"{2 * len(ds)} scans of {min(depths):.1f}–{max(depths):.1f} mm; synthetic; seed {args.seed}"
+    )
+    print(
+        f"simulate_dataset: {wall:.2f} s wall ({wall / len(ds) * 1e3:.0f} ms per lesion), "
+        f"{cpu:.2f} s CPU, {os.cpu_count()} cores"
+    )
     print(f"peak RSS: {rss1:.0f} MiB (before simulation {rss0:.0f} MiB); arrays held {n_bytes / 2**20:.0f} MiB")
 
     snrs, sizes = [], []
@@ -85,16 +89,17 @@ def main(argv=None) -> None:
         sizes.append(ph.speckle_size_mm(ph.simulate_speckle((256, 510), seed=2000 + s)))
     snr = float(np.mean(snrs))
     axial, lateral = (float(v) for v in np.mean(sizes, axis=0))
-    print(f"background envelope SNR (homogeneous patch, same PSF): {snr:.3f} ± {np.std(snrs):.3f} "
-          f"(Rayleigh 1.913)")
+    print(f"background envelope SNR (homogeneous patch, same PSF): {snr:.3f} ± {np.std(snrs):.3f} (Rayleigh 1.913)")
     print(f"speckle size at the focus: axial {axial:.3f} mm, lateral {lateral:.3f} mm (targets 0.094, 0.32)")
 
     t1 = time.perf_counter()
     feature = [-np.mean([_contrast_db(sc) for sc in les.scans]) for les in ds]
     auc_contrast = _auc(feature, ds.labels)
     auc_u = _auc(cues["suspicion"], ds.labels)
-    print(f"AUC of lesion/surround contrast: {auc_contrast:.3f}; of the latent suspiciousness u: {auc_u:.3f} "
-          f"({time.perf_counter() - t1:.1f} s)")
+    print(
+        f"AUC of lesion/surround contrast: {auc_contrast:.3f}; of the latent suspiciousness u: {auc_u:.3f} "
+        f"({time.perf_counter() - t1:.1f} s)"
+    )
 
     figures = {
         "n_lesions": len(ds),

@@ -144,9 +144,13 @@ def theoretical_peak(info: CpuInfo, dtype: str = "float32", fma_pipes: int = 2) 
     fpc, how = flops_per_cycle(info.flags, dtype, fma_pipes)
     ghz = info.mhz / 1000.0
     g = info.physical_cores * ghz * fpc
-    return {"GFLOP/s": round(g, 1), "FLOP per cycle per core": fpc, "cores": info.physical_cores,
-            "GHz (cpu MHz of /proc/cpuinfo)": round(ghz, 3),
-            "derivation": f"{info.physical_cores} cores x {ghz:.3f} GHz x {fpc} FLOP/cycle ({how})"}
+    return {
+        "GFLOP/s": round(g, 1),
+        "FLOP per cycle per core": fpc,
+        "cores": info.physical_cores,
+        "GHz (cpu MHz of /proc/cpuinfo)": round(ghz, 3),
+        "derivation": f"{info.physical_cores} cores x {ghz:.3f} GHz x {fpc} FLOP/cycle ({how})",
+    }
 
 
 def implied_ghz(measured_gflops: float, info: CpuInfo, dtype: str = "float32", fma_pipes: int = 2) -> float:
@@ -169,9 +173,11 @@ def share_or_problem(achieved_gflops: float, roofline_gflops: float, limit: floa
         return None, "no roofline measured"
     s = achieved_gflops / roofline_gflops
     if s > limit:
-        return None, (f"MEASUREMENT WRONG: {achieved_gflops:.0f} GFLOP/s is {s:.0%} of a {roofline_gflops:.0f} GFLOP/s "
-                      "roofline; the roofline is too low (a forced BLAS kernel? load during its rounds?) or the "
-                      "FLOP count too high; not reported")
+        return None, (
+            f"MEASUREMENT WRONG: {achieved_gflops:.0f} GFLOP/s is {s:.0%} of a {roofline_gflops:.0f} GFLOP/s "
+            "roofline; the roofline is too low (a forced BLAS kernel? load during its rounds?) or the "
+            "FLOP count too high; not reported"
+        )
     return round(s, 3), ""
 
 
@@ -252,11 +258,23 @@ def child_main(n: int, repeats: int) -> int:
     from threadpoolctl import threadpool_info
 
     rate = _numpy_sgemm(n, repeats)
-    pools = [{k: p.get(k) for k in ("user_api", "internal_api", "architecture", "num_threads", "version")}
-             for p in threadpool_info()]
+    pools = [
+        {k: p.get(k) for k in ("user_api", "internal_api", "architecture", "num_threads", "version")}
+        for p in threadpool_info()
+    ]
     blas = next((p for p in pools if p["user_api"] == "blas"), {})
-    print("ROOFLINE " + json.dumps({"gflops": rate, "n": n, "kernel": blas, "pools": pools,
-                                    "env": {k: os.environ.get(k) for k in OPENBLAS_VARS}}))
+    print(
+        "ROOFLINE "
+        + json.dumps(
+            {
+                "gflops": rate,
+                "n": n,
+                "kernel": blas,
+                "pools": pools,
+                "env": {k: os.environ.get(k) for k in OPENBLAS_VARS},
+            }
+        )
+    )
     return 0
 
 
@@ -266,7 +284,7 @@ def numpy_sgemm_child(n: int = 2048, repeats: int = 5, env=None) -> dict:
     out = subprocess.run(cmd, env=clean_env(env), capture_output=True, text=True, timeout=600)
     for line in out.stdout.splitlines():
         if line.startswith("ROOFLINE "):
-            return json.loads(line[len("ROOFLINE "):])
+            return json.loads(line[len("ROOFLINE ") :])
     raise RuntimeError(f"roofline child failed: {out.stderr[-2000:]}")
 
 
@@ -307,8 +325,11 @@ def tf_conv2d(shapes=CONV_SHAPES, repeats: int = 3, dtype: str = "float32") -> t
 
     tf = F.import_tensorflow()
     dt = {"float32": tf.float32, "bfloat16": tf.bfloat16}[dtype]
-    f = tf.function(lambda x, w: tf.reduce_sum(tf.cast(
-        tf.nn.conv2d(x, w, strides=1, padding="SAME", data_format="NHWC")[:1, :1, :1, :1], tf.float32)))
+    f = tf.function(
+        lambda x, w: tf.reduce_sum(
+            tf.cast(tf.nn.conv2d(x, w, strides=1, padding="SAME", data_format="NHWC")[:1, :1, :1, :1], tf.float32)
+        )
+    )
     best_rate, best_shape = 0.0, ""
     for batch, hw, c in shapes:
         x = tf.cast(tf.random.stateless_normal((batch, hw, hw, c), seed=(5, 6)), dt)
@@ -351,13 +372,24 @@ def measure_roofline(numpy_n: int = 2048, tf_n: int = 4096, repeats: int = 3, co
     load = os.getloadavg()[0]
     child = numpy_sgemm_child(numpy_n, repeats + 2)
     conv_g, conv_shape = tf_conv2d(repeats=repeats) if conv else (0.0, "")
-    return Roofline(numpy_gflops=child["gflops"], tf_gflops=tf_matmul(tf_n, repeats), kernel=child["kernel"],
-                    load_1min=load, conv_gflops=conv_g, conv_shape=conv_shape)
+    return Roofline(
+        numpy_gflops=child["gflops"],
+        tf_gflops=tf_matmul(tf_n, repeats),
+        kernel=child["kernel"],
+        load_1min=load,
+        conv_gflops=conv_g,
+        conv_shape=conv_shape,
+    )
 
 
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "--child":
         raise SystemExit(child_main(int(sys.argv[2]), int(sys.argv[3])))
     info = cpu_info()
-    print(json.dumps({"cpu": info.model, "peak float32": theoretical_peak(info),
-                      "numpy sgemm": numpy_sgemm_child()}, indent=1, default=str))
+    print(
+        json.dumps(
+            {"cpu": info.model, "peak float32": theoretical_peak(info), "numpy sgemm": numpy_sgemm_child()},
+            indent=1,
+            default=str,
+        )
+    )

@@ -27,10 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="run_all.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="benchmarks, in order: " + "; ".join(" ".join(s) for s in SCRIPTS))
-    parser.add_argument("--only", nargs="+", metavar="NAME",
-                        help="run only these benchmarks (e.g. bench_features or bench_features.py)")
+        prog="run_all.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="benchmarks, in order: " + "; ".join(" ".join(s) for s in SCRIPTS),
+    )
+    parser.add_argument(
+        "--only", nargs="+", metavar="NAME", help="run only these benchmarks (e.g. bench_features or bench_features.py)"
+    )
     args = parser.parse_args(argv)
     wanted = {n if n.endswith(".py") else f"{n}.py" for n in args.only} if args.only else None
     unknown = sorted(wanted - {s[0] for s in SCRIPTS}) if wanted else []

@@ -22,10 +22,38 @@ from uslib import store
 
 PKG = Path(store.PACKAGE_DIR)
 MODULES = {p.stem: ast.parse(p.read_text()) for p in sorted(PKG.glob("*.py"))}
-STAGES = ("data", "oasbud", "phantom", "speckle", "lesionmodel", "reconstruction", "augmentation", "features",
-          "backbones", "tfruntime", "precision", "weights", "networks", "featurecache", "extraction", "cluster",
-          "evaluation", "robustness", "qus", "morphology", "featurespace", "plots", "paper",
-          "classifier", "folds", "crossval", "statistics", "platt", "diagnostics", "uncertainty")
+STAGES = (
+    "data",
+    "oasbud",
+    "phantom",
+    "speckle",
+    "lesionmodel",
+    "reconstruction",
+    "augmentation",
+    "features",
+    "backbones",
+    "tfruntime",
+    "precision",
+    "weights",
+    "networks",
+    "featurecache",
+    "extraction",
+    "cluster",
+    "evaluation",
+    "robustness",
+    "qus",
+    "morphology",
+    "featurespace",
+    "plots",
+    "paper",
+    "classifier",
+    "folds",
+    "crossval",
+    "statistics",
+    "platt",
+    "diagnostics",
+    "uncertainty",
+)
 
 
 def _imports(tree) -> dict[str, set[str]]:
@@ -59,8 +87,12 @@ def _module_aliases(tree) -> dict[str, str]:
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_no_module_uses_another_modules_private_names(name):
     tree = MODULES[name]
-    bad = [f"from .{mod} import {n}" for mod, names in _imports(tree).items() for n in names
-           if n.startswith("_") and n != "__version__" and mod != name]
+    bad = [
+        f"from .{mod} import {n}"
+        for mod, names in _imports(tree).items()
+        for n in names
+        if n.startswith("_") and n != "__version__" and mod != name
+    ]
     aliases = _module_aliases(tree)
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
@@ -82,7 +114,7 @@ def test_no_import_cycles():
         state[n] = 1
         for m in sorted(graph[n]):
             if state.get(m) == 1:
-                cycles.append(path[path.index(m):] + [m] if m in path else [n, m])
+                cycles.append(path[path.index(m) :] + [m] if m in path else [n, m])
             elif m not in state:
                 visit(m, path + [m])
         state[n] = 2
@@ -103,8 +135,15 @@ def test_stages_and_pipeline_do_not_import_the_runner(name):
 #: tells before anything runs how many patients a phantom run has (a known exception, to be inverted).
 CONFIG_MAY_IMPORT = {"store", "cvsettings", "folds", "phantom"}
 #: Modules of the cross-validation with no ``uslib`` dependency beyond these (they sit below the stages).
-LEAVES = {"cvsettings": set(), "folds": set(), "statistics": set(), "classifier": {"cvsettings", "platt"},
-          "platt": set(), "uncertainty": set(), "readings": set()}
+LEAVES = {
+    "cvsettings": set(),
+    "folds": set(),
+    "statistics": set(),
+    "classifier": {"cvsettings", "platt"},
+    "platt": set(),
+    "uncertainty": set(),
+    "readings": set(),
+}
 
 
 def test_config_depends_on_no_stage():
@@ -135,7 +174,7 @@ _FIT_CALLS = ("fit", "fit_transform", "partial_fit", "fit_predict", "fit_estimat
 PER_SPLIT_FITS = {
     ("crossval", "_fold_loop"): "the cross-validation loop: every train/test evaluation of the package runs here",
     ("classifier", "LinearSVM.fit"): "the classifier's own calibration: Platt's sigmoid is fitted to decision values "
-                                     "cross-validated by lesion inside the training images of one outer split",
+    "cross-validated by lesion inside the training images of one outer split",
 }
 
 
@@ -148,8 +187,9 @@ def _split_like(node, assigned: dict) -> bool:
         # enumerate(folds), list(cv.split(...)), tqdm(folds), zip(folds, ...)
         return any(_split_like(a, assigned) for a in node.args)
     if isinstance(node, ast.Name):
-        return any(w in node.id.lower() for w in ("fold", "split")) or \
-            any(_split_like(v, {}) for v in assigned.get(node.id, []))
+        return any(w in node.id.lower() for w in ("fold", "split")) or any(
+            _split_like(v, {}) for v in assigned.get(node.id, [])
+        )
     if isinstance(node, ast.Attribute):
         return any(w in node.attr.lower() for w in ("fold", "split"))
     return False
@@ -232,8 +272,9 @@ def _signatures_with(name: str) -> list[str]:
     for mod, tree in MODULES.items():
         if mod in _SETTINGS_HOME:
             continue
-        classifier = {id(n) for c in ast.walk(tree) if isinstance(c, ast.ClassDef) and c.name == "LinearSVM"
-                      for n in ast.walk(c)}  # the classifier's own constructor, wherever it lives
+        classifier = {
+            id(n) for c in ast.walk(tree) if isinstance(c, ast.ClassDef) and c.name == "LinearSVM" for n in ast.walk(c)
+        }  # the classifier's own constructor, wherever it lives
         for fn in ast.walk(tree):
             if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and id(fn) not in classifier:
                 a = fn.args

@@ -38,12 +38,30 @@ def make_scan(rng, z: slice, x: slice) -> Scan:
 def dataset() -> Dataset:
     rng = np.random.default_rng(7)
     lesions = [
-        Lesion("1ab", "1ab", "ab", 0, "3", (make_scan(rng, slice(150, 250), slice(200, 220)),
-                                            make_scan(rng, slice(100, 180), slice(40, 90)))),
-        Lesion("2ab", "2ab", "ab", 1, "4c", (make_scan(rng, slice(0, 60), slice(0, 30)),
-                                             make_scan(rng, slice(300, 400), slice(480, 510)))),
-        Lesion("3cd", "3cd", "cd", 1, "5", (make_scan(rng, slice(200, 260), slice(250, 300)),
-                                            make_scan(rng, slice(180, 230), slice(100, 180)))),
+        Lesion(
+            "1ab",
+            "1ab",
+            "ab",
+            0,
+            "3",
+            (make_scan(rng, slice(150, 250), slice(200, 220)), make_scan(rng, slice(100, 180), slice(40, 90))),
+        ),
+        Lesion(
+            "2ab",
+            "2ab",
+            "ab",
+            1,
+            "4c",
+            (make_scan(rng, slice(0, 60), slice(0, 30)), make_scan(rng, slice(300, 400), slice(480, 510))),
+        ),
+        Lesion(
+            "3cd",
+            "3cd",
+            "cd",
+            1,
+            "5",
+            (make_scan(rng, slice(200, 260), slice(250, 300)), make_scan(rng, slice(180, 230), slice(100, 180))),
+        ),
     ]
     return Dataset(lesions, source="hand-made test data", synthetic=True)
 
@@ -267,8 +285,16 @@ def test_iter_images_errors(dataset):
 
 
 def test_sets_and_select(dataset):
-    assert set(SETS) >= {"Train40dB", "Train50dB", "Train60dB", "TrainALL",
-                         "Test40dB", "Test50dB", "Test60dB", "TestALL"}
+    assert set(SETS) >= {
+        "Train40dB",
+        "Train50dB",
+        "Train60dB",
+        "TrainALL",
+        "Test40dB",
+        "Test50dB",
+        "Test60dB",
+        "TestALL",
+    }
     assert set_ranges("Train50dB") == (50.0,)
     assert set_ranges("TestALL") == (40.0, 50.0, 60.0)
     assert set_ranges("Train45dB") == (45.0,)

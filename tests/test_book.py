@@ -36,8 +36,14 @@ def built(tmp_path_factory):
     result = run_profile("tiny", output_dir=root / "book" / "chapters", overrides={"run_dir": str(run_dir)})
     write_generated_pages(run_dir, out_dir=root / "book" / "chapters")
     index = build_book(root)
-    return {"root": root, "run_dir": run_dir, "index": index, "result": result,
-            "seconds": time.perf_counter() - t0, "html": root / "_build" / "html"}
+    return {
+        "root": root,
+        "run_dir": run_dir,
+        "index": index,
+        "result": result,
+        "seconds": time.perf_counter() - t0,
+        "html": root / "_build" / "html",
+    }
 
 
 def _page(built, stem):
@@ -49,8 +55,13 @@ def test_every_chapter_ran_and_the_book_built(built):
     for nb in chapters():
         out = built["root"] / "book" / "chapters" / nb.name
         executed = nbformat.read(out, as_version=4)
-        errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
-                  if o.get("output_type") == "error"]
+        errors = [
+            o
+            for c in executed.cells
+            if c.cell_type == "code"
+            for o in c.get("outputs", [])
+            if o.get("output_type") == "error"
+        ]
         assert not errors, f"{nb.name}: {errors[:1]}"
         assert (built["html"] / "book" / "chapters" / f"{nb.stem}.html").exists()
     record = pipeline.run_record(built["run_dir"])
@@ -68,8 +79,9 @@ def test_results_page_has_tables_figures_and_the_warning(built):
     assert "Synthetic data." in html and "admonition warning" in html
     # glued numbers were substituted into the prose (an unresolved glue also fails the strict build)
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", html))
-    assert re.search(r"mean drop from a matched to a mismatched test set is -?\d\.\d{3} \[-?\d\.\d{3}, -?\d\.\d{3}\] AUC",
-                     text)
+    assert re.search(
+        r"mean drop from a matched to a mismatched test set is -?\d\.\d{3} \[-?\d\.\d{3}, -?\d\.\d{3}\] AUC", text
+    )
     assert re.search(r"The largest single drop, -?\d\.\d{3} AUC", text)
     assert re.search(r"of the \d+ comparisons, TrainALL has the higher AUC in \d+", text)
     assert re.search(r"the nested rule gives an accuracy of \d\.\d{3} against \d\.\d{3} by the paper", text)
@@ -102,8 +114,13 @@ def test_rerunning_cross_validation_with_new_c_reuses_features(built, tmp_path):
     executed = nbformat.read(out, as_version=4)
     text = "\n".join(str(o) for c in executed.cells for o in c.get("outputs", []))
     assert "leakage check passed" in text, "the chapter ran its folds"
-    ds = pipeline.get_dataset(built["run_dir"], **{k: params[k] for k in (
-        "data_source", "oasbud_path", "n_lesions", "data_seed", "skip_samples", "patients_csv")})
+    ds = pipeline.get_dataset(
+        built["run_dir"],
+        **{
+            k: params[k]
+            for k in ("data_source", "oasbud_path", "n_lesions", "data_seed", "skip_samples", "patients_csv")
+        },
+    )
     manifest = pipeline.get_manifest(ds, dynamic_ranges_db=params["dynamic_ranges_db"], margins_mm=params["margins_mm"])
     import warnings
 
@@ -113,8 +130,9 @@ def test_rerunning_cross_validation_with_new_c_reuses_features(built, tmp_path):
     for b in params["backbones"]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", WeightsWarning)  # the labelled random fallback where no weights exist
-            fs = pipeline.get_features(built["run_dir"], ds, manifest, b, weights=params["weights"], progress=False,
-                                       allow_download=False)
+            fs = pipeline.get_features(
+                built["run_dir"], ds, manifest, b, weights=params["weights"], progress=False, allow_download=False
+            )
         assert fs.n_computed == 0
         assert fs.weights["fingerprint"] == recorded[b]["fingerprint"], "the same weights as the chapters used"
     new = set((built["run_dir"] / "results").iterdir()) - before
@@ -140,15 +158,23 @@ def test_a_failing_chapter_stops_the_run(tmp_path):
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (Debian package 'chromium'; .ci/run installs it)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="no Chromium on this machine (Debian package 'chromium'; .ci/run installs it)"
+)
 def test_results_page_loads_in_headless_chromium_with_every_image(built):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (a test extra) is not installed")
     page_path = built["html"] / "book" / "chapters" / "06_results.html"
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
         )
         try:
             page = browser.new_page()
@@ -168,7 +194,6 @@ def test_results_page_loads_in_headless_chromium_with_every_image(built):
     assert shot.stat().st_size > 0
 
 
-
 # --------------------------------------------------------------------------- #
 # Every page as a reader meets it (issue 11)
 # --------------------------------------------------------------------------- #
@@ -176,18 +201,26 @@ def test_results_page_loads_in_headless_chromium_with_every_image(built):
 
 def _html_pages(html_dir):
     """Every page of the built book (not the redirecting index, not the theme's own files)."""
-    return sorted(p for p in html_dir.rglob("*.html")
-                  if not {"_static", "_sources", "_images"} & set(p.relative_to(html_dir).parts)
-                  and not (p.parent == html_dir and p.name == "index.html"))
+    return sorted(
+        p
+        for p in html_dir.rglob("*.html")
+        if not {"_static", "_sources", "_images"} & set(p.relative_to(html_dir).parts)
+        and not (p.parent == html_dir and p.name == "index.html")
+    )
 
 
 def _notebook_text(path) -> tuple[str, list]:
     """Everything of a notebook a reader can see or download, as text (pictures left out); and its outputs."""
     nb = nbformat.read(path, as_version=4)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    text = json.dumps({"outputs": [{k: v for k, v in o.items() if k != "data"} for o in outputs]
-                       + [{k: v for k, v in o.get("data", {}).items() if not k.startswith("image/")} for o in outputs],
-                       "metadata": nb.metadata, "sources": [c.source for c in nb.cells]})
+    text = json.dumps(
+        {
+            "outputs": [{k: v for k, v in o.items() if k != "data"} for o in outputs]
+            + [{k: v for k, v in o.get("data", {}).items() if not k.startswith("image/")} for o in outputs],
+            "metadata": nb.metadata,
+            "sources": [c.source for c in nb.cells],
+        }
+    )
     return text, outputs
 
 
@@ -202,7 +235,7 @@ def test_executed_chapters_carry_no_stderr_and_no_absolute_paths(built):
             assert not [o for o in outputs if o.get("name") == "stderr"], f"{copy}: stderr on the page"
             assert "Downloading data from" not in text, f"{copy}: download chatter"
             found = ABSOLUTE_PATH.search(text) or (str(REPO_ROOT) in text and str(REPO_ROOT))
-            assert not found, f"{copy}: an absolute path: {text[max(0, text.find(str(found)) - 120):][:240]}"
+            assert not found, f"{copy}: an absolute path: {text[max(0, text.find(str(found)) - 120) :][:240]}"
         # the two parameter cells are hidden, and one note says which values applied
         executed = nbformat.read(path, as_version=4)
         notes = [c for c in executed.cells if "uslib-parameters-used" in c.metadata.get("tags", [])]
@@ -222,8 +255,9 @@ def test_every_launch_link_targets_a_tracked_notebook(built):
     tracked = _tracked_files()
     links = {}
     for page in _html_pages(built["html"]):
-        for href in re.findall(r'href="(https://(?:mybinder\.org|colab\.research\.google\.com)/[^"]+)"',
-                               page.read_text()):
+        for href in re.findall(
+            r'href="(https://(?:mybinder\.org|colab\.research\.google\.com)/[^"]+)"', page.read_text()
+        ):
             links.setdefault(page.relative_to(built["html"]).as_posix(), []).append(href.replace("&amp;", "&"))
     for nb in chapters():  # every chapter can be launched on Binder and on Colab
         hrefs = links.get(f"book/chapters/{nb.stem}.html", [])
@@ -266,7 +300,9 @@ def test_reference_pages_read_true(built):
 
     assert "Measured" in bench or ("This build" in bench and not PLACEHOLDER.search(bench))
     refs = (built["html"] / "book" / "references.html").read_text()
-    sources = "".join(p.read_text() for p in [*(REPO_ROOT / "book").glob("*.md"), *(REPO_ROOT / "notebooks").glob("*.ipynb")])
+    sources = "".join(
+        p.read_text() for p in [*(REPO_ROOT / "book").glob("*.md"), *(REPO_ROOT / "notebooks").glob("*.ipynb")]
+    )
     cited = {k.strip() for group in re.findall(r"\{cite:[pt]\}`([^`]+)`", sources) for k in group.split(",")}
     in_bib = set(re.findall(r"^@\w+\{([^,]+),", (REPO_ROOT / "book" / "references.bib").read_text(), re.M))
     assert cited <= in_bib
@@ -389,11 +425,13 @@ async () => {
 
 def _file_only(found: list):
     """A route handler that lets ``file:`` requests through and blocks (and notes) every other."""
+
     def route(r, request):
         if request.url.startswith("file:"):
             return r.continue_()
         found.append(f"request left the disk: {request.url}")
         return r.abort()
+
     return route
 
 
@@ -416,9 +454,17 @@ def check_pages(html_dir, *, viewport=(1280, 900)):
 
     problems: dict[str, list[str]] = {}
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         try:
             for page_path in _html_pages(html_dir):
                 name = page_path.relative_to(html_dir).as_posix()
@@ -427,8 +473,10 @@ def check_pages(html_dir, *, viewport=(1280, 900)):
                 page = context.new_page()
 
                 page.route("**/*", _file_only(found))
-                page.on("console", lambda m, found=found: found.append(f"console {m.type}: {m.text}")
-                        if m.type == "error" else None)
+                page.on(
+                    "console",
+                    lambda m, found=found: found.append(f"console {m.type}: {m.text}") if m.type == "error" else None,
+                )
                 page.on("pageerror", lambda e, found=found: found.append(f"uncaught: {e}"))
                 page.goto(page_path.as_uri(), wait_until="load")
                 res = page.evaluate(CHECK_PAGE_JS)
@@ -436,7 +484,7 @@ def check_pages(html_dir, *, viewport=(1280, 900)):
                 tex = sorted({m.group(0) for m in RAW_TEX.finditer(res["text"])})
                 if tex:
                     i = RAW_TEX.search(res["text"]).start()
-                    found.append(f"raw TeX {tex} in the text: ...{res['text'][max(0, i - 60):i + 60]}...")
+                    found.append(f"raw TeX {tex} in the text: ...{res['text'][max(0, i - 60) : i + 60]}...")
                 found += [f"maths not rendered: {m}" for m in res["unrendered"]]
                 if res["merrors"]:
                     found.append(f"{res['merrors']} MathJax errors")
@@ -446,8 +494,10 @@ def check_pages(html_dir, *, viewport=(1280, 900)):
                 placeholder = PLACEHOLDER.search(res["text"])
                 if placeholder:
                     found.append(f"placeholder wording on a page of the table of contents: {placeholder.group(0)!r}")
-                found += [f"{t!r} points where there is nothing of the kind (it is on the other side, or missing)"
-                          for t in res["pointing"]]
+                found += [
+                    f"{t!r} points where there is nothing of the kind (it is on the other side, or missing)"
+                    for t in res["pointing"]
+                ]
                 if name == "book/chapters/02_reconstruction.html":
                     ex = page.evaluate(EXPLORER_JS)
                     if "error" in ex:
@@ -470,38 +520,53 @@ def check_pages(html_dir, *, viewport=(1280, 900)):
     return problems
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (Debian package 'chromium'; .ci/run installs it)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="no Chromium on this machine (Debian package 'chromium'; .ci/run installs it)"
+)
 def test_every_page_reads_cleanly_in_headless_chromium_offline(built):
     pytest.importorskip("playwright.sync_api", reason="playwright (a test extra) is not installed")
     problems = check_pages(built["html"])
     assert not problems, "\n".join(f"{page}:\n  " + "\n  ".join(p) for page, p in problems.items())
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (Debian package 'chromium'; .ci/run installs it)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="no Chromium on this machine (Debian package 'chromium'; .ci/run installs it)"
+)
 def test_the_page_check_finds_each_problem_it_looks_for(tmp_path):
     """The reader's checks can fail: a page with each problem, and a clean page."""
     pytest.importorskip("playwright.sync_api", reason="playwright (a test extra) is not installed")
     style = "<style>span.pasted-text{font-weight:bold}</style>"
-    bad = (f"<html><head>{style}</head><body><main><article class='bd-article'>"
-           "<p>The AUC is <span class='pasted-text'>0.81</span>.</p>"
-           "<p>See the figure below. No sweep has been run for this run directory.</p>"
-           "<p><span class='label'>[Piotrzkowska-Wr\\'oblewska et al., 2017]</span></p>"
-           "<div style='width:600px'>wide</div>"
-           "</article></main></body></html>")
-    good = ("<html><body><main><article class='bd-article'><img alt='a' src='data:image/gif;base64,"
-            "R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw=='><p>The figure above shows it; the AUC is <span class='pasted-text'>0.81</span>.</p>"
-            "</article></main></body></html>")
+    bad = (
+        f"<html><head>{style}</head><body><main><article class='bd-article'>"
+        "<p>The AUC is <span class='pasted-text'>0.81</span>.</p>"
+        "<p>See the figure below. No sweep has been run for this run directory.</p>"
+        "<p><span class='label'>[Piotrzkowska-Wr\\'oblewska et al., 2017]</span></p>"
+        "<div style='width:600px'>wide</div>"
+        "</article></main></body></html>"
+    )
+    good = (
+        "<html><body><main><article class='bd-article'><img alt='a' src='data:image/gif;base64,"
+        "R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw=='><p>The figure above shows it; the AUC is <span class='pasted-text'>0.81</span>.</p>"
+        "</article></main></body></html>"
+    )
     (tmp_path / "bad.html").write_text(bad)
     (tmp_path / "good.html").write_text(good)
     problems = check_pages(tmp_path)
     assert "good.html" not in problems, problems.get("good.html")
     found = "\n".join(problems["bad.html"])
-    for what in ("glued text in bold", "raw TeX in a reference label", "placeholder wording",
-                 "figure below' points where", "px wide at a 390 px viewport"):
+    for what in (
+        "glued text in bold",
+        "raw TeX in a reference label",
+        "placeholder wording",
+        "figure below' points where",
+        "px wide at a 390 px viewport",
+    ):
         assert what in found, f"{what!r} not reported:\n{found}"
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (Debian package 'chromium'; .ci/run installs it)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="no Chromium on this machine (Debian package 'chromium'; .ci/run installs it)"
+)
 def test_search_from_a_file_finds_pages_names_the_server_and_logs_no_errors(built):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (a test extra) is not installed")
     errors, left = [], []

@@ -18,8 +18,14 @@ def test_setup_checks_the_parameters_and_loads_nothing(tmp_path):
 
 
 def test_the_data_and_images_are_the_pipelines(tmp_path):
-    ns = {"run_dir": str(tmp_path / "run"), "data_source": "phantom", "n_lesions": 3, "data_seed": 1,
-          "dynamic_ranges_db": [40, 60], "margins_mm": [5]}
+    ns = {
+        "run_dir": str(tmp_path / "run"),
+        "data_source": "phantom",
+        "n_lesions": 3,
+        "data_seed": 1,
+        "dynamic_ranges_db": [40, 60],
+        "margins_mm": [5],
+    }
     ch = chapter.Chapter("no_such_chapter", ns)
     ds = ch.dataset
     assert ch.dataset is ds  # computed once

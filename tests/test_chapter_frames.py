@@ -41,8 +41,13 @@ def frame_problems(markdown: str) -> list[str]:
         if not 3 <= n <= 5:
             problems.append(f"{n} numbered objectives (3 to 5 wanted)")
     prereq = body("Prerequisites")
-    rows = [] if prereq is None else [r for r in prereq.splitlines()
-                                      if r.startswith("| ") and not r.startswith("| Concepts") and "---" not in r]
+    rows = (
+        []
+        if prereq is None
+        else [
+            r for r in prereq.splitlines() if r.startswith("| ") and not r.startswith("| Concepts") and "---" not in r
+        ]
+    )
     if not rows:
         problems.append("no prerequisites table")
     unlinked = [r.split("|")[1].strip() for r in rows if not LINK.search(r)]
@@ -62,12 +67,17 @@ def frame_problems(markdown: str) -> list[str]:
 
 
 def test_the_frame_check_accepts_a_framed_chapter_and_names_what_is_missing():
-    framed = ("# T\n\n## Prerequisites\n\n| Concepts | Importance | Notes |\n|---|---|---|\n"
-              "| {doc}`01_data` | Necessary | x |\n\n- **Time to learn**: about 5 minutes.\n\n## Overview\n\ntext\n\n"
-              "## Learning objectives\n\n1. Do a.\n2. Do b.\n3. Do c.\n\n## Summary\n\n" + "word " * 40 +
-              "\n\n## Further reading\n\n- {cite:t}`k`, [doi:10.1/x](https://doi.org/10.1/x)\n")
+    framed = (
+        "# T\n\n## Prerequisites\n\n| Concepts | Importance | Notes |\n|---|---|---|\n"
+        "| {doc}`01_data` | Necessary | x |\n\n- **Time to learn**: about 5 minutes.\n\n## Overview\n\ntext\n\n"
+        "## Learning objectives\n\n1. Do a.\n2. Do b.\n3. Do c.\n\n## Summary\n\n"
+        + "word " * 40
+        + "\n\n## Further reading\n\n- {cite:t}`k`, [doi:10.1/x](https://doi.org/10.1/x)\n"
+    )
     assert frame_problems(framed) == []
-    bare = "# T\n\n## Prerequisites\n\n| Concepts | Importance | Notes |\n|---|---|---|\n| A linear SVM | Necessary | |\n"
+    bare = (
+        "# T\n\n## Prerequisites\n\n| Concepts | Importance | Notes |\n|---|---|---|\n| A linear SVM | Necessary | |\n"
+    )
     found = "\n".join(frame_problems(bare))
     for what in ("Learning objectives", "A linear SVM", "time to learn", "Summary", "Further reading"):
         assert what in found, (what, found)

@@ -164,15 +164,24 @@ def test_no_cached_timing_is_quoted_as_a_finding(name):
 def test_chapter_05_has_three_exercises_with_executed_solutions():
     nb = _nb("05_cross_validation")
     cells = nb.cells
-    labels = [m for c in cells if c.cell_type == "markdown"
-              for m in re.findall(r"```\{exercise\}[^\n]*\n:label: (\S+)", c.source)]
+    labels = [
+        m
+        for c in cells
+        if c.cell_type == "markdown"
+        for m in re.findall(r"```\{exercise\}[^\n]*\n:label: (\S+)", c.source)
+    ]
     assert len(labels) >= 3
     for label in labels:
-        start = [i for i, c in enumerate(cells) if c.cell_type == "markdown" and f"```{{solution-start}} {label}" in c.source]
+        start = [
+            i for i, c in enumerate(cells) if c.cell_type == "markdown" and f"```{{solution-start}} {label}" in c.source
+        ]
         assert len(start) == 1, f"no gated solution for {label}"
-        end = next(i for i in range(start[0], len(cells))
-                   if cells[i].cell_type == "markdown" and "```{solution-end}" in cells[i].source)
-        body = cells[start[0] + 1:end + 1]
+        end = next(
+            i
+            for i in range(start[0], len(cells))
+            if cells[i].cell_type == "markdown" and "```{solution-end}" in cells[i].source
+        )
+        body = cells[start[0] + 1 : end + 1]
         code = "\n".join(c.source for c in body if c.cell_type == "code")
         assert code, f"solution of {label} holds no code"
         assert "assert " in code and "glue(" in code, f"solution of {label} neither asserts nor glues"

@@ -41,8 +41,14 @@ def book(tmp_path, monkeypatch):
 
 
 def _run(book, **overrides):
-    return run_profile("tiny", notebook_dir=book["src"], output_dir=book["out"], jobs=1, fetch=False,
-                       overrides={"run_dir": str(book["run_dir"]), **overrides})
+    return run_profile(
+        "tiny",
+        notebook_dir=book["src"],
+        output_dir=book["out"],
+        jobs=1,
+        fetch=False,
+        overrides={"run_dir": str(book["run_dir"]), **overrides},
+    )
 
 
 def _page(book, stem):

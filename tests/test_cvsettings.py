@@ -21,8 +21,15 @@ def test_every_setting_but_the_class_weight_is_a_profile_parameter_with_the_same
 
 
 def test_the_profile_fills_every_setting_by_name():
-    values = {"n_splits": 3, "cv_seed": 7, "n_repeats": 2, "svm_c": 10, "standardize": False,
-              "calibration": "image", "lesion_weighting": True}
+    values = {
+        "n_splits": 3,
+        "cv_seed": 7,
+        "n_repeats": 2,
+        "svm_c": 10,
+        "standardize": False,
+        "calibration": "image",
+        "lesion_weighting": True,
+    }
     s = Profile(**values).cv_settings()
     assert {n: getattr(s, n) for n in values} == {**values, "svm_c": 10.0}
     assert cv_settings({**values, "run_dir": "runs/x"}) == s  # other parameters are ignored
@@ -44,17 +51,20 @@ def test_replace_and_repeat():
     assert s.replace(lesion_weighting=True).lesion_weighting and not s.lesion_weighting
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"n_splits": 1}, "n_splits: expected a value >= 2, got 1"),
-    ({"n_splits": 2.5}, "n_splits: expected an integer, got 2.5"),
-    ({"cv_seed": True}, "cv_seed: expected an integer, got True"),
-    ({"n_repeats": 0}, "n_repeats: expected a value >= 1, got 0"),
-    ({"svm_c": 0}, "svm_c: expected a finite value > 0, got 0"),
-    ({"svm_c": "1"}, "svm_c: expected a number, got '1'"),
-    ({"standardize": "no"}, "standardize: expected true or false, got 'no'"),
-    ({"calibration": "libsvm"}, "calibration: expected one of ('grouped', 'image'), got 'libsvm'"),
-    ({"class_weight": {0: 1}}, "class_weight: expected 'balanced' or None, got {0: 1}"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"n_splits": 1}, "n_splits: expected a value >= 2, got 1"),
+        ({"n_splits": 2.5}, "n_splits: expected an integer, got 2.5"),
+        ({"cv_seed": True}, "cv_seed: expected an integer, got True"),
+        ({"n_repeats": 0}, "n_repeats: expected a value >= 1, got 0"),
+        ({"svm_c": 0}, "svm_c: expected a finite value > 0, got 0"),
+        ({"svm_c": "1"}, "svm_c: expected a number, got '1'"),
+        ({"standardize": "no"}, "standardize: expected true or false, got 'no'"),
+        ({"calibration": "libsvm"}, "calibration: expected one of ('grouped', 'image'), got 'libsvm'"),
+        ({"class_weight": {0: 1}}, "class_weight: expected 'balanced' or None, got {0: 1}"),
+    ],
+)
 def test_a_bad_setting_is_named(changes, message):
     with pytest.raises(ValueError) as info:
         CVSettings(**changes)

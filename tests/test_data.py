@@ -19,14 +19,7 @@ import scipy.io
 
 from uslib import data as D
 from uslib import oasbud as O
-from uslib.data import (
-    Acquisition,
-    Dataset,
-    DatasetError,
-    Lesion,
-    Scan,
-    patient_key,
-)
+from uslib.data import Acquisition, Dataset, DatasetError, Lesion, Scan, patient_key
 from uslib.oasbud import load_oasbud, save_oasbud
 
 N_SAMPLES, N_LINES, N_SKIP = 60, 510, 20
@@ -289,8 +282,9 @@ def test_fingerprint_covers_patients_and_labels_content_digests_only_the_images(
     merged = load_oasbud(path, patients={k: "one" for k in plain.keys})
     assert merged.fingerprint != plain.fingerprint, "patients are part of the fingerprint"
     assert merged.content_digests == plain.content_digests, "patients do not change an image"
-    relabelled = D.Dataset([D.Lesion(les.id, les.key, les.patient, 1 - les.label, les.birads, les.scans)
-                          for les in plain], synthetic=True)
+    relabelled = D.Dataset(
+        [D.Lesion(les.id, les.key, les.patient, 1 - les.label, les.birads, les.scans) for les in plain], synthetic=True
+    )
     assert relabelled.fingerprint != plain.fingerprint
     assert relabelled.content_digests == plain.content_digests
 
@@ -516,8 +510,12 @@ def test_load_missing_file(tmp_path):
 
 
 def test_load_error_bad_meta(tmp_path, records):
-    meta = {"synthetic": np.uint8(1), "source": "x", "keys": O._cellstr(["a", "b", "c"]),
-            "patients": O._cellstr(["p"] * 4)}
+    meta = {
+        "synthetic": np.uint8(1),
+        "source": "x",
+        "keys": O._cellstr(["a", "b", "c"]),
+        "patients": O._cellstr(["p"] * 4),
+    }
     path = write_oasbud_like(tmp_path / "meta.mat", records, uslib=meta)
     with pytest.raises(DatasetError, match=r"variable 'uslib', field 'keys' has 3 entries for 4 records"):
         load_oasbud(path)
@@ -536,8 +534,10 @@ def test_fetch_oasbud_configuration(monkeypatch, tmp_path):
 
     monkeypatch.delenv("USLIB_OASBUD_URL", raising=False)
     monkeypatch.delenv("USLIB_OASBUD_SHA256", raising=False)
-    assert O.oasbud_source() == ("https://zenodo.org/record/545928/files/OASBUD.mat",
-                                 "698eadeabe451d8af3b6c8e205d2a8cbc590ab1275d188614916bceb501bcd48")
+    assert O.oasbud_source() == (
+        "https://zenodo.org/record/545928/files/OASBUD.mat",
+        "698eadeabe451d8af3b6c8e205d2a8cbc590ab1275d188614916bceb501bcd48",
+    )
     assert O.OASBUD_SIZE_BYTES == 296_800_010 and "545928" in O.OASBUD_URL
     # a file already in place with the expected checksum is returned, not fetched (a folder or a .mat path)
     body = b"an OASBUD-schema file"
@@ -580,9 +580,15 @@ def _declared_meta(n_records: int, *, n_lines: float, width_mm: float = 38.0, **
     """The ``uslib`` variable save_oasbud writes, declaring an acquisition."""
     geometry = {"fs_hz": 40e6, "f0_hz": 10e6, "c_m_s": 1540.0, "n_lines": float(n_lines), "width_mm": width_mm}
     geometry.update(acq)
-    return {"format": np.uint8(1), "version": "test", "synthetic": np.uint8(0), "source": "",
-            "keys": O._cellstr([f"k{i}" for i in range(n_records)]),
-            "patients": O._cellstr(["p"] * n_records), "acquisition": geometry}
+    return {
+        "format": np.uint8(1),
+        "version": "test",
+        "synthetic": np.uint8(0),
+        "source": "",
+        "keys": O._cellstr([f"k{i}" for i in range(n_records)]),
+        "patients": O._cellstr(["p"] * n_records),
+        "acquisition": geometry,
+    }
 
 
 def test_pulse_samples_rule():
@@ -600,8 +606,10 @@ def test_five_line_rf_is_refused_naming_record_field_and_counts(tmp_path, record
     with pytest.raises(DatasetError) as err:
         load_oasbud(path)
     msg = str(err.value)
-    assert msg.startswith(f"narrow.mat: record {i} (id {rid!r}), field 'rf{j}' has 5 scan lines (columns), "
-                          "but the OASBUD acquisition has 510 (510 lines across 38 mm")
+    assert msg.startswith(
+        f"narrow.mat: record {i} (id {rid!r}), field 'rf{j}' has 5 scan lines (columns), "
+        "but the OASBUD acquisition has 510 (510 lines across 38 mm"
+    )
     assert "lateral spacing would be wrong" in msg and "'uslib' variable" in msg
 
 
@@ -628,8 +636,11 @@ def test_depth_rule_counts_rows_after_skip(tmp_path, records):
     path = write_oasbud_like(tmp_path / "edge.mat", _set_scan(records, 0, 1, N_SKIP + 16, N_LINES))
     assert load_oasbud(path)[0].scans[0].rf.shape == (16, N_LINES)  # exactly one pulse length loads
     assert load_oasbud(path, skip_samples=0)[0].scans[0].rf.shape == (N_SKIP + 16, N_LINES)
-    with pytest.raises(DatasetError, match=r"record 0 \(id '1mm'\), field 'rf1' has 15 depth rows after "
-                                           r"skip_samples=21"):
+    with pytest.raises(
+        DatasetError,
+        match=r"record 0 \(id '1mm'\), field 'rf1' has 15 depth rows after "
+        r"skip_samples=21",
+    ):
         load_oasbud(path, skip_samples=21)
 
 
@@ -657,8 +668,10 @@ def test_declared_geometry_is_used_with_a_warning(tmp_path, n_lines, width_mm):
         ds = load_oasbud(path)
     assert len(rec) == 1
     msg = str(rec[0].message)
-    assert msg.startswith("own.mat: record 0 (id '1mm') and the other 1 record use the file's own acquisition "
-                          f"from variable 'uslib' ({n_lines} lines across {width_mm:g} mm")
+    assert msg.startswith(
+        "own.mat: record 0 (id '1mm') and the other 1 record use the file's own acquisition "
+        f"from variable 'uslib' ({n_lines} lines across {width_mm:g} mm"
+    )
     assert "not the OASBUD one (510 lines across 38 mm" in msg
     for les in ds:
         for scan in les.scans:
@@ -685,9 +698,12 @@ def test_rf_disagreeing_with_declared_geometry_is_refused(tmp_path, records):
             _set_scan(records, i, j, N_SAMPLES, 128)
     _set_scan(records, 2, 2, N_SAMPLES, 127)
     path = write_oasbud_like(tmp_path / "own.mat", records, uslib=_declared_meta(4, n_lines=128))
-    with pytest.raises(DatasetError, match=r"^own\.mat: record 2 \(id '4at'\), field 'rf2' has 127 scan lines "
-                                           r"\(columns\), but the file's own acquisition \(variable 'uslib'\) "
-                                           r"has 128 \(128 lines across 38 mm"):
+    with pytest.raises(
+        DatasetError,
+        match=r"^own\.mat: record 2 \(id '4at'\), field 'rf2' has 127 scan lines "
+        r"\(columns\), but the file's own acquisition \(variable 'uslib'\) "
+        r"has 128 \(128 lines across 38 mm",
+    ):
         load_oasbud(path)
 
 
@@ -703,8 +719,11 @@ def test_too_few_lines_is_refused_even_when_declared(tmp_path):
     for j in (1, 2):
         _set_scan(recs, 0, j, N_SAMPLES, D.MIN_LINES - 1)
     path = write_oasbud_like(tmp_path / "few.mat", recs, uslib=_declared_meta(1, n_lines=D.MIN_LINES - 1))
-    with pytest.raises(DatasetError, match=r"^few\.mat: record 0 \(id '1mm'\), field 'rf1' has 15 scan lines "
-                                           r"\(columns\), fewer than the minimum of 16 \(MIN_LINES\)$"):
+    with pytest.raises(
+        DatasetError,
+        match=r"^few\.mat: record 0 \(id '1mm'\), field 'rf1' has 15 scan lines "
+        r"\(columns\), fewer than the minimum of 16 \(MIN_LINES\)$",
+    ):
         load_oasbud(path)
 
 
@@ -727,10 +746,13 @@ def test_impossible_declared_geometry_is_refused(tmp_path, records, acq, match):
 def test_a_dataset_displays_in_a_notebook_wrapped_at_spaces_never_cut_mid_word():
     from IPython.lib.pretty import pretty
 
-    ds = Dataset(list(_dataset()), source="uslib.phantom.simulate_dataset(n_lesions=40, seed=0, "
-                                          "n_nonecho_rows=20, malignant_fraction=0.4, depth_range_mm=(30.0, 50.0)) "
-                                          "phantom v1, uslib 0.1.0; synthetic convolution-model phantom",
-                 synthetic=True)
+    ds = Dataset(
+        list(_dataset()),
+        source="uslib.phantom.simulate_dataset(n_lesions=40, seed=0, "
+        "n_nonecho_rows=20, malignant_fraction=0.4, depth_range_mm=(30.0, 50.0)) "
+        "phantom v1, uslib 0.1.0; synthetic convolution-model phantom",
+        synthetic=True,
+    )
     shown = pretty(ds)
     lines = shown.splitlines()
     assert len(lines) > 1 and max(map(len, lines)) <= 88

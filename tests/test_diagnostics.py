@@ -11,11 +11,22 @@ from uslib.cvsettings import CVSettings
 
 
 def test_verdicts_from_the_ci():
-    t = pd.DataFrame({"train": ["a", "b", "c", "d"], "test": ["x"] * 4, "auc": [0.8, 0.36, 0.48, 0.5],
-                      "ci_low": [0.6, 0.29, 0.3, np.nan], "ci_high": [0.95, 0.43, 0.66, np.nan]})
+    t = pd.DataFrame(
+        {
+            "train": ["a", "b", "c", "d"],
+            "test": ["x"] * 4,
+            "auc": [0.8, 0.36, 0.48, 0.5],
+            "ci_low": [0.6, 0.29, 0.3, np.nan],
+            "ci_high": [0.95, 0.43, 0.66, np.nan],
+        }
+    )
     v = dg.cell_verdicts(t)
-    assert v["verdict"].tolist() == ["above chance", "reversed", "indistinguishable from chance",
-                                     "indistinguishable from chance"]
+    assert v["verdict"].tolist() == [
+        "above chance",
+        "reversed",
+        "indistinguishable from chance",
+        "indistinguishable from chance",
+    ]
     with pytest.raises(ValueError, match="ci_high"):
         dg.cell_verdicts(t.drop(columns="ci_high"))
 
@@ -33,9 +44,14 @@ def test_decision_function_adapter_equals_linear_svm():
 def _shifted_manifest(n=12):
     """One lesion per patient, two images (40 and 60 dB); at 60 dB the feature runs against the label."""
     label = np.array([0, 1] * (n // 2))
-    m = pd.DataFrame({"lesion": np.repeat([f"l{i}" for i in range(n)], 2),
-                      "patient": np.repeat([f"p{i}" for i in range(n)], 2),
-                      "label": np.repeat(label, 2), "dynamic_range_db": [40.0, 60.0] * n})
+    m = pd.DataFrame(
+        {
+            "lesion": np.repeat([f"l{i}" for i in range(n)], 2),
+            "patient": np.repeat([f"p{i}" for i in range(n)], 2),
+            "label": np.repeat(label, 2),
+            "dynamic_range_db": [40.0, 60.0] * n,
+        }
+    )
     jitter = np.repeat(np.linspace(0, 0.2, n), 2)
     x = np.where(m["dynamic_range_db"] == 40, m["label"], 1 - m["label"]) + jitter
     return m, x[:, None].astype(float)
@@ -43,9 +59,13 @@ def _shifted_manifest(n=12):
 
 def test_a_reversed_cell_is_diagnosed_by_the_decision_shift():
     m, X = _shifted_manifest()
-    d = dg.out_of_fold_decisions(X, m, train_sets={"Train40dB": (40,)},
-                                 test_sets={"Test40dB": (40,), "Test60dB": (60,)},
-                                 settings=CVSettings(n_splits=3, standardize=False))
+    d = dg.out_of_fold_decisions(
+        X,
+        m,
+        train_sets={"Train40dB": (40,)},
+        test_sets={"Test40dB": (40,), "Test60dB": (60,)},
+        settings=CVSettings(n_splits=3, standardize=False),
+    )
     assert set(d["test"]) == {"Test40dB", "Test60dB"} and (d["n_images"] == 1).all()
     a, b = d[d.test == "Test40dB"], d[d.test == "Test60dB"]
     assert ev.roc_auc(a.label, a.decision) == 1.0 and ev.roc_auc(b.label, b.decision) == 0.0
@@ -58,8 +78,16 @@ def test_a_reversed_cell_is_diagnosed_by_the_decision_shift():
     assert f["n_folds"] == 3 and f["n_folds_swapped"] == 3 and f["n_folds_unseparated"] == 0
     assert f["gap_ratio"] < 0 and np.isclose(f["gap_ratio"], 1 - f["differential_shift_gaps"])
 
-    table = pd.DataFrame({"backbone": "x", "train": ["Train40dB", "Train40dB"], "test": ["Test40dB", "Test60dB"],
-                          "auc": [1.0, 0.0], "ci_low": [1.0, 0.0], "ci_high": [1.0, 0.0]})
+    table = pd.DataFrame(
+        {
+            "backbone": "x",
+            "train": ["Train40dB", "Train40dB"],
+            "test": ["Test40dB", "Test60dB"],
+            "auc": [1.0, 0.0],
+            "ci_low": [1.0, 0.0],
+            "ci_high": [1.0, 0.0],
+        }
+    )
     diag = dg.reversal_diagnoses(table, d)
     assert diag["test"].tolist() == ["Test60dB"] and diag["verdict"].tolist() == ["reversed"]
     assert np.isclose(diag["differential_shift_gaps"].iloc[0], f["differential_shift_gaps"])
@@ -149,8 +177,12 @@ def test_table3_intervals_pool_repeats_and_bootstrap_a_constant():
     assert t.loc["sensitivity", "k"] == 3 and t.loc["sensitivity", "n"] == 3
     assert np.isclose(t.loc["accuracy", "cp_low"], 0.025 ** (1 / 6)) and t.loc["accuracy", "n_repeats"] == 3
     # lesion 'a' is called right in one repeat of two: pooled, it counts one half
-    half = pd.concat([lesions.assign(repeat=0, called=lesions.label.astype(bool)),
-                      lesions.assign(repeat=1, called=lesions.label.astype(bool) ^ (lesions.lesion == "a"))])
+    half = pd.concat(
+        [
+            lesions.assign(repeat=0, called=lesions.label.astype(bool)),
+            lesions.assign(repeat=1, called=lesions.label.astype(bool) ^ (lesions.lesion == "a")),
+        ]
+    )
     h = dg.table3_intervals(half, n_boot=200).set_index("metric")
     assert np.isclose(h.loc["specificity", "estimate"], (0.5 + 1 + 1) / 3)
     assert np.isclose(h.loc["accuracy", "estimate"], 5.5 / 6)
@@ -169,9 +201,19 @@ def _curves(aucs_by_range, seen):
     rows, curves = [], []
     for r, auc in aucs_by_range.items():
         p = np.where(y == 1, 0.9, 0.1) if auc == 1 else np.where(y == 1, 0.1, 0.9)
-        rows.append(pd.DataFrame({"backbone": "b", "policy": "Train40dB", "test_range_db": r,
-                                  "lesion": [f"l{i}" for i in range(10)], "patient": [f"p{i}" for i in range(10)],
-                                  "label": y, "probability": p}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "backbone": "b",
+                    "policy": "Train40dB",
+                    "test_range_db": r,
+                    "lesion": [f"l{i}" for i in range(10)],
+                    "patient": [f"p{i}" for i in range(10)],
+                    "label": y,
+                    "probability": p,
+                }
+            )
+        )
         curves.append({"backbone": "b", "policy": "Train40dB", "test_range_db": r, "seen": r in seen})
     return pd.concat(rows, ignore_index=True), pd.DataFrame(curves)
 
@@ -196,9 +238,19 @@ def test_the_bootstrapped_maximum_is_taken_in_every_replicate():
     for pol in ("P", "Q"):
         for r in range(9):
             p = rng.normal(size=40) + 0.8 * y
-            rows.append(pd.DataFrame({"backbone": "b", "policy": pol, "test_range_db": float(r),
-                                      "lesion": [f"l{i}" for i in range(40)], "patient": [f"p{i}" for i in range(40)],
-                                      "label": y, "probability": p}))
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "backbone": "b",
+                        "policy": pol,
+                        "test_range_db": float(r),
+                        "lesion": [f"l{i}" for i in range(40)],
+                        "patient": [f"p{i}" for i in range(40)],
+                        "label": y,
+                        "probability": p,
+                    }
+                )
+            )
             curves.append({"backbone": "b", "policy": pol, "test_range_db": float(r), "seen": r < 3})
     d = dg.drop_intervals(pd.concat(rows), pd.DataFrame(curves), n_boot=400).set_index("policy")
     for pol in ("P", "Q"):
@@ -212,8 +264,15 @@ def test_the_bootstrapped_maximum_is_taken_in_every_replicate():
 def test_open_choice_helpers():
     assert dg.c_grid() == [0.01, 0.1, 1.0, 10.0, 100.0]
     assert len(dg.c_grid(0.1, 10, per_decade=2)) == 5
-    p = pd.DataFrame({"repeat": 0, "train": "TrainALL", "test": "TestALL", "label": [0, 1, 0, 1],
-                      "probability": [0.0, 1.0, 0.3, 0.6]})
+    p = pd.DataFrame(
+        {
+            "repeat": 0,
+            "train": "TrainALL",
+            "test": "TestALL",
+            "label": [0, 1, 0, 1],
+            "probability": [0.0, 1.0, 0.3, 0.6],
+        }
+    )
     t = dg.calibration_extremes({"grouped": p.assign(probability=[0.3, 0.7, 0.4, 0.6]), "image": p})
     assert t["extreme_share"].tolist() == [0.0, 0.5] and t["at_bound_share"].tolist() == [0.0, 0.5]
     g = dg.amax_scope_gap_db([0.0, -3.9, -2.0])
@@ -221,8 +280,15 @@ def test_open_choice_helpers():
 
 
 def test_sensitivity_columns_of_a_degenerate_row():
-    pred = pd.DataFrame({"repeat": 0, "train": "TrainALL", "test": "TestALL", "label": [0, 1] * 5,
-                         "probability": [0.0, 1.0] * 4 + [0.4, 0.5]})
+    pred = pd.DataFrame(
+        {
+            "repeat": 0,
+            "train": "TrainALL",
+            "test": "TestALL",
+            "label": [0, 1] * 5,
+            "probability": [0.0, 1.0] * 4 + [0.4, 0.5],
+        }
+    )
     X = np.full((6, 4), 0.01)
     cols = dg.sensitivity_columns(pred, features=X, settings=CVSettings(svm_c=1.0, standardize=False))
     assert cols["degenerate"] and cols["n_at_bound"] == 8 and cols["extreme_share"] == 0.8
@@ -233,17 +299,32 @@ def test_sensitivity_columns_of_a_degenerate_row():
 
 def test_matrix_and_curve_reversals_run_only_where_a_cell_is_reversed():
     m, X = _shifted_manifest()
-    table = pd.DataFrame({"train": ["Train40dB", "Train40dB", "Train60dB"],
-                          "test": ["Test40dB", "Test60dB", "Test40dB"],
-                          "auc": [1.0, 0.0, 0.6], "ci_low": [1.0, 0.0, 0.3], "ci_high": [1.0, 0.0, 0.9]})
+    table = pd.DataFrame(
+        {
+            "train": ["Train40dB", "Train40dB", "Train60dB"],
+            "test": ["Test40dB", "Test60dB", "Test40dB"],
+            "auc": [1.0, 0.0, 0.6],
+            "ci_low": [1.0, 0.0, 0.3],
+            "ci_high": [1.0, 0.0, 0.9],
+        }
+    )
     diag = dg.matrix_reversals(X, m, table, ranges=(40, 60), settings=CVSettings(n_splits=3, standardize=False))
     assert diag[["train", "test"]].values.tolist() == [["Train40dB", "Test60dB"]]
     assert diag["differential_shift_gaps"].iloc[0] > 1
     assert dg.matrix_reversals(X, m, table.assign(ci_high=0.9, ci_low=0.3), ranges=(40, 60)).empty
-    curves = pd.DataFrame({"policy": "Train40dB", "test_range_db": [40.0, 60.0], "auc": [1.0, 0.0],
-                           "ci_low": [1.0, 0.0], "ci_high": [1.0, 0.0], "seen": [True, False]})
-    cd = dg.curve_reversals(X, m, curves, train_sets={"Train40dB": (40,)},
-                            settings=CVSettings(n_splits=3, standardize=False))
+    curves = pd.DataFrame(
+        {
+            "policy": "Train40dB",
+            "test_range_db": [40.0, 60.0],
+            "auc": [1.0, 0.0],
+            "ci_low": [1.0, 0.0],
+            "ci_high": [1.0, 0.0],
+            "seen": [True, False],
+        }
+    )
+    cd = dg.curve_reversals(
+        X, m, curves, train_sets={"Train40dB": (40,)}, settings=CVSettings(n_splits=3, standardize=False)
+    )
     assert cd[["train", "test", "reference"]].values.tolist() == [["Train40dB", "Test60dB", "Test40dB"]]
     assert np.isclose(cd["differential_shift_gaps"].iloc[0], diag["differential_shift_gaps"].iloc[0])
 
@@ -252,7 +333,12 @@ def test_matrix_and_curve_reversals_run_only_where_a_cell_is_reversed():
 def test_out_of_fold_decisions_accept_lesion_weighting(standardize):
     m, X = _shifted_manifest()
     X = np.hstack([X, np.repeat(np.linspace(0, 1, 12), 2)[:, None]])  # a second, non-constant feature
-    d = dg.out_of_fold_decisions(X, m, train_sets={"Train40dB": (40,)}, test_sets={"Test40dB": (40,)},
-                                 settings=CVSettings(n_splits=3, standardize=standardize, lesion_weighting=True))
+    d = dg.out_of_fold_decisions(
+        X,
+        m,
+        train_sets={"Train40dB": (40,)},
+        test_sets={"Test40dB": (40,)},
+        settings=CVSettings(n_splits=3, standardize=standardize, lesion_weighting=True),
+    )
     assert len(d) == 12 and np.isfinite(d["decision"]).all()
     assert ev.roc_auc(d.label, d.decision) == 1.0

@@ -52,8 +52,7 @@ def base(tmp_path_factory):
     run_dir = root / "base"
     ds = pipeline.get_dataset(run_dir, n_lesions=N_LESIONS, data_seed=0)
     manifest = pipeline.get_manifest(ds, dynamic_ranges_db=RANGES, margins_mm=[5])
-    fs = pipeline.get_features(run_dir, ds, manifest, BACKBONE, weights="random", progress=False,
-                               allow_download=False)
+    fs = pipeline.get_features(run_dir, ds, manifest, BACKBONE, weights="random", progress=False, allow_download=False)
     return {"root": root, "run_dir": run_dir, "ds": ds, "manifest": manifest, "fs": fs}
 
 
@@ -63,14 +62,23 @@ def _close(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _matrix(run_dir, fs, manifest):
-    return pipeline.get_matrix(run_dir, fs, manifest, ranges=RANGES,
-                               settings=CVSettings(n_splits=3, cv_seed=0, n_repeats=1)).table
+    return pipeline.get_matrix(
+        run_dir, fs, manifest, ranges=RANGES, settings=CVSettings(n_splits=3, cv_seed=0, n_repeats=1)
+    ).table
 
 
 def test_cluster_features_and_tables_equal_in_process_ones(base, client):
     run_dir = base["root"] / "cluster"
-    fs = pipeline.get_features(run_dir, base["ds"], base["manifest"], BACKBONE, weights="random", progress=False,
-                               allow_download=False, scheduler=client)
+    fs = pipeline.get_features(
+        run_dir,
+        base["ds"],
+        base["manifest"],
+        BACKBONE,
+        weights="random",
+        progress=False,
+        allow_download=False,
+        scheduler=client,
+    )
     assert fs.n_computed == len(base["manifest"]) and fs.tasks
     assert {t["lesion"] for t in fs.tasks} == set(base["manifest"]["lesion"]), "one partition per lesion"
     assert len({t["worker"] for t in fs.tasks}) == 2, "both workers took part"
@@ -88,8 +96,17 @@ def test_scattered_lesions_give_the_same_features(base, client):
     from uslib.features import extract_features
 
     sub = base["manifest"][base["manifest"]["lesion"].isin(base["ds"].keys[:2])]
-    fs = extract_features(base["ds"], sub, BACKBONE, cache_dir=base["root"] / "scattered", weights="random",
-                          allow_download=False, progress=False, client=client, data_file=None)
+    fs = extract_features(
+        base["ds"],
+        sub,
+        BACKBONE,
+        cache_dir=base["root"] / "scattered",
+        weights="random",
+        allow_download=False,
+        progress=False,
+        client=client,
+        data_file=None,
+    )
     assert fs.n_computed == len(sub) and all(t["bytes_in"] > 1_000_000 for t in fs.tasks)
     assert _close(base["fs"].features[sub.index.to_numpy()], fs.features) <= RTOL
 
@@ -103,9 +120,17 @@ def test_a_worker_killed_during_extraction_does_not_fail_it_and_a_rerun_computes
 
     def extract():
         try:
-            result["fs"] = extract_features(base["ds"], sub, BACKBONE, cache_dir=cache, weights="random",
-                                            allow_download=False, progress=False, client=client,
-                                            data_file=(pipeline.run_record(base["run_dir"])["dataset"]["file"], 20))
+            result["fs"] = extract_features(
+                base["ds"],
+                sub,
+                BACKBONE,
+                cache_dir=cache,
+                weights="random",
+                allow_download=False,
+                progress=False,
+                client=client,
+                data_file=(pipeline.run_record(base["run_dir"])["dataset"]["file"], 20),
+            )
         except Exception as exc:  # reported below
             error.append(exc)
 
@@ -128,17 +153,34 @@ def test_a_worker_killed_during_extraction_does_not_fail_it_and_a_rerun_computes
     fs = result["fs"]
     assert fs.n_computed == len(sub)
     assert _close(base["fs"].features[sub.index.to_numpy()], fs.features) <= RTOL
-    again = extract_features(base["ds"], sub, BACKBONE, cache_dir=cache, weights="random", allow_download=False,
-                             progress=False, client=lambda: pytest.fail("a cached rerun must not need a cluster"))
+    again = extract_features(
+        base["ds"],
+        sub,
+        BACKBONE,
+        cache_dir=cache,
+        weights="random",
+        allow_download=False,
+        progress=False,
+        client=lambda: pytest.fail("a cached rerun must not need a cluster"),
+    )
     assert again.n_computed == 0 and not again.tasks
     np.testing.assert_array_equal(again.features, fs.features)
 
 
 def _profile(tmp_path, base, **values):
     params = yaml.safe_load((PROFILE_DIR / "tiny.yaml").read_text())
-    params.update(run_dir=str(tmp_path / "parent"), cache_dir=str(base["run_dir"]), backbones=[BACKBONE],
-                  weights="random", dynamic_ranges_db=RANGES, margins_mm=[5], n_splits=3, n_repeats=1,
-                  n_lesions=N_LESIONS, **values)
+    params.update(
+        run_dir=str(tmp_path / "parent"),
+        cache_dir=str(base["run_dir"]),
+        backbones=[BACKBONE],
+        weights="random",
+        dynamic_ranges_db=RANGES,
+        margins_mm=[5],
+        n_splits=3,
+        n_repeats=1,
+        n_lesions=N_LESIONS,
+        **values,
+    )
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
@@ -164,14 +206,27 @@ def test_a_two_point_sweep_equals_two_separate_runs(base, client, tmp_path):
         point_dir = store.sweep_point_dir(parent, label)
         assert (store.sweep_chapter_dir(point_dir) / "05_cross_validation.ipynb").exists()
         alone = tmp_path / f"alone-{k}"
-        run_profile(profile, overrides={"n_splits": k, "run_dir": str(alone)}, notebook_dir=notebooks,
-                    output_dir=alone / "chapters")
-        fs = pipeline.get_features(alone, base["ds"], base["manifest"], BACKBONE, weights="random", progress=False,
-                                   allow_download=False, cache_dir=base["run_dir"])
+        run_profile(
+            profile,
+            overrides={"n_splits": k, "run_dir": str(alone)},
+            notebook_dir=notebooks,
+            output_dir=alone / "chapters",
+        )
+        fs = pipeline.get_features(
+            alone,
+            base["ds"],
+            base["manifest"],
+            BACKBONE,
+            weights="random",
+            progress=False,
+            allow_download=False,
+            cache_dir=base["run_dir"],
+        )
         assert fs.n_computed == 0
         computed = sorted((alone / "results").iterdir())
-        table = pipeline.get_matrix(alone, fs, base["manifest"], ranges=RANGES,
-                                    settings=CVSettings(n_splits=k, n_repeats=1)).table
+        table = pipeline.get_matrix(
+            alone, fs, base["manifest"], ranges=RANGES, settings=CVSettings(n_splits=k, n_repeats=1)
+        ).table
         assert sorted((alone / "results").iterdir()) == computed, "the separate run's chapter computed this result"
         np.testing.assert_allclose(by_point[label]["auc"], table["auc"], atol=1e-12)
         np.testing.assert_allclose(by_point[label]["ci_low"], table["ci_low"], atol=1e-12)
@@ -192,8 +247,12 @@ def test_a_sweep_is_validated_before_anything_runs(base, tmp_path):
         sweep.plan_sweep(profile, ["svm_C=1,2"])
     assert not (tmp_path / "parent" / "sweep").exists() or not any((tmp_path / "parent" / "sweep").iterdir())
     plan = sweep.plan_sweep(profile, ["svm_c=1,10", "n_splits=3,4"])
-    assert [label for label, _ in plan.points] == ["svm_c=1,n_splits=3", "svm_c=1,n_splits=4",
-                                                   "svm_c=10,n_splits=3", "svm_c=10,n_splits=4"]
+    assert [label for label, _ in plan.points] == [
+        "svm_c=1,n_splits=3",
+        "svm_c=1,n_splits=4",
+        "svm_c=10,n_splits=3",
+        "svm_c=10,n_splits=4",
+    ]
     assert [c.stem for c in plan.chapters] == ["05_cross_validation", "06_results", "07_robustness"]
     assert all(p["cache_dir"] == str(base["run_dir"]) and p["scheduler"] is None for _, p in plan.points)
 

@@ -90,7 +90,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     if srv.stop.wait(0.05):
                         return
                     try:
-                        self.wfile.write(body[i:i + 1])
+                        self.wfile.write(body[i : i + 1])
                         self.wfile.flush()
                     except OSError:
                         return
@@ -197,8 +197,13 @@ def test_a_stalled_download_is_dropped_and_resumed(server, tmp_path):
     server.files["/f.bin"], server.modes["/f.bin"] = BLOB, "stall_once"
     target = tmp_path / "f.bin"
     done = []
-    worker = threading.Thread(target=lambda: done.append(download(
-        server.url + "/f.bin", target, sha256=_sha256(BLOB), progress=False, pause_s=0, stall_s=1, timeout_s=600)))
+    worker = threading.Thread(
+        target=lambda: done.append(
+            download(
+                server.url + "/f.bin", target, sha256=_sha256(BLOB), progress=False, pause_s=0, stall_s=1, timeout_s=600
+            )
+        )
+    )
     worker.start()
     worker.join(300)  # a hang guard: without a stall timeout the first request would never end
     assert done == [target] and target.read_bytes() == BLOB
@@ -210,10 +215,18 @@ def test_a_trickling_download_stops_at_the_deadline_keeping_what_arrived(server,
     target = tmp_path / "f.bin"
     part = target.with_name("f.bin.part")
     with pytest.raises(DownloadError, match=r"deadline of 2 s passed") as err:
-        download(server.url + "/f.bin", target, sha256=_sha256(BLOB[:100_000]), progress=False, pause_s=0,
-                 stall_s=30, deadline_s=2, retries=3)
+        download(
+            server.url + "/f.bin",
+            target,
+            sha256=_sha256(BLOB[:100_000]),
+            progress=False,
+            pause_s=0,
+            stall_s=30,
+            deadline_s=2,
+            retries=3,
+        )
     assert not target.exists() and part.exists() and 0 < part.stat().st_size < 100_000
-    assert part.read_bytes() == BLOB[:part.stat().st_size], "the bytes reached the part as they came"
+    assert part.read_bytes() == BLOB[: part.stat().st_size], "the bytes reached the part as they came"
     assert f"{part.stat().st_size:,} bytes received are kept in {part}" in str(err.value)
     assert len(server.log) == 1, "a deadline is not retried"
 
@@ -225,8 +238,7 @@ def test_a_busy_server_keeps_the_part_and_is_waited_for_as_it_asks(server, tmp_p
     part = target.with_name("f.bin.part")
     part.write_bytes(BLOB[:2_000_000])
     pauses = []
-    download(server.url + "/f.bin", target, sha256=_sha256(BLOB), progress=False, pause_s=0.5,
-             sleep=pauses.append)
+    download(server.url + "/f.bin", target, sha256=_sha256(BLOB), progress=False, pause_s=0.5, sleep=pauses.append)
     assert target.read_bytes() == BLOB
     assert pauses == [waited], "the server's Retry-After, at most MAX_RETRY_AFTER_S"
     assert [r for _, r in server.log] == ["bytes=2000000-", "bytes=2000000-"], "the part was kept both times"
@@ -336,8 +348,9 @@ def oasbud_bytes(tmp_path_factory):
     from uslib.phantom import simulate_dataset
 
     path = tmp_path_factory.mktemp("mirror") / "OASBUD.mat"
-    O.save_oasbud(D.Dataset(list(simulate_dataset(4, seed=3)), source="rehearsal mirror", synthetic=False), path,
-                  compress=False)
+    O.save_oasbud(
+        D.Dataset(list(simulate_dataset(4, seed=3)), source="rehearsal mirror", synthetic=False), path, compress=False
+    )
     return path.read_bytes()
 
 
@@ -412,11 +425,19 @@ def _check(path, env_extra=None):
     """``python -m uslib check`` in a subprocess; also the heavy modules it had imported when it answered."""
     env = {**os.environ, **(env_extra or {})}
     imported = path.with_name(path.name + ".imported")
-    code = ("import sys\nfrom uslib.__main__ import main\nrc = main(sys.argv[2:])\n"
-            "open(sys.argv[1], 'w').write(','.join(sorted(m for m in ('tensorflow', 'keras', 'papermill') "
-            "if m in sys.modules)))\nsys.exit(rc)\n")
-    out = subprocess.run([sys.executable, "-c", code, str(imported), "check", "--profile", str(path)],
-                         capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=120)
+    code = (
+        "import sys\nfrom uslib.__main__ import main\nrc = main(sys.argv[2:])\n"
+        "open(sys.argv[1], 'w').write(','.join(sorted(m for m in ('tensorflow', 'keras', 'papermill') "
+        "if m in sys.modules)))\nsys.exit(rc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(imported), "check", "--profile", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=env,
+        timeout=120,
+    )
     heavy = [m for m in imported.read_text().split(",") if m] if imported.exists() else ["(did not return)"]
     return out, heavy
 
@@ -429,9 +450,17 @@ def test_check_reports_data_weights_downloads_disk_and_time(tmp_path, oasbud_byt
     folder = tmp_path / "weights"
     folder.mkdir()
     (folder / bb.weights_file).write_bytes(b"weights" * 100)
-    path = _profile(tmp_path, profile="ready", data_source="oasbud", oasbud_path=str(data),
-                    weights_path=str(folder), strict_weights=True, allow_download=False,
-                    backbones=["inception_v3", "vgg19"], weights="imagenet")
+    path = _profile(
+        tmp_path,
+        profile="ready",
+        data_source="oasbud",
+        oasbud_path=str(data),
+        weights_path=str(folder),
+        strict_weights=True,
+        allow_download=False,
+        backbones=["inception_v3", "vgg19"],
+        weights="imagenet",
+    )
     out, heavy = _check(path)
     text = out.stdout
     # vgg19 is missing, strict, no download: cannot run
@@ -453,9 +482,17 @@ def test_check_reports_data_weights_downloads_disk_and_time(tmp_path, oasbud_byt
     entry = next(k for k in memo if k.split("|")[0] == str(data.resolve()))
     memo[entry]["sha256"] = "f" * 64
     digest_memo_path().write_text(json.dumps(memo))
-    path = _profile(tmp_path, profile="ready2", data_source="oasbud", oasbud_path=str(data),
-                    weights_path=str(folder), strict_weights=True, allow_download=False,
-                    backbones=["inception_v3"], weights="imagenet")
+    path = _profile(
+        tmp_path,
+        profile="ready2",
+        data_source="oasbud",
+        oasbud_path=str(data),
+        weights_path=str(folder),
+        strict_weights=True,
+        allow_download=False,
+        backbones=["inception_v3"],
+        weights="imagenet",
+    )
     out, heavy = _check(path)
     assert out.returncode == 0 and "ready to run" in out.stdout, out.stdout + out.stderr
     assert heavy == [] and f"sha256 {'f' * 64}" in out.stdout, "answered from the memo, without TensorFlow"
@@ -463,8 +500,15 @@ def test_check_reports_data_weights_downloads_disk_and_time(tmp_path, oasbud_byt
 
 def test_check_lists_downloads_and_refuses_what_cannot_be_had(tmp_path, monkeypatch):
     missing = tmp_path / "data" / "OASBUD.mat"
-    path = _profile(tmp_path, profile="dl", data_source="oasbud", oasbud_path=str(missing), allow_download=True,
-                    strict_weights=True, backbones=["inception_v3", "vgg19"])
+    path = _profile(
+        tmp_path,
+        profile="dl",
+        data_source="oasbud",
+        oasbud_path=str(missing),
+        allow_download=True,
+        strict_weights=True,
+        backbones=["inception_v3", "vgg19"],
+    )
     report = preflight(load_profile(path), probe=False)  # the hosts' probe: tests below, on loopback
     assert report.ok and [d.what for d in report.downloads] == ["OASBUD.mat", "inception_v3 weights", "vgg19 weights"]
     assert report.download_bytes == O.OASBUD_SIZE_BYTES + sum(b.weights_size_bytes for b in F.BACKBONES.values())
@@ -473,8 +517,15 @@ def test_check_lists_downloads_and_refuses_what_cannot_be_had(tmp_path, monkeypa
     assert "download  3 file(s)" in text and O.OASBUD_SHA256 in text and "ready to run" in text
     assert report.n_images == {b: image_counts(O.OASBUD_N_LESIONS, load_profile(path)) for b in F.BACKBONES}
     # no downloads allowed: the data set and the strict weights are problems, exit status 1
-    path = _profile(tmp_path, profile="offline", data_source="oasbud", oasbud_path=str(missing),
-                    allow_download=False, strict_weights=True, backbones=["vgg19"])
+    path = _profile(
+        tmp_path,
+        profile="offline",
+        data_source="oasbud",
+        oasbud_path=str(missing),
+        allow_download=False,
+        strict_weights=True,
+        backbones=["vgg19"],
+    )
     out, heavy = _check(path)
     assert out.returncode == 1 and out.stdout.count("PROBLEM") == 2, out.stdout
     assert f"{missing} does not exist and allow_download is false" in out.stdout
@@ -500,26 +551,41 @@ def test_check_names_an_unreachable_data_host_and_stops(server, monkeypatch, tmp
     monkeypatch.setenv("USLIB_OASBUD_URL", f"http://127.0.0.1:{port}/OASBUD.mat")
     monkeypatch.setenv("USLIB_OASBUD_SHA256", "0" * 64)
     monkeypatch.setenv("USLIB_WEIGHTS_BASE_URL", server.url + "/keras")  # reachable
-    path = _profile(tmp_path, profile="far", data_source="oasbud", oasbud_path=str(tmp_path / "OASBUD.mat"),
-                    allow_download=True, strict_weights=False, backbones=["inception_v3"], weights="imagenet")
+    path = _profile(
+        tmp_path,
+        profile="far",
+        data_source="oasbud",
+        oasbud_path=str(tmp_path / "OASBUD.mat"),
+        allow_download=True,
+        strict_weights=False,
+        backbones=["inception_v3"],
+        weights="imagenet",
+    )
     report = preflight(load_profile(path))
     assert list(report.unreachable) == [f"127.0.0.1:{port}"], "only the host that did not answer"
     assert [p for p in report.problems if p.startswith("network:")] == [
         f"network: cannot reach 127.0.0.1:{port} ({report.unreachable[f'127.0.0.1:{port}']}) to download "
-        f"OASBUD.mat: put OASBUD.mat at {tmp_path / 'OASBUD.mat'} (Zenodo record 545928)"]
-    out, heavy = _check(path, {"USLIB_OASBUD_URL": f"http://127.0.0.1:{port}/OASBUD.mat",
-                               "USLIB_OASBUD_SHA256": "0" * 64, "USLIB_WEIGHTS_BASE_URL": server.url + "/keras"})
+        f"OASBUD.mat: put OASBUD.mat at {tmp_path / 'OASBUD.mat'} (Zenodo record 545928)"
+    ]
+    out, heavy = _check(
+        path,
+        {
+            "USLIB_OASBUD_URL": f"http://127.0.0.1:{port}/OASBUD.mat",
+            "USLIB_OASBUD_SHA256": "0" * 64,
+            "USLIB_WEIGHTS_BASE_URL": server.url + "/keras",
+        },
+    )
     assert out.returncode == 1 and f"PROBLEM   network: cannot reach 127.0.0.1:{port}" in out.stdout, out.stdout
     assert heavy == []
 
 
 @pytest.mark.parametrize("strict", [False, True])
-def test_check_names_an_unreachable_weights_host_and_stops_only_when_strict(monkeypatch, tmp_path, strict,
-                                                                          closed_port):
+def test_check_names_an_unreachable_weights_host_and_stops_only_when_strict(monkeypatch, tmp_path, strict, closed_port):
     port = closed_port
     monkeypatch.setenv("USLIB_WEIGHTS_BASE_URL", f"http://127.0.0.1:{port}/keras")
-    path = _profile(tmp_path, profile="w", allow_download=True, strict_weights=strict, backbones=["vgg19"],
-                    weights="imagenet")
+    path = _profile(
+        tmp_path, profile="w", allow_download=True, strict_weights=strict, backbones=["vgg19"], weights="imagenet"
+    )
     report = preflight(load_profile(path))
     said = [w for w in (report.problems if strict else report.warnings) if w.startswith("network:")]
     assert len(said) == 1 and f"cannot reach 127.0.0.1:{port}" in said[0] and "vgg19 weights" in said[0]
@@ -530,10 +596,12 @@ def test_the_time_estimate_includes_the_downloads(server, monkeypatch, tmp_path)
     from uslib.check import DOWNLOAD_BYTES_PER_S
 
     monkeypatch.setenv("USLIB_WEIGHTS_BASE_URL", server.url + "/keras")
-    fetch = preflight(load_profile(_profile(tmp_path, profile="a", allow_download=True, backbones=["vgg19"],
-                                            weights="imagenet")))
-    offline = preflight(load_profile(_profile(tmp_path, profile="b", allow_download=False, backbones=["vgg19"],
-                                              weights="imagenet")))
+    fetch = preflight(
+        load_profile(_profile(tmp_path, profile="a", allow_download=True, backbones=["vgg19"], weights="imagenet"))
+    )
+    offline = preflight(
+        load_profile(_profile(tmp_path, profile="b", allow_download=False, backbones=["vgg19"], weights="imagenet"))
+    )
     assert fetch.download_bytes == F.BACKBONES["vgg19"].weights_size_bytes and offline.download_bytes == 0
     assert fetch.seconds == pytest.approx(offline.seconds + fetch.download_bytes / DOWNLOAD_BYTES_PER_S)
     assert "downloads included" in format_preflight(fetch) and "downloads included" not in format_preflight(offline)
@@ -542,10 +610,14 @@ def test_the_time_estimate_includes_the_downloads(server, monkeypatch, tmp_path)
 
 def test_the_runner_stops_on_a_failed_check_before_anything_runs(tmp_path):
     missing = tmp_path / "data" / "OASBUD.mat"
-    path = _profile(tmp_path, profile="offline", data_source="oasbud", oasbud_path=str(missing),
-                    allow_download=False)
-    out = subprocess.run([sys.executable, "-m", "uslib", "run", "--profile", str(path), "--no-build"],
-                         capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    path = _profile(tmp_path, profile="offline", data_source="oasbud", oasbud_path=str(missing), allow_download=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "uslib", "run", "--profile", str(path), "--no-build"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
     assert out.returncode == 1 and "PROBLEM" in out.stdout and "not running" in out.stderr, out.stdout + out.stderr
     assert "01_data: running" not in out.stdout
     assert not (tmp_path / "run" / "run.json").exists()
@@ -565,8 +637,9 @@ def inception_weights(tmp_path_factory):
 
     bb = F.BACKBONES["inception_v3"]
     keras.utils.set_random_seed(5)
-    model = keras.applications.InceptionV3(weights=None, include_top=bb.include_top, pooling=bb.pooling,
-                                           input_shape=bb.input_shape)
+    model = keras.applications.InceptionV3(
+        weights=None, include_top=bb.include_top, pooling=bb.pooling, input_shape=bb.input_shape
+    )
     path = tmp_path_factory.mktemp("served") / bb.weights_file
     with h5py.File(path, "w") as fh:
         legacy_h5_format.save_weights_to_hdf5_group(fh, model)
@@ -587,27 +660,42 @@ def test_rehearsal_fetch_then_chapters_01_to_04(server, monkeypatch, tmp_path, o
     monkeypatch.setenv("USLIB_WEIGHTS_BASE_URL", server.url + "/keras")
     monkeypatch.setenv(F.weights_md5_env(bb), _md5(inception_weights))
     data = tmp_path / "data" / "OASBUD.mat"
-    overrides = dict(run_dir=str(tmp_path / "run"), data_source="oasbud", oasbud_path=str(data),
-                     backbones=["inception_v3"], weights="imagenet", strict_weights=True, allow_download=True,
-                     margins_mm=[5])
-    result = run_profile("tiny", only=["01", "02", "03", "04"], output_dir=tmp_path / "chapters",
-                         overrides=overrides)
+    overrides = dict(
+        run_dir=str(tmp_path / "run"),
+        data_source="oasbud",
+        oasbud_path=str(data),
+        backbones=["inception_v3"],
+        weights="imagenet",
+        strict_weights=True,
+        allow_download=True,
+        margins_mm=[5],
+    )
+    result = run_profile("tiny", only=["01", "02", "03", "04"], output_dir=tmp_path / "chapters", overrides=overrides)
     cached = tmp_path / "keras" / "models" / bb.weights_file
     assert file_digest(data) == _sha256(oasbud_bytes) and file_digest(cached, "md5") == _md5(inception_weights)
     assert not data.with_name("OASBUD.mat.part").exists()
     assert any(r for p, r in server.log if p == "/zenodo/OASBUD.mat"), "the dropped data download was resumed"
     rec = store.read_run_record(result["run_dir"])
     assert {k: v["status"] for k, v in rec["stages"].items()} == {
-        "01_data": "finished", "02_reconstruction": "finished", "03_augmentation": "finished",
-        "04_features": "finished"}
+        "01_data": "finished",
+        "02_reconstruction": "finished",
+        "03_augmentation": "finished",
+        "04_features": "finished",
+    }
     assert rec["dataset"]["n_lesions"] == 4 and rec["dataset"]["file"] == str(data)
     w = rec["weights"]["inception_v3"]
     # the served file is not the published ImageNet file, so it is labelled custom, with its md5
     assert w["kind"] == "custom" and w["md5"] == _md5(inception_weights) and w["path"] == str(cached)
     page = nbformat.read(tmp_path / "chapters" / "04_features.ipynb", as_version=4)
     # the warning box is glued (shown under the title): its markdown is stored under a papermill.record key
-    shown = "\n".join(text for c in page.cells if c.cell_type == "code" for o in c.get("outputs", [])
-                      for key, text in o.get("data", {}).items() if key.endswith("text/markdown"))
+    shown = "\n".join(
+        text
+        for c in page.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        for key, text in o.get("data", {}).items()
+        if key.endswith("text/markdown")
+    )
     assert "Non-ImageNet weights" in shown and _md5(inception_weights) in shown
     assert "Random weights" not in shown and "Synthetic data" not in shown
     # everything in place: a second fetch downloads nothing

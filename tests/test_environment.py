@@ -44,8 +44,21 @@ def test_every_dependency_is_pinned_and_environment_yml_agrees():
 
 def test_stack_of_the_compendium_is_there():
     py = _pins_pyproject()
-    for name in ("jupyter-book", "papermill", "numpy", "scipy", "tensorflow-cpu", "scikit-learn",
-                 "matplotlib", "seaborn", "pandas", "tqdm", "pooch", "pyyaml", "pytest"):
+    for name in (
+        "jupyter-book",
+        "papermill",
+        "numpy",
+        "scipy",
+        "tensorflow-cpu",
+        "scikit-learn",
+        "matplotlib",
+        "seaborn",
+        "pandas",
+        "tqdm",
+        "pooch",
+        "pyyaml",
+        "pytest",
+    ):
         assert name in py, name
     assert py["jupyter-book"].startswith("1."), "the book is Jupyter Book v1"
 
@@ -211,8 +224,12 @@ def _fake_python(path, version: str | None):
 
 def _work_done(tmp_path) -> list[str]:
     """Calls of the fake interpreters under ``tmp_path`` other than version queries (venv, pip, ...)."""
-    return [line for log in tmp_path.rglob("calls.log") for line in log.read_text().splitlines()
-            if not line.startswith("-c ")]
+    return [
+        line
+        for log in tmp_path.rglob("calls.log")
+        for line in log.read_text().splitlines()
+        if not line.startswith("-c ")
+    ]
 
 
 def _make(tmp_path, *args, pythons: dict[str, str | None] | None = None):
@@ -222,8 +239,7 @@ def _make(tmp_path, *args, pythons: dict[str, str | None] | None = None):
     for name, version in (pythons or {}).items():
         _fake_python(bin_dir / name, version)
     env = {"PATH": str(bin_dir), "HOME": str(tmp_path), "LC_ALL": "C"}
-    done = subprocess.run([MAKE, *args], cwd=REPO_ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run([MAKE, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     return done, _work_done(tmp_path)
 
 
@@ -253,8 +269,14 @@ def test_make_book_stops_at_once_on_an_unsupported_python(tmp_path, version):
 @needs_make
 def test_make_names_a_suitable_python_when_the_one_given_is_not(tmp_path):
     fake = _fake_python(tmp_path / "python-fake", "3.14")
-    done, work = _make(tmp_path, "-n", "test", f"VENV={tmp_path / 'venv'}", f"PYTHON={fake}",
-                          pythons={"python3.13": None, "python3.12": "3.12"})
+    done, work = _make(
+        tmp_path,
+        "-n",
+        "test",
+        f"VENV={tmp_path / 'venv'}",
+        f"PYTHON={fake}",
+        pythons={"python3.13": None, "python3.12": "3.12"},
+    )
     line = _stopped_with_one_line(done, work)
     assert "Choose python3.12: make test PYTHON=python3.12" in line
     assert "pyenv" not in done.stderr
@@ -263,8 +285,13 @@ def test_make_names_a_suitable_python_when_the_one_given_is_not(tmp_path):
 @needs_make
 def test_make_falls_back_to_the_newest_versioned_python(tmp_path):
     venv = tmp_path / "venv"
-    done, work = _make(tmp_path, "-n", "book", f"VENV={venv}", pythons={
-        "python3": "3.10", "python3.13": None, "python3.12": "3.12", "python3.11": "3.11"})
+    done, work = _make(
+        tmp_path,
+        "-n",
+        "book",
+        f"VENV={venv}",
+        pythons={"python3": "3.10", "python3.13": None, "python3.12": "3.12", "python3.11": "3.11"},
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == f"python3.12 -m venv {venv}"
     assert done.stderr == ""
@@ -274,8 +301,7 @@ def test_make_falls_back_to_the_newest_versioned_python(tmp_path):
 @needs_make
 def test_make_keeps_python3_when_it_is_supported(tmp_path):
     venv = tmp_path / "venv"
-    done, _ = _make(tmp_path, "-n", "book", f"VENV={venv}",
-                    pythons={"python3": "3.12", "python3.13": "3.13"})
+    done, _ = _make(tmp_path, "-n", "book", f"VENV={venv}", pythons={"python3": "3.12", "python3.13": "3.13"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == f"python3 -m venv {venv}"
 
@@ -283,8 +309,9 @@ def test_make_keeps_python3_when_it_is_supported(tmp_path):
 @needs_make
 @pytest.mark.parametrize("version", ["3.10", "3.14", None])
 def test_make_stops_when_neither_python3_nor_a_versioned_python_fits(tmp_path, version):
-    done, work = _make(tmp_path, "-n", "book", f"VENV={tmp_path / 'venv'}",
-                          pythons={"python3": version, "python3.12": None})
+    done, work = _make(
+        tmp_path, "-n", "book", f"VENV={tmp_path / 'venv'}", pythons={"python3": version, "python3.12": None}
+    )
     line = _stopped_with_one_line(done, work)
     found = f"is Python {version}" if version else "does not run"
     assert f"python3 {found} and none of python3.13, python3.12 or python3.11 runs here" in line

@@ -31,8 +31,9 @@ def test_the_table_says_who_reads_each_variable_and_why(name):
     v = envvars.VARIABLES[name]
     assert v.reason in ("process", "runner", "rehearsal") and v.meaning
     reader = SOURCES[v.module]
-    assert name in reader or (name.startswith("USLIB_WEIGHTS_MD5_") and "USLIB_WEIGHTS_MD5_" in reader), \
+    assert name in reader or (name.startswith("USLIB_WEIGHTS_MD5_") and "USLIB_WEIGHTS_MD5_" in reader), (
         f"{name}: uslib/{v.module}.py does not mention it"
+    )
 
 
 def test_read_refuses_an_unlisted_name_and_treats_empty_as_unset(monkeypatch):

@@ -58,8 +58,17 @@ def make_manifest(n_patients=20, *, seed=0, p_malignant=0.4, ranges=RANGES, marg
             for scan in (0, 1):
                 for dr in ranges:
                     for mm in margins:
-                        rows.append({"lesion": key, "patient": f"P{p}", "label": label, "birads": "4a",
-                                     "scan": scan, "margin_mm": mm, "dynamic_range_db": dr})
+                        rows.append(
+                            {
+                                "lesion": key,
+                                "patient": f"P{p}",
+                                "label": label,
+                                "birads": "4a",
+                                "scan": scan,
+                                "margin_mm": mm,
+                                "dynamic_range_db": dr,
+                            }
+                        )
             n_les += 1
     m = pd.DataFrame(rows)
     m.insert(0, "image", np.arange(len(m)))
@@ -190,7 +199,14 @@ def test_lesion_probability_is_mean_of_its_test_images():
     rng = np.random.default_rng(5)
     X = np.column_stack([rng.random(len(m)), m["image"].to_numpy()]).astype(float)
     FIT_LOG.clear()
-    out = cross_validate(X, m, train_ranges=(40,), test_ranges=(50, 60), settings=CVSettings(n_splits=3, cv_seed=1, standardize=False), estimator=ColumnProba())
+    out = cross_validate(
+        X,
+        m,
+        train_ranges=(40,),
+        test_ranges=(50, 60),
+        settings=CVSettings(n_splits=3, cv_seed=1, standardize=False),
+        estimator=ColumnProba(),
+    )
     # oracle: mean of column 0 over that lesion's 50/60 dB images
     sel = m["dynamic_range_db"].isin([50.0, 60.0])
     want = pd.Series(X[sel.to_numpy(), 0]).groupby(m.loc[sel, "lesion"].to_numpy()).mean()
@@ -247,8 +263,15 @@ def separable(n_patients=15, *, seed=0):
             label = (p + j) % 2
             for dr in (40.0, 60.0):
                 for scan in (0, 1):
-                    rows.append({"lesion": f"L{p}-{j}", "patient": f"P{p}", "label": label, "scan": scan,
-                                 "dynamic_range_db": dr})
+                    rows.append(
+                        {
+                            "lesion": f"L{p}-{j}",
+                            "patient": f"P{p}",
+                            "label": label,
+                            "scan": scan,
+                            "dynamic_range_db": dr,
+                        }
+                    )
     m = pd.DataFrame(rows)
     X = np.column_stack([m["label"] + rng.uniform(-0.2, 0.2, len(m)), np.arange(len(m))]).astype(float)
     return X, m
@@ -256,8 +279,13 @@ def separable(n_patients=15, *, seed=0):
 
 def test_loop_separable_features_auc_one_each_lesion_tested_once():
     X, m = separable()
-    cv = ev.cross_validated_probabilities(X[:, :1], m, train_sets={"Train40dB": (40,), "all": None},
-                                          test_set=(60,), settings=CVSettings(n_splits=3, cv_seed=2))
+    cv = ev.cross_validated_probabilities(
+        X[:, :1],
+        m,
+        train_sets={"Train40dB": (40,), "all": None},
+        test_set=(60,),
+        settings=CVSettings(n_splits=3, cv_seed=2),
+    )
     les = cv.design.lesions
     assert les["lesion"].tolist() == list(pd.unique(m["lesion"]))
     # every lesion is tested exactly once, and the folds are patient-grouped
@@ -276,15 +304,23 @@ def test_loop_separable_features_auc_one_each_lesion_tested_once():
         p, n = cv.lesion_probabilities(name, (60,))
         assert (n == 2).all()
         assert roc_auc(les["label"], p) == 1.0
-        assert (p[les["label"] == 1].min() > 0.5 > p[les["label"] == 0].max())
+        assert p[les["label"] == 1].min() > 0.5 > p[les["label"] == 0].max()
         # nothing was scored at 40 dB
         p40, n40 = cv.lesion_probabilities(name, (40,))
         assert (n40 == 0).all() and np.isnan(p40).all()
     # the folds are those of patient_folds, and explicit folds give the same result
-    assert all(np.array_equal(a[1], b[1]) for a, b in
-               zip(cv.folds, patient_folds(les["label"], les["patient"], n_splits=3, seed=2)))
-    again = ev.cross_validated_probabilities(X[:, :1], m, train_sets={"Train40dB": (40,)}, test_set=(60,),
-                                             folds=cv.folds[::-1], settings=CVSettings(cv_seed=2))
+    assert all(
+        np.array_equal(a[1], b[1])
+        for a, b in zip(cv.folds, patient_folds(les["label"], les["patient"], n_splits=3, seed=2))
+    )
+    again = ev.cross_validated_probabilities(
+        X[:, :1],
+        m,
+        train_sets={"Train40dB": (40,)},
+        test_set=(60,),
+        folds=cv.folds[::-1],
+        settings=CVSettings(cv_seed=2),
+    )
     np.testing.assert_array_equal(again.probabilities["Train40dB"], cv.probabilities["Train40dB"])
 
 
@@ -292,7 +328,13 @@ def test_loop_masks_lesion_means_and_training_rows():
     X, m = separable(12, seed=1)
     mask = (m["scan"] == 0).to_numpy()  # a training set given as an image mask
     FIT_LOG.clear()
-    cv = ev.cross_validated_probabilities(X, m, train_sets={"scan0": mask}, settings=CVSettings(n_splits=4, cv_seed=0, standardize=False), estimator=ColumnProba())
+    cv = ev.cross_validated_probabilities(
+        X,
+        m,
+        train_sets={"scan0": mask},
+        settings=CVSettings(n_splits=4, cv_seed=0, standardize=False),
+        estimator=ColumnProba(),
+    )
     les = cv.design.lesions
     # oracle: P(malignant) of an image is its column 0; a lesion's probability is the mean over its images
     want = pd.Series(X[:, 0]).groupby(m["lesion"].to_numpy()).mean().loc[les["lesion"]].to_numpy()
@@ -313,7 +355,13 @@ def test_loop_lesion_level_features_without_dynamic_range():
     Xl = X[m.drop_duplicates("lesion").index]
     Xl[:, 1] = np.arange(len(Xl))  # row numbers, logged by ColumnProba.fit
     FIT_LOG.clear()
-    cv = ev.cross_validated_probabilities(Xl, table, train_sets={"lesions": None}, settings=CVSettings(n_splits=5, cv_seed=0, standardize=False), estimator=ColumnProba())
+    cv = ev.cross_validated_probabilities(
+        Xl,
+        table,
+        train_sets={"lesions": None},
+        settings=CVSettings(n_splits=5, cv_seed=0, standardize=False),
+        estimator=ColumnProba(),
+    )
     p, n = cv.lesion_probabilities("lesions")
     np.testing.assert_array_equal(p, Xl[:, 0])  # one row per lesion: its probability is its own score
     assert (n == 1).all() and set(cv.fold.tolist()) == set(range(5))
@@ -343,8 +391,9 @@ def test_loop_errors():
 
 def test_cross_validate_and_matrix_are_the_loop(result, data):
     X, m = data
-    cv = ev.cross_validated_probabilities(X, m, train_sets={"Train50dB": (50,), "TrainALL": RANGES},
-                                          test_set=RANGES, settings=CVSettings(cv_seed=0))
+    cv = ev.cross_validated_probabilities(
+        X, m, train_sets={"Train50dB": (50,), "TrainALL": RANGES}, test_set=RANGES, settings=CVSettings(cv_seed=0)
+    )
     p = result.predictions
     for train, test, te_r in (("Train50dB", "Test40dB", (40,)), ("TrainALL", "TestALL", RANGES)):
         mean, counts = cv.lesion_probabilities(train, te_r)
@@ -354,8 +403,9 @@ def test_cross_validate_and_matrix_are_the_loop(result, data):
         np.testing.assert_array_equal(g["fold"].to_numpy(), cv.fold)
     one = cross_validate(X, m, train_ranges=(50,), test_ranges=(40,), settings=CVSettings(cv_seed=0))
     # scoring fewer test images at once changes BLAS rounding only
-    np.testing.assert_allclose(one["probability"].to_numpy(), cv.lesion_probabilities("Train50dB", (40,))[0],
-                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        one["probability"].to_numpy(), cv.lesion_probabilities("Train50dB", (40,))[0], rtol=0, atol=1e-12
+    )
     assert all(np.array_equal(a[1], b[1]) for a, b in zip(result.folds, cv.folds))
 
 
@@ -367,8 +417,9 @@ def test_linear_svm_equals_sklearn_svc_probability():
     ours = LinearSVM(C=1.0, random_state=3).fit(X, y)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        ref = make_pipeline(StandardScaler(), SVC(kernel="linear", C=1.0, class_weight="balanced",
-                                                  probability=True, random_state=3)).fit(X, y)
+        ref = make_pipeline(
+            StandardScaler(), SVC(kernel="linear", C=1.0, class_weight="balanced", probability=True, random_state=3)
+        ).fit(X, y)
     assert np.allclose(ours.predict_proba(Xt), ref.predict_proba(Xt), atol=1e-8)
     assert np.allclose(ours.decision_function(Xt), ref.decision_function(Xt), atol=1e-8)
     cal = LinearSVM(calibration="cv-sigmoid").fit(X, y)
@@ -553,13 +604,17 @@ def test_matrix_derived_tables(result):
     assert list(ba["test"]) == ["Test40dB", "Test50dB", "Test60dB", "TestALL"]
     assert (ba["a"] == "Train40dB").all() and (ba["b"] == "Train60dB").all()
     p = result.predictions
-    d = (p[(p["train"] == "Train40dB") & (p["test"] == "TestALL")]["probability"].to_numpy()
-         - p[(p["train"] == "Train60dB") & (p["test"] == "TestALL")]["probability"].to_numpy())
+    d = (
+        p[(p["train"] == "Train40dB") & (p["test"] == "TestALL")]["probability"].to_numpy()
+        - p[(p["train"] == "Train60dB") & (p["test"] == "TestALL")]["probability"].to_numpy()
+    )
     assert ba.iloc[3]["mean_diff"] == pytest.approx(d.mean()) and ba.iloc[3]["n"] == len(d)
     pt = result.paired_tests
     assert list(pt.columns) == list(ev.PAIRED_COLUMNS)
     single = pt[pt["kind"] == "trainall_vs_single"]
-    assert len(single) == 12 and (single["train_a"] == "TrainALL").all() and (single["test_a"] == single["test_b"]).all()
+    assert (
+        len(single) == 12 and (single["train_a"] == "TrainALL").all() and (single["test_a"] == single["test_b"]).all()
+    )
     mm = pt[pt["kind"] == "matched_vs_mismatched"]
     assert len(mm) == 6 and (mm["train_a"] == mm["train_b"]).all()
     assert (mm["train_a"].str[5:] == mm["test_a"].str[4:]).all() and (mm["test_a"] != mm["test_b"]).all()
@@ -590,11 +645,16 @@ def test_matrix_repeats(result, data):
     pd.testing.assert_frame_equal(first, result.predictions)
     # repeat 1 is the run with seed + 1 (new folds, new SVM seed)
     second = rep.predictions[rep.predictions["repeat"] == 1].reset_index(drop=True)
-    seed1 = reconstruction_matrix(X, m, backbone="toy", settings=CVSettings(cv_seed=1, n_repeats=1), ci=None).predictions
+    seed1 = reconstruction_matrix(
+        X, m, backbone="toy", settings=CVSettings(cv_seed=1, n_repeats=1), ci=None
+    ).predictions
     pd.testing.assert_frame_equal(second.drop(columns="repeat"), seed1.drop(columns="repeat"))
-    aucs = [roc_auc_score(g["label"], g["probability"])
-            for _, g in rep.predictions[(rep.predictions["train"] == "TrainALL")
-                                        & (rep.predictions["test"] == "TestALL")].groupby("repeat")]
+    aucs = [
+        roc_auc_score(g["label"], g["probability"])
+        for _, g in rep.predictions[
+            (rep.predictions["train"] == "TrainALL") & (rep.predictions["test"] == "TestALL")
+        ].groupby("repeat")
+    ]
     row = rep.table[(rep.table["train"] == "TrainALL") & (rep.table["test"] == "TestALL")].iloc[0]
     assert row["auc_mean"] == pytest.approx(np.mean(aucs)) and row["auc_sd"] == pytest.approx(np.std(aucs, ddof=1))
     assert rep.table["ci_low"].isna().all()
@@ -628,8 +688,9 @@ def test_save_load_round_trip(tmp_path, result, data):
     other = reconstruction_matrix(X, m, backbone="other", settings=CVSettings(cv_seed=2, n_repeats=2))
     paths = save_results([result, other], tmp_path / "run")
     assert sorted(paths) == sorted(ev.RESULT_FILES)
-    json.loads((tmp_path / "run" / "metrics.json").read_text(),
-               parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    json.loads(
+        (tmp_path / "run" / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}")
+    )
     back = load_results(tmp_path / "run")
     assert [r.backbone for r in back] == ["toy", "other"]
     for orig, got in zip([result, other], back):
@@ -666,8 +727,13 @@ class MeanDifference(ClassifierMixin, BaseEstimator):
 def _null_accuracies(seed, *, n=40, d=5):
     """Accuracy of the nested and of the paper rule on features with no class signal."""
     rng = np.random.default_rng(seed)
-    m = pd.DataFrame({"lesion": [f"l{i}" for i in range(n)], "patient": [f"p{i}" for i in range(n)],
-                      "label": np.repeat([0, 1], n // 2)})
+    m = pd.DataFrame(
+        {
+            "lesion": [f"l{i}" for i in range(n)],
+            "patient": [f"p{i}" for i in range(n)],
+            "label": np.repeat([0, 1], n // 2),
+        }
+    )
     X = rng.normal(size=(n, d))
     kw = dict(estimator=MeanDifference(), settings=CVSettings(n_splits=5, cv_seed=seed, standardize=False))
     cv = ev.cross_validated_probabilities(X, m, train_sets={"t": None}, **kw)
@@ -749,9 +815,13 @@ def _near_duplicates(seed, *, n_lesions=40, n_images=12, d=100, signal=2.0, imag
     """Lesions in a high-dimensional feature space, each seen as near-duplicate images."""
     rng = np.random.default_rng(seed)
     y = np.repeat([0, 1], n_lesions // 2)
-    m = pd.DataFrame({"lesion": np.repeat([f"l{i}" for i in range(n_lesions)], n_images),
-                      "patient": np.repeat([f"p{i}" for i in range(n_lesions)], n_images),
-                      "label": np.repeat(y, n_images)})
+    m = pd.DataFrame(
+        {
+            "lesion": np.repeat([f"l{i}" for i in range(n_lesions)], n_images),
+            "patient": np.repeat([f"p{i}" for i in range(n_lesions)], n_images),
+            "label": np.repeat(y, n_images),
+        }
+    )
     lesion = rng.normal(size=(n_lesions, d))
     lesion[:, 0] += signal * (2 * y - 1)
     X = np.repeat(lesion, n_images, axis=0) + image_noise * rng.normal(size=(n_lesions * n_images, d))
@@ -765,7 +835,9 @@ def test_grouped_calibration_is_not_over_confident():
     for seed in range(4):
         X, m = _near_duplicates(100 + seed)
         for cal in extreme:
-            cv = ev.cross_validated_probabilities(X, m, train_sets={"t": None}, settings=CVSettings(calibration=cal, cv_seed=seed))
+            cv = ev.cross_validated_probabilities(
+                X, m, train_sets={"t": None}, settings=CVSettings(calibration=cal, cv_seed=seed)
+            )
             p, _ = cv.lesion_probabilities("t")
             y = cv.design.lesions["label"].to_numpy()
             extreme[cal].append(np.mean((p < 0.05) | (p > 0.95)))
@@ -807,10 +879,16 @@ def test_grouped_calibration_equals_sklearn_cross_val_predict(weighted):
     svm = LinearSVM(calibration="grouped", random_state=4).fit(X, y, groups=groups, sample_weight=weight)
     Z = StandardScaler().fit_transform(X)
     cv = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=4)
-    oof = cross_val_predict(SVC(kernel="precomputed", class_weight="balanced"), Z @ Z.T, y, groups=groups, cv=cv,
-                            method="decision_function", params={} if weight is None else {"sample_weight": weight})
+    oof = cross_val_predict(
+        SVC(kernel="precomputed", class_weight="balanced"),
+        Z @ Z.T,
+        y,
+        groups=groups,
+        cv=cv,
+        method="decision_function",
+        params={} if weight is None else {"sample_weight": weight},
+    )
     assert svm.platt_ == ev.platt_scaling(oof, y == 1, sample_weight=weight)
-
 
 
 # --------------------------------------------------------------------------- #
@@ -876,15 +954,21 @@ def test_lesion_weighting_gives_every_lesion_total_weight_one():
     code = pd.factorize(m["lesion"])[0]
     X = np.column_stack([np.zeros(len(m)), code])
     WeightLog.log.clear()
-    ev.cross_validated_probabilities(X, m, train_sets={"all": None, "40": (40,)}, estimator=WeightLog(),
-                                     settings=CVSettings(n_splits=3, standardize=False, lesion_weighting=True))
+    ev.cross_validated_probabilities(
+        X,
+        m,
+        train_sets={"all": None, "40": (40,)},
+        estimator=WeightLog(),
+        settings=CVSettings(n_splits=3, standardize=False, lesion_weighting=True),
+    )
     assert len(WeightLog.log) == 6
     for lesion_code, w in WeightLog.log:
         totals = np.bincount(lesion_code, weights=w)[np.unique(lesion_code)]
         np.testing.assert_allclose(totals, 1.0)
     WeightLog.log.clear()
-    ev.cross_validated_probabilities(X, m, train_sets={"all": None}, estimator=WeightLog(),
-                                     settings=CVSettings(n_splits=3, standardize=False))
+    ev.cross_validated_probabilities(
+        X, m, train_sets={"all": None}, estimator=WeightLog(), settings=CVSettings(n_splits=3, standardize=False)
+    )
     assert all(w is None for _, w in WeightLog.log)
 
 

@@ -245,7 +245,7 @@ def test_compiled_path_matches_predict(ds, manifest, baseline):
     fs, _ = baseline
     bb = F.BACKBONES["inception_v3"]
     model, _ = networks.build_model(bb, F.resolve_weights(bb, weights=None))
-    (pos, batch), = list(iter_images(ds, manifest.iloc[:3], size_px=bb.size_px, batch_size=3))
+    ((pos, batch),) = list(iter_images(ds, manifest.iloc[:3], size_px=bb.size_px, batch_size=3))
     x = F.preprocess(batch, bb)
     got = F.feature_function(model, bb)(x)
     assert got.dtype == np.float32 and got.shape == (3, 2048)

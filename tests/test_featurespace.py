@@ -6,8 +6,11 @@ from uslib.featurespace import reconstruction_shift
 
 
 def _manifest(n_lesions=4, ranges=(40.0, 50.0, 60.0)):
-    rows = [{"lesion": f"l{i}", "scan": 0, "margin_mm": 2.0, "dynamic_range_db": r}
-            for i in range(n_lesions) for r in ranges]
+    rows = [
+        {"lesion": f"l{i}", "scan": 0, "margin_mm": 2.0, "dynamic_range_db": r}
+        for i in range(n_lesions)
+        for r in ranges
+    ]
     return pd.DataFrame(rows)
 
 

@@ -22,8 +22,13 @@ from uslib.config import REPO_ROOT
 
 GLOSSARY = REPO_ROOT / "book" / "glossary.md"
 #: A use of a term in prose besides its own names (e.g. "Nakagami $m$": the maths is removed before matching).
-EXTRA_USES = {"Nakagami m": [r"\bNakagami\b"], "AUC": [r"\bAUCs?\b"], "ROI": [r"\bROIs?\b"],
-              "dynamic range": [r"\bdynamic ranges?\b"], "envelope": [r"\benvelopes?\b"]}
+EXTRA_USES = {
+    "Nakagami m": [r"\bNakagami\b"],
+    "AUC": [r"\bAUCs?\b"],
+    "ROI": [r"\bROIs?\b"],
+    "dynamic range": [r"\bdynamic ranges?\b"],
+    "envelope": [r"\benvelopes?\b"],
+}
 #: Names too common as ordinary words to count as a use of the term on their own.
 NOT_A_USE = {"fold", "CI", "decibel"}
 
@@ -104,13 +109,14 @@ def unlinked_uses(markdown: str, terms: dict[str, list[str]]) -> dict[str, str]:
         if {n.lower() for n in names} & linked:
             continue
         patterns = EXTRA_USES.get(term, []) + [
-            (r"\b" if n[0].isalnum() else "") + re.escape(n) + r"\b" for n in names if n not in NOT_A_USE]
+            (r"\b" if n[0].isalnum() else "") + re.escape(n) + r"\b" for n in names if n not in NOT_A_USE
+        ]
         for pat in patterns:
             # an acronym or a mixed-case name (dB, ROI, Nakagami) is matched as written, a word in any case
             flags = 0 if any(c.isupper() for c in pat) else re.I
             m = re.search(pat, text, flags)
             if m:
-                found[term] = text[max(0, m.start() - 40):m.end() + 40].replace("\n", " ")
+                found[term] = text[max(0, m.start() - 40) : m.end() + 40].replace("\n", " ")
                 break
     return found
 
@@ -118,8 +124,9 @@ def unlinked_uses(markdown: str, terms: dict[str, list[str]]) -> dict[str, str]:
 def _toc_pages() -> list[Path]:
     toc = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text())
     files = [toc["root"]] + [c["file"] for part in toc["parts"] for c in part["chapters"]]
-    return [REPO_ROOT / f"{f}.md" for f in files if (REPO_ROOT / f"{f}.md").is_file()
-            and not f.startswith("book/chapters/")]
+    return [
+        REPO_ROOT / f"{f}.md" for f in files if (REPO_ROOT / f"{f}.md").is_file() and not f.startswith("book/chapters/")
+    ]
 
 
 TERMS = glossary_terms(GLOSSARY.read_text())
@@ -128,8 +135,24 @@ NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
 def test_glossary_defines_the_terms_the_chapters_assume():
-    needed = {"dB", "dynamic range", "TGC", "ROI", "BI-RADS", "AUC", "QUS", "Nakagami m", "RF", "envelope",
-              "speckle", "PSF", "log compression", "linear SVM", "cross-validation", "Platt scaling"}
+    needed = {
+        "dB",
+        "dynamic range",
+        "TGC",
+        "ROI",
+        "BI-RADS",
+        "AUC",
+        "QUS",
+        "Nakagami m",
+        "RF",
+        "envelope",
+        "speckle",
+        "PSF",
+        "log compression",
+        "linear SVM",
+        "cross-validation",
+        "Platt scaling",
+    }
     assert needed <= set(TERMS), needed - set(TERMS)
     toc = (REPO_ROOT / "_toc.yml").read_text()
     assert "book/glossary" in toc

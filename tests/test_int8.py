@@ -34,10 +34,11 @@ def test_int8_runs_on_each_vnni_flag(monkeypatch, flag):
 
 
 def test_int8_refused_without_vnni(monkeypatch, tmp_path):
-    monkeypatch.setattr(precision, "cpu_flags", lambda *a, **k: frozenset({"sse", "avx2", "fma", "avx512f", "avx512_bf16"}))
+    monkeypatch.setattr(
+        precision, "cpu_flags", lambda *a, **k: frozenset({"sse", "avx2", "fma", "avx512f", "avx512_bf16"})
+    )
     assert F.check_precision("float32") == "float32"
-    with pytest.raises(F.PrecisionUnsupportedError,
-                       match="AVX512_VNNI, AVX_VNNI, AMX_INT8 .*set `precision: float32`"):
+    with pytest.raises(F.PrecisionUnsupportedError, match="AVX512_VNNI, AVX_VNNI, AMX_INT8 .*set `precision: float32`"):
         F.check_precision("int8")
     from uslib.check import preflight
 
@@ -58,8 +59,10 @@ def test_strict_profiles_refuse_int8_unless_allowed():
     assert validate_parameters({"precision": "int8"})["precision"] == "int8"
     with pytest.raises(ProfileError, match="allow_int8"):
         load_profile("paper", overrides={"precision": "int8"}, check_folds=False)
-    assert load_profile("paper", overrides={"precision": "int8", "allow_int8": True},
-                        check_folds=False)["precision"] == "int8"
+    assert (
+        load_profile("paper", overrides={"precision": "int8", "allow_int8": True}, check_folds=False)["precision"]
+        == "int8"
+    )
     with pytest.raises(ProfileError, match="allow_int8"):
         load_profile("tiny", overrides={"precision": "int8", "strict_weights": True})
     # allow_bfloat16 does not allow int8
@@ -75,16 +78,21 @@ def test_strict_profiles_refuse_int8_unless_allowed():
 def _scan(rng, shift=0):
     rf = (rng.standard_normal((300, 510)) * 800).astype(np.int16)
     roi = np.zeros((300, 510), bool)
-    roi[100 + shift: 170 + shift, 200:290] = True
+    roi[100 + shift : 170 + shift, 200:290] = True
     return Scan(rf, roi)
 
 
 @pytest.fixture(scope="module")
 def ds():
     rng = np.random.default_rng(0)
-    return Dataset([Lesion("1ab", "1ab", "ab", 0, "3", (_scan(rng),)),
-                    Lesion("2cd", "2cd", "cd", 1, "4a", (_scan(rng, shift=30),))],
-                   source="hand-made test data", synthetic=True)
+    return Dataset(
+        [
+            Lesion("1ab", "1ab", "ab", 0, "3", (_scan(rng),)),
+            Lesion("2cd", "2cd", "cd", 1, "4a", (_scan(rng, shift=30),)),
+        ],
+        source="hand-made test data",
+        synthetic=True,
+    )
 
 
 def test_calibration_subset_is_fixed_by_the_data_not_the_manifest(ds):
@@ -110,8 +118,9 @@ def fake_int8(monkeypatch):
         return ("model", bb.name), replace(info, values_sha256="0" * 16)
 
     def feature_function(model, bb):
-        return lambda x: np.repeat(np.asarray(x, np.float64).mean(axis=(1, 2, 3))[:, None],
-                                   F.BACKBONES[bb.name].n_features, axis=1).astype(np.float32)
+        return lambda x: np.repeat(
+            np.asarray(x, np.float64).mean(axis=(1, 2, 3))[:, None], F.BACKBONES[bb.name].n_features, axis=1
+        ).astype(np.float32)
 
     def load_or_quantize(folder, model, input_shape, calibration):
         calls["quantized"].append(folder.name)
@@ -128,8 +137,9 @@ def fake_int8(monkeypatch):
 
 
 def _extract(ds, man, cache, **kw):
-    return F.extract_features(ds, man, "inception_v3", cache_dir=cache, weights=None, progress=False,
-                              allow_download=False, **kw)
+    return F.extract_features(
+        ds, man, "inception_v3", cache_dir=cache, weights=None, progress=False, allow_download=False, **kw
+    )
 
 
 def test_int8_features_are_cached_apart_and_keyed_by_the_calibration_subset(ds, fake_int8, tmp_path, monkeypatch):
@@ -243,17 +253,30 @@ def test_benchmarks_page_shows_int8_beside_its_targets(tmp_path):
     from uslib.store import save_json
 
     assert pages.int8_rows(None)[0]["status"] == "not measured"
-    figures = {"vgg19": {
-        "int8 vs float32, the book's images": {"min cosine": 0.9985, "1st percentile cosine": 0.9991, "images": 720},
-        "AUC changes summary": {"settings": 9, "change within float32's CI": 9, "paired 95 % interval holds 0": 8,
-                                "largest |change|": {"setting": "Train40/Test60", "int8 - float32": -0.031,
-                                                     "float32 CI width": 0.2}},
-        "throughput": {"batch size": 32, "TF float32 img/s (median of rounds)": 4.0,
-                       "OpenVINO int8 img/s (median of rounds)": 12.0,
-                       "OpenVINO f32 / TF float32 (median of paired rounds)": 1.1,
-                       "int8 speed-up over TF float32 (median of paired rounds)": 3.0,
-                       "extract_features float32 cold [img/s] (build, render, cache included)": 3.2,
-                       "end to end / network only (float32, same process)": 0.8}}}
+    figures = {
+        "vgg19": {
+            "int8 vs float32, the book's images": {
+                "min cosine": 0.9985,
+                "1st percentile cosine": 0.9991,
+                "images": 720,
+            },
+            "AUC changes summary": {
+                "settings": 9,
+                "change within float32's CI": 9,
+                "paired 95 % interval holds 0": 8,
+                "largest |change|": {"setting": "Train40/Test60", "int8 - float32": -0.031, "float32 CI width": 0.2},
+            },
+            "throughput": {
+                "batch size": 32,
+                "TF float32 img/s (median of rounds)": 4.0,
+                "OpenVINO int8 img/s (median of rounds)": 12.0,
+                "OpenVINO f32 / TF float32 (median of paired rounds)": 1.1,
+                "int8 speed-up over TF float32 (median of paired rounds)": 3.0,
+                "extract_features float32 cold [img/s] (build, render, cache included)": 3.2,
+                "end to end / network only (float32, same process)": 0.8,
+            },
+        }
+    }
     rows = {r["target"]: r for r in pages.int8_rows(figures)}
     assert rows["vgg19: int8 speed-up ≥ 2.5 (batch 32)"]["status"] == "met"
     assert rows["vgg19: int8 speed-up ≥ 2.5 (batch 32)"]["figure"].startswith("3.00× (12.0 vs 4.0 img/s")
@@ -264,5 +287,7 @@ def test_benchmarks_page_shows_int8_beside_its_targets(tmp_path):
     assert rows["vgg19: extract_features end to end ≥ 90% of network only"]["status"] == "NOT met"
     save_json(tmp_path / "int8.json", {"name": "int8", "figures": figures})
     page = pages.benchmarks_page(bench_dir=tmp_path)
-    assert "| vgg19: int8 min per-image cosine ≥ 0.99 | 0.99850 (1st percentile 0.99910, 720 images) | **met** |" in page
+    assert (
+        "| vgg19: int8 min per-image cosine ≥ 0.99 | 0.99850 (1st percentile 0.99910, 720 images) | **met** |" in page
+    )
     assert "`int8.json`" in page

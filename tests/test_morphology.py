@@ -9,13 +9,7 @@ import pandas as pd
 import pytest
 
 from uslib.data import OASBUD_ACQUISITION, Acquisition, Dataset, Lesion, Scan
-from uslib.morphology import (
-    MORPHOLOGY_FEATURES,
-    lesion_contour,
-    lesion_mask,
-    morphology_features,
-    morphology_table,
-)
+from uslib.morphology import MORPHOLOGY_FEATURES, lesion_contour, lesion_mask, morphology_features, morphology_table
 
 ACQ = OASBUD_ACQUISITION  # dz 0.01925 mm x dx 0.0747 mm: pixels 3.9 times wider than deep
 

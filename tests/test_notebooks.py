@@ -20,8 +20,15 @@ NOTEBOOKS = chapters()
 
 def test_the_seven_chapters_are_there():
     names = [p.stem for p in NOTEBOOKS]
-    for stem in ("01_data", "02_reconstruction", "03_augmentation", "04_features",
-                 "05_cross_validation", "06_results", "07_robustness"):
+    for stem in (
+        "01_data",
+        "02_reconstruction",
+        "03_augmentation",
+        "04_features",
+        "05_cross_validation",
+        "06_results",
+        "07_robustness",
+    ):
         assert stem in names
 
 

@@ -18,11 +18,21 @@ from uslib.config import REPO_ROOT
 
 def _run(tmp_path):
     run_dir = tmp_path / "run"
-    store.update_run_record(run_dir, run_id="r1",
-                            stages={"01_data": {"seconds": 12.5, "status": "finished"},
-                                    "04_features": {"seconds": 220.77, "status": "finished"}},
-                            stage_seconds={"01_data": 12.5, "04_features": 220.77, "features_vgg19": 130.32,
-                                           "load_dataset": 5.2, "total": 999.0})
+    store.update_run_record(
+        run_dir,
+        run_id="r1",
+        stages={
+            "01_data": {"seconds": 12.5, "status": "finished"},
+            "04_features": {"seconds": 220.77, "status": "finished"},
+        },
+        stage_seconds={
+            "01_data": 12.5,
+            "04_features": 220.77,
+            "features_vgg19": 130.32,
+            "load_dataset": 5.2,
+            "total": 999.0,
+        },
+    )
     return run_dir
 
 
@@ -52,8 +62,9 @@ def test_cluster_fragments_without_sweep_or_benchmark_say_how_to_produce_them(tm
 def test_no_hand_written_page_of_the_toc_is_a_placeholder_or_points_the_wrong_way():
     toc = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text())
     files = [toc["root"]] + [c["file"] for part in toc["parts"] for c in part["chapters"]]
-    hand_written = [REPO_ROOT / f"{f}.md" for f in files
-                    if (REPO_ROOT / f"{f}.md").is_file() and not f.startswith("book/chapters/")]
+    hand_written = [
+        REPO_ROOT / f"{f}.md" for f in files if (REPO_ROOT / f"{f}.md").is_file() and not f.startswith("book/chapters/")
+    ]
     assert hand_written
     for page in hand_written:
         text = page.read_text()

@@ -107,8 +107,9 @@ def test_the_largest_candidate_is_the_roofline_and_names_itself():
     assert R.pick_roofline({"numpy": None, "tf.matmul": float("nan"), "tf.nn.conv2d": 10.0}) == ("tf.nn.conv2d", 10.0)
     assert R.pick_roofline({"numpy": 5.0, "tf.matmul": 5.0, "tf.nn.conv2d": -1.0}) == ("numpy", 5.0)
     assert R.pick_roofline({"numpy": 0.0}) == ("none measured", 0.0)
-    roof = R.Roofline(numpy_gflops=195.0, tf_gflops=216.0, kernel={}, load_1min=0.1, conv_gflops=231.0,
-                      conv_shape="3x3 256->256")
+    roof = R.Roofline(
+        numpy_gflops=195.0, tf_gflops=216.0, kernel={}, load_1min=0.1, conv_gflops=231.0, conv_shape="3x3 256->256"
+    )
     assert (roof.gflops, roof.source) == (231.0, "tf.nn.conv2d")
     d = roof.to_dict()
     assert d["source"] == "tf.nn.conv2d" and d["gflops"] == 231.0 and d["conv_shape"] == "3x3 256->256"
@@ -121,8 +122,22 @@ def test_the_largest_candidate_is_the_roofline_and_names_itself():
 def _bench_result(rates: dict, roofs: list[float], gflop: float = 10.0, dbs: int = 32) -> dict:
     """What bench_features.bench_backbone returns, for summarise (no TensorFlow)."""
     recs = [{"gflops": g, "load_1min": 0.5, "source": "tf.nn.conv2d"} for g in roofs]
-    return dict(name="net", n=64, gflop=gflop, default_bs=dbs, batch_sizes=sorted(rates), rates=rates, rates16=[],
-                rounds=roofs, round_records=recs, t_build=1.0, fidelity=None, e2e=(5.0, 1.0), rss=1.0, layers=None)
+    return dict(
+        name="net",
+        n=64,
+        gflop=gflop,
+        default_bs=dbs,
+        batch_sizes=sorted(rates),
+        rates=rates,
+        rates16=[],
+        rounds=roofs,
+        round_records=recs,
+        t_build=1.0,
+        fidelity=None,
+        e2e=(5.0, 1.0),
+        rss=1.0,
+        layers=None,
+    )
 
 
 def test_summary_flags_shares_over_the_roofline_and_reports_the_best_reachable():
@@ -151,9 +166,14 @@ def test_summary_flags_shares_over_the_roofline_and_reports_the_best_reachable()
 def test_layer_table_per_type_seconds_rate_and_share():
     import bench_features as B
 
-    t = B.layer_table({"ReLU": {"layers": 3, "seconds": 1.0, "GFLOP": 0.0},
-                       "Conv2D": {"layers": 2, "seconds": 3.0, "GFLOP": 600.0},
-                       "Dense": {"layers": 1, "seconds": 1.0, "GFLOP": 300.0}}, 250.0)
+    t = B.layer_table(
+        {
+            "ReLU": {"layers": 3, "seconds": 1.0, "GFLOP": 0.0},
+            "Conv2D": {"layers": 2, "seconds": 3.0, "GFLOP": 600.0},
+            "Dense": {"layers": 1, "seconds": 1.0, "GFLOP": 300.0},
+        },
+        250.0,
+    )
     assert list(t) == ["Conv2D", "ReLU", "Dense"]  # slowest first
     assert t["Conv2D"]["seconds"] == 3.0 and t["Conv2D"]["share of time"] == pytest.approx(0.6)
     assert t["Conv2D"]["GFLOP/s"] == pytest.approx(200.0) and t["Conv2D"]["share of roofline"] == pytest.approx(0.8)
@@ -164,10 +184,19 @@ def test_layer_table_per_type_seconds_rate_and_share():
 def _auc_result(probs, labels, auc, ci):
     import pandas as pd
 
-    table = pd.DataFrame([{"train": "TrainALL", "test": "TestALL", "auc": auc, "ci_low": ci[0], "ci_high": ci[1],
-                           "auc_mean": auc}])
-    pred = pd.DataFrame({"repeat": 0, "train": "TrainALL", "test": "TestALL", "lesion": [f"l{i}" for i in
-                         range(len(labels))], "label": labels, "probability": probs})
+    table = pd.DataFrame(
+        [{"train": "TrainALL", "test": "TestALL", "auc": auc, "ci_low": ci[0], "ci_high": ci[1], "auc_mean": auc}]
+    )
+    pred = pd.DataFrame(
+        {
+            "repeat": 0,
+            "train": "TrainALL",
+            "test": "TestALL",
+            "lesion": [f"l{i}" for i in range(len(labels))],
+            "label": labels,
+            "probability": probs,
+        }
+    )
     return table, pred
 
 
@@ -195,23 +224,50 @@ def test_benchmarks_page_shows_figures_beside_targets_and_where_the_time_goes(tm
     from uslib import pages
     from uslib.store import save_json
 
-    layers = {"BatchNormalization": {"layers": 94, "seconds": 0.5, "share of time": 0.2, "GFLOP": 0.0,
-                                     "GFLOP/s": 0.0, "share of roofline": None},  # as stored: sorted by name
-              "Conv2D": {"layers": 94, "seconds": 2.0, "share of time": 0.8, "GFLOP": 300.0, "GFLOP/s": 150.0,
-                         "share of roofline": 0.6}}
-    features = {"roofline [GFLOP/s] (best of all rounds)": 250.0, "roofline source": "tf.nn.conv2d",
-                "inception_v3": {"share of roofline": 0.7, "best batch size measured": 16,
-                                 "best reachable share (best batch size, median of paired rounds)": 0.72,
-                                 "default batch size (features.default_batch_size)": 64,
-                                 "bfloat16 speed-up (median of paired rounds)": 1.6,
-                                 "bfloat16 min cosine vs float32": 0.99998, pages.LAYERS_KEY: layers,
-                                 "roofline paired with the layer profile [GFLOP/s]": 240.0},
-                "vgg19": {"share of roofline": 0.9, "bfloat16 speed-up (median of paired rounds)": 1.2,
-                          "bfloat16 min cosine vs float32": 0.999}}
+    layers = {
+        "BatchNormalization": {
+            "layers": 94,
+            "seconds": 0.5,
+            "share of time": 0.2,
+            "GFLOP": 0.0,
+            "GFLOP/s": 0.0,
+            "share of roofline": None,
+        },  # as stored: sorted by name
+        "Conv2D": {
+            "layers": 94,
+            "seconds": 2.0,
+            "share of time": 0.8,
+            "GFLOP": 300.0,
+            "GFLOP/s": 150.0,
+            "share of roofline": 0.6,
+        },
+    }
+    features = {
+        "roofline [GFLOP/s] (best of all rounds)": 250.0,
+        "roofline source": "tf.nn.conv2d",
+        "inception_v3": {
+            "share of roofline": 0.7,
+            "best batch size measured": 16,
+            "best reachable share (best batch size, median of paired rounds)": 0.72,
+            "default batch size (features.default_batch_size)": 64,
+            "bfloat16 speed-up (median of paired rounds)": 1.6,
+            "bfloat16 min cosine vs float32": 0.99998,
+            pages.LAYERS_KEY: layers,
+            "roofline paired with the layer profile [GFLOP/s]": 240.0,
+        },
+        "vgg19": {
+            "share of roofline": 0.9,
+            "bfloat16 speed-up (median of paired rounds)": 1.2,
+            "bfloat16 min cosine vs float32": 0.999,
+        },
+    }
     rows = {r["target"]: r for r in pages.performance_rows(features)}
     assert rows["inception_v3: share of roofline ≥ 0.85"]["status"] == "NOT met"
     assert "best reachable: 0.720 at batch 16" in rows["inception_v3: share of roofline ≥ 0.85"]["why"]
-    assert "80% of the time at 150 GFLOP/s (60.0% of the roofline)" in rows["inception_v3: share of roofline ≥ 0.85"]["why"]
+    assert (
+        "80% of the time at 150 GFLOP/s (60.0% of the roofline)"
+        in rows["inception_v3: share of roofline ≥ 0.85"]["why"]
+    )
     assert "the whole network (fused) runs at 70.0%" in rows["inception_v3: share of roofline ≥ 0.85"]["why"]
     assert "20%" in rows["inception_v3: share of roofline ≥ 0.85"]["why"]  # the FLOP-free layers
     assert rows["vgg19: share of roofline ≥ 0.85"]["status"] == "met"
@@ -222,20 +278,49 @@ def test_benchmarks_page_shows_figures_beside_targets_and_where_the_time_goes(tm
     assert wrong[0]["status"] == "not measured" and "MEASUREMENT WRONG" in wrong[0]["why"]
 
     save_json(tmp_path / "features.json", {"name": "features", "figures": features})
-    save_json(tmp_path / "paper_protocol.json", {"name": "paper_protocol", "figures": {
-        "float32": {"wall minutes": 20.0, "wall seconds": 1200.0,
-                    "stage seconds": {"04_features": 300.0, "07_robustness": 700.0, "total": 1200.0}}}})
-    save_json(tmp_path / "bfloat16_auc.json", {"name": "bfloat16_auc", "figures": {"vgg19": {
-        "bfloat16 TrainALL/TestALL AUC change": {
-            "float32 AUC": 0.8, "float32 95 % CI": [0.7, 0.9], "bfloat16 AUC": 0.79, "bfloat16 95 % CI": [0.69, 0.89],
-            "bfloat16 - float32": -0.01, "paired 95 % interval of the change": [-0.02, 0.0],
-            "change within float32's CI (|change| < half its width)": True}}}})
+    save_json(
+        tmp_path / "paper_protocol.json",
+        {
+            "name": "paper_protocol",
+            "figures": {
+                "float32": {
+                    "wall minutes": 20.0,
+                    "wall seconds": 1200.0,
+                    "stage seconds": {"04_features": 300.0, "07_robustness": 700.0, "total": 1200.0},
+                }
+            },
+        },
+    )
+    save_json(
+        tmp_path / "bfloat16_auc.json",
+        {
+            "name": "bfloat16_auc",
+            "figures": {
+                "vgg19": {
+                    "bfloat16 TrainALL/TestALL AUC change": {
+                        "float32 AUC": 0.8,
+                        "float32 95 % CI": [0.7, 0.9],
+                        "bfloat16 AUC": 0.79,
+                        "bfloat16 95 % CI": [0.69, 0.89],
+                        "bfloat16 - float32": -0.01,
+                        "paired 95 % interval of the change": [-0.02, 0.0],
+                        "change within float32's CI (|change| < half its width)": True,
+                    }
+                }
+            },
+        },
+    )
     page = pages.benchmarks_page(bench_dir=tmp_path)
     assert "## Performance targets beside the figures" in page and "## Where the time goes" in page
-    assert ("| inception_v3: share of roofline ≥ 0.85 | 0.700 (each round against its own roofline; best roofline "
-            "250 GFLOP/s, tf.nn.conv2d) | **NOT met** |") in page
+    assert (
+        "| inception_v3: share of roofline ≥ 0.85 | 0.700 (each round against its own roofline; best roofline "
+        "250 GFLOP/s, tf.nn.conv2d) | **NOT met** |"
+    ) in page
     assert "| Conv2D | 94 | 2.000 | 80.0% | 150.0 | 60.0% |" in page
-    assert "- paper protocol, float32: ≤ 15 min: 20.0 min. Why: chapters 04 and 07 (feature extraction) took 1000 s" in page
+    assert (
+        "- paper protocol, float32: ≤ 15 min: 20.0 min. Why: chapters 04 and 07 (feature extraction) took 1000 s"
+        in page
+    )
     assert page.index("| Conv2D | 94 |") < page.index("| BatchNormalization | 94 |")  # slowest first
     assert "-0.0100 (float32 0.800 [0.700, 0.900], bfloat16 0.790 [0.690, 0.890]" in page
     assert "**Not met on this machine:**" in page and "Not measured here: paper protocol, bfloat16" in page
@@ -281,8 +366,7 @@ def test_bfloat16_refused_where_the_cpu_lacks_it(monkeypatch, tmp_path):
         F.check_precision("bfloat16")
     from uslib.check import preflight
 
-    report = preflight(load_profile("tiny", overrides={"precision": "bfloat16"}, check_folds=False),
-                       bench_dir=tmp_path)
+    report = preflight(load_profile("tiny", overrides={"precision": "bfloat16"}, check_folds=False), bench_dir=tmp_path)
     assert any(p.startswith("precision: bfloat16 needs native bfloat16") for p in report.problems)
     monkeypatch.setattr(precision, "cpu_flags", lambda *a, **k: frozenset({"avx512f", "avx512_bf16"}))
     assert F.check_precision("bfloat16") == "bfloat16"
@@ -312,9 +396,14 @@ def _scan(rng, shift=0):
 @pytest.fixture(scope="module")
 def ds():
     rng = np.random.default_rng(0)
-    return Dataset([Lesion("1ab", "1ab", "ab", 0, "3", (_scan(rng),)),
-                    Lesion("2cd", "2cd", "cd", 1, "4a", (_scan(rng, shift=30),))],
-                   source="hand-made test data", synthetic=True)
+    return Dataset(
+        [
+            Lesion("1ab", "1ab", "ab", 0, "3", (_scan(rng),)),
+            Lesion("2cd", "2cd", "cd", 1, "4a", (_scan(rng, shift=30),)),
+        ],
+        source="hand-made test data",
+        synthetic=True,
+    )
 
 
 @pytest.fixture
@@ -349,8 +438,9 @@ def fake_net(monkeypatch):
 
 
 def _extract(ds, man, cache, **kw):
-    return F.extract_features(ds, man, "inception_v3", cache_dir=cache, weights=None, progress=False,
-                              allow_download=False, **kw)
+    return F.extract_features(
+        ds, man, "inception_v3", cache_dir=cache, weights=None, progress=False, allow_download=False, **kw
+    )
 
 
 def test_extract_uses_the_batch_rule_when_none_is_given(ds, fake_net, tmp_path, monkeypatch):
@@ -388,8 +478,14 @@ def test_bfloat16_refused_before_building_on_a_cpu_without_it(ds, fake_net, tmp_
 def test_robustness_chapter_reads_the_main_sets_features_from_the_store(ds, fake_net, tmp_path):
     """Chapter 04's images inside chapter 07's manifest are not computed again (same pipeline calls)."""
     main = pipeline.get_manifest(ds, dynamic_ranges_db=[40, 50, 60], margins_mm=[2, 5, 10])
-    rob, _ = robustness_manifest(ds, train_ranges_db=(40, 50, 60), unseen_ranges_db=(30, 80), margins_mm=(2, 5, 10),
-                                 continuous_range_db=(35, 65), seed=0)
+    rob, _ = robustness_manifest(
+        ds,
+        train_ranges_db=(40, 50, 60),
+        unseen_ranges_db=(30, 80),
+        margins_mm=(2, 5, 10),
+        continuous_range_db=(35, 65),
+        seed=0,
+    )
     shared = {image_key(r) for r in main.itertuples(index=False)} & {image_key(r) for r in rob.itertuples(index=False)}
     assert len(shared) == len(main)  # every main image is also a robustness image
     kw = dict(weights="random", progress=False, allow_download=False)

@@ -66,8 +66,10 @@ def test_real_imagenet_weights_are_named_with_their_md5_and_no_warning_remains()
 
     real = Dataset([], synthetic=False)
     inc, vgg = BACKBONES["inception_v3"], BACKBONES["vgg19"]
-    both = [("inception_v3", _info("inception_v3", "/k/a.h5", inc.weights_md5)),
-            ("vgg19", _info("vgg19", "/k/b.h5", vgg.weights_md5))]
+    both = [
+        ("inception_v3", _info("inception_v3", "/k/a.h5", inc.weights_md5)),
+        ("vgg19", _info("vgg19", "/k/b.h5", vgg.weights_md5)),
+    ]
     text = captions.status_banner(real, both)
     assert ":::{warning}" not in text and text.startswith(":::{note}")
     assert f"ImageNet weights (md5 {inc.weights_md5})" in text and f"ImageNet weights (md5 {vgg.weights_md5})" in text
@@ -122,8 +124,13 @@ SETTINGS = CVSettings(n_splits=3, cv_seed=0, n_repeats=1)
 
 def _matrix(run, manifest=None, **changes):
     """get_matrix of the stand-in features with :data:`SETTINGS` changed by ``changes``."""
-    return pipeline.get_matrix(run["run_dir"], run["fs"], run["manifest"] if manifest is None else manifest,
-                               ranges=(40, 60), settings=SETTINGS.replace(**changes))
+    return pipeline.get_matrix(
+        run["run_dir"],
+        run["fs"],
+        run["manifest"] if manifest is None else manifest,
+        ranges=(40, 60),
+        settings=SETTINGS.replace(**changes),
+    )
 
 
 def _result_dirs(run):
@@ -138,12 +145,11 @@ def test_regrouped_patients_give_new_results_with_new_folds(phantom_run, tmp_pat
     ds = run["ds"]
     ben = [les.key for les in ds if les.label == 0]
     mal = [les.key for les in ds if les.label == 1]
-    pairs = list(zip(ben, mal)) + [(k,) for k in ben[len(mal):] + mal[len(ben):]]
+    pairs = list(zip(ben, mal)) + [(k,) for k in ben[len(mal) :] + mal[len(ben) :]]
     rows = [f"{k},P{i % 6}" for i, group in enumerate(pairs) for k in group]
     csv = tmp_path / "patients.csv"
     csv.write_text("id,patient\n" + "\n".join(rows) + "\n")
-    ds6 = pipeline.get_dataset(run["run_dir"], data_source="phantom", n_lesions=12, data_seed=0,
-                               patients_csv=str(csv))
+    ds6 = pipeline.get_dataset(run["run_dir"], data_source="phantom", n_lesions=12, data_seed=0, patients_csv=str(csv))
     assert ds6.fingerprint != ds.fingerprint and len(set(ds6.patients)) == 6
     manifest6 = pipeline.get_manifest(ds6, dynamic_ranges_db=(40, 60), margins_mm=(5,))
     after = _matrix(run, manifest6)
@@ -193,8 +199,12 @@ def test_a_damaged_result_is_named_and_recomputed(phantom_run, monkeypatch):
     run = phantom_run
     monkeypatch.delenv(store.EVENTS_ENV, raising=False)
     first = _matrix(run, svm_c=3.0)
-    out = next(p for p in (run["run_dir"] / "results").iterdir() if (p / "matrix.csv").exists()
-               and store.load_json(p / "metrics.json")["results"]["toy"]["params"].get("svm_c") == 3.0)
+    out = next(
+        p
+        for p in (run["run_dir"] / "results").iterdir()
+        if (p / "matrix.csv").exists()
+        and store.load_json(p / "metrics.json")["results"]["toy"]["params"].get("svm_c") == 3.0
+    )
     (out / "predictions.csv").write_text((out / "predictions.csv").read_text()[:200])
     with pytest.warns(store.DamagedArtefactWarning, match="predictions.csv"):
         again = _matrix(run, svm_c=3.0)
@@ -248,8 +258,13 @@ def test_sensitivity_switches_one_choice_per_row_and_reuses_the_cache(phantom_ru
     kw = {"ranges": (40, 60), "settings": SETTINGS, "n_boot": 200}
     sens = pipeline.get_sensitivity(run["run_dir"], run["fs"], run["manifest"], baseline=base, **kw)
     c_values = [c for c in pipeline.SENSITIVITY_C if c != SETTINGS.svm_c]
-    assert list(sens["choice"]) == ["as run", "standardize", "calibration", "lesion_weighting",
-                                    *["svm_c"] * len(c_values)]
+    assert list(sens["choice"]) == [
+        "as run",
+        "standardize",
+        "calibration",
+        "lesion_weighting",
+        *["svm_c"] * len(c_values),
+    ]
     assert sens[sens.choice == "svm_c"]["svm_c"].tolist() == c_values and len(c_values) == 2
     # every row is diagnosed as a fit (degenerate or not), with its share of extreme probabilities
     assert sens["degenerate"].isin([True, False]).all() and sens["extreme_share"].between(0, 1).all()
@@ -262,7 +277,9 @@ def test_sensitivity_switches_one_choice_per_row_and_reuses_the_cache(phantom_ru
     t = base.table.set_index(["train", "test"])
     assert first["auc"] == pytest.approx(t.loc[("TrainALL", "TestALL"), "auc"])
     assert ((sens["auc_ci_low"] <= sens["auc"]) & (sens["auc"] <= sens["auc_ci_high"])).all()
-    assert ((sens["drop_ci_low"] <= sens["mean_drop"] + 1e-12) & (sens["mean_drop"] <= sens["drop_ci_high"] + 1e-12)).all()
+    assert (
+        (sens["drop_ci_low"] <= sens["mean_drop"] + 1e-12) & (sens["mean_drop"] <= sens["drop_ci_high"] + 1e-12)
+    ).all()
     dirs = _result_dirs(run)
     again = pipeline.get_sensitivity(run["run_dir"], run["fs"], run["manifest"], baseline=base, **kw)
     assert _result_dirs(run) == dirs, "nothing is recomputed"

@@ -55,8 +55,10 @@ def test_the_constrained_intercept_is_the_weighted_base_rate():
 
 
 def test_fold_report_and_libsvm_check():
-    fits = [({"fold": 0}, platt.platt_fit([-1, 1, -2, 2], [0, 1, 0, 1])),
-            ({"fold": 1}, platt.platt_fit([-1, 1, -2, 2], [1, 0, 1, 0]))]
+    fits = [
+        ({"fold": 0}, platt.platt_fit([-1, 1, -2, 2], [0, 1, 0, 1])),
+        ({"fold": 1}, platt.platt_fit([-1, 1, -2, 2], [1, 0, 1, 0])),
+    ]
     rep = platt.fold_report(fits)
     assert rep["reversing"].tolist() == [False, True] and rep["constrained"].tolist() == [False, True]
     assert rep["fold"].tolist() == [0, 1]
@@ -86,7 +88,9 @@ def test_linear_svm_replaces_a_reversing_fold_fit_and_keeps_its_ranking():
     # the calibrated probabilities rank the images exactly as the SVM's decision values do
     assert np.array_equal(np.argsort(f, kind="stable"), np.argsort(p, kind="stable"))
     # the free map would have ranked them backwards
-    assert np.array_equal(np.argsort(-f, kind="stable"), np.argsort(1 / (1 + np.exp(fit.a_free * f + fit.b_free)), kind="stable"))
+    assert np.array_equal(
+        np.argsort(-f, kind="stable"), np.argsort(1 / (1 + np.exp(fit.a_free * f + fit.b_free)), kind="stable")
+    )
 
 
 def test_cross_validation_reports_every_fold_platt_fit():
@@ -96,8 +100,14 @@ def test_cross_validation_reports_every_fold_platt_fit():
     from uslib.cvsettings import CVSettings
 
     rng = np.random.default_rng(1)
-    m = pd.DataFrame({"lesion": [f"L{i // 2}" for i in range(24)], "patient": [f"P{i // 4}" for i in range(24)],
-                      "label": [(i // 2) % 2 for i in range(24)], "dynamic_range_db": 40})
+    m = pd.DataFrame(
+        {
+            "lesion": [f"L{i // 2}" for i in range(24)],
+            "patient": [f"P{i // 4}" for i in range(24)],
+            "label": [(i // 2) % 2 for i in range(24)],
+            "dynamic_range_db": 40,
+        }
+    )
     X = rng.normal(size=(24, 3)) + m[["label"]].to_numpy(float)
     cv = cross_validated_probabilities(X, m, train_sets={"Train40dB": (40,)}, settings=CVSettings(n_splits=3))
     report = platt.fold_report(cv.platt)

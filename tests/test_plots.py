@@ -23,8 +23,11 @@ def _close():
 
 def _matrix(values):
     names = ["40dB", "50dB", "60dB", "ALL"]
-    rows = [{"train": f"Train{a}", "test": f"Test{b}", "auc": values[i][j]}
-            for i, a in enumerate(names) for j, b in enumerate(names)]
+    rows = [
+        {"train": f"Train{a}", "test": f"Test{b}", "auc": values[i][j]}
+        for i, a in enumerate(names)
+        for j, b in enumerate(names)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -48,6 +51,7 @@ def _visible_texts(fig, exclude):
 
 
 # --- the stamp ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("layout", ["tight", "tight, no xlabel", "figure legend"])
 def test_stamp_covers_no_text_of_the_figure(layout):
@@ -84,8 +88,13 @@ def _pca_like_figure():
     for ax in axes:
         for i, dr in enumerate((40, 50, 60)):
             for lab, mk in ((0, "o"), (1, "^")):
-                ax.scatter(*rng.normal(size=(2, 10)), s=9, marker=mk, color=f"C{i}",
-                           label=f"{dr:g} dB, {'malignant' if lab else 'benign'}")
+                ax.scatter(
+                    *rng.normal(size=(2, 10)),
+                    s=9,
+                    marker=mk,
+                    color=f"C{i}",
+                    label=f"{dr:g} dB, {'malignant' if lab else 'benign'}",
+                )
         ax.set_xlabel("PC 1")
         ax.set_ylabel("PC 2")
     fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=9, frameon=False)
@@ -128,6 +137,7 @@ def test_a_second_stamp_replaces_the_first():
 
 # --- heat map -----------------------------------------------------------------
 
+
 def test_heatmap_colour_scale_shows_values_below_chance():
     vals = np.full((4, 4), 0.8)
     vals[0, 1] = 0.383
@@ -153,6 +163,7 @@ def test_heatmap_orders_all_last_and_names_the_axes():
 
 # --- Bland–Altman -------------------------------------------------------------
 
+
 def test_bland_altman_has_a_legend_naming_classes_and_lines():
     rng = np.random.default_rng(0)
     a, b = rng.uniform(0, 1, 30), rng.uniform(0, 1, 30)
@@ -173,6 +184,7 @@ def test_bland_altman_has_a_legend_naming_classes_and_lines():
 
 # --- Figure 3 -----------------------------------------------------------------
 
+
 def test_pipeline_has_no_placeholders_and_every_box_is_connected():
     fig, ax = plt.subplots(figsize=(8, 3.4))
     plots.evaluation_pipeline(ax, (40, 50, 60))
@@ -190,6 +202,7 @@ def test_pipeline_has_no_placeholders_and_every_box_is_connected():
 
 # --- image grid ---------------------------------------------------------------
 
+
 def test_image_grid_wraps_into_rows():
     fig = plt.figure(figsize=(8, 4))
     imgs = [np.full((8, 8), k * 20, np.uint8) for k in range(7)]
@@ -200,6 +213,7 @@ def test_image_grid_wraps_into_rows():
 
 
 # --- the dynamic-range explorer's frames ---------------------------------------
+
 
 def test_explorer_frames_keep_the_histogram_inside_its_axes_with_a_db_colour_bar(monkeypatch):
     """Every frame, 20 dB (most of the scan black) included, is checked as it is saved."""
@@ -218,16 +232,18 @@ def test_explorer_frames_keep_the_histogram_inside_its_axes_with_a_db_colour_bar
         heights = [p.get_height() for p in ax_hist.patches]
         roi_y = np.asarray(ax_hist.lines[0].get_ydata(), float)
         colourbar = [a for a in fig.axes if a not in (ax_img, ax_hist)]
-        frames.append({
-            "title": ax_img.get_title(),
-            "bars inside": all(h == 0 or low <= h <= high for h in heights),
-            "roi inside": bool(np.all(np.isnan(roi_y) | ((roi_y >= low) & (roi_y <= high)))),
-            "roi drawn": bool(np.any(~np.isnan(roi_y))),
-            "dB ticks": [t.get_text() for t in colourbar[0].get_yticklabels()] if colourbar else [],
-            "stamp": plots.stamp_collisions(fig, tight=False),
-            "image px": ax_img.get_window_extent().width,
-            "hist px": ax_hist.get_window_extent().width,
-        })
+        frames.append(
+            {
+                "title": ax_img.get_title(),
+                "bars inside": all(h == 0 or low <= h <= high for h in heights),
+                "roi inside": bool(np.all(np.isnan(roi_y) | ((roi_y >= low) & (roi_y <= high)))),
+                "roi drawn": bool(np.any(~np.isnan(roi_y))),
+                "dB ticks": [t.get_text() for t in colourbar[0].get_yticklabels()] if colourbar else [],
+                "stamp": plots.stamp_collisions(fig, tight=False),
+                "image px": ax_img.get_window_extent().width,
+                "hist px": ax_hist.get_window_extent().width,
+            }
+        )
         return real_savefig(fig, *args, **kwargs)
 
     monkeypatch.setattr(Figure, "savefig", checked_savefig)

@@ -98,11 +98,10 @@ def test_a_mistyped_optional_key_is_an_error_with_a_did_you_mean(tmp_path):
     assert str(e).startswith(f"profile {path}: ")
 
 
-@pytest.mark.parametrize("key, text, shown", [
-    ("standardize", '"no"', "'no'"),
-    ("allow_download", '"false"', "'false'"),
-    ("strict_weights", "1", "1"),
-])
+@pytest.mark.parametrize(
+    "key, text, shown",
+    [("standardize", '"no"', "'no'"), ("allow_download", '"false"', "'false'"), ("strict_weights", "1", "1")],
+)
 def test_a_string_or_number_is_never_read_as_a_boolean(tmp_path, key, text, shown):
     e = _error(_profile(tmp_path, {key: text}))
     assert f"{key}: expected true or false, got {shown}" in str(e)
@@ -118,13 +117,16 @@ def test_shipped_profile_path_is_shown_relative_to_the_repository():
     assert str(e) == "profile params/tiny.yaml: n_splits: expected an integer, got 'five'"
 
 
-@pytest.mark.parametrize("key, text, expect", [
-    ("n_lesions", "true", "n_lesions: expected an integer, got True"),
-    ("svm_c", "true", "svm_c: expected a number, got True"),
-    ("svm_c", '"10"', "svm_c: expected a number, got '10'"),
-    ("n_splits", "5.0", "n_splits: expected an integer, got 5.0"),
-    ("svm_c", ".nan", "svm_c: expected a finite number, got nan"),
-])
+@pytest.mark.parametrize(
+    "key, text, expect",
+    [
+        ("n_lesions", "true", "n_lesions: expected an integer, got True"),
+        ("svm_c", "true", "svm_c: expected a number, got True"),
+        ("svm_c", '"10"', "svm_c: expected a number, got '10'"),
+        ("n_splits", "5.0", "n_splits: expected an integer, got 5.0"),
+        ("svm_c", ".nan", "svm_c: expected a finite number, got nan"),
+    ],
+)
 def test_no_boolean_or_string_is_read_as_a_number(tmp_path, key, text, expect):
     assert expect in str(_error(_profile(tmp_path, {key: text})))
 
@@ -135,30 +137,37 @@ def test_an_integer_is_accepted_where_a_number_belongs_and_kept_as_is(tmp_path):
     assert params["dynamic_ranges_db"] == [40, 55.5]
 
 
-@pytest.mark.parametrize("key, text, expect", [
-    ("dynamic_ranges_db", "[]", "dynamic_ranges_db: expected at least 2 values, got []"),
-    ("dynamic_ranges_db", "[40]", "dynamic_ranges_db: expected at least 2 values, got [40]"),
-    ("dynamic_ranges_db", "[40, 0]", "dynamic_ranges_db[1]: expected a value > 0, got 0"),
-    ("dynamic_ranges_db", "[40, 50, 40]", "dynamic_ranges_db: repeats [40], got [40, 50, 40]"),
-    ("dynamic_ranges_db", "40", "dynamic_ranges_db: expected a list, got 40"),
-    ("margins_mm", "[]", "margins_mm: expected at least 1 value, got []"),
-    ("margins_mm", "[-2]", "margins_mm[0]: expected a value > 0, got -2"),
-    ("margins_mm", "[0]", "margins_mm[0]: expected a value > 0, got 0"),
-    ("backbones", "[vgg19, vgg19]", "backbones: repeats ['vgg19'], got ['vgg19', 'vgg19']"),
-    ("backbones", "[resnet50]", "backbones[0]: expected one of 'inception_v3', 'vgg19', got 'resnet50'"),
-    ("n_splits", "1", "n_splits: expected a value >= 2, got 1"),
-    ("n_repeats", "0", "n_repeats: expected a value >= 1, got 0"),
-    ("svm_c", "0", "svm_c: expected a value > 0, got 0"),
-    ("batch_size", "0", "batch_size: expected a value >= 1, got 0"),
-    ("data_seed", "-1", "data_seed: expected a value >= 0, got -1"),
-    ("data_source", "oasbd", "data_source: expected one of 'phantom', 'oasbud' (did you mean 'oasbud'?), got 'oasbd'"),
-    ("weights", "none", "weights: expected one of 'imagenet', 'random', got 'none'"),
-    ("continuous_range_db", "[65, 35]", "continuous_range_db: expected [low, high] with low < high, got [65, 35]"),
-    ("continuous_range_db", "[35, 50, 65]", "continuous_range_db: expected at most 2 values, got [35, 50, 65]"),
-    ("unseen_ranges_db", "[30, 40]", "unseen_ranges_db: repeats [40] of dynamic_ranges_db, got [30, 40]"),
-    ("oasbud_path", '""', "oasbud_path: expected a non-empty string, got ''"),
-    ("cell_timeout_s", "-1", "cell_timeout_s: expected a value > 0, got -1"),
-])
+@pytest.mark.parametrize(
+    "key, text, expect",
+    [
+        ("dynamic_ranges_db", "[]", "dynamic_ranges_db: expected at least 2 values, got []"),
+        ("dynamic_ranges_db", "[40]", "dynamic_ranges_db: expected at least 2 values, got [40]"),
+        ("dynamic_ranges_db", "[40, 0]", "dynamic_ranges_db[1]: expected a value > 0, got 0"),
+        ("dynamic_ranges_db", "[40, 50, 40]", "dynamic_ranges_db: repeats [40], got [40, 50, 40]"),
+        ("dynamic_ranges_db", "40", "dynamic_ranges_db: expected a list, got 40"),
+        ("margins_mm", "[]", "margins_mm: expected at least 1 value, got []"),
+        ("margins_mm", "[-2]", "margins_mm[0]: expected a value > 0, got -2"),
+        ("margins_mm", "[0]", "margins_mm[0]: expected a value > 0, got 0"),
+        ("backbones", "[vgg19, vgg19]", "backbones: repeats ['vgg19'], got ['vgg19', 'vgg19']"),
+        ("backbones", "[resnet50]", "backbones[0]: expected one of 'inception_v3', 'vgg19', got 'resnet50'"),
+        ("n_splits", "1", "n_splits: expected a value >= 2, got 1"),
+        ("n_repeats", "0", "n_repeats: expected a value >= 1, got 0"),
+        ("svm_c", "0", "svm_c: expected a value > 0, got 0"),
+        ("batch_size", "0", "batch_size: expected a value >= 1, got 0"),
+        ("data_seed", "-1", "data_seed: expected a value >= 0, got -1"),
+        (
+            "data_source",
+            "oasbd",
+            "data_source: expected one of 'phantom', 'oasbud' (did you mean 'oasbud'?), got 'oasbd'",
+        ),
+        ("weights", "none", "weights: expected one of 'imagenet', 'random', got 'none'"),
+        ("continuous_range_db", "[65, 35]", "continuous_range_db: expected [low, high] with low < high, got [65, 35]"),
+        ("continuous_range_db", "[35, 50, 65]", "continuous_range_db: expected at most 2 values, got [35, 50, 65]"),
+        ("unseen_ranges_db", "[30, 40]", "unseen_ranges_db: repeats [40] of dynamic_ranges_db, got [30, 40]"),
+        ("oasbud_path", '""', "oasbud_path: expected a non-empty string, got ''"),
+        ("cell_timeout_s", "-1", "cell_timeout_s: expected a value > 0, got -1"),
+    ],
+)
 def test_values_out_of_range_are_named_with_their_value(tmp_path, key, text, expect):
     assert expect in str(_error(_profile(tmp_path, {key: text})))
 
@@ -181,8 +190,11 @@ def test_a_key_given_twice_names_the_key_and_both_lines(tmp_path):
 
 
 def test_every_problem_of_a_profile_is_reported_at_once(tmp_path):
-    path = _profile(tmp_path, {"n_splits": '"five"', "dynamic_ranges_db": "[]", "standardize": "maybe"},
-                    append="standardise: false\n")
+    path = _profile(
+        tmp_path,
+        {"n_splits": '"five"', "dynamic_ranges_db": "[]", "standardize": "maybe"},
+        append="standardise: false\n",
+    )
     e = _error(path)
     assert len(e.problems) == 4
     for key in ("n_splits", "dynamic_ranges_db", "standardize", "standardise"):
@@ -284,8 +296,16 @@ def test_the_fold_check_agrees_with_the_cross_validation():
             except ValueError:
                 works = False
             try:
-                validate_parameters({"data_source": "phantom", "n_lesions": n_lesions, "data_seed": 1,
-                                     "n_splits": n_splits, "cv_seed": 0, "n_repeats": 3})
+                validate_parameters(
+                    {
+                        "data_source": "phantom",
+                        "n_lesions": n_lesions,
+                        "data_seed": 1,
+                        "n_splits": n_splits,
+                        "cv_seed": 0,
+                        "n_repeats": 3,
+                    }
+                )
                 accepted = True
             except ProfileError as e:
                 assert "n_splits" in str(e)
@@ -343,33 +363,39 @@ HEAVY = ("tensorflow", "keras", "torch", "papermill", "jupyter_client", "nbclien
 
 def _cli(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, list[str]]:
     """``python -m uslib ARGS`` in a subprocess; also the heavy modules it had imported when it returned."""
-    code = ("import sys\nfrom uslib.__main__ import main\nrc = main(sys.argv[1:])\n"
-            f"print('imported:', ','.join(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
-            "sys.exit(rc)\n")
-    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd,
-                         timeout=120)
+    code = (
+        "import sys\nfrom uslib.__main__ import main\nrc = main(sys.argv[1:])\n"
+        f"print('imported:', ','.join(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
+        "sys.exit(rc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
     last = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
     assert last.startswith("imported:"), out.stdout + out.stderr
     return out, [m for m in last.removeprefix("imported:").strip().split(",") if m]
 
 
 def test_validation_imports_no_deep_learning_framework():
-    code = ("import sys; from uslib.config import load_profile; "
-            "load_profile('default'); load_profile('tiny'); load_profile('paper'); "
-            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    code = (
+        "import sys; from uslib.config import load_profile; "
+        "load_profile('default'); load_profile('tiny'); load_profile('paper'); "
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("replace, append, key", [
-    ({"n_splits": '"five"'}, "", "n_splits"),
-    ({"n_splits": "12"}, "", "n_splits"),
-    ({"standardize": '"no"'}, "", "standardize"),
-    ({}, "standardise: false\n", "standardise"),
-    ({}, "svm_c: 3\n", "svm_c"),
-    ({"n_lesions": "1000000"}, "", "n_lesions"),
-])
+@pytest.mark.parametrize(
+    "replace, append, key",
+    [
+        ({"n_splits": '"five"'}, "", "n_splits"),
+        ({"n_splits": "12"}, "", "n_splits"),
+        ({"standardize": '"no"'}, "", "standardize"),
+        ({}, "standardise: false\n", "standardise"),
+        ({}, "svm_c: 3\n", "svm_c"),
+        ({"n_lesions": "1000000"}, "", "n_lesions"),
+    ],
+)
 def test_the_runner_refuses_a_bad_profile_at_once(tmp_path, replace, append, key):
     # "At once": before TensorFlow or the notebook machinery is imported, before run.json
     # exists, before the phantom is simulated (its run directory is never made).
@@ -414,8 +440,10 @@ def test_parameters_page_shows_the_schema_and_each_profile():
     assert row["tiny.yaml"] == "12" and row["default"] == "40" and row["chapters"].startswith("01")
     assert table.set_index("parameter").loc["cell_timeout_s", "chapters"] == "runner"
     page = parameters_page()
-    assert "| `data_source` | where the lesions come from: the synthetic phantom or the OASBUD file. *Required.* " \
-           "Chapters: all. | string: phantom \\| oasbud | `\"phantom\"` |" in page
+    assert (
+        "| `data_source` | where the lesions come from: the synthetic phantom or the OASBUD file. *Required.* "
+        'Chapters: all. | string: phantom \\| oasbud | `"phantom"` |' in page
+    )
     assert "**`12`**" in page, "a profile's value that differs from the default is in bold"
 
 
@@ -424,8 +452,9 @@ def test_parameters_page_shows_the_schema_and_each_profile():
 # --------------------------------------------------------------------------- #
 
 
-@pytest.mark.parametrize("value", [None, "local", "tcp://127.0.0.1:8786", "tcp://head.cluster:8786",
-                                   "tls://10.0.0.5:8786"])
+@pytest.mark.parametrize(
+    "value", [None, "local", "tcp://127.0.0.1:8786", "tcp://head.cluster:8786", "tls://10.0.0.5:8786"]
+)
 def test_scheduler_accepts_null_local_and_addresses(value):
     params = load_profile("tiny", overrides={"scheduler": value})
     assert params["scheduler"] == value
@@ -436,22 +465,29 @@ def test_shipped_profiles_run_in_process():
         assert load_profile(name)["scheduler"] is None and load_profile(name)["cache_dir"] is None
 
 
-@pytest.mark.parametrize("text, shown, hint", [
-    ("lcoal", "'lcoal'", True),
-    ("tcp://head", "'tcp://head'", False),         # no port
-    ("head:8786", "'head:8786'", False),           # no protocol
-    ("local cluster", "'local cluster'", False),
-])
+@pytest.mark.parametrize(
+    "text, shown, hint",
+    [
+        ("lcoal", "'lcoal'", True),
+        ("tcp://head", "'tcp://head'", False),  # no port
+        ("head:8786", "'head:8786'", False),  # no protocol
+        ("local cluster", "'local cluster'", False),
+    ],
+)
 def test_a_bad_scheduler_is_named_with_what_is_expected(tmp_path, text, shown, hint):
     path = _profile(tmp_path, {"scheduler": f'"{text}"'})
     message = str(_error(path))
-    expected = (f"profile {path}: scheduler: expected null, 'local' or a scheduler address such as "
-                f"'tcp://host:8786'" + (" (did you mean 'local'?)" if hint else "") + f", got {shown}")
+    expected = (
+        f"profile {path}: scheduler: expected null, 'local' or a scheduler address such as "
+        f"'tcp://host:8786'" + (" (did you mean 'local'?)" if hint else "") + f", got {shown}"
+    )
     assert message == expected
 
 
-@pytest.mark.parametrize("text, phrase", [("true", "expected a string, got True"), ("8786", "expected a string"),
-                                          ('""', "expected a non-empty string")])
+@pytest.mark.parametrize(
+    "text, phrase",
+    [("true", "expected a string, got True"), ("8786", "expected a string"), ('""', "expected a non-empty string")],
+)
 def test_a_scheduler_that_is_not_a_string_is_refused(tmp_path, text, phrase):
     assert f"scheduler: {phrase}" in str(_error(_profile(tmp_path, {"scheduler": text})))
 
@@ -487,13 +523,16 @@ def test_parameters_page_lists_each_parameter_once_typed_from_the_schema():
 # --------------------------------------------------------------------------- #
 
 
-@pytest.mark.parametrize("key, text, value", [
-    ("svm_c", "1e-3", 1e-3),
-    ("svm_c", "1E5", 1e5),
-    ("svm_c", "1.5e3", 1500.0),
-    ("svm_c", "1e300", 1e300),
-    ("dynamic_ranges_db", "[40, 1e300]", [40, 1e300]),
-])
+@pytest.mark.parametrize(
+    "key, text, value",
+    [
+        ("svm_c", "1e-3", 1e-3),
+        ("svm_c", "1E5", 1e5),
+        ("svm_c", "1.5e3", 1500.0),
+        ("svm_c", "1e300", 1e300),
+        ("dynamic_ranges_db", "[40, 1e300]", [40, 1e300]),
+    ],
+)
 def test_exponent_numbers_are_numbers_as_in_yaml_1_2(tmp_path, key, text, value):
     assert load_profile(_profile(tmp_path, {key: text}), check_folds=False)[key] == value
 
@@ -503,11 +542,14 @@ def test_an_exponent_number_too_large_for_a_float_is_refused_as_not_finite(tmp_p
     assert "svm_c: expected a finite number" in str(_error(path))
 
 
-@pytest.mark.parametrize("content, words", [
-    ("n_splits: 3\n".encode("utf-16"), "UTF-16"),
-    (bytes(range(256)) * 4, "binary"),
-    (b"profile: caf\xe9\n", "byte 12"),
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ("n_splits: 3\n".encode("utf-16"), "UTF-16"),
+        (bytes(range(256)) * 4, "binary"),
+        (b"profile: caf\xe9\n", "byte 12"),
+    ],
+)
 def test_an_undecodable_profile_gets_one_line(tmp_path, content, words):
     path = tmp_path / "bad.yaml"
     path.write_bytes(content)
@@ -532,12 +574,21 @@ def test_invalid_yaml_is_reported_on_one_line(tmp_path):
     assert "\n" not in str(_error(path)) and "not valid YAML" in str(_error(path))
 
 
-@pytest.mark.parametrize("key, value", [
-    ("n_lesions", "1000000"), ("batch_size", "100000000"), ("skip_samples", "1000000000"),
-    ("margins_mm", "[2, 1e6]"), ("robustness_margins_mm", "[1e9]"),
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("n_lesions", "1000000"),
+        ("batch_size", "100000000"),
+        ("skip_samples", "1000000000"),
+        ("margins_mm", "[2, 1e6]"),
+        ("robustness_margins_mm", "[1e9]"),
+    ],
+)
 def test_absurd_sizes_are_refused_naming_the_key(tmp_path, key, value):
-    path = _profile(tmp_path, {key: value}) if re.search(rf"^{key}:", TINY, re.M) \
+    path = (
+        _profile(tmp_path, {key: value})
+        if re.search(rf"^{key}:", TINY, re.M)
         else _profile(tmp_path, append=f"{key}: {value}\n")
+    )
     err = _error(path, check_folds=False)
     assert re.search(rf"{key}(\[\d\])?: expected a value <= \d+", str(err)), str(err)

@@ -5,14 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from uslib.reconstruction import (
-    FLOOR_DB,
-    bmode,
-    bmode_from_envelope,
-    envelope,
-    gray_levels,
-    log_compress,
-)
+from uslib.reconstruction import FLOOR_DB, bmode, bmode_from_envelope, envelope, gray_levels, log_compress
 
 FS_HZ = 40e6
 FC_HZ = 5.3e6  # deliberately not on an FFT bin: the edges are not periodic

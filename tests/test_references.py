@@ -28,14 +28,17 @@ def formatted():
     return {e.key: (e.label, e.text.render_as("html")) for e in style.format_bibliography(bib)}, bib
 
 
-@pytest.mark.parametrize("tex, text", [
-    (r"Piotrzkowska-Wr{\'o}blewska", "Piotrzkowska-Wróblewska"),
-    (r"Micha{\l}", "Michał"),
-    (r"Fran{\c{c}}ois", "François"),
-    (r"Schr{\"o}der", "Schröder"),
-    (r"J{\o}rgen", "Jørgen"),
-    ("{DeLong}", "DeLong"),
-])
+@pytest.mark.parametrize(
+    "tex, text",
+    [
+        (r"Piotrzkowska-Wr{\'o}blewska", "Piotrzkowska-Wróblewska"),
+        (r"Micha{\l}", "Michał"),
+        (r"Fran{\c{c}}ois", "François"),
+        (r"Schr{\"o}der", "Schröder"),
+        (r"J{\o}rgen", "Jørgen"),
+        ("{DeLong}", "DeLong"),
+    ],
+)
 def test_tex_accents_are_decoded(tex, text):
     assert latex_to_text(tex) == text
 

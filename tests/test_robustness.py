@@ -53,8 +53,9 @@ def toy():
 
 @pytest.fixture(scope="module")
 def design(toy):
-    manifest, cont = rb.robustness_manifest(toy, train_ranges_db=TRAIN, unseen_ranges_db=UNSEEN,
-                                            margins_mm=(5,), continuous_range_db=(35, 65), seed=0)
+    manifest, cont = rb.robustness_manifest(
+        toy, train_ranges_db=TRAIN, unseen_ranges_db=UNSEEN, margins_mm=(5,), continuous_range_db=(35, 65), seed=0
+    )
     return manifest, cont
 
 
@@ -113,9 +114,18 @@ def test_continuous_manifest_deterministic_per_seed_and_per_image(toy):
     np.testing.assert_array_equal(merged["dynamic_range_db_sub"], merged["dynamic_range_db_all"])
 
 
-@pytest.mark.parametrize("kw", [dict(range_db=(65, 35)), dict(range_db=(35,)), dict(range_db=(0, 10)),
-                                dict(range_db=(35, float("nan"))), dict(decimals=-1), dict(margins_mm=(5, 5)),
-                                dict(seed=-1)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(range_db=(65, 35)),
+        dict(range_db=(35,)),
+        dict(range_db=(0, 10)),
+        dict(range_db=(35, float("nan"))),
+        dict(decimals=-1),
+        dict(margins_mm=(5, 5)),
+        dict(seed=-1),
+    ],
+)
 def test_continuous_manifest_rejects_bad_arguments(toy, kw):
     with pytest.raises((ValueError, TypeError)):
         rb.continuous_manifest(toy, **kw)
@@ -149,8 +159,9 @@ def test_robustness_manifest_union_without_duplicates(toy, design):
 
 def test_robustness_manifest_deduplicates_draws_on_the_grid(toy):
     # every draw in (39.6, 40.4) rounds to 40 dB: the continuous images ARE the 40-dB grid images
-    m, cont = rb.robustness_manifest(toy, unseen_ranges_db=UNSEEN, margins_mm=(5,),
-                                     continuous_range_db=(39.6, 40.4), decimals=0)
+    m, cont = rb.robustness_manifest(
+        toy, unseen_ranges_db=UNSEEN, margins_mm=(5,), continuous_range_db=(39.6, 40.4), decimals=0
+    )
     assert len(m) == len(toy) * 2 * 5
     np.testing.assert_array_equal(cont, np.isclose(m["dynamic_range_db"], 40.0))
 
@@ -177,9 +188,15 @@ def test_resolve_policies():
 def test_curves_table_shape_folds_and_signal(toy, design):
     m, cont = design
     X = synthetic_features(m, rotate=False)
-    curves, preds = rb.generalisation_curves(X, m, continuous_mask=cont, settings=CVSettings(n_splits=5, cv_seed=0),
-                                             continuous_range_db=(35, 65), backbone="toy",
-                                             return_predictions=True)
+    curves, preds = rb.generalisation_curves(
+        X,
+        m,
+        continuous_mask=cont,
+        settings=CVSettings(n_splits=5, cv_seed=0),
+        continuous_range_db=(35, 65),
+        backbone="toy",
+        return_predictions=True,
+    )
     assert list(curves.columns) == list(rb.CURVE_COLUMNS)
     tests = sorted(TRAIN + UNSEEN)
     assert len(curves) == len(rb.DEFAULT_POLICIES) * len(tests)
@@ -193,9 +210,13 @@ def test_curves_table_shape_folds_and_signal(toy, design):
     assert seen[("TrainALL", 60.0)] and not seen[("TrainALL", 80.0)]
     assert seen[("TrainContinuous", 50.0)] and not seen[("TrainContinuous", 30.0)]
     # the same patient folds as the main cross-validation (uslib.evaluation on the paper's image set)
-    main = ev.cross_validate(X[~cont & np.isin(m.dynamic_range_db, TRAIN)],
-                             m[~cont & np.isin(m.dynamic_range_db, TRAIN)],
-                             train_ranges=(40,), test_ranges=(40,), settings=CVSettings(n_splits=5, cv_seed=0))
+    main = ev.cross_validate(
+        X[~cont & np.isin(m.dynamic_range_db, TRAIN)],
+        m[~cont & np.isin(m.dynamic_range_db, TRAIN)],
+        train_ranges=(40,),
+        test_ranges=(40,),
+        settings=CVSettings(n_splits=5, cv_seed=0),
+    )
     ours = preds[(preds.policy == "TrainALL") & (preds.test_range_db == 40.0)]
     assert ours["lesion"].tolist() == main["lesion"].tolist()
     np.testing.assert_array_equal(ours["fold"].to_numpy(), main["fold"].to_numpy())
@@ -209,10 +230,21 @@ def test_curves_table_shape_folds_and_signal(toy, design):
 def test_curves_are_the_evaluation_loop_with_a_mask_training_set(design):
     m, cont = design
     X = synthetic_features(m, rotate=True)
-    _, preds = rb.generalisation_curves(X, m, continuous_mask=cont, policies=["Train40dB", "TrainContinuous"],
-                                        settings=CVSettings(n_splits=4, cv_seed=1), return_predictions=True)
-    cv = ev.cross_validated_probabilities(X, m, train_sets={"Train40dB": (40,), "TrainContinuous": cont},
-                                          test_set=TRAIN + UNSEEN, settings=CVSettings(n_splits=4, cv_seed=1))
+    _, preds = rb.generalisation_curves(
+        X,
+        m,
+        continuous_mask=cont,
+        policies=["Train40dB", "TrainContinuous"],
+        settings=CVSettings(n_splits=4, cv_seed=1),
+        return_predictions=True,
+    )
+    cv = ev.cross_validated_probabilities(
+        X,
+        m,
+        train_sets={"Train40dB": (40,), "TrainContinuous": cont},
+        test_set=TRAIN + UNSEEN,
+        settings=CVSettings(n_splits=4, cv_seed=1),
+    )
     for (pol, r), g in preds.groupby(["policy", "test_range_db"]):
         mean, counts = cv.lesion_probabilities(pol, (r,))
         np.testing.assert_array_equal(g["probability"].to_numpy(), mean)
@@ -225,12 +257,15 @@ def test_curves_pass_the_classifier_settings_to_the_loop(design, kw):
     m, cont = design
     X = synthetic_features(m, rotate=True)
     settings = CVSettings(n_splits=4, cv_seed=1, **kw)
-    _, preds = rb.generalisation_curves(X, m, continuous_mask=cont, policies=["Train40dB"], settings=settings,
-                                        return_predictions=True)
-    cv = ev.cross_validated_probabilities(X, m, train_sets={"Train40dB": (40,)}, test_set=TRAIN + UNSEEN,
-                                          settings=settings)
-    default = ev.cross_validated_probabilities(X, m, train_sets={"Train40dB": (40,)}, test_set=TRAIN + UNSEEN,
-                                               settings=CVSettings(n_splits=4, cv_seed=1))
+    _, preds = rb.generalisation_curves(
+        X, m, continuous_mask=cont, policies=["Train40dB"], settings=settings, return_predictions=True
+    )
+    cv = ev.cross_validated_probabilities(
+        X, m, train_sets={"Train40dB": (40,)}, test_set=TRAIN + UNSEEN, settings=settings
+    )
+    default = ev.cross_validated_probabilities(
+        X, m, train_sets={"Train40dB": (40,)}, test_set=TRAIN + UNSEEN, settings=CVSettings(n_splits=4, cv_seed=1)
+    )
     g = preds[preds["test_range_db"] == 40.0]
     np.testing.assert_array_equal(g["probability"].to_numpy(), cv.lesion_probabilities("Train40dB", (40,))[0])
     assert not np.allclose(g["probability"].to_numpy(), default.lesion_probabilities("Train40dB", (40,))[0])
@@ -239,8 +274,13 @@ def test_curves_pass_the_classifier_settings_to_the_loop(design, kw):
 def test_curves_reproduce_a_drop_away_from_the_training_range(design):
     m, cont = design
     X = synthetic_features(m, rotate=True, strength=2.0)
-    curves = rb.generalisation_curves(X, m, continuous_mask=cont, policies=["Train40dB", "TrainContinuous"],
-                                      settings=CVSettings(n_splits=5, cv_seed=0))
+    curves = rb.generalisation_curves(
+        X,
+        m,
+        continuous_mask=cont,
+        policies=["Train40dB", "TrainContinuous"],
+        settings=CVSettings(n_splits=5, cv_seed=0),
+    )
     auc = curves.set_index(["policy", "test_range_db"])["auc"]
     assert auc[("Train40dB", 40.0)] > 0.9
     assert auc[("Train40dB", 80.0)] < auc[("Train40dB", 40.0)] - 0.3
@@ -255,7 +295,9 @@ def test_curves_reproduce_a_drop_away_from_the_training_range(design):
 def test_curves_uninformative_features_give_chance(design):
     m, cont = design
     X = np.random.default_rng(5).normal(size=(len(m), 6))
-    curves = rb.generalisation_curves(X, m, continuous_mask=cont, policies=["TrainALL"], settings=CVSettings(n_splits=5))
+    curves = rb.generalisation_curves(
+        X, m, continuous_mask=cont, policies=["TrainALL"], settings=CVSettings(n_splits=5)
+    )
     assert abs(curves.auc.mean() - 0.5) < 0.2
 
 
@@ -307,10 +349,15 @@ def test_baselines_same_folds_and_signal(toy):
 def test_baselines_are_the_evaluation_loop_on_lesion_rows(toy):
     table = synthetic_table(toy)
     cols = list(rb.BASELINE_SETS["QUS"])
-    _, preds = rb.handcrafted_baselines(table=table, feature_sets={"QUS": cols}, settings=CVSettings(n_splits=4, cv_seed=2),
-                                        return_predictions=True)
-    cv = ev.cross_validated_probabilities(table[cols].to_numpy(), table[["lesion", "patient", "label"]],
-                                          train_sets={"QUS": None}, settings=CVSettings(n_splits=4, cv_seed=2))
+    _, preds = rb.handcrafted_baselines(
+        table=table, feature_sets={"QUS": cols}, settings=CVSettings(n_splits=4, cv_seed=2), return_predictions=True
+    )
+    cv = ev.cross_validated_probabilities(
+        table[cols].to_numpy(),
+        table[["lesion", "patient", "label"]],
+        train_sets={"QUS": None},
+        settings=CVSettings(n_splits=4, cv_seed=2),
+    )
     p, n = cv.lesion_probabilities("QUS")
     assert (n == 1).all()
     np.testing.assert_array_equal(preds["probability"].to_numpy(), p)
@@ -326,8 +373,9 @@ def test_baselines_name_non_finite_lesion(toy):
 
 def test_baselines_are_constant_across_test_ranges(toy, design):
     m, cont = design
-    curves = rb.generalisation_curves(synthetic_features(m, rotate=True), m, continuous_mask=cont,
-                                      policies=["Train40dB"], backbone="toy")
+    curves = rb.generalisation_curves(
+        synthetic_features(m, rotate=True), m, continuous_mask=cont, policies=["Train40dB"], backbone="toy"
+    )
     base = rb.handcrafted_baselines(table=synthetic_table(toy), settings=CVSettings(n_splits=5))
     full = rb.attach_baselines(curves, base)
     assert list(full.columns) == list(rb.CURVE_COLUMNS)
@@ -351,8 +399,10 @@ def test_handcrafted_features_never_use_log_compression(phantom2, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("log compression / display mapping was used")
 
-    for mod, names in ((rec, ("log_compress", "gray_levels", "bmode", "bmode_from_envelope")),
-                       (aug, ("log_compress", "gray_levels"))):
+    for mod, names in (
+        (rec, ("log_compress", "gray_levels", "bmode", "bmode_from_envelope")),
+        (aug, ("log_compress", "gray_levels")),
+    ):
         for name in names:
             monkeypatch.setattr(mod, name, boom)
     with pytest.raises(AssertionError):  # the patch is effective on the display path...
@@ -402,15 +452,23 @@ def test_get_curves_caches_and_rekeys(tmp_path, design, monkeypatch):
     pd.testing.assert_frame_equal(c1, c2)
     pd.testing.assert_frame_equal(p1, p2)
     monkeypatch.undo()  # the cached table equals a fresh computation
-    c3 = rb.generalisation_curves(fs.features, m, continuous_mask=cont, policies=kw["policies"],
-                                  continuous_range_db=(35, 65), settings=settings, backbone="toy")
+    c3 = rb.generalisation_curves(
+        fs.features,
+        m,
+        continuous_mask=cont,
+        policies=kw["policies"],
+        continuous_range_db=(35, 65),
+        settings=settings,
+        backbone="toy",
+    )
     pd.testing.assert_frame_equal(c1, c3, check_exact=False, rtol=1e-12)
     monkeypatch.setattr(rb, "generalisation_curves", boom)
     with pytest.raises(AssertionError, match="recomputed"):  # another C is another result
         pipeline.get_curves(tmp_path, fs, m, cont, **kw, settings=settings.replace(svm_c=0.5))
     with pytest.raises(AssertionError, match="recomputed"):  # other features are another result
-        pipeline.get_curves(tmp_path, SimpleNamespace(features=fs.features + 1, backbone="toy"), m, cont, **kw,
-                            settings=settings)
+        pipeline.get_curves(
+            tmp_path, SimpleNamespace(features=fs.features + 1, backbone="toy"), m, cont, **kw, settings=settings
+        )
 
 
 def test_get_baselines_caches(tmp_path, toy, monkeypatch):

@@ -33,8 +33,10 @@ def book(tmp_path):
     src = tmp_path / "notebooks"
     src.mkdir()
     _notebook(src / "01_one.ipynb", "print('one', svm_c)")
-    _notebook(src / "02_two.ipynb", "import os\nassert float(os.environ.get('FAIL_TWO', '0')) != svm_c, 'asked to fail'\n"
-                                    "print('two', svm_c)")
+    _notebook(
+        src / "02_two.ipynb",
+        "import os\nassert float(os.environ.get('FAIL_TWO', '0')) != svm_c, 'asked to fail'\nprint('two', svm_c)",
+    )
     return {"src": src, "out": tmp_path / "chapters", "run_dir": tmp_path / "run"}
 
 
@@ -53,8 +55,12 @@ def test_one_run_stamps_every_chapter_and_records_each_stage(book):
     assert rec["run_id"] == result["run_id"] and rec["status"] == "finished" and rec["finished"]
     assert {k: v["status"] for k, v in rec["stages"].items()} == {"01_one": "finished", "02_two": "finished"}
     for name in ("01_one.ipynb", "02_two.ipynb"):
-        assert _meta(book, name) == {"run_id": result["run_id"], "profile": "tiny",
-                                     "run_dir": repo_relative(book["run_dir"]), "status": "finished"}
+        assert _meta(book, name) == {
+            "run_id": result["run_id"],
+            "profile": "tiny",
+            "run_dir": repo_relative(book["run_dir"]),
+            "status": "finished",
+        }
     assert check_chapters(book["out"], notebook_dir=book["src"]) == result["run_id"]
     # a partial re-run with the same parameters continues the same run: still one book
     again = _run(book, only=["02"])
@@ -95,8 +101,9 @@ def test_a_failed_chapter_is_recorded_and_refused(book, monkeypatch):
 
 def test_a_hand_run_chapter_is_not_published(book):
     _run(book)
-    pm.execute_notebook(str(book["src"] / "01_one.ipynb"), str(book["out"] / "01_one.ipynb"),
-                        kernel_name="python3", progress_bar=False)
+    pm.execute_notebook(
+        str(book["src"] / "01_one.ipynb"), str(book["out"] / "01_one.ipynb"), kernel_name="python3", progress_bar=False
+    )
     with pytest.raises(BookError, match="01_one was not executed by the runner"):
         check_chapters(book["out"], notebook_dir=book["src"])
 
@@ -104,11 +111,13 @@ def test_a_hand_run_chapter_is_not_published(book):
 def test_damage_reports_reach_the_terminal_not_the_page(book, capsys):
     _run(book)
     # a chapter that meets a damaged cache file: the report goes to the runner's terminal
-    _notebook(book["src"] / "01_one.ipynb",
-              "from uslib import store\n"
-              f"p = store.save_json({str(book['run_dir'] / 'x.json')!r}, {{'a': 1}})\n"
-              "p.write_text('{')\n"
-              "store.load_or_compute(lambda: store.load_json(p), lambda: store.save_json(p, {'a': 1}))")
+    _notebook(
+        book["src"] / "01_one.ipynb",
+        "from uslib import store\n"
+        f"p = store.save_json({str(book['run_dir'] / 'x.json')!r}, {{'a': 1}})\n"
+        "p.write_text('{')\n"
+        "store.load_or_compute(lambda: store.load_json(p), lambda: store.save_json(p, {'a': 1}))",
+    )
     _run(book)
     err = capsys.readouterr().err
     assert "damaged cache file" in err and "x.json" in err
@@ -121,21 +130,27 @@ def test_executed_chapters_have_no_stderr_and_no_absolute_paths(tmp_path):
     src = tmp_path / "notebooks"
     src.mkdir()
     run_dir = tmp_path / "run"
-    body = ("import sys, warnings, os\n"
-            "print('noise from a library', file=sys.stderr)\n"
-            "warnings.warn('a warning naming ' + os.getcwd())\n"
-            "print('the run directory is', os.path.abspath(run_dir))\n"
-            "print('the code is in', os.path.abspath('uslib/run.py'))\n"
-            "print('the cache is in', os.path.expanduser('~/.keras/models'))")
+    body = (
+        "import sys, warnings, os\n"
+        "print('noise from a library', file=sys.stderr)\n"
+        "warnings.warn('a warning naming ' + os.getcwd())\n"
+        "print('the run directory is', os.path.abspath(run_dir))\n"
+        "print('the code is in', os.path.abspath('uslib/run.py'))\n"
+        "print('the cache is in', os.path.expanduser('~/.keras/models'))"
+    )
     _notebook(src / "01_one.ipynb", body)
     out = tmp_path / "chapters"
     run_profile("tiny", notebook_dir=src, output_dir=out, overrides={"run_dir": str(run_dir)})
     executed = nbformat.read(out / "01_one.ipynb", as_version=4)
     outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("name") == "stderr"], "stderr reached the page"
-    text = json.dumps({"outputs": outputs, "metadata": executed.metadata,
-                       "injected": [c.source for c in executed.cells
-                                    if "injected-parameters" in c.metadata.get("tags", [])]})
+    text = json.dumps(
+        {
+            "outputs": outputs,
+            "metadata": executed.metadata,
+            "injected": [c.source for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])],
+        }
+    )
     assert str(REPO_ROOT) not in text
     assert not re.search(r"(?<![.\w])" + re.escape(str(run_dir)), text), "the absolute run directory is shown"
     assert not ABSOLUTE_PATH.search(text), ABSOLUTE_PATH.search(text)
@@ -149,7 +164,7 @@ def test_executed_chapters_have_no_stderr_and_no_absolute_paths(tmp_path):
     tags = [c.metadata.get("tags", []) for c in executed.cells]
     assert sum("remove-cell" in t and ("parameters" in t or "injected-parameters" in t) for t in tags) == 2
     note = next(c for c in executed.cells if "uslib-parameters-used" in c.metadata.get("tags", []))
-    assert f"| `run_dir` | **`\"{repo_relative(run_dir)}\"`** | `\"runs/tiny\"` |" in note.source
+    assert f'| `run_dir` | **`"{repo_relative(run_dir)}"`** | `"runs/tiny"` |' in note.source
     assert "| `svm_c` | `1.0` | `1.0` |" in note.source
 
 
@@ -157,15 +172,18 @@ def test_executed_chapters_have_no_stderr_and_no_absolute_paths(tmp_path):
 # Chapters side by side: each after what it reads, the record under a lock
 # --------------------------------------------------------------------------- #
 
+
 def _wait_for(marker: str) -> str:
     """Cell source that waits for a marker file another chapter writes (a hang guard of 10 min)."""
-    return ("import pathlib, time\n"
-            f"m = pathlib.Path(run_dir) / {marker!r}\n"
-            "for _ in range(12000):\n"
-            "    if m.exists():\n"
-            "        break\n"
-            "    time.sleep(0.05)\n"
-            f"assert m.exists(), 'no {marker}'\n")
+    return (
+        "import pathlib, time\n"
+        f"m = pathlib.Path(run_dir) / {marker!r}\n"
+        "for _ in range(12000):\n"
+        "    if m.exists():\n"
+        "        break\n"
+        "    time.sleep(0.05)\n"
+        f"assert m.exists(), 'no {marker}'\n"
+    )
 
 
 def _mark(marker: str) -> str:
@@ -180,14 +198,20 @@ def test_chapters_run_side_by_side_each_after_what_it_reads(tmp_path):
     run_dir.mkdir()
     _notebook(src / "01_data.ipynb", _mark("01.end"))
     nice = "import os\n(pathlib.Path(run_dir) / '{0}.nice').write_text(str(os.nice(0)))\n"
-    _notebook(src / "02_reconstruction.ipynb", _wait_for("01.end") + _mark("02.start") + _wait_for("04.start")
-              + nice.format("02"))
-    _notebook(src / "04_features.ipynb", _mark("04.start") + _wait_for("02.start") + _mark("04.end")
-              + nice.format("04"))
-    _notebook(src / "05_cross_validation.ipynb", "import pathlib\n"
-              "assert (pathlib.Path(run_dir) / '04.end').exists(), '05 started before 04 finished'\n")
-    result = run_profile("tiny", notebook_dir=src, output_dir=tmp_path / "out", overrides={"run_dir": str(run_dir)},
-                         jobs=2)
+    _notebook(
+        src / "02_reconstruction.ipynb",
+        _wait_for("01.end") + _mark("02.start") + _wait_for("04.start") + nice.format("02"),
+    )
+    _notebook(
+        src / "04_features.ipynb", _mark("04.start") + _wait_for("02.start") + _mark("04.end") + nice.format("04")
+    )
+    _notebook(
+        src / "05_cross_validation.ipynb",
+        "import pathlib\nassert (pathlib.Path(run_dir) / '04.end').exists(), '05 started before 04 finished'\n",
+    )
+    result = run_profile(
+        "tiny", notebook_dir=src, output_dir=tmp_path / "out", overrides={"run_dir": str(run_dir)}, jobs=2
+    )
     rec = store.read_run_record(run_dir)
     assert rec["status"] == "finished" and rec["execution"] == {"jobs": 2}
     assert set(result["stage_seconds"]) == {"01_data", "02_reconstruction", "04_features", "05_cross_validation"}
@@ -201,8 +225,11 @@ def test_one_job_runs_the_chapters_one_after_another_in_file_order(tmp_path):
     src.mkdir()
     run_dir.mkdir()
     for stem in ("01_data", "02_reconstruction", "04_features"):
-        _notebook(src / f"{stem}.ipynb", "import pathlib\n"
-                  f"with open(pathlib.Path(run_dir) / 'order.txt', 'a') as fh:\n    fh.write({stem!r} + ' ')\n")
+        _notebook(
+            src / f"{stem}.ipynb",
+            "import pathlib\n"
+            f"with open(pathlib.Path(run_dir) / 'order.txt', 'a') as fh:\n    fh.write({stem!r} + ' ')\n",
+        )
     run_profile("tiny", notebook_dir=src, output_dir=tmp_path / "out", overrides={"run_dir": str(run_dir)}, jobs=1)
     assert (run_dir / "order.txt").read_text().split() == ["01_data", "02_reconstruction", "04_features"]
     assert store.read_run_record(run_dir)["execution"] == {"jobs": 1}
@@ -215,13 +242,15 @@ def test_a_failed_chapter_starts_nothing_new_and_the_others_finish(tmp_path):
     _notebook(src / "02_reconstruction.ipynb", "raise ValueError('02 asked to fail')")
     # 04 runs until the runner has recorded 02's failure (and a moment more), so 05 could start only if a
     # failure did not stop new starts
-    _notebook(src / "04_features.ipynb", "import time\nfrom uslib import store\nfor _ in range(6000):\n"
-              "    if store.read_run_record(run_dir).get('stages', {}).get('02_reconstruction', {}).get('status') "
-              "== 'failed':\n        break\n    time.sleep(0.1)\ntime.sleep(1.5)")
+    _notebook(
+        src / "04_features.ipynb",
+        "import time\nfrom uslib import store\nfor _ in range(6000):\n"
+        "    if store.read_run_record(run_dir).get('stages', {}).get('02_reconstruction', {}).get('status') "
+        "== 'failed':\n        break\n    time.sleep(0.1)\ntime.sleep(1.5)",
+    )
     _notebook(src / "05_cross_validation.ipynb", "pass")
     with pytest.raises(pm.PapermillExecutionError, match="02 asked to fail"):
-        run_profile("tiny", notebook_dir=src, output_dir=tmp_path / "out", overrides={"run_dir": str(run_dir)},
-                    jobs=2)
+        run_profile("tiny", notebook_dir=src, output_dir=tmp_path / "out", overrides={"run_dir": str(run_dir)}, jobs=2)
     rec = store.read_run_record(run_dir)
     stages = {k: v["status"] for k, v in rec["stages"].items()}
     assert stages == {"01_data": "finished", "02_reconstruction": "failed", "04_features": "finished"}
@@ -243,13 +272,22 @@ def test_ctrl_c_interrupts_the_running_chapters_and_records_it(tmp_path):
     src.mkdir()
     _notebook(src / "01_data.ipynb", "pass")
     for stem in ("02_reconstruction", "04_features"):
-        _notebook(src / f"{stem}.ipynb", _mark(f"{stem}.start") + "import time\nfor _ in range(6000):\n"
-                                         "    time.sleep(0.1)")  # 10 min: only an interrupt ends it in time
-    code = ("import sys\nfrom uslib.run import run_profile\n"
-            f"run_profile('tiny', notebook_dir={str(src)!r}, output_dir={str(tmp_path / 'out')!r}, "
-            f"overrides={{'run_dir': {str(run_dir)!r}}}, jobs=2)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+        _notebook(
+            src / f"{stem}.ipynb", _mark(f"{stem}.start") + "import time\nfor _ in range(6000):\n    time.sleep(0.1)"
+        )  # 10 min: only an interrupt ends it in time
+    code = (
+        "import sys\nfrom uslib.run import run_profile\n"
+        f"run_profile('tiny', notebook_dir={str(src)!r}, output_dir={str(tmp_path / 'out')!r}, "
+        f"overrides={{'run_dir': {str(run_dir)!r}}}, jobs=2)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
     try:
         while not all((run_dir / f"{s}.start").exists() for s in ("02_reconstruction", "04_features")):
             assert proc.poll() is None, proc.communicate()
@@ -265,7 +303,10 @@ def test_ctrl_c_interrupts_the_running_chapters_and_records_it(tmp_path):
     rec = store.read_run_record(run_dir)
     assert rec["status"] == "interrupted"
     assert {k: v["status"] for k, v in rec["stages"].items()} == {
-        "01_data": "finished", "02_reconstruction": "interrupted", "04_features": "interrupted"}
+        "01_data": "finished",
+        "02_reconstruction": "interrupted",
+        "04_features": "interrupted",
+    }
     psutil.wait_procs(kernels, timeout=10)
     assert not [k for k in kernels if k.is_running() and k.status() != psutil.STATUS_ZOMBIE], "a kernel was left"
 
@@ -274,10 +315,12 @@ def test_run_record_updates_from_many_processes_lose_nothing(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys\nfrom uslib import store\n"
-            "w = sys.argv[1]\n"
-            "for i in range(30):\n"
-            "    store.update_run_record(sys.argv[2], stages={f'{w}-{i}': {'status': 'finished'}})\n")
+    code = (
+        "import sys\nfrom uslib import store\n"
+        "w = sys.argv[1]\n"
+        "for i in range(30):\n"
+        "    store.update_run_record(sys.argv[2], stages={f'{w}-{i}': {'status': 'finished'}})\n"
+    )
     procs = [subprocess.Popen([sys.executable, "-c", code, str(w), str(tmp_path)], cwd=REPO_ROOT) for w in range(4)]
     assert [p.wait(timeout=120) for p in procs] == [0] * 4
     assert len(store.read_run_record(tmp_path)["stages"]) == 120
@@ -301,10 +344,12 @@ def test_reports_of_the_runner_process_and_its_workers_reach_the_terminal(tmp_pa
     # A cluster's workers inherit the runner's events file, not a chapter's: what they report is shown too.
     src, run_dir = tmp_path / "notebooks", tmp_path / "run"
     src.mkdir()
-    _notebook(src / "01_data.ipynb",
-              "import json, time\nfrom uslib import store\n"
-              "with open(store.events_path(run_dir), 'a') as fh:\n"
-              "    fh.write(json.dumps({'path': 'worker-chunk.npz', 'reason': 'bad CRC', 'action': 'recomputing'}) + '\\n')\n")
+    _notebook(
+        src / "01_data.ipynb",
+        "import json, time\nfrom uslib import store\n"
+        "with open(store.events_path(run_dir), 'a') as fh:\n"
+        "    fh.write(json.dumps({'path': 'worker-chunk.npz', 'reason': 'bad CRC', 'action': 'recomputing'}) + '\\n')\n",
+    )
     run_profile("tiny", notebook_dir=src, output_dir=tmp_path / "out", overrides={"run_dir": str(run_dir)}, jobs=1)
     err = capsys.readouterr().err
     assert "damaged cache file worker-chunk.npz (bad CRC): recomputing" in err

@@ -45,11 +45,12 @@ def _profile(tmp_path: Path, name: str = "p.yaml", **values) -> Path:
 
 def _cli(args: list[str], cwd: Path, timeout: float = 300) -> tuple[subprocess.CompletedProcess, list[str]]:
     """``python -m uslib ARGS``; also the heavy modules imported by the time it returned."""
-    code = ("import sys\nfrom uslib.__main__ import main\nrc = main(sys.argv[1:])\n"
-            f"print('imported:', ','.join(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
-            "sys.exit(rc)\n")
-    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd,
-                         timeout=timeout)
+    code = (
+        "import sys\nfrom uslib.__main__ import main\nrc = main(sys.argv[1:])\n"
+        f"print('imported:', ','.join(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
+        "sys.exit(rc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
     last = [ln for ln in out.stdout.splitlines() if ln.startswith("imported:")]
     heavy = [m for m in last[-1].removeprefix("imported:").strip().split(",") if m] if last else ["?"]
     return out, heavy
@@ -69,16 +70,19 @@ def _notebook(path: Path, body: str, params: str = 'run_dir = "runs/tiny"  # run
 # --------------------------------------------------------------------------- #
 
 
-@pytest.mark.parametrize("path, words", [
-    ("/", "the root folder"),
-    ("/etc", "system folder /etc"),
-    ("/etc/uslib-run", "system folder /etc"),
-    ("/usr/local/share/x", "system folder /usr"),
-    ("/var/lib/x", "system folder /var"),
-    ("/proc/self", "system folder /proc"),
-    ("/home", "shared system folder"),
-    ("/etc/passwd", "system folder /etc"),
-])
+@pytest.mark.parametrize(
+    "path, words",
+    [
+        ("/", "the root folder"),
+        ("/etc", "system folder /etc"),
+        ("/etc/uslib-run", "system folder /etc"),
+        ("/usr/local/share/x", "system folder /usr"),
+        ("/var/lib/x", "system folder /var"),
+        ("/proc/self", "system folder /proc"),
+        ("/home", "shared system folder"),
+        ("/etc/passwd", "system folder /etc"),
+    ],
+)
 def test_system_folders_are_never_run_directories(path, words):
     assert words in store.location_problem(path)
     with pytest.raises(store.UnsafeLocation, match=words):
@@ -112,10 +116,19 @@ def test_where_a_run_directory_may_be(tmp_path):
 def test_every_profile_path_is_named_before_anything_is_written(tmp_path):
     afile = tmp_path / "a-file"
     afile.write_text("x")
-    params = load_profile(_profile(tmp_path, run_dir=str(afile), cache_dir="/etc/hostname",
-                                   patients_csv=str(tmp_path / "no.csv"), weights="imagenet",
-                                   weights_path=str(tmp_path / "no-weights"), data_source="oasbud",
-                                   oasbud_path=str(tmp_path)), check_folds=False)
+    params = load_profile(
+        _profile(
+            tmp_path,
+            run_dir=str(afile),
+            cache_dir="/etc/hostname",
+            patients_csv=str(tmp_path / "no.csv"),
+            weights="imagenet",
+            weights_path=str(tmp_path / "no-weights"),
+            data_source="oasbud",
+            oasbud_path=str(tmp_path),
+        ),
+        check_folds=False,
+    )
     problems = path_problems(params)
     keys = [p.split(":")[0] for p in problems]
     assert keys == ["run_dir", "cache_dir", "oasbud_path", "patients_csv", "weights_path"], problems
@@ -124,17 +137,21 @@ def test_every_profile_path_is_named_before_anything_is_written(tmp_path):
     assert not report.ok and [p for p in report.problems if p.split(":")[0] in keys][:5] == problems
 
 
-@pytest.mark.parametrize("values, key", [
-    ({"run_dir": "FILE"}, "run_dir"),
-    ({"cache_dir": "FILE"}, "cache_dir"),
-    ({"patients_csv": "MISSING"}, "patients_csv"),
-    ({"weights": "imagenet", "weights_path": "MISSING"}, "weights_path"),
-])
+@pytest.mark.parametrize(
+    "values, key",
+    [
+        ({"run_dir": "FILE"}, "run_dir"),
+        ({"cache_dir": "FILE"}, "cache_dir"),
+        ({"patients_csv": "MISSING"}, "patients_csv"),
+        ({"weights": "imagenet", "weights_path": "MISSING"}, "weights_path"),
+    ],
+)
 def test_the_runner_refuses_a_bad_path_with_one_line_before_run_json(tmp_path, values, key):
     afile = tmp_path / "a-file"
     afile.write_text("x")
-    values = {k: str(afile) if v == "FILE" else str(tmp_path / "missing") if v == "MISSING" else v
-              for k, v in values.items()}
+    values = {
+        k: str(afile) if v == "FILE" else str(tmp_path / "missing") if v == "MISSING" else v for k, v in values.items()
+    }
     path = _profile(tmp_path, **values)
     out, heavy = _cli(["run", "--profile", str(path), "--no-build"], cwd=tmp_path)
     assert out.returncode == 2, out.stdout + out.stderr
@@ -159,16 +176,23 @@ def test_run_profile_refuses_a_run_dir_that_is_a_file(tmp_path):
 # One run per run directory
 # --------------------------------------------------------------------------- #
 
-_HOLDER = ("import sys\nfrom uslib import store\n"
-           "with store.run_lock(sys.argv[1], profile='first'):\n"
-           "    print('held', flush=True)\n"
-           "    sys.stdin.read()\n")
+_HOLDER = (
+    "import sys\nfrom uslib import store\n"
+    "with store.run_lock(sys.argv[1], profile='first'):\n"
+    "    print('held', flush=True)\n"
+    "    sys.stdin.read()\n"
+)
 
 
 def test_a_second_run_of_one_run_directory_is_refused_naming_the_first(tmp_path):
     run_dir = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(run_dir)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(run_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         assert store.run_lock_holder(run_dir)["pid"] == holder.pid
@@ -194,8 +218,11 @@ def test_a_second_run_of_one_run_directory_is_refused_naming_the_first(tmp_path)
 def test_run_profile_holds_the_run_directory_while_it_runs(tmp_path):
     src, run_dir = tmp_path / "notebooks", tmp_path / "run"
     src.mkdir()
-    _notebook(src / "01_data.ipynb", "from uslib import store\nowner = store.run_lock_holder(run_dir)\n"
-              "assert owner and owner['pid'] != __import__('os').getpid(), owner\nprint('held by', owner['pid'])")
+    _notebook(
+        src / "01_data.ipynb",
+        "from uslib import store\nowner = store.run_lock_holder(run_dir)\n"
+        "assert owner and owner['pid'] != __import__('os').getpid(), owner\nprint('held by', owner['pid'])",
+    )
     run_profile("tiny", notebook_dir=src, output_dir=tmp_path / "out", overrides={"run_dir": str(run_dir)})
     assert store.run_lock_holder(run_dir) is None, "released at the end"
     assert store.read_run_record(run_dir)["status"] == "finished"
@@ -229,8 +256,10 @@ def test_the_command_line_shows_a_failed_chapter_without_a_traceback(monkeypatch
     from uslib import run as R
 
     err = pm.PapermillExecutionError(2, 1, "x", "ValueError", "boom", ["\x1b[31mValueError\x1b[0m: boom"] * 40)
-    assert chapter_failure_line("01_data", err, tmp_path / "e.txt") == \
-        f"[uslib] 01_data: failed: ValueError: boom (log: {tmp_path / 'e.txt'})"
+    assert (
+        chapter_failure_line("01_data", err, tmp_path / "e.txt")
+        == f"[uslib] 01_data: failed: ValueError: boom (log: {tmp_path / 'e.txt'})"
+    )
 
     def fail(*a, **k):
         raise err
@@ -243,7 +272,8 @@ def test_the_command_line_shows_a_failed_chapter_without_a_traceback(monkeypatch
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err and "boom" not in captured.err
     assert captured.err.strip().splitlines() == [
-        "[uslib] not finished: a chapter failed (the line above names it and its log)"]
+        "[uslib] not finished: a chapter failed (the line above names it and its log)"
+    ]
 
 
 def test_an_unreachable_scheduler_stops_the_run_with_one_line_and_records_failed(tmp_path):
@@ -252,11 +282,13 @@ def test_an_unreachable_scheduler_stops_the_run_with_one_line_and_records_failed
     src = tmp_path / "notebooks"
     src.mkdir()
     _notebook(src / "04_features.ipynb", "print('never')", params='run_dir = "x"\nscheduler = None')
-    code = ("import sys\nfrom uslib.run import run_profile\nfrom uslib.scheduler import SchedulerUnreachable\n"
-            "try:\n"
-            f"    run_profile({str(path)!r}, notebook_dir={str(src)!r}, output_dir={str(tmp_path / 'out')!r})\n"
-            "except SchedulerUnreachable as e:\n"
-            "    print('refused:', e); sys.exit(3)\n")
+    code = (
+        "import sys\nfrom uslib.run import run_profile\nfrom uslib.scheduler import SchedulerUnreachable\n"
+        "try:\n"
+        f"    run_profile({str(path)!r}, notebook_dir={str(src)!r}, output_dir={str(tmp_path / 'out')!r})\n"
+        "except SchedulerUnreachable as e:\n"
+        "    print('refused:', e); sys.exit(3)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
     assert out.returncode == 3, out.stdout + out.stderr
     line = next(ln for ln in out.stdout.splitlines() if ln.startswith("refused:"))
@@ -296,9 +328,12 @@ def test_chapter_01_runs_on_a_synthetic_file_in_the_oasbud_schema(tmp_path):
 
     data = save_oasbud(phantom.simulate_dataset(8, seed=1), tmp_path / "OASBUD.mat")
     run_dir = tmp_path / "run"
-    run_profile("tiny", only=["01"], output_dir=tmp_path / "chapters",
-                overrides={"run_dir": str(run_dir), "data_source": "oasbud", "oasbud_path": str(data),
-                           "n_splits": 3})
+    run_profile(
+        "tiny",
+        only=["01"],
+        output_dir=tmp_path / "chapters",
+        overrides={"run_dir": str(run_dir), "data_source": "oasbud", "oasbud_path": str(data), "n_splits": 3},
+    )
     assert store.read_run_record(run_dir)["stages"]["01_data"]["status"] == "finished"
 
 
@@ -318,10 +353,16 @@ def test_the_readme_says_what_the_default_profile_fetches():
 
 def test_run_all_help_prints_help_and_starts_nothing(tmp_path):
     script = REPO_ROOT / "benchmarks" / "run_all.py"
-    out = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, cwd=tmp_path,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(script), "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
     assert out.returncode == 0 and out.stdout.startswith("usage: run_all.py"), out.stdout + out.stderr
     assert "[bench]" not in out.stdout, "no benchmark started"
-    out = subprocess.run([sys.executable, str(script), "--only", "bench_nothing"], capture_output=True, text=True,
-                         cwd=tmp_path, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(script), "--only", "bench_nothing"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert out.returncode == 2 and "no such benchmark: bench_nothing.py" in out.stderr and "[bench]" not in out.stdout

@@ -152,8 +152,9 @@ def test_code_fingerprint_memo_is_keyed_by_source_and_survives_damage(tmp_path):
     code = f"from uslib import store; print(store.code_fingerprint('features', package_dir={str(pkg)!r}))"
 
     def fingerprint():
-        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                              cwd=store.REPO_ROOT).stdout.strip()
+        return subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=store.REPO_ROOT
+        ).stdout.strip()
 
     first = fingerprint()
     memos = sorted((pkg / "__pycache__").glob("*.uslib-ast-*.json"))
@@ -187,15 +188,17 @@ def test_file_lock_makes_processes_started_together_compute_once(tmp_path):
 
     from uslib.config import REPO_ROOT
 
-    code = ("import sys, time\nfrom pathlib import Path\nfrom uslib import store\n"
-            "p, log = Path(sys.argv[1]), Path(sys.argv[2])\n"
-            "def compute():\n"
-            "    with open(log, 'a') as fh: fh.write('computed\\n')\n"
-            "    time.sleep(1.0)\n"
-            "    store.save_json(p, {'a': 1})\n"
-            "with store.file_lock(p):\n"
-            "    store.load_or_compute(lambda: store.load_json(p), compute)\n"
-            "assert store.load_json(p) == {'a': 1}\n")
+    code = (
+        "import sys, time\nfrom pathlib import Path\nfrom uslib import store\n"
+        "p, log = Path(sys.argv[1]), Path(sys.argv[2])\n"
+        "def compute():\n"
+        "    with open(log, 'a') as fh: fh.write('computed\\n')\n"
+        "    time.sleep(1.0)\n"
+        "    store.save_json(p, {'a': 1})\n"
+        "with store.file_lock(p):\n"
+        "    store.load_or_compute(lambda: store.load_json(p), compute)\n"
+        "assert store.load_json(p) == {'a': 1}\n"
+    )
     target, log = tmp_path / "x.json", tmp_path / "log.txt"
     procs = [subprocess.Popen([sys.executable, "-c", code, str(target), str(log)], cwd=REPO_ROOT) for _ in range(3)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
@@ -205,6 +208,7 @@ def test_file_lock_makes_processes_started_together_compute_once(tmp_path):
 # --------------------------------------------------------------------------- #
 # Every store read survives any damage: named, removed, recomputed
 # --------------------------------------------------------------------------- #
+
 
 def _damage(target, how):
     """Damage a file in place: undecodable bytes, empty, a folder in its place, or a JSON of the wrong shape."""
@@ -281,8 +285,20 @@ def test_a_damaged_sealed_file_is_named_removed_and_recomputed(tmp_path, monkeyp
     _survives(tmp_path, monkeypatch, lambda p: p, _sealed_csv, how)
 
 
-@pytest.mark.parametrize("how", ["undecodable", "empty", "folder", "[]", '{"files": {}}', '{"files": []}',
-                                 '{"files": {"a.csv": 5}}', '{"files": {"b.csv": "' + "0" * 64 + '"}}', "null"])
+@pytest.mark.parametrize(
+    "how",
+    [
+        "undecodable",
+        "empty",
+        "folder",
+        "[]",
+        '{"files": {}}',
+        '{"files": []}',
+        '{"files": {"a.csv": 5}}',
+        '{"files": {"b.csv": "' + "0" * 64 + '"}}',
+        "null",
+    ],
+)
 def test_a_damaged_folder_seal_is_named_removed_and_recomputed(tmp_path, monkeypatch, how):
     _survives(tmp_path, monkeypatch, lambda p: p / store.SEAL, _sealed_dir, how)
 

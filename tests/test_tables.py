@@ -10,6 +10,7 @@ from uslib.tables import compact, format_ci, format_ci_column
 
 # --- format_ci --------------------------------------------------------------
 
+
 def test_format_ci_is_one_compact_line():
     assert format_ci(0.7551, 0.5912, 0.9204) == "0.755 (0.59–0.92)"
     assert "\n" not in format_ci(0.5, 0.1, 0.9)

@@ -24,8 +24,9 @@ MIN_EXERCISES = 17
 _FENCE = r"(?:`{3,}|:{3,})"
 _EXERCISE = re.compile(_FENCE + r"\{exercise(?:-start)?\}[^\n]*\n(?P<opts>(?:[ \t]*:[\w-]+:[^\n]*\n)*)")
 _LABEL = re.compile(r":label:\s*(\S+)")
-_SOLUTION = re.compile(_FENCE + r"\{solution\}\s+(?P<label>\S+)[^\n]*\n(?P<body>.*?)\n" + _FENCE + r"[ \t]*$",
-                       re.S | re.M)
+_SOLUTION = re.compile(
+    _FENCE + r"\{solution\}\s+(?P<label>\S+)[^\n]*\n(?P<body>.*?)\n" + _FENCE + r"[ \t]*$", re.S | re.M
+)
 _SOLUTION_START = re.compile(_FENCE + r"\{solution-start\}\s+(?P<label>\S+)")
 _SOLUTION_END = re.compile(_FENCE + r"\{solution-end\}")
 _CHECKS = re.compile(r"^\s*assert\b|\bglue\(", re.M)
@@ -68,8 +69,11 @@ def exercises_with_solutions(path) -> tuple[list[str], dict[str, str]]:
         start = _SOLUTION_START.search(src)
         if start:
             open_label, open_checked = start.group("label"), False
-    missing = {label: "no executed solution (code that asserts or glues, or glued prose)"
-               for label in labels if label not in solved}
+    missing = {
+        label: "no executed solution (code that asserts or glues, or glued prose)"
+        for label in labels
+        if label not in solved
+    }
     return labels, missing
 
 
@@ -85,10 +89,13 @@ def test_the_parser_counts_only_exercises_whose_solution_is_executed(tmp_path):
         nbformat.v4.new_markdown_cell(f"{fence}{{solution-start}} ex-b\n{fence}"),
         nbformat.v4.new_code_cell("print(1)"),  # neither asserts nor glues
         nbformat.v4.new_markdown_cell(f"{fence}{{solution-end}}\n{fence}"),
-        nbformat.v4.new_markdown_cell(f"{fence}{{exercise}} C\n:label: ex-c\n{fence}\n\n"
-                                      f"{fence}{{solution}} ex-c\nIt is {{glue:text}}`c:.2f`.\n{fence}"),
-        nbformat.v4.new_markdown_cell(f"{fence}{{exercise}} D\n:label: ex-d\n{fence}\n\n"
-                                      f"{fence}{{solution}} ex-d\nIt is 3.\n{fence}"),  # typed number
+        nbformat.v4.new_markdown_cell(
+            f"{fence}{{exercise}} C\n:label: ex-c\n{fence}\n\n"
+            f"{fence}{{solution}} ex-c\nIt is {{glue:text}}`c:.2f`.\n{fence}"
+        ),
+        nbformat.v4.new_markdown_cell(
+            f"{fence}{{exercise}} D\n:label: ex-d\n{fence}\n\n{fence}{{solution}} ex-d\nIt is 3.\n{fence}"
+        ),  # typed number
         nbformat.v4.new_markdown_cell(f"{fence}{{exercise}} E\n:label: ex-e\n{fence}"),  # no solution
     ]
     path = tmp_path / "01_x.ipynb"

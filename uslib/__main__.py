@@ -15,16 +15,22 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="uslib", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="uslib", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="execute the chapters with papermill and build the book")
     p_run.add_argument("--profile", default="params/default.yaml", help="profile name or YAML path")
     p_run.add_argument("--only", nargs="*", help="run only chapters starting with these prefixes, e.g. 05")
     p_run.add_argument("--no-build", action="store_true", help="execute the chapters, skip the book build")
-    p_run.add_argument("--jobs", type=int, default=None, metavar="N",
-                       help="chapters run at once, each after the chapters it reads (default: up to 3, at most "
-                            "the CPU count, or $USLIB_JOBS; 1: one after another)")
+    p_run.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="chapters run at once, each after the chapters it reads (default: up to 3, at most "
+        "the CPU count, or $USLIB_JOBS; 1: one after another)",
+    )
     p_build = sub.add_parser("build", help="build the book from the executed chapters of one run")
     p_build.add_argument("--profile", default="params/default.yaml")
     p_check = sub.add_parser("check", help="pre-flight check: data, weights, downloads, disk and time (no TensorFlow)")
@@ -33,8 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     p_fetch.add_argument("--profile", default="params/default.yaml", help="profile name or YAML path")
     p_sweep = sub.add_parser("sweep", help="run the affected chapters at every point of a parameter grid")
     p_sweep.add_argument("--profile", default="params/default.yaml", help="the parent profile")
-    p_sweep.add_argument("--set", dest="sets", action="append", required=True, metavar="NAME=V1,V2,...",
-                         help="a swept parameter and its values (YAML each); repeat for a grid")
+    p_sweep.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        required=True,
+        metavar="NAME=V1,V2,...",
+        help="a swept parameter and its values (YAML each); repeat for a grid",
+    )
     p_serve = sub.add_parser("serve", help="serve the built book on 127.0.0.1 so that its search works")
     p_serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p_serve.add_argument("--dir", default=None, help="the HTML book (default: _build/html)")
@@ -50,8 +62,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
     try:
         return _dispatch(args)
-    except (ProfileError, BookError, DamagedRecord, DownloadError, RunDirectoryBusy, UnsafeLocation,
-            SchedulerUnreachable) as e:  # the user's to fix: one line, no traceback
+    except (
+        ProfileError,
+        BookError,
+        DamagedRecord,
+        DownloadError,
+        RunDirectoryBusy,
+        UnsafeLocation,
+        SchedulerUnreachable,
+    ) as e:  # the user's to fix: one line, no traceback
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
 

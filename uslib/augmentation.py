@@ -236,14 +236,7 @@ def resize(image, size_px: int) -> np.ndarray:
         raise ValueError(f"image is empty (shape {img.shape})")
     img = img.astype(np.float64, copy=False)
     shrinking = img.shape[0] > size or img.shape[1] > size
-    out = _sk_resize(
-        img,
-        (size, size),
-        order=3,
-        mode="reflect",
-        anti_aliasing=shrinking,
-        preserve_range=True,
-    )
+    out = _sk_resize(img, (size, size), order=3, mode="reflect", anti_aliasing=shrinking, preserve_range=True)
     out = np.clip(out, 0.0, 255.0).astype(np.float32)
     return np.repeat(out[:, :, None], 3, axis=2)
 
@@ -303,14 +296,7 @@ def image_set(
                 for m in margins:
                     rows.append((les.key, les.patient, int(les.label), les.birads, s, m, dr))
     df = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS[1:]))
-    df = df.astype(
-        {
-            "label": np.int64,
-            "scan": np.int64,
-            "margin_mm": np.float64,
-            "dynamic_range_db": np.float64,
-        }
-    )
+    df = df.astype({"label": np.int64, "scan": np.int64, "margin_mm": np.float64, "dynamic_range_db": np.float64})
     df.insert(0, "image", np.arange(len(df), dtype=np.int64))
     return df
 

@@ -134,6 +134,9 @@ def figure_caveat(dataset, feature_sets: Sequence = ()) -> str:
     ''
     """
     st = run_status(dataset, [_Weights(b, w) for b, w in _weights_items(feature_sets)])
-    parts = (["SYNTHETIC DATA"] if st["synthetic"] else []) + (["RANDOM WEIGHTS"] if st["random_weights"] else []) \
+    parts = (
+        (["SYNTHETIC DATA"] if st["synthetic"] else [])
+        + (["RANDOM WEIGHTS"] if st["random_weights"] else [])
         + (["NON-IMAGENET WEIGHTS"] if st["custom_weights"] else [])
+    )
     return " · ".join(parts)

@@ -82,29 +82,49 @@ class Chapter:
         from . import pipeline
 
         p = self.param
-        return pipeline.get_dataset(self.run_dir, data_source=p("data_source"), oasbud_path=p("oasbud_path"),
-                                    n_lesions=p("n_lesions"), data_seed=p("data_seed"),
-                                    skip_samples=p("skip_samples"), patients_csv=p("patients_csv"),
-                                    cache_dir=p("cache_dir"))
+        return pipeline.get_dataset(
+            self.run_dir,
+            data_source=p("data_source"),
+            oasbud_path=p("oasbud_path"),
+            n_lesions=p("n_lesions"),
+            data_seed=p("data_seed"),
+            skip_samples=p("skip_samples"),
+            patients_csv=p("patients_csv"),
+            cache_dir=p("cache_dir"),
+        )
 
     @cached_property
     def manifest(self):
         """The image set of the paper's protocol (:func:`uslib.pipeline.get_manifest`)."""
         from . import pipeline
 
-        return pipeline.get_manifest(self.dataset, dynamic_ranges_db=self.param("dynamic_ranges_db"),
-                                     margins_mm=self.param("margins_mm"))
+        return pipeline.get_manifest(
+            self.dataset, dynamic_ranges_db=self.param("dynamic_ranges_db"), margins_mm=self.param("margins_mm")
+        )
 
     def _features(self, manifest) -> dict:
         from . import pipeline
 
         p = self.param
-        return {b: pipeline.get_features(self.run_dir, self.dataset, manifest, b, weights=p("weights"),
-                                         weights_path=p("weights_path"), strict_weights=p("strict_weights"),
-                                         weights_seed=p("weights_seed"), batch_size=p("batch_size"),
-                                         precision=p("precision"), progress=False, allow_download=False,
-                                         cache_dir=p("cache_dir"), scheduler=self.params.get("scheduler"))
-                for b in p("backbones")}
+        return {
+            b: pipeline.get_features(
+                self.run_dir,
+                self.dataset,
+                manifest,
+                b,
+                weights=p("weights"),
+                weights_path=p("weights_path"),
+                strict_weights=p("strict_weights"),
+                weights_seed=p("weights_seed"),
+                batch_size=p("batch_size"),
+                precision=p("precision"),
+                progress=False,
+                allow_download=False,
+                cache_dir=p("cache_dir"),
+                scheduler=self.params.get("scheduler"),
+            )
+            for b in p("backbones")
+        }
 
     @cached_property
     def features(self) -> dict:
@@ -118,8 +138,13 @@ class Chapter:
 
         p = self.param
         return pipeline.get_robustness_manifest(
-            self.dataset, train_ranges_db=p("dynamic_ranges_db"), unseen_ranges_db=p("unseen_ranges_db"),
-            margins_mm=p("robustness_margins_mm"), continuous_range_db=p("continuous_range_db"), seed=p("cv_seed"))
+            self.dataset,
+            train_ranges_db=p("dynamic_ranges_db"),
+            unseen_ranges_db=p("unseen_ranges_db"),
+            margins_mm=p("robustness_margins_mm"),
+            continuous_range_db=p("continuous_range_db"),
+            seed=p("cv_seed"),
+        )
 
     @cached_property
     def robustness_features(self) -> dict:

@@ -48,22 +48,30 @@ from . import store
 from .config import notebook_parameters
 from .hygiene import repo_relative
 
-__all__ = [
-    "CACHE_ENV",
-    "cache_enabled",
-    "source_fingerprint",
-    "input_files",
-    "chapter_keys",
-    "ChapterCache",
-]
+__all__ = ["CACHE_ENV", "cache_enabled", "source_fingerprint", "input_files", "chapter_keys", "ChapterCache"]
 
 #: Environment variable: ``off`` / ``0`` / ``false`` / ``no`` re-executes every chapter.
 CACHE_ENV = "USLIB_CHAPTER_CACHE"
 
 #: Packages whose versions are part of every chapter's key (those the provenance page lists).
 PACKAGES = (
-    "numpy", "scipy", "pandas", "scikit-learn", "scikit-image", "tensorflow-cpu", "tensorflow", "keras",
-    "matplotlib", "seaborn", "papermill", "jupyter-book", "myst-nb", "h5py", "pooch", "openvino", "nncf",
+    "numpy",
+    "scipy",
+    "pandas",
+    "scikit-learn",
+    "scikit-image",
+    "tensorflow-cpu",
+    "tensorflow",
+    "keras",
+    "matplotlib",
+    "seaborn",
+    "papermill",
+    "jupyter-book",
+    "myst-nb",
+    "h5py",
+    "pooch",
+    "openvino",
+    "nncf",
 )
 
 
@@ -137,9 +145,14 @@ def _passed(notebook: Path, params: Mapping[str, Any]) -> dict[str, Any]:
     return passed
 
 
-def chapter_keys(notebooks: Sequence[str | os.PathLike], params: Mapping[str, Any],
-                 needs: Mapping[str, Sequence[str]], *, code: str | None = None,
-                 files: list | None = None) -> dict[str, str]:
+def chapter_keys(
+    notebooks: Sequence[str | os.PathLike],
+    params: Mapping[str, Any],
+    needs: Mapping[str, Sequence[str]],
+    *,
+    code: str | None = None,
+    files: list | None = None,
+) -> dict[str, str]:
     """The key of every chapter (module docstring), in file order.
 
     Parameters
@@ -160,8 +173,9 @@ def chapter_keys(notebooks: Sequence[str | os.PathLike], params: Mapping[str, An
     keys: dict[str, str] = {}
     for nb in map(Path, notebooks):
         upstream = {n: keys[n] for n in needs.get(nb.stem, ()) if n in keys}
-        keys[nb.stem] = store.key("chapter", hashlib.sha256(nb.read_bytes()).hexdigest(), _passed(nb, params),
-                                  code, files, upstream)
+        keys[nb.stem] = store.key(
+            "chapter", hashlib.sha256(nb.read_bytes()).hexdigest(), _passed(nb, params), code, files, upstream
+        )
     return keys
 
 
@@ -178,8 +192,15 @@ class ChapterCache:
         reuses and :meth:`save` keeps nothing.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, notebooks: Sequence[str | os.PathLike],
-                 params: Mapping[str, Any], needs: Mapping[str, Sequence[str]], *, enabled: bool | None = None):
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        notebooks: Sequence[str | os.PathLike],
+        params: Mapping[str, Any],
+        needs: Mapping[str, Sequence[str]],
+        *,
+        enabled: bool | None = None,
+    ):
         self.run_dir = run_dir
         self.enabled = cache_enabled() if enabled is None else bool(enabled)
         self.keys = chapter_keys(notebooks, params, needs) if self.enabled else {}

@@ -19,27 +19,33 @@ __all__ = ["CHAPTER_NEEDS", "TYPICAL_SECONDS", "chapter_needs", "lane_priority",
 #: A chapter that is not listed waits for every chapter before it. The edges are about work, not
 #: correctness: a chapter started early would compute the same keyed artefacts itself, twice.
 CHAPTER_NEEDS: dict[str, tuple[str, ...]] = {
-    "01_data": (),                                  # writes the data set (the phantom)
+    "01_data": (),  # writes the data set (the phantom)
     "02_reconstruction": ("01_data",),
     "03_augmentation": ("01_data",),
-    "04_features": (),                              # writes both networks' features; the data set is
-                                                    # simulated under a lock, so 04 starts beside 01
-    "05_cross_validation": ("04_features",),        # writes the Train x Test results
+    "04_features": (),  # writes both networks' features; the data set is
+    # simulated under a lock, so 04 starts beside 01
+    "05_cross_validation": ("04_features",),  # writes the Train x Test results
     "06_results": ("05_cross_validation",),
-    "07_robustness": ("04_features",),              # reads 04's features for the main set's images
+    "07_robustness": ("04_features",),  # reads 04's features for the main set's images
 }
 
 
 #: Seconds of each chapter in a cold run of the default profile on 2 cores (measured 2026-11-26), used to
 #: order the chapters when the run directory has no previous run: only their order matters.
 TYPICAL_SECONDS: dict[str, float] = {
-    "01_data": 17, "02_reconstruction": 15, "03_augmentation": 5, "04_features": 210,
-    "05_cross_validation": 20, "06_results": 9, "07_robustness": 200,
+    "01_data": 17,
+    "02_reconstruction": 15,
+    "03_augmentation": 5,
+    "04_features": 210,
+    "05_cross_validation": 20,
+    "06_results": 9,
+    "07_robustness": 200,
 }
 
 
-def chapter_needs(stems: Sequence[str], selected: Iterable[str] | None = None,
-                  needs: Mapping[str, Sequence[str]] = CHAPTER_NEEDS) -> dict[str, tuple[str, ...]]:
+def chapter_needs(
+    stems: Sequence[str], selected: Iterable[str] | None = None, needs: Mapping[str, Sequence[str]] = CHAPTER_NEEDS
+) -> dict[str, tuple[str, ...]]:
     """For each selected chapter, the selected chapters it must wait for.
 
     ``stems`` are all chapters in file order; a chapter missing from

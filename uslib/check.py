@@ -270,8 +270,10 @@ def path_problems(params: Mapping[str, Any]) -> list[str]:
     if params.get("weights_path") and params.get("weights", "imagenet") == "imagenet":
         p = resolve_path(params["weights_path"])
         if not p.exists():
-            out.append(f"weights_path: {p} does not exist (it is never replaced by random weights: fix the "
-                       "path or remove the key)")
+            out.append(
+                f"weights_path: {p} does not exist (it is never replaced by random weights: fix the "
+                "path or remove the key)"
+            )
     return out
 
 
@@ -296,15 +298,28 @@ def _check_data(params: Mapping[str, Any], report: Preflight) -> int:
     allow = bool(params.get("allow_download", False))
     if params.get("data_source", "phantom") == "phantom":
         n = int(params.get("n_lesions", 40))
-        report.data = {"source": "phantom", "path": None, "present": True, "sha256": None, "matches_public": None,
-                       "n_lesions": n, "note": f"synthetic phantom, {n} lesions, simulated into the run directory "
-                                               "on first use (cached)"}
+        report.data = {
+            "source": "phantom",
+            "path": None,
+            "present": True,
+            "sha256": None,
+            "matches_public": None,
+            "n_lesions": n,
+            "note": f"synthetic phantom, {n} lesions, simulated into the run directory on first use (cached)",
+        }
         return n
     raw = params.get("oasbud_path")
     path = oasbud_target(raw)
     url, sha = oasbud_source()
-    info: dict[str, Any] = {"source": "oasbud", "path": str(path), "present": bool(path and path.is_file()),
-                            "sha256": None, "matches_public": None, "n_lesions": None, "note": ""}
+    info: dict[str, Any] = {
+        "source": "oasbud",
+        "path": str(path),
+        "present": bool(path and path.is_file()),
+        "sha256": None,
+        "matches_public": None,
+        "n_lesions": None,
+        "note": "",
+    }
     report.data = info
     if path is None:
         report.problems.append("oasbud_path: data_source is oasbud but oasbud_path is not set")
@@ -329,7 +344,8 @@ def _check_data(params: Mapping[str, Any], report: Preflight) -> int:
     else:
         report.problems.append(
             f"oasbud_path: {path} does not exist and allow_download is false: put OASBUD.mat (Zenodo record 545928) "
-            "there, or set allow_download: true to fetch it (checked by SHA-256)")
+            "there, or set allow_download: true to fetch it (checked by SHA-256)"
+        )
         info["note"] = "missing"
     return OASBUD_N_LESIONS
 
@@ -343,8 +359,12 @@ def _check_weights(params: Mapping[str, Any], report: Preflight) -> None:
     for b in params.get("backbones", ()):
         bb = BACKBONES[b]
         if params.get("weights", "imagenet") == "random":
-            report.weights[b] = {"kind": "random", "path": None, "md5": None,
-                                 "note": f"random initialisation asked for (seed {params.get('weights_seed', 0)})"}
+            report.weights[b] = {
+                "kind": "random",
+                "path": None,
+                "md5": None,
+                "note": f"random initialisation asked for (seed {params.get('weights_seed', 0)})",
+            }
             continue
         found, origin, _ = locate_weights(bb, weights_path=resolve_path(params.get("weights_path")))
         if found is not None:
@@ -358,14 +378,19 @@ def _check_weights(params: Mapping[str, Any], report: Preflight) -> None:
         if allow:
             size = bb.weights_size_bytes if md5 == bb.weights_md5 else None
             report.downloads.append(Download(f"{b} weights", url, str(target), size, f"md5 {md5}"))
-            report.weights[b] = {"kind": "missing", "path": str(target), "md5": None,
-                                 "note": "missing: will be downloaded into the Keras cache"}
+            report.weights[b] = {
+                "kind": "missing",
+                "path": str(target),
+                "md5": None,
+                "note": "missing: will be downloaded into the Keras cache",
+            }
         elif strict:
             report.weights[b] = {"kind": "missing", "path": str(target), "md5": None, "note": "missing"}
             report.problems.append(
                 f"weights: {bb.weights_file} is not in the Keras cache ({target.parent}) nor at weights_path, "
                 f"strict_weights is true and allow_download is false: fetch {bb.weights_url} "
-                f"(md5 {bb.weights_md5}) into {target.parent}, or set allow_download: true")
+                f"(md5 {bb.weights_md5}) into {target.parent}, or set allow_download: true"
+            )
         elif params.get("weights_path"):  # weights were pointed at: never replaced by random ones
             report.weights[b] = {"kind": "missing", "path": str(target), "md5": None, "note": "missing"}
             if not resolve_path(params["weights_path"]).exists():
@@ -373,12 +398,19 @@ def _check_weights(params: Mapping[str, Any], report: Preflight) -> None:
             report.problems.append(
                 f"weights_path: no {bb.weights_file} for {b} at {resolve_path(params['weights_path'])} nor in the "
                 f"Keras cache ({target.parent}), and allow_download is false: put it there, or set "
-                "allow_download: true")
+                "allow_download: true"
+            )
         else:
-            report.weights[b] = {"kind": "random", "path": None, "md5": None,
-                                 "note": "missing: falls back to random initialisation"}
-            report.warnings.append(f"weights: no ImageNet weights for {b}: its features will come from a random "
-                                   "initialisation, and every results page will say so")
+            report.weights[b] = {
+                "kind": "random",
+                "path": None,
+                "md5": None,
+                "note": "missing: falls back to random initialisation",
+            }
+            report.warnings.append(
+                f"weights: no ImageNet weights for {b}: its features will come from a random "
+                "initialisation, and every results page will say so"
+            )
 
 
 def _host_port(url: str) -> tuple[str, int] | None:
@@ -420,8 +452,10 @@ def probe_hosts(urls, *, timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, str | 
         except Exception as exc:  # noqa: BLE001 - any failure means "cannot reach"; say which
             results[name] = " ".join(f"{type(exc).__name__}: {exc}".split())
 
-    threads = [threading.Thread(target=probe, args=(n, h, p), daemon=True, name=f"uslib-probe-{n}")
-               for n, (h, p) in targets.items()]
+    threads = [
+        threading.Thread(target=probe, args=(n, h, p), daemon=True, name=f"uslib-probe-{n}")
+        for n, (h, p) in targets.items()
+    ]
     for t in threads:
         t.start()
     end = time.monotonic() + timeout_s
@@ -472,8 +506,9 @@ def preflight(params: Mapping[str, Any], *, bench_dir: Path = BENCH_DIR, probe: 
 
         ok, why = bfloat16_support()
         if not ok:
-            report.problems.append(f"precision: bfloat16 needs native bfloat16 arithmetic, but {why}; "
-                                   "set precision: float32")
+            report.problems.append(
+                f"precision: bfloat16 needs native bfloat16 arithmetic, but {why}; set precision: float32"
+            )
     if params.get("precision") == "int8":
         from . import precision
         from .int8 import unsupported_reason
@@ -483,8 +518,7 @@ def preflight(params: Mapping[str, Any], *, bench_dir: Path = BENCH_DIR, probe: 
             report.problems.append(f"precision: {why}")
     per_backbone = image_counts(n_lesions, params)
     report.n_images = {b: per_backbone for b in params.get("backbones", ())}
-    report.run_dir_bytes = run_dir_bytes(n_lesions, report.n_images,
-                                         phantom=params.get("data_source") == "phantom")
+    report.run_dir_bytes = run_dir_bytes(n_lesions, report.n_images, phantom=params.get("data_source") == "phantom")
     seconds = FIXED_SECONDS + SECONDS_PER_LESION * n_lesions
     sources = set()
     for b, n in report.n_images.items():
@@ -512,8 +546,9 @@ def preflight(params: Mapping[str, Any], *, bench_dir: Path = BENCH_DIR, probe: 
         need = sum(needs[f] for f in folders)
         free = report.free_bytes[folders[0]]
         if need > free:
-            report.problems.append(f"disk: {', '.join(folders)} need about {_gb(need)} but the file system has "
-                                   f"{_gb(free)} free")
+            report.problems.append(
+                f"disk: {', '.join(folders)} need about {_gb(need)} but the file system has {_gb(free)} free"
+            )
     return report
 
 
@@ -536,8 +571,10 @@ def _duration(seconds: float) -> str:
 def format_preflight(report: Preflight) -> str:
     """The report as the terminal shows it (plain text, one item per line)."""
     d = report.data
-    lines = [f"pre-flight check of profile {report.profile!r} (valid; n_splits is checked against the "
-             "patients when the run starts)"]
+    lines = [
+        f"pre-flight check of profile {report.profile!r} (valid; n_splits is checked against the "
+        "patients when the run starts)"
+    ]
     if d.get("source") == "phantom":
         lines.append(f"  data      {d['note']}")
     else:
@@ -555,8 +592,10 @@ def format_preflight(report: Preflight) -> str:
     if report.downloads:
         unknown = sum(x.size_bytes is None for x in report.downloads)
         known = len(report.downloads) - unknown
-        size = ", ".join(([_gb(report.download_bytes)] if known else [])
-                         + ([f"{unknown} of unknown size (a mirror's)"] if unknown else []))
+        size = ", ".join(
+            ([_gb(report.download_bytes)] if known else [])
+            + ([f"{unknown} of unknown size (a mirror's)"] if unknown else [])
+        )
         lines.append(f"  download  {len(report.downloads)} file(s), {size}")
         for x in report.downloads:
             lines.append(f"            {x.what}: {_gb(x.size_bytes)} from {x.url} -> {x.target} ({x.checked_by})")
@@ -565,16 +604,27 @@ def format_preflight(report: Preflight) -> str:
     n_img = ", ".join(f"{b} {n}" for b, n in report.n_images.items()) or "none"
     from .oasbud import OASBUD_N_LESIONS
 
-    assumed = f"; assuming the public file's {OASBUD_N_LESIONS} lesions until the file is here" \
-        if d.get("source") == "oasbud" and d.get("n_lesions") is None else ""
+    assumed = (
+        f"; assuming the public file's {OASBUD_N_LESIONS} lesions until the file is here"
+        if d.get("source") == "oasbud" and d.get("n_lesions") is None
+        else ""
+    )
     lines.append(f"  images    {n_img} (distinct images per backbone, chapters 04-07{assumed})")
     for folder, free in report.free_bytes.items():
         lines.append(f"  disk      {folder}: {_gb(free)} free")
     lines.append(f"  run dir   about {_gb(report.run_dir_bytes)} when complete")
-    downloads = (f"; downloads included: about {_duration(report.download_seconds)} at an assumed "
-                 f"{DOWNLOAD_BYTES_PER_S / 1e6:g} MB/s") if report.downloads else ""
-    lines.append(f"  time      about {_duration(report.seconds)} from a cold start "
-                 f"(images/s: {report.throughput_source}{downloads})")
+    downloads = (
+        (
+            f"; downloads included: about {_duration(report.download_seconds)} at an assumed "
+            f"{DOWNLOAD_BYTES_PER_S / 1e6:g} MB/s"
+        )
+        if report.downloads
+        else ""
+    )
+    lines.append(
+        f"  time      about {_duration(report.seconds)} from a cold start "
+        f"(images/s: {report.throughput_source}{downloads})"
+    )
     for w in report.warnings:
         lines.append(f"  warning   {w}")
     for p in report.problems:

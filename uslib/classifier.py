@@ -24,15 +24,7 @@ from sklearn.svm import SVC
 from .cvsettings import CVSettings
 from .platt import PlattFit, libsvm_platt_reverses, platt_fit
 
-__all__ = [
-    "platt_scaling",
-    "platt_probability",
-    "LinearSVM",
-    "make_estimator",
-    "fit_estimator",
-    "p_malignant",
-]
-
+__all__ = ["platt_scaling", "platt_probability", "LinearSVM", "make_estimator", "fit_estimator", "p_malignant"]
 
 
 def platt_scaling(decision, labels, *, sample_weight=None) -> tuple[float, float]:
@@ -88,8 +80,13 @@ def platt_scaling(decision, labels, *, sample_weight=None) -> tuple[float, float
 
     from scipy.optimize import minimize
 
-    res = minimize(nll, np.array([0.0, math.log((n_neg + 1.0) / (n_pos + 1.0))]), jac=True, method="BFGS",
-                   options={"gtol": 1e-10, "maxiter": 1000})
+    res = minimize(
+        nll,
+        np.array([0.0, math.log((n_neg + 1.0) / (n_pos + 1.0))]),
+        jac=True,
+        method="BFGS",
+        options={"gtol": 1e-10, "maxiter": 1000},
+    )
     return float(res.x[0] / scale), float(res.x[1])
 
 
@@ -160,8 +157,15 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
     True
     """
 
-    def __init__(self, *, C: float = 1.0, class_weight="balanced", standardize: bool = True,
-                 calibration: str = "libsvm", random_state: int = 0):
+    def __init__(
+        self,
+        *,
+        C: float = 1.0,
+        class_weight="balanced",
+        standardize: bool = True,
+        calibration: str = "libsvm",
+        random_state: int = 0,
+    ):
         self.C = C
         self.class_weight = class_weight
         self.standardize = standardize
@@ -208,8 +212,12 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"LinearSVM.fit: groups {g.shape} and y {y.shape} do not align")
             k = _calibration_splits(y, g, 5)
             if k < 2:  # a class with one group (patient): it cannot be held out by group
-                warnings.warn("LinearSVM(calibration='grouped'): a class has fewer than two groups; "
-                              "calibrating with each image as its own group", RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    "LinearSVM(calibration='grouped'): a class has fewer than two groups; "
+                    "calibrating with each image as its own group",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 g = np.arange(len(y))
                 k = _calibration_splits(y, g, 5)
             cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=self.random_state)
@@ -221,8 +229,9 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
             oof = np.empty(len(y), dtype=np.float64)
             weight = fit_kw.get("sample_weight")
             for train, test in splits:
-                part = clone(svc).fit(gram[np.ix_(train, train)], y[train],
-                                      **({} if weight is None else {"sample_weight": weight[train]}))
+                part = clone(svc).fit(
+                    gram[np.ix_(train, train)], y[train], **({} if weight is None else {"sample_weight": weight[train]})
+                )
                 oof[test] = part.decision_function(gram[np.ix_(test, train)])
             self.model_ = svc.fit(gram, y, **fit_kw)
             # checked Platt fit: a reversing slope is replaced by the constrained one (uslib.platt)
@@ -239,22 +248,33 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
                     warnings.filterwarnings("ignore", message=".*prob[AB]_.*", category=FutureWarning)
                     a, b = float(np.ravel(self.model_.probA_)[0]), float(np.ravel(self.model_.probB_)[0])
                 reverses = libsvm_platt_reverses([a])
-                self.platt_fit_ = PlattFit(a=a, b=b, a_free=a, b_free=b, reversing=reverses, constrained=False,
-                                           n=int(len(y)), n_positive=int((y == self.model_.classes_[1]).sum()))
+                self.platt_fit_ = PlattFit(
+                    a=a,
+                    b=b,
+                    a_free=a,
+                    b_free=b,
+                    reversing=reverses,
+                    constrained=False,
+                    n=int(len(y)),
+                    n_positive=int((y == self.model_.classes_[1]).sum()),
+                )
             except (TypeError, ValueError) as exc:  # scikit-learn >= 1.11 has no `probability`
                 if "probability" not in str(exc):
                     raise
                 raise RuntimeError(
                     "LinearSVM(calibration='libsvm') needs SVC(probability=True), which this "
-                    "scikit-learn no longer has; use calibration='cv-sigmoid'") from exc
+                    "scikit-learn no longer has; use calibration='cv-sigmoid'"
+                ) from exc
         elif self.calibration == "cv-sigmoid":
             from sklearn.calibration import CalibratedClassifierCV
 
             cv = StratifiedKFold(5, shuffle=True, random_state=self.random_state)
             self.model_ = CalibratedClassifierCV(svc, method="sigmoid", ensemble=False, cv=cv).fit(gram, y, **fit_kw)
         else:
-            raise ValueError(f"LinearSVM: calibration must be 'grouped', 'image' ('libsvm') or 'cv-sigmoid', "
-                             f"got {self.calibration!r}")
+            raise ValueError(
+                f"LinearSVM: calibration must be 'grouped', 'image' ('libsvm') or 'cv-sigmoid', "
+                f"got {self.calibration!r}"
+            )
         self.classes_ = self.model_.classes_
         return self
 
@@ -282,8 +302,13 @@ class LinearSVM(ClassifierMixin, BaseEstimator):
 def make_estimator(estimator, settings: CVSettings):
     """A fresh classifier of ``settings`` (seeded by ``settings.cv_seed``), or a clone of ``estimator``."""
     if estimator is None:
-        return LinearSVM(C=settings.svm_c, class_weight=settings.class_weight, standardize=settings.standardize,
-                         random_state=settings.cv_seed, calibration=settings.calibration)
+        return LinearSVM(
+            C=settings.svm_c,
+            class_weight=settings.class_weight,
+            standardize=settings.standardize,
+            random_state=settings.cv_seed,
+            calibration=settings.calibration,
+        )
     est = clone(estimator)
     return make_pipeline(StandardScaler(), est) if settings.standardize else est
 

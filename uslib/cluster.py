@@ -41,8 +41,11 @@ def _worker_model(bb: Backbone, info: WeightsInfo, precision: str = "float32"):
         t0 = time.perf_counter()
         model, built = networks.build_model(bb, info)
         _WORKER_MODELS.clear()  # keep one network per worker: VGG19 alone is 0.5 GB
-        _WORKER_MODELS[memo] = (networks.feature_function(with_precision(model, bb, precision), bb), built,
-                                time.perf_counter() - t0)
+        _WORKER_MODELS[memo] = (
+            networks.feature_function(with_precision(model, bb, precision), bb),
+            built,
+            time.perf_counter() - t0,
+        )
         return _WORKER_MODELS[memo]
     run, built, _ = _WORKER_MODELS[memo]
     return run, built, 0.0
@@ -63,8 +66,18 @@ def _worker_lesion(data, lesion: str):
     return _WORKER_DATA[memo][lesion]
 
 
-def lesion_features(data, lesion: str, content_key: str, rows, *, backbone: str, weights: dict,
-                    batch_size: int, code: str, precision: str = "float32") -> dict[str, Any]:
+def lesion_features(
+    data,
+    lesion: str,
+    content_key: str,
+    rows,
+    *,
+    backbone: str,
+    weights: dict,
+    batch_size: int,
+    code: str,
+    precision: str = "float32",
+) -> dict[str, Any]:
     """Features of some images of one lesion: the task a Dask worker runs.
 
     Parameters
@@ -107,15 +120,19 @@ def lesion_features(data, lesion: str, content_key: str, rows, *, backbone: str,
     t0 = time.perf_counter()
     mine = stage_code()
     if mine != code:
-        raise RuntimeError(f"this worker runs other uslib code or packages (fingerprint {mine}, the client has "
-                           f"{code}): install the same uslib and pins on every worker")
+        raise RuntimeError(
+            f"this worker runs other uslib code or packages (fingerprint {mine}, the client has "
+            f"{code}): install the same uslib and pins on every worker"
+        )
     bb = get_backbone(backbone)
     les = _worker_lesion(data, lesion)
     one = Dataset([les], source=f"lesion {lesion}")
     got = image_content_keys(one)[les.key]
     if les.key != lesion or got != content_key:
-        raise RuntimeError(f"lesion {lesion}: the worker's data differ from the client's (content key {got}, "
-                           f"expected {content_key}); is the data file the same on every machine?")
+        raise RuntimeError(
+            f"lesion {lesion}: the worker's data differ from the client's (content key {got}, "
+            f"expected {content_key}); is the data file the same on every machine?"
+        )
     fields = {k: weights.get(k) for k in WeightsInfo.__dataclass_fields__}
     run, built, build_s = _worker_model(bb, WeightsInfo(**fields), check_precision(precision))
     out = np.empty((len(rows), bb.n_features), np.float32)
@@ -127,9 +144,15 @@ def lesion_features(data, lesion: str, content_key: str, rows, *, backbone: str,
         out[positions] = run(networks.preprocess(batch, bb))
         t_r = time.perf_counter()
         infer_s += t_r - t_i
-    return {"features": out, "values_sha256": built.values_sha256, "build_seconds": build_s,
-            "render_seconds": render_s, "inference_seconds": infer_s,
-            "task_seconds": time.perf_counter() - t0, "worker_pid": os.getpid()}
+    return {
+        "features": out,
+        "values_sha256": built.values_sha256,
+        "build_seconds": build_s,
+        "render_seconds": render_s,
+        "inference_seconds": infer_s,
+        "task_seconds": time.perf_counter() - t0,
+        "worker_pid": os.getpid(),
+    }
 
 
 def _file_readable(path: str, size: int) -> bool:
@@ -140,9 +163,21 @@ def _file_readable(path: str, size: int) -> bool:
         return False
 
 
-def cluster_partitions(client, dataset, sub, missing: Sequence[str], bb: Backbone, info: WeightsInfo,
-                        content: dict[str, str], code: str, *, batch_size: int, data_file, retries: int,
-                        precision: str = "float32"):
+def cluster_partitions(
+    client,
+    dataset,
+    sub,
+    missing: Sequence[str],
+    bb: Backbone,
+    info: WeightsInfo,
+    content: dict[str, str],
+    code: str,
+    *,
+    batch_size: int,
+    data_file,
+    retries: int,
+    precision: str = "float32",
+):
     """Submit one task per lesion of the missing images; yield (keys, features, record, values) as they finish."""
     import pickle
 
@@ -166,9 +201,21 @@ def cluster_partitions(client, dataset, sub, missing: Sequence[str], bb: Backbon
         else:  # sent with the task (not scattered): the scheduler keeps it, so a lost worker loses nothing
             data = lesion = dataset[les]
             sent = sum(np.asarray(s.rf).nbytes + np.asarray(s.roi).nbytes for s in lesion.scans)
-        fut = client.submit(lesion_features, data, les, content[les], rows, backbone=bb.name, weights=weights,
-                            batch_size=batch_size, code=code, precision=precision, retries=retries, pure=False,
-                            key=f"uslib-features-{bb.name}-{store.key(les, [missing[i] for i in idx])}")
+        fut = client.submit(
+            lesion_features,
+            data,
+            les,
+            content[les],
+            rows,
+            backbone=bb.name,
+            weights=weights,
+            batch_size=batch_size,
+            code=code,
+            precision=precision,
+            retries=retries,
+            pure=False,
+            key=f"uslib-features-{bb.name}-{store.key(les, [missing[i] for i in idx])}",
+        )
         futures.append(fut)
         meta[fut.key] = (les, [missing[i] for i in idx], sent + len(pickle.dumps(rows)))
     for fut in as_completed(futures):
@@ -176,11 +223,19 @@ def cluster_partitions(client, dataset, sub, missing: Sequence[str], bb: Backbon
         les, keys, bytes_in = meta[fut.key]
         feats = np.asarray(res["features"], np.float32)
         if feats.shape != (len(keys), bb.n_features):
-            raise RuntimeError(f"{bb.name}: lesion {les}: features of shape {feats.shape}, "
-                               f"expected ({len(keys)}, {bb.n_features})")
-        record = {"lesion": les, "n_images": len(keys), "worker": res["worker_pid"],
-                  **{k: round(float(res[k]), 4) for k in ("build_seconds", "render_seconds", "inference_seconds",
-                                                           "task_seconds")},
-                  "bytes_in": int(bytes_in), "bytes_out": int(feats.nbytes)}
+            raise RuntimeError(
+                f"{bb.name}: lesion {les}: features of shape {feats.shape}, expected ({len(keys)}, {bb.n_features})"
+            )
+        record = {
+            "lesion": les,
+            "n_images": len(keys),
+            "worker": res["worker_pid"],
+            **{
+                k: round(float(res[k]), 4)
+                for k in ("build_seconds", "render_seconds", "inference_seconds", "task_seconds")
+            },
+            "bytes_in": int(bytes_in),
+            "bytes_out": int(feats.nbytes),
+        }
         fut.release()
         yield keys, feats, record, res["values_sha256"]

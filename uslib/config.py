@@ -1,5 +1,12 @@
 """Run profiles: their schema, validation, and paths.
 
+At about 1,030 lines it is over the house's 900-line guide on purpose: it
+is the one declaration of every profile parameter (type, accepted values,
+default, description), and the validation that must read the whole
+declaration at once (cross-parameter rules, bounds, paths, parameter cells);
+split, the parameters page and the runner would read a schema spread over
+several modules.
+
 A profile (``params/*.yaml``) is a flat mapping of notebook parameter names
 to values. :class:`Profile` declares every parameter once: its type, the
 values it accepts, its default and what it means. The same declaration
@@ -115,16 +122,24 @@ class ProfileError(ValueError):
 DynamicRangeDb = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 #: Upper bounds on sizes: far above any real run, low enough that a typo (an extra three zeros) is
 #: refused at once instead of simulating, allocating or checking folds for minutes.
-MAX_N_LESIONS = 5000          # OASBUD has 100 lesions; a phantom lesion is ~6.5 MB on disk
-MAX_BATCH_SIZE = 4096         # images per forward pass
-MAX_MARGIN_MM = 100.0         # an OASBUD scan is ~50 mm deep
-MAX_SKIP_SAMPLES = 100_000    # an OASBUD RF matrix has ~2000 rows
+MAX_N_LESIONS = 5000  # OASBUD has 100 lesions; a phantom lesion is ~6.5 MB on disk
+MAX_BATCH_SIZE = 4096  # images per forward pass
+MAX_MARGIN_MM = 100.0  # an OASBUD scan is ~50 mm deep
+MAX_SKIP_SAMPLES = 100_000  # an OASBUD RF matrix has ~2000 rows
 MarginMm = Annotated[float, Field(gt=0, le=MAX_MARGIN_MM, allow_inf_nan=False)]
 Backbone = Literal["inception_v3", "vgg19"]
 
 
-def _param(default: Any, description: str, *, required: bool = False, runner_only: bool = False,
-           unique: bool = False, rule: str | None = None, **constraints: Any) -> Any:
+def _param(
+    default: Any,
+    description: str,
+    *,
+    required: bool = False,
+    runner_only: bool = False,
+    unique: bool = False,
+    rule: str | None = None,
+    **constraints: Any,
+) -> Any:
     """A schema field: ``Field`` plus this project's marks (kept in the JSON schema).
 
     ``required``: every profile file must set it; ``runner_only``: read by the
@@ -161,95 +176,154 @@ class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     # Run
-    profile: str = _param("default", "name of the profile, recorded in run.json",
-                          required=True, runner_only=True, min_length=1)
-    run_dir: str = _param("runs/default", "run directory (relative to the repository root unless absolute)",
-                          required=True, min_length=1)
+    profile: str = _param(
+        "default", "name of the profile, recorded in run.json", required=True, runner_only=True, min_length=1
+    )
+    run_dir: str = _param(
+        "runs/default", "run directory (relative to the repository root unless absolute)", required=True, min_length=1
+    )
     # Data
     data_source: Literal["phantom", "oasbud"] = _param(
-        "phantom", "where the lesions come from: the synthetic phantom or the OASBUD file", required=True)
+        "phantom", "where the lesions come from: the synthetic phantom or the OASBUD file", required=True
+    )
     oasbud_path: str | None = _param(
-        None, 'path to OASBUD.mat when data_source is oasbud ("download" fetches it)',
-        rule="required when data_source is oasbud", min_length=1)
+        None,
+        'path to OASBUD.mat when data_source is oasbud ("download" fetches it)',
+        rule="required when data_source is oasbud",
+        min_length=1,
+    )
     patients_csv: str | None = _param(None, "optional CSV (id,patient) overriding the patient rule", min_length=1)
-    skip_samples: int = _param(20, "non-echo rows dropped at the top of every RF matrix", ge=0,
-                               le=MAX_SKIP_SAMPLES)
+    skip_samples: int = _param(20, "non-echo rows dropped at the top of every RF matrix", ge=0, le=MAX_SKIP_SAMPLES)
     n_lesions: int = _param(40, "phantom only: number of lesions", required=True, ge=1, le=MAX_N_LESIONS)
     data_seed: int = _param(0, "phantom only: seed of the simulation", required=True, ge=0, le=_MAX_SEED)
     # Images
     dynamic_ranges_db: list[DynamicRangeDb] = _param(
-        [40, 50, 60], "dynamic ranges (compression thresholds) of the B-mode images, dB",
-        required=True, unique=True, min_length=2)
+        [40, 50, 60],
+        "dynamic ranges (compression thresholds) of the B-mode images, dB",
+        required=True,
+        unique=True,
+        min_length=2,
+    )
     margins_mm: list[MarginMm] = _param(
-        [2, 5, 10], "bands of tissue kept around the ROI when cropping, mm", required=True, unique=True, min_length=1)
+        [2, 5, 10], "bands of tissue kept around the ROI when cropping, mm", required=True, unique=True, min_length=1
+    )
     # Features
     backbones: list[Backbone] = _param(
-        ["inception_v3", "vgg19"], "CNNs used as feature extractors", required=True, unique=True, min_length=1)
+        ["inception_v3", "vgg19"], "CNNs used as feature extractors", required=True, unique=True, min_length=1
+    )
     weights: Literal["imagenet", "random"] = _param(
-        "imagenet", "network weights: ImageNet, or a seeded random initialisation", required=True)
+        "imagenet", "network weights: ImageNet, or a seeded random initialisation", required=True
+    )
     weights_path: str | None = _param(None, "local weights file or folder (offline clusters)", min_length=1)
     strict_weights: bool = _param(False, "true: fail when ImageNet weights cannot be had (no random fallback)")
     allow_download: bool = _param(
-        True, "the runner may download what is missing: OASBUD.mat to oasbud_path (checked by SHA-256) and "
-              "ImageNet weights into the Keras cache (checked by MD5)")
+        True,
+        "the runner may download what is missing: OASBUD.mat to oasbud_path (checked by SHA-256) and "
+        "ImageNet weights into the Keras cache (checked by MD5)",
+    )
     weights_seed: int = _param(0, "seed of the random-initialisation fallback", ge=0, le=_MAX_SEED)
     batch_size: int | None = _param(
-        None, "images per forward pass; null: each network's rule (InceptionV3 64, VGG19 32: "
-              "uslib.features.DEFAULT_BATCH_SIZE, chosen for throughput on CPUs)", ge=1, le=MAX_BATCH_SIZE)
+        None,
+        "images per forward pass; null: each network's rule (InceptionV3 64, VGG19 32: "
+        "uslib.features.DEFAULT_BATCH_SIZE, chosen for throughput on CPUs)",
+        ge=1,
+        le=MAX_BATCH_SIZE,
+    )
     precision: Literal["float32", "bfloat16", "int8"] = _param(
-        "float32", "arithmetic of the networks: float32, or bfloat16 (opt-in: faster on CPUs with AVX512_BF16 or "
+        "float32",
+        "arithmetic of the networks: float32, or bfloat16 (opt-in: faster on CPUs with AVX512_BF16 or "
         "AMX, features differ slightly and are cached apart; refused where the CPU has no native bfloat16), or "
         "int8 (opt-in: OpenVINO + NNCF post-training quantization calibrated on a fixed subset of the run's "
         "images, on CPUs with AVX512_VNNI, AVX_VNNI or AMX_INT8; needs pip install 'uslib[int8]'; cached apart)",
         rule="bfloat16 with strict_weights true (the paper's protocol) needs allow_bfloat16 true; "
-             "int8 with strict_weights true needs allow_int8 true")
+        "int8 with strict_weights true needs allow_int8 true",
+    )
     allow_bfloat16: bool = _param(
-        False, "true: a profile with strict_weights true (the paper's protocol) may set precision bfloat16; "
-               "without it such a profile is refused, so the paper's figures are never silently computed in "
-               "reduced precision", runner_only=True)
+        False,
+        "true: a profile with strict_weights true (the paper's protocol) may set precision bfloat16; "
+        "without it such a profile is refused, so the paper's figures are never silently computed in "
+        "reduced precision",
+        runner_only=True,
+    )
     allow_int8: bool = _param(
-        False, "true: a profile with strict_weights true (the paper's protocol) may set precision int8; "
-               "without it such a profile is refused, so the paper's figures are never silently computed "
-               "with a quantized network", runner_only=True)
+        False,
+        "true: a profile with strict_weights true (the paper's protocol) may set precision int8; "
+        "without it such a profile is refused, so the paper's figures are never silently computed "
+        "with a quantized network",
+        runner_only=True,
+    )
     # Cross-validation
     n_splits: int = _param(
-        5, "folds of the patient-level stratified cross-validation", required=True, ge=2,
-        rule="patient-level folds must be feasible: at most the number of patients, both classes in every training set")
-    cv_seed: int = _param(0, "seed of the fold assignment (repeat r uses cv_seed + r)",
-                          required=True, ge=0, le=_MAX_SEED)
+        5,
+        "folds of the patient-level stratified cross-validation",
+        required=True,
+        ge=2,
+        rule="patient-level folds must be feasible: at most the number of patients, both classes in every training set",
+    )
+    cv_seed: int = _param(
+        0, "seed of the fold assignment (repeat r uses cv_seed + r)", required=True, ge=0, le=_MAX_SEED
+    )
     svm_c: float = _param(1.0, "SVM regularisation C", required=True, gt=0, allow_inf_nan=False)
     standardize: bool = _param(True, "z-score features on the training images of each fold")
     calibration: Literal["grouped", "image"] = _param(
-        "grouped", "Platt calibration of the SVM: on decision values cross-validated by lesion (grouped) or "
-        "libsvm's image-level split (image, the paper's software)")
+        "grouped",
+        "Platt calibration of the SVM: on decision values cross-validated by lesion (grouped) or "
+        "libsvm's image-level split (image, the paper's software)",
+    )
     lesion_weighting: bool = _param(
-        False, "give every training lesion the same total SVM sample weight, whatever its number of images")
+        False, "give every training lesion the same total SVM sample weight, whatever its number of images"
+    )
     n_repeats: int = _param(5, "repetitions of the CV over seeds cv_seed, cv_seed+1, ...", ge=1)
     # Robustness chapter (beyond the paper)
     unseen_ranges_db: list[DynamicRangeDb] = _param(
-        [30, 35, 45, 55, 65, 70, 80], "test dynamic ranges no paper training set contains, dB",
-        unique=True, rule="none of dynamic_ranges_db", min_length=1)
+        [30, 35, 45, 55, 65, 70, 80],
+        "test dynamic ranges no paper training set contains, dB",
+        unique=True,
+        rule="none of dynamic_ranges_db",
+        min_length=1,
+    )
     robustness_margins_mm: list[MarginMm] = _param(
-        [5], "margin of every image of the robustness chapter, mm", unique=True, min_length=1)
+        [5], "margin of every image of the robustness chapter, mm", unique=True, min_length=1
+    )
     continuous_range_db: list[DynamicRangeDb] = _param(
-        [35, 65], "TrainContinuous: each crop at one dynamic range drawn from [low, high], dB",
-        rule="low < high", min_length=2, max_length=2)
+        [35, 65],
+        "TrainContinuous: each crop at one dynamic range drawn from [low, high], dB",
+        rule="low < high",
+        min_length=2,
+        max_length=2,
+    )
     # Figures
-    lesion_index: int = _param(0, "which lesion the figures show (0-based)", ge=0,
-                               rule="less than n_lesions for the phantom")
+    lesion_index: int = _param(
+        0, "which lesion the figures show (0-based)", ge=0, rule="less than n_lesions for the phantom"
+    )
     # Execution
     scheduler: str | None = _param(
-        None, "where feature extraction and sweeps run: null in this process; local: a Dask LocalCluster "
+        None,
+        "where feature extraction and sweeps run: null in this process; local: a Dask LocalCluster "
         "sized to this machine; or a Dask scheduler address such as tcp://host:8786",
-        rule="null, local, or <protocol>://<host>:<port>", min_length=1)
+        rule="null, local, or <protocol>://<host>:<port>",
+        min_length=1,
+    )
     scheduler_timeout_s: float = _param(
-        10, "seconds to wait for a scheduler address to answer before the run stops, s", runner_only=True,
-        gt=0, le=600, allow_inf_nan=False)
+        10,
+        "seconds to wait for a scheduler address to answer before the run stops, s",
+        runner_only=True,
+        gt=0,
+        le=600,
+        allow_inf_nan=False,
+    )
     cache_dir: str | None = _param(
-        None, "folder of the content-keyed caches (data set file, CNN features) shared between runs; "
-        "null: the run directory", min_length=1)
-    cell_timeout_s: float = _param(3600, "longest one notebook cell may run before the runner stops, s",
-                                   runner_only=True, gt=0, allow_inf_nan=False)
+        None,
+        "folder of the content-keyed caches (data set file, CNN features) shared between runs; null: the run directory",
+        min_length=1,
+    )
+    cell_timeout_s: float = _param(
+        3600,
+        "longest one notebook cell may run before the runner stops, s",
+        runner_only=True,
+        gt=0,
+        allow_inf_nan=False,
+    )
 
     @field_validator("dynamic_ranges_db", "margins_mm", "backbones", "unseen_ranges_db", "robustness_margins_mm")
     @classmethod
@@ -321,25 +395,45 @@ class Profile(BaseModel):
             both = sorted(set(map(float, self.dynamic_ranges_db)) & set(map(float, self.unseen_ranges_db)))
             if both:
                 out.append(("unseen_ranges_db", f"repeats {_fmt_list(both)} of dynamic_ranges_db"))
-        if has("precision", "strict_weights", "allow_bfloat16") and self.precision == "bfloat16" \
-                and self.strict_weights and not self.allow_bfloat16:
-            out.append(("precision", "bfloat16 departs from the paper's float32 arithmetic, and this profile "
-                                     "follows the paper's protocol (strict_weights true): set allow_bfloat16: "
-                                     "true in the profile to ask for it explicitly"))
-        if has("precision", "strict_weights", "allow_int8") and self.precision == "int8" \
-                and self.strict_weights and not self.allow_int8:
-            out.append(("precision", "int8 departs from the paper's float32 arithmetic (a quantized network), and "
-                                     "this profile follows the paper's protocol (strict_weights true): set "
-                                     "allow_int8: true in the profile to ask for it explicitly"))
-        if has("data_source", "n_lesions", "lesion_index") and self.data_source == "phantom" \
-                and self.lesion_index >= self.n_lesions:
+        if (
+            has("precision", "strict_weights", "allow_bfloat16")
+            and self.precision == "bfloat16"
+            and self.strict_weights
+            and not self.allow_bfloat16
+        ):
+            out.append(
+                (
+                    "precision",
+                    "bfloat16 departs from the paper's float32 arithmetic, and this profile "
+                    "follows the paper's protocol (strict_weights true): set allow_bfloat16: "
+                    "true in the profile to ask for it explicitly",
+                )
+            )
+        if (
+            has("precision", "strict_weights", "allow_int8")
+            and self.precision == "int8"
+            and self.strict_weights
+            and not self.allow_int8
+        ):
+            out.append(
+                (
+                    "precision",
+                    "int8 departs from the paper's float32 arithmetic (a quantized network), and "
+                    "this profile follows the paper's protocol (strict_weights true): set "
+                    "allow_int8: true in the profile to ask for it explicitly",
+                )
+            )
+        if (
+            has("data_source", "n_lesions", "lesion_index")
+            and self.data_source == "phantom"
+            and self.lesion_index >= self.n_lesions
+        ):
             out.append(("lesion_index", f"must be less than n_lesions ({self.n_lesions})"))
         return out
 
 
 #: Parameters every profile file must set.
-REQUIRED = tuple(n for n, f in Profile.model_fields.items()
-                 if (f.json_schema_extra or {}).get("x-required-in-profile"))
+REQUIRED = tuple(n for n, f in Profile.model_fields.items() if (f.json_schema_extra or {}).get("x-required-in-profile"))
 #: Parameters read by the runner only (no chapter declares them).
 RUNNER_ONLY = tuple(n for n, f in Profile.model_fields.items() if (f.json_schema_extra or {}).get("x-runner-only"))
 
@@ -389,8 +483,12 @@ def parameter_specs() -> dict[str, ParameterSpec]:
         if extra.get("x-rule"):
             allowed = f"{allowed}; {extra['x-rule']}" if allowed else extra["x-rule"]
         out[name] = ParameterSpec(
-            name=name, type=_type_text(s), allowed=allowed, default=field.default,
-            description=field.description or "", required=bool(extra.get("x-required-in-profile")),
+            name=name,
+            type=_type_text(s),
+            allowed=allowed,
+            default=field.default,
+            description=field.description or "",
+            required=bool(extra.get("x-required-in-profile")),
             runner_only=bool(extra.get("x-runner-only")),
         )
     return out
@@ -403,8 +501,9 @@ def _type_text(s: Mapping[str, Any]) -> str:
     if t == "array":
         item = _type_text(s.get("items", {}))
         return f"list of {item}s"
-    return {"integer": "integer", "number": "number", "boolean": "boolean", "string": "string",
-            "null": "null"}.get(t, str(t))
+    return {"integer": "integer", "number": "number", "boolean": "boolean", "string": "string", "null": "null"}.get(
+        t, str(t)
+    )
 
 
 def _num(v: float) -> str:
@@ -539,8 +638,13 @@ calibration='grouped', lesion_weighting=False)
 FOLDS_CHECKED_ENV = "USLIB_FOLDS_CHECKED"
 
 
-def validate_parameters(values: Mapping[str, Any], *, source: str = "parameters",
-                        names: Iterable[str] | None = None, check_folds: bool = True) -> dict[str, Any]:
+def validate_parameters(
+    values: Mapping[str, Any],
+    *,
+    source: str = "parameters",
+    names: Iterable[str] | None = None,
+    check_folds: bool = True,
+) -> dict[str, Any]:
     """Check parameter values against :class:`Profile`; return them unchanged.
 
     Parameters
@@ -586,27 +690,37 @@ def validate_parameters(values: Mapping[str, Any], *, source: str = "parameters"
         given = set(values) if names is None else set(names)
         model = Profile.model_validate({**_defaults(), **values})
         problems = [f"{n}: {p}, got {values.get(n)!r}" for n, p in model.cross_problems(given)]
-        if not problems and check_folds and model.data_source == "phantom" and \
-                given.issuperset({"data_source", "n_lesions", "data_seed", "n_splits", "cv_seed"}):
+        if (
+            not problems
+            and check_folds
+            and model.data_source == "phantom"
+            and given.issuperset({"data_source", "n_lesions", "data_seed", "n_splits", "cv_seed"})
+        ):
             n_repeats = model.n_repeats if "n_repeats" in given else 1
             # The check costs a second or two (the phantom's patients, scikit-learn's
             # folds for every seed). Once passed it is noted in the environment, which
             # the runner's chapter kernels inherit: they skip the same check of the
             # same values (fewer repeats are seeds already checked), and check any
             # other values in full.
-            base = (f"n_lesions={model.n_lesions} data_seed={model.data_seed} n_splits={model.n_splits} "
-                    f"cv_seed={model.cv_seed} n_repeats=")
+            base = (
+                f"n_lesions={model.n_lesions} data_seed={model.data_seed} n_splits={model.n_splits} "
+                f"cv_seed={model.cv_seed} n_repeats="
+            )
             token = f"{base}{n_repeats}"
             noted = os.environ.get(FOLDS_CHECKED_ENV, "")
-            done = noted.startswith(base) and noted[len(base):].isdigit() and int(noted[len(base):]) >= n_repeats
+            done = noted.startswith(base) and noted[len(base) :].isdigit() and int(noted[len(base) :]) >= n_repeats
             if not done:
                 from .phantom import patient_assignment
 
                 labels, patients = patient_assignment(model.n_lesions, seed=model.data_seed)
                 try:
-                    check_folds_feasible(model.n_splits, labels, patients,
-                                         seeds=range(model.cv_seed, model.cv_seed + n_repeats),
-                                         data=f"the phantom (n_lesions {model.n_lesions}, data_seed {model.data_seed})")
+                    check_folds_feasible(
+                        model.n_splits,
+                        labels,
+                        patients,
+                        seeds=range(model.cv_seed, model.cv_seed + n_repeats),
+                        data=f"the phantom (n_lesions {model.n_lesions}, data_seed {model.data_seed})",
+                    )
                     os.environ[FOLDS_CHECKED_ENV] = token
                 except ProfileError as e:
                     problems = e.problems
@@ -615,8 +729,15 @@ def validate_parameters(values: Mapping[str, Any], *, source: str = "parameters"
     return values
 
 
-def check_folds_feasible(n_splits: int, labels, patients, *, seeds: Iterable[int] = (0,),
-                         data: str = "the data set", source: str = "parameters") -> None:
+def check_folds_feasible(
+    n_splits: int,
+    labels,
+    patients,
+    *,
+    seeds: Iterable[int] = (0,),
+    data: str = "the data set",
+    source: str = "parameters",
+) -> None:
     """Raise :class:`ProfileError` unless ``n_splits`` patient-level folds can be made.
 
     Checks what the cross-validation needs of its folds
@@ -661,8 +782,9 @@ def check_folds_feasible(n_splits: int, labels, patients, *, seeds: Iterable[int
     labels = np.asarray(labels)
     patients = np.asarray(patients).astype(str)
     if labels.ndim != 1 or labels.shape != patients.shape:
-        raise ValueError(f"check_folds_feasible: labels {labels.shape} and patients {patients.shape} "
-                         "must be 1-D and of equal length")
+        raise ValueError(
+            f"check_folds_feasible: labels {labels.shape} and patients {patients.shape} must be 1-D and of equal length"
+        )
     seeds = [int(s) for s in seeds]
     n_patients = len(np.unique(patients))
     per_class = [len(np.unique(patients[labels == c])) for c in (0, 1)]
@@ -727,7 +849,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 _UniqueKeyLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."))
+    list("-+0123456789."),
+)
 
 
 def _profile_text(p: Path, source: str) -> str:
@@ -744,8 +867,9 @@ def _profile_text(p: Path, source: str) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise ProfileError(source, f"not a UTF-8 text file (byte {e.start} is {raw[e.start:e.start + 1]!r}): "
-                                   "save it as UTF-8 YAML") from None
+        raise ProfileError(
+            source, f"not a UTF-8 text file (byte {e.start} is {raw[e.start : e.start + 1]!r}): save it as UTF-8 YAML"
+        ) from None
 
 
 def _shown(path: Path) -> str:
@@ -761,8 +885,9 @@ def _profile_path(profile: str | os.PathLike) -> Path:
     return p
 
 
-def load_profile(profile: str | os.PathLike, overrides: Mapping[str, Any] | None = None, *,
-                 check_folds: bool = True) -> dict[str, Any]:
+def load_profile(
+    profile: str | os.PathLike, overrides: Mapping[str, Any] | None = None, *, check_folds: bool = True
+) -> dict[str, Any]:
     """Read and validate a YAML profile.
 
     Parameters
@@ -833,9 +958,13 @@ def _declared(chapter: str) -> list[str] | None:
     for cell in nb["cells"]:
         if "parameters" in cell.get("metadata", {}).get("tags", []):
             tree = ast.parse("".join(cell["source"]))
-            return [t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
-                    for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
-                    if isinstance(t, ast.Name)]
+            return [
+                t.id
+                for node in tree.body
+                if isinstance(node, (ast.Assign, ast.AnnAssign))
+                for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                if isinstance(t, ast.Name)
+            ]
     return []
 
 
@@ -904,6 +1033,5 @@ def notebook_parameters(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
 
     info = pm.inspect_notebook(str(path))
     return {
-        name: {"default": p["default"], "type": p["inferred_type_name"], "help": p["help"]}
-        for name, p in info.items()
+        name: {"default": p["default"], "type": p["inferred_type_name"], "help": p["help"]} for name, p in info.items()
     }

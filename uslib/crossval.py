@@ -25,13 +25,7 @@ from .cvsettings import CVSettings
 from .folds import Design, describe_selection, lesion_table, patient_folds, resolve_folds
 from .statistics import operating_point, roc_auc  # noqa: F401  (roc_auc: the doctest's)
 
-__all__ = [
-    "score_fold",
-    "CVProbabilities",
-    "cross_validated_probabilities",
-    "cross_validate",
-    "nested_thresholds",
-]
+__all__ = ["score_fold", "CVProbabilities", "cross_validated_probabilities", "cross_validate", "nested_thresholds"]
 
 
 # --------------------------------------------------------------------------- #
@@ -45,9 +39,17 @@ def _lesion_weights(code: np.ndarray) -> np.ndarray:
     return 1.0 / counts[code]
 
 
-def _fold_loop(design: Design, folds, *, train_sets: Mapping[str, object], train_rows: Mapping[str, np.ndarray],
-               test_rows: np.ndarray, make, progress: bool | str = False,
-               lesion_weighting: bool = False) -> tuple[dict, np.ndarray]:
+def _fold_loop(
+    design: Design,
+    folds,
+    *,
+    train_sets: Mapping[str, object],
+    train_rows: Mapping[str, np.ndarray],
+    test_rows: np.ndarray,
+    make,
+    progress: bool | str = False,
+    lesion_weighting: bool = False,
+) -> tuple[dict, np.ndarray]:
     """The fold loop itself: per fold, fit one classifier per training set, score the test images once.
 
     ``train_rows``/``test_rows`` are image masks (:meth:`Design.select`);
@@ -66,6 +68,7 @@ def _fold_loop(design: Design, folds, *, train_sets: Mapping[str, object], train
     fold_iter = folds
     if progress:
         from tqdm.auto import tqdm
+
         fold_iter = tqdm(folds, desc=progress if isinstance(progress, str) else None, leave=False)
     for k, (tr, te) in enumerate(fold_iter):
         fold_of[te] = k
@@ -79,8 +82,7 @@ def _fold_loop(design: Design, folds, *, train_sets: Mapping[str, object], train
             if rows.size == 0:
                 raise ValueError(f"fold {k}, {name}: no training images{describe_selection(train_sets[name])}")
             if len(np.unique(y_img[rows])) < 2:
-                raise ValueError(f"fold {k}, {name}: training images hold only class "
-                                 f"{np.unique(y_img[rows]).tolist()}")
+                raise ValueError(f"fold {k}, {name}: training images hold only class {np.unique(y_img[rows]).tolist()}")
             if scored.size:
                 weight = _lesion_weights(design.code[rows]) if lesion_weighting else None
                 est = fit_estimator(make(), design.X[rows], y_img[rows], patient_code[design.code[rows]], weight)
@@ -91,9 +93,17 @@ def _fold_loop(design: Design, folds, *, train_sets: Mapping[str, object], train
     return probs, fold_of, fits
 
 
-def score_fold(features, manifest: pd.DataFrame, train_lesions, test_lesions, *,
-               train_sets: Mapping[str, Sequence[float]], test_ranges: Sequence[float],
-               settings: CVSettings = CVSettings(), estimator=None) -> dict[str, np.ndarray]:
+def score_fold(
+    features,
+    manifest: pd.DataFrame,
+    train_lesions,
+    test_lesions,
+    *,
+    train_sets: Mapping[str, Sequence[float]],
+    test_ranges: Sequence[float],
+    settings: CVSettings = CVSettings(),
+    estimator=None,
+) -> dict[str, np.ndarray]:
     """Fit one classifier per training set on one fold; score the fold's test images once.
 
     Parameters
@@ -122,10 +132,15 @@ def score_fold(features, manifest: pd.DataFrame, train_lesions, test_lesions, *,
     """
     design = Design.build(features, manifest)
     make = lambda: make_estimator(estimator, settings)  # noqa: E731
-    probs, _, _ = _fold_loop(design, [(train_lesions, test_lesions)], train_sets=train_sets,
-                          train_rows={n: design.select(s) for n, s in train_sets.items()},
-                          test_rows=design.select(test_ranges), make=make,
-                          lesion_weighting=settings.lesion_weighting)
+    probs, _, _ = _fold_loop(
+        design,
+        [(train_lesions, test_lesions)],
+        train_sets=train_sets,
+        train_rows={n: design.select(s) for n, s in train_sets.items()},
+        test_rows=design.select(test_ranges),
+        make=make,
+        lesion_weighting=settings.lesion_weighting,
+    )
     return probs
 
 
@@ -185,9 +200,17 @@ class CVProbabilities:
             return sums / counts, counts
 
 
-def cross_validated_probabilities(features, manifest: pd.DataFrame, *, train_sets: Mapping[str, object],
-                                  test_set=None, folds=None, settings: CVSettings = CVSettings(),
-                                  estimator=None, progress: bool | str = False) -> CVProbabilities:
+def cross_validated_probabilities(
+    features,
+    manifest: pd.DataFrame,
+    *,
+    train_sets: Mapping[str, object],
+    test_set=None,
+    folds=None,
+    settings: CVSettings = CVSettings(),
+    estimator=None,
+    progress: bool | str = False,
+) -> CVProbabilities:
     """The cross-validation loop: out-of-fold P(malignant) of every test image, per training set.
 
     In each patient-level fold, one classifier per training set is fitted on
@@ -261,14 +284,29 @@ def cross_validated_probabilities(features, manifest: pd.DataFrame, *, train_set
     test_rows = design.select(test_set)
     folds = resolve_folds(design.lesions, folds, n_splits=settings.n_splits, seed=settings.cv_seed)
     make = lambda: make_estimator(estimator, settings)  # noqa: E731
-    probs, fold_of, fits = _fold_loop(design, folds, train_sets=train_sets, train_rows=train_rows, test_rows=test_rows,
-                                make=make, progress=progress, lesion_weighting=settings.lesion_weighting)
+    probs, fold_of, fits = _fold_loop(
+        design,
+        folds,
+        train_sets=train_sets,
+        train_rows=train_rows,
+        test_rows=test_rows,
+        make=make,
+        progress=progress,
+        lesion_weighting=settings.lesion_weighting,
+    )
     return CVProbabilities(probabilities=probs, fold=fold_of, folds=folds, design=design, platt=fits)
 
 
-def cross_validate(features, manifest: pd.DataFrame, *, train_ranges: Sequence[float],
-                   test_ranges: Sequence[float], settings: CVSettings = CVSettings(), folds=None,
-                   estimator=None) -> pd.DataFrame:
+def cross_validate(
+    features,
+    manifest: pd.DataFrame,
+    *,
+    train_ranges: Sequence[float],
+    test_ranges: Sequence[float],
+    settings: CVSettings = CVSettings(),
+    folds=None,
+    estimator=None,
+) -> pd.DataFrame:
     """Out-of-fold lesion probabilities for one train/test setting.
 
     In each patient-level fold, a classifier is trained on the training
@@ -311,8 +349,15 @@ def cross_validate(features, manifest: pd.DataFrame, *, train_ranges: Sequence[f
         One row per lesion (:func:`lesion_table` order): ``lesion``,
         ``patient``, ``label``, ``fold``, ``probability``, ``n_images``.
     """
-    cv = cross_validated_probabilities(features, manifest, train_sets={"train": train_ranges},
-                                       test_set=test_ranges, folds=folds, settings=settings, estimator=estimator)
+    cv = cross_validated_probabilities(
+        features,
+        manifest,
+        train_sets={"train": train_ranges},
+        test_set=test_ranges,
+        folds=folds,
+        settings=settings,
+        estimator=estimator,
+    )
     mean, counts = cv.lesion_probabilities("train", test_ranges)
     lesions = cv.design.lesions
     if (counts == 0).any():
@@ -323,7 +368,6 @@ def cross_validate(features, manifest: pd.DataFrame, *, train_ranges: Sequence[f
     out["probability"] = mean
     out["n_images"] = counts
     return out
-
 
 
 def _subset_selection(design: Design, spec, rows: np.ndarray) -> np.ndarray:
@@ -344,8 +388,16 @@ def _inner_folds(lesions: pd.DataFrame, *, n_splits: int, seed: int):
     return None
 
 
-def nested_thresholds(features, manifest: pd.DataFrame, folds, *, train_set=None, test_set=None,
-                      settings: CVSettings = CVSettings(), estimator=None) -> np.ndarray:
+def nested_thresholds(
+    features,
+    manifest: pd.DataFrame,
+    folds,
+    *,
+    train_set=None,
+    test_set=None,
+    settings: CVSettings = CVSettings(),
+    estimator=None,
+) -> np.ndarray:
     """Per outer fold, the closest-to-(0, 1) threshold chosen on the training lesions alone.
 
     For each outer fold, the training lesions are cross-validated on their own
@@ -385,15 +437,26 @@ def nested_thresholds(features, manifest: pd.DataFrame, folds, *, train_set=None
         train_lesions = np.asarray(split[0], dtype=int)
         rows = np.isin(design.code, train_lesions)
         code = design.code[rows]
-        sub = pd.DataFrame({"lesion": design.lesions["lesion"].to_numpy()[code],
-                            "patient": design.lesions["patient"].to_numpy()[code],
-                            "label": design.lesions["label"].to_numpy()[code]})
+        sub = pd.DataFrame(
+            {
+                "lesion": design.lesions["lesion"].to_numpy()[code],
+                "patient": design.lesions["patient"].to_numpy()[code],
+                "label": design.lesions["label"].to_numpy()[code],
+            }
+        )
         inner = _inner_folds(lesion_table(sub), n_splits=settings.n_splits, seed=settings.cv_seed)
         if inner is None:
             continue
         tr_sel, te_sel = _subset_selection(design, train_set, rows), _subset_selection(design, test_set, rows)
-        cv = cross_validated_probabilities(design.X[rows], sub, train_sets={"inner": tr_sel}, test_set=te_sel,
-                                           folds=inner, settings=settings, estimator=estimator)
+        cv = cross_validated_probabilities(
+            design.X[rows],
+            sub,
+            train_sets={"inner": tr_sel},
+            test_set=te_sel,
+            folds=inner,
+            settings=settings,
+            estimator=estimator,
+        )
         p, n = cv.lesion_probabilities("inner", te_sel)
         y = cv.design.lesions["label"].to_numpy()[n > 0]
         if len(np.unique(y)) == 2:

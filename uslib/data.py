@@ -219,8 +219,11 @@ class Dataset(Sequence[Lesion]):
         """IPython's display (a notebook's ``ds``): the repr wrapped at spaces to 88 columns, never mid-word."""
         import textwrap
 
-        p.text(textwrap.fill(repr(self), width=88, subsequent_indent="    ", break_long_words=False,
-                             break_on_hyphens=False))
+        p.text(
+            textwrap.fill(
+                repr(self), width=88, subsequent_indent="    ", break_long_words=False, break_on_hyphens=False
+            )
+        )
 
     # Convenience -------------------------------------------------------
     @property
@@ -310,8 +313,9 @@ class Dataset(Sequence[Lesion]):
         """
         digests = {str(k): str(v) for k, v in dict(digests).items()}
         if sorted(digests) != sorted(self.keys):
-            raise ValueError(f"content digests name lesions {sorted(digests)[:5]}, "
-                             f"not this data set's {sorted(self.keys)[:5]}")
+            raise ValueError(
+                f"content digests name lesions {sorted(digests)[:5]}, not this data set's {sorted(self.keys)[:5]}"
+            )
         bad = [k for k, v in digests.items() if not re.fullmatch(r"[0-9a-f]{16}", v)]
         if bad:
             raise ValueError(f"content digests of {bad[:5]} are not 16 hexadecimal characters")
@@ -330,12 +334,11 @@ class Dataset(Sequence[Lesion]):
             h = hashlib.sha256()
             digests = self.content_digests
             for les in self.lesions:
-                h.update(repr((les.key, les.patient, int(les.label), les.birads, len(les.scans),
-                               digests[les.key])).encode())
+                h.update(
+                    repr((les.key, les.patient, int(les.label), les.birads, len(les.scans), digests[les.key])).encode()
+                )
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
-
-
 
 
 #: BI-RADS categories that occur in OASBUD, in order of suspicion.

@@ -44,8 +44,14 @@ from sklearn.svm import SVC
 
 from . import evaluation as ev
 from .cvsettings import CVSettings
-from .uncertainty import (called_malignant, clopper_pearson, drop_intervals, patient_bootstrap_weights,  # noqa: F401
-                          table3_intervals, weighted_auc)
+from .uncertainty import (
+    called_malignant,
+    clopper_pearson,
+    drop_intervals,
+    patient_bootstrap_weights,  # noqa: F401
+    table3_intervals,
+    weighted_auc,
+)
 
 __all__ = [
     "VERDICTS",
@@ -128,8 +134,9 @@ def cell_verdicts(table: pd.DataFrame, *, chance: float = 0.5) -> pd.DataFrame:
         if c not in table.columns:
             raise ValueError(f"cell_verdicts: table has no column {c!r}")
     out = table.copy()
-    out["verdict"] = [auc_verdict(a, lo, hi, chance=chance)
-                      for a, lo, hi in zip(out["auc"], out["ci_low"], out["ci_high"])]
+    out["verdict"] = [
+        auc_verdict(a, lo, hi, chance=chance) for a, lo, hi in zip(out["auc"], out["ci_low"], out["ci_high"])
+    ]
     return out
 
 
@@ -180,9 +187,15 @@ class DecisionFunction(ClassifierMixin, BaseEstimator):
         return self.classes_[(self.decision_function(X) > 0).astype(int)]
 
 
-def out_of_fold_decisions(features, manifest: pd.DataFrame, *, train_sets: Mapping[str, object],
-                          test_sets: Mapping[str, Sequence[float]], folds=None,
-                          settings: CVSettings = CVSettings()) -> pd.DataFrame:
+def out_of_fold_decisions(
+    features,
+    manifest: pd.DataFrame,
+    *,
+    train_sets: Mapping[str, object],
+    test_sets: Mapping[str, Sequence[float]],
+    folds=None,
+    settings: CVSettings = CVSettings(),
+) -> pd.DataFrame:
     """Out-of-fold SVM decision values of every lesion, per training set and test set.
 
     The same patient-level folds and SVM as :func:`uslib.evaluation.reconstruction_matrix`
@@ -213,20 +226,35 @@ def out_of_fold_decisions(features, manifest: pd.DataFrame, *, train_sets: Mappi
         left out).
     """
     union = sorted({float(r) for rs in test_sets.values() for r in rs})
-    cv = ev.cross_validated_probabilities(features, manifest, train_sets=train_sets, test_set=union, folds=folds,
-                                          settings=settings,
-                                          estimator=DecisionFunction(C=settings.svm_c,
-                                                                     class_weight=settings.class_weight))
+    cv = ev.cross_validated_probabilities(
+        features,
+        manifest,
+        train_sets=train_sets,
+        test_set=union,
+        folds=folds,
+        settings=settings,
+        estimator=DecisionFunction(C=settings.svm_c, class_weight=settings.class_weight),
+    )
     les = cv.design.lesions
     frames = []
     for trname in train_sets:
         for tname, tranges in test_sets.items():
             mean, counts = cv.lesion_probabilities(trname, tranges)
             keep = counts > 0
-            frames.append(pd.DataFrame({
-                "train": trname, "test": tname, "lesion": les["lesion"][keep].to_numpy(),
-                "patient": les["patient"][keep].to_numpy(), "label": les["label"][keep].to_numpy(),
-                "fold": cv.fold[keep], "decision": mean[keep], "n_images": counts[keep]}))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "train": trname,
+                        "test": tname,
+                        "lesion": les["lesion"][keep].to_numpy(),
+                        "patient": les["patient"][keep].to_numpy(),
+                        "label": les["label"][keep].to_numpy(),
+                        "fold": cv.fold[keep],
+                        "decision": mean[keep],
+                        "n_images": counts[keep],
+                    }
+                )
+            )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -236,10 +264,17 @@ def _class_shift(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict:
     gap_test = float(b[y].mean() - b[~y].mean())
     sb, sm = float(b[~y].mean() - a[~y].mean()), float(b[y].mean() - a[y].mean())
     unit = gap_ref if gap_ref > 0 else float("nan")
-    return {"gap_reference": gap_ref, "gap_test": gap_test, "shift_benign": sb, "shift_malignant": sm,
-            "shift_benign_gaps": sb / unit, "shift_malignant_gaps": sm / unit,
-            "common_shift_gaps": (sb + sm) / 2 / unit, "differential_shift_gaps": (sb - sm) / unit,
-            "gap_ratio": gap_test / unit}
+    return {
+        "gap_reference": gap_ref,
+        "gap_test": gap_test,
+        "shift_benign": sb,
+        "shift_malignant": sm,
+        "shift_benign_gaps": sb / unit,
+        "shift_malignant_gaps": sm / unit,
+        "common_shift_gaps": (sb + sm) / 2 / unit,
+        "differential_shift_gaps": (sb - sm) / unit,
+        "gap_ratio": gap_test / unit,
+    }
 
 
 def decision_shift(labels, decision_reference, decision_test, fold=None) -> dict:
@@ -294,16 +329,19 @@ def decision_shift(labels, decision_reference, decision_test, fold=None) -> dict
     a = np.asarray(decision_reference, dtype=float)
     b = np.asarray(decision_test, dtype=float)
     if not (y.shape == a.shape == b.shape) or y.ndim != 1:
-        raise ValueError(f"decision_shift: labels {y.shape}, decision_reference {a.shape} and decision_test "
-                         f"{b.shape} must be 1-D and equal")
+        raise ValueError(
+            f"decision_shift: labels {y.shape}, decision_reference {a.shape} and decision_test "
+            f"{b.shape} must be 1-D and equal"
+        )
     if y.all() or not y.any():
         raise ValueError("decision_shift: labels need both classes")
     f = np.zeros(y.shape, dtype=int) if fold is None else np.asarray(fold)
     if f.shape != y.shape:
         raise ValueError(f"decision_shift: fold {f.shape} and labels {y.shape} do not align")
     pooled = _class_shift(y, a, b)
-    per = [_class_shift(y[f == k], a[f == k], b[f == k]) for k in np.unique(f)
-           if y[f == k].any() and not y[f == k].all()]
+    per = [
+        _class_shift(y[f == k], a[f == k], b[f == k]) for k in np.unique(f) if y[f == k].any() and not y[f == k].all()
+    ]
     if not per:
         raise ValueError("decision_shift: no fold holds both classes")
 
@@ -313,16 +351,24 @@ def decision_shift(labels, decision_reference, decision_test, fold=None) -> dict
 
     def pooled_sd(v):
         r = np.r_[v[y] - v[y].mean(), v[~y] - v[~y].mean()]
-        return float(np.sqrt(np.sum(r ** 2) / max(len(r) - 2, 1)))
+        return float(np.sqrt(np.sum(r**2) / max(len(r) - 2, 1)))
 
     keys = ("shift_benign_gaps", "shift_malignant_gaps", "common_shift_gaps", "differential_shift_gaps", "gap_ratio")
-    return {"gap_reference": pooled["gap_reference"], "gap_test": pooled["gap_test"],
-            "shift_benign": pooled["shift_benign"], "shift_malignant": pooled["shift_malignant"],
-            **{k: med(k) for k in keys},
-            "n_folds": len(per), "n_folds_swapped": int(sum(p["gap_ratio"] < 0 for p in per)),
-            "n_folds_unseparated": int(sum(not p["gap_reference"] > 0 for p in per)),
-            "sd_reference": pooled_sd(a), "sd_test": pooled_sd(b),
-            "auc_reference": ev.roc_auc(y, a), "auc_test": ev.roc_auc(y, b), "n": int(y.size)}
+    return {
+        "gap_reference": pooled["gap_reference"],
+        "gap_test": pooled["gap_test"],
+        "shift_benign": pooled["shift_benign"],
+        "shift_malignant": pooled["shift_malignant"],
+        **{k: med(k) for k in keys},
+        "n_folds": len(per),
+        "n_folds_swapped": int(sum(p["gap_ratio"] < 0 for p in per)),
+        "n_folds_unseparated": int(sum(not p["gap_reference"] > 0 for p in per)),
+        "sd_reference": pooled_sd(a),
+        "sd_test": pooled_sd(b),
+        "auc_reference": ev.roc_auc(y, a),
+        "auc_test": ev.roc_auc(y, b),
+        "n": int(y.size),
+    }
 
 
 def reference_test_name(train: str) -> str:
@@ -335,11 +381,17 @@ def reference_test_name(train: str) -> str:
     """
     if not train.startswith("Train"):
         raise ValueError(f"reference_test_name: {train!r} is not a training-set name (Train...)")
-    return "Test" + train[len("Train"):]
+    return "Test" + train[len("Train") :]
 
 
-def reversal_diagnoses(table: pd.DataFrame, decisions: pd.DataFrame, *, chance: float = 0.5,
-                       reference: Mapping[str, str] | None = None, only_reversed: bool = True) -> pd.DataFrame:
+def reversal_diagnoses(
+    table: pd.DataFrame,
+    decisions: pd.DataFrame,
+    *,
+    chance: float = 0.5,
+    reference: Mapping[str, str] | None = None,
+    only_reversed: bool = True,
+) -> pd.DataFrame:
     """:func:`decision_shift` of every reversed train/test cell (or every cell).
 
     Parameters
@@ -376,14 +428,24 @@ def reversal_diagnoses(table: pd.DataFrame, decisions: pd.DataFrame, *, chance: 
         if a.empty or b.empty:
             continue
         common = a.index.intersection(b.index)
-        rows.append({**row.to_dict(), "reference": ref,
-                     **decision_shift(a.loc[common, "label"], a.loc[common, "decision"], b.loc[common, "decision"],
-                                      fold=a.loc[common, "fold"])})
+        rows.append(
+            {
+                **row.to_dict(),
+                "reference": ref,
+                **decision_shift(
+                    a.loc[common, "label"],
+                    a.loc[common, "decision"],
+                    b.loc[common, "decision"],
+                    fold=a.loc[common, "fold"],
+                ),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def matrix_reversals(features, manifest: pd.DataFrame, table: pd.DataFrame, *, ranges: Sequence[float],
-                     chance: float = 0.5, **cv) -> pd.DataFrame:
+def matrix_reversals(
+    features, manifest: pd.DataFrame, table: pd.DataFrame, *, ranges: Sequence[float], chance: float = 0.5, **cv
+) -> pd.DataFrame:
     """Diagnose every reversed single-range cell of one backbone's Train×Test table.
 
     Runs the decision-value cross-validation (:func:`out_of_fold_decisions`)
@@ -419,8 +481,15 @@ def matrix_reversals(features, manifest: pd.DataFrame, table: pd.DataFrame, *, r
     return reversal_diagnoses(rev, d, chance=chance)
 
 
-def curve_reversals(features, manifest: pd.DataFrame, curves: pd.DataFrame, *, train_sets: Mapping[str, object],
-                    chance: float = 0.5, **cv) -> pd.DataFrame:
+def curve_reversals(
+    features,
+    manifest: pd.DataFrame,
+    curves: pd.DataFrame,
+    *,
+    train_sets: Mapping[str, object],
+    chance: float = 0.5,
+    **cv,
+) -> pd.DataFrame:
     """Diagnose every reversed (policy, test range) cell of one backbone's generalisation curves.
 
     The reference of a policy is the test set of its *seen* ranges (column
@@ -467,8 +536,9 @@ def curve_reversals(features, manifest: pd.DataFrame, curves: pd.DataFrame, *, t
     if not todo:
         return pd.DataFrame()
     d = out_of_fold_decisions(features, manifest, train_sets={p: train_sets[p] for p in todo}, test_sets=tests, **cv)
-    cells = rev[rev["policy"].isin(todo)].assign(train=lambda t: t["policy"],
-                                                 test=lambda t: [name(float(r)) for r in t["test_range_db"]])
+    cells = rev[rev["policy"].isin(todo)].assign(
+        train=lambda t: t["policy"], test=lambda t: [name(float(r)) for r in t["test_range_db"]]
+    )
     return reversal_diagnoses(cells, d, chance=chance, reference=ref)
 
 
@@ -477,8 +547,15 @@ def curve_reversals(features, manifest: pd.DataFrame, curves: pd.DataFrame, *, t
 # --------------------------------------------------------------------------- #
 
 
-def fit_degeneracy(probabilities, *, features=None, penalty_c: float | None = None, tol: float = AT_BOUND_TOL,
-                   max_at_bound_share: float = 0.2, min_distinct_share: float = 0.25) -> dict:
+def fit_degeneracy(
+    probabilities,
+    *,
+    features=None,
+    penalty_c: float | None = None,
+    tol: float = AT_BOUND_TOL,
+    max_at_bound_share: float = 0.2,
+    min_distinct_share: float = 0.25,
+) -> dict:
     """Whether a fitted configuration is degenerate, from its lesion probabilities and features.
 
     A fit is called degenerate when at least ``max_at_bound_share`` of the
@@ -523,7 +600,7 @@ def fit_degeneracy(probabilities, *, features=None, penalty_c: float | None = No
     norm = c_sq = float("nan")
     if features is not None:
         X = np.asarray(features, dtype=float)
-        sq = np.sum(X ** 2, axis=1)
+        sq = np.sum(X**2, axis=1)
         norm = float(np.mean(np.sqrt(sq)))
         if penalty_c is not None:
             c_sq = float(penalty_c) * float(np.mean(sq))
@@ -532,14 +609,29 @@ def fit_degeneracy(probabilities, *, features=None, penalty_c: float | None = No
         reasons.append("at_bound")
     if n_distinct < min_distinct_share * p.size:
         reasons.append("few_distinct")
-    return {"n": int(p.size), "n_at_bound": int(at_bound.sum()), "at_bound_share": float(at_bound.mean()),
-            "n_distinct": n_distinct, "distinct_share": n_distinct / p.size, "mean_row_norm": norm,
-            "c_times_sq_norm": c_sq, "svm_c": float("nan") if penalty_c is None else float(penalty_c),
-            "degenerate": bool(reasons), "reasons": reasons}
+    return {
+        "n": int(p.size),
+        "n_at_bound": int(at_bound.sum()),
+        "at_bound_share": float(at_bound.mean()),
+        "n_distinct": n_distinct,
+        "distinct_share": n_distinct / p.size,
+        "mean_row_norm": norm,
+        "c_times_sq_norm": c_sq,
+        "svm_c": float("nan") if penalty_c is None else float(penalty_c),
+        "degenerate": bool(reasons),
+        "reasons": reasons,
+    }
 
 
-def result_degeneracy(predictions: pd.DataFrame, *, features=None, settings: CVSettings = CVSettings(),
-                      train: str = "TrainALL", test: str = "TestALL", **kw) -> dict:
+def result_degeneracy(
+    predictions: pd.DataFrame,
+    *,
+    features=None,
+    settings: CVSettings = CVSettings(),
+    train: str = "TrainALL",
+    test: str = "TestALL",
+    **kw,
+) -> dict:
     """:func:`fit_degeneracy` of one setting of a :class:`uslib.evaluation.MatrixResult`.
 
     Parameters
@@ -557,8 +649,11 @@ def result_degeneracy(predictions: pd.DataFrame, *, features=None, settings: CVS
     **kw
         Thresholds of :func:`fit_degeneracy`.
     """
-    p = predictions[(predictions["repeat"] == predictions["repeat"].min()) & (predictions["train"] == train)
-                    & (predictions["test"] == test)]
+    p = predictions[
+        (predictions["repeat"] == predictions["repeat"].min())
+        & (predictions["train"] == train)
+        & (predictions["test"] == test)
+    ]
     if p.empty:
         raise ValueError(f"result_degeneracy: no predictions for train {train!r}, test {test!r}")
     X = None
@@ -599,8 +694,15 @@ def raw_vs_calibrated(labels, decision, probability, *, alpha: float = 0.05) -> 
     t = ev.delong_paired_test(labels, probability, decision)
     z = stats.norm.ppf(1 - alpha / 2)
     lo, hi = t["diff"] - z * t["se"], t["diff"] + z * t["se"]
-    return {"auc_raw": t["auc_b"], "auc_calibrated": t["auc_a"], "diff": t["diff"], "ci_low": float(lo),
-            "ci_high": float(hi), "p": t["p"], "differ": bool(lo > 0 or hi < 0)}
+    return {
+        "auc_raw": t["auc_b"],
+        "auc_calibrated": t["auc_a"],
+        "diff": t["diff"],
+        "ci_low": float(lo),
+        "ci_high": float(hi),
+        "p": t["p"],
+        "differ": bool(lo > 0 or hi < 0),
+    }
 
 
 # --------------------------------------------------------------------------- #
@@ -622,8 +724,15 @@ def extreme_share(probabilities, *, p_extreme: float = 0.05) -> float:
     return float(np.mean((p < p_extreme) | (p > 1 - p_extreme)))
 
 
-def sensitivity_columns(predictions: pd.DataFrame, *, features=None, settings: CVSettings = CVSettings(),
-                        train: str = "TrainALL", test: str = "TestALL", p_extreme: float = 0.05) -> dict:
+def sensitivity_columns(
+    predictions: pd.DataFrame,
+    *,
+    features=None,
+    settings: CVSettings = CVSettings(),
+    train: str = "TrainALL",
+    test: str = "TestALL",
+    p_extreme: float = 0.05,
+) -> dict:
     """The fit-diagnostic columns of one sensitivity-table row (one fitted configuration).
 
     Parameters
@@ -645,17 +754,21 @@ def sensitivity_columns(predictions: pd.DataFrame, *, features=None, settings: C
         ``degenerate``, ``n``, ``n_at_bound``, ``n_distinct``, ``mean_row_norm``,
         ``c_times_sq_norm`` (:func:`result_degeneracy`) and ``extreme_share``.
     """
-    deg = result_degeneracy(predictions, features=features, settings=settings, train=train,
-                            test=test)
-    p = predictions[(predictions["repeat"] == predictions["repeat"].min()) & (predictions["train"] == train)
-                    & (predictions["test"] == test)]
-    return {**{k: deg[k] for k in ("degenerate", "n", "n_at_bound", "n_distinct", "mean_row_norm",
-                                   "c_times_sq_norm")},
-            "extreme_share": extreme_share(p["probability"].to_numpy(), p_extreme=p_extreme)}
+    deg = result_degeneracy(predictions, features=features, settings=settings, train=train, test=test)
+    p = predictions[
+        (predictions["repeat"] == predictions["repeat"].min())
+        & (predictions["train"] == train)
+        & (predictions["test"] == test)
+    ]
+    return {
+        **{k: deg[k] for k in ("degenerate", "n", "n_at_bound", "n_distinct", "mean_row_norm", "c_times_sq_norm")},
+        "extreme_share": extreme_share(p["probability"].to_numpy(), p_extreme=p_extreme),
+    }
 
 
-def calibration_extremes(runs: Mapping[str, pd.DataFrame], *, train: str = "TrainALL", test: str = "TestALL",
-                         p_extreme: float = 0.05) -> pd.DataFrame:
+def calibration_extremes(
+    runs: Mapping[str, pd.DataFrame], *, train: str = "TrainALL", test: str = "TestALL", p_extreme: float = 0.05
+) -> pd.DataFrame:
     """The extreme-probability share of each calibration run, side by side.
 
     Parameters
@@ -679,9 +792,15 @@ def calibration_extremes(runs: Mapping[str, pd.DataFrame], *, train: str = "Trai
         if g.empty:
             raise ValueError(f"calibration_extremes: run {cal!r} has no predictions for {train} on {test}")
         prob = g["probability"].to_numpy()
-        rows.append({"calibration": cal, "extreme_share": extreme_share(prob, p_extreme=p_extreme),
-                     "at_bound_share": fit_degeneracy(prob)["at_bound_share"],
-                     "auc": ev.roc_auc(g["label"].to_numpy(), prob), "n_lesions": int(len(g))})
+        rows.append(
+            {
+                "calibration": cal,
+                "extreme_share": extreme_share(prob, p_extreme=p_extreme),
+                "at_bound_share": fit_degeneracy(prob)["at_bound_share"],
+                "auc": ev.roc_auc(g["label"].to_numpy(), prob),
+                "n_lesions": int(len(g)),
+            }
+        )
     return pd.DataFrame(rows)
 
 

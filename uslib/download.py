@@ -147,8 +147,9 @@ def _hash_file(path: Path, algorithms: tuple[str, ...]) -> dict[str, str]:
     return {a: h.hexdigest() for a, h in hs.items()}
 
 
-def file_digests(path: str | os.PathLike, algorithms: tuple[str, ...] = ("sha256", "md5"), *,
-                 memo: bool = True) -> dict[str, str]:
+def file_digests(
+    path: str | os.PathLike, algorithms: tuple[str, ...] = ("sha256", "md5"), *, memo: bool = True
+) -> dict[str, str]:
     """Hex digests of a file, memoised on disk by (resolved path, size, mtime).
 
     Only the digests not yet memoised are computed, all of them in one pass
@@ -238,8 +239,9 @@ class _Deadline(DownloadError):
     """The overall deadline passed (not retried)."""
 
 
-def _fetch_once(url: str, part: Path, *, timeout_s: float, progress: bool, desc: str,
-                deadline: float | None = None) -> tuple[int, int | None]:
+def _fetch_once(
+    url: str, part: Path, *, timeout_s: float, progress: bool, desc: str, deadline: float | None = None
+) -> tuple[int, int | None]:
     """One HTTP request, appending to (or restarting) ``part``; returns (bytes on disk, expected total).
 
     ``timeout_s`` bounds the connection and every read (a stall); ``deadline``
@@ -270,8 +272,17 @@ def _fetch_once(url: str, part: Path, *, timeout_s: float, progress: bool, desc:
         length = resp.headers.get("Content-Length")
         total = have + int(length) if length is not None and length.isdigit() else None
         got = have
-        bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
-                   disable=not progress, file=sys.stderr, leave=True)
+        bar = tqdm(
+            total=total,
+            initial=have,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=desc,
+            disable=not progress,
+            file=sys.stderr,
+            leave=True,
+        )
         try:
             with open(part, mode) as fh:
                 while True:
@@ -375,8 +386,14 @@ def download(
         attempts += 1
         wait = float(pause_s)
         try:
-            got, total = _fetch_once(url, part, timeout_s=min(float(timeout_s), float(stall_s)), progress=progress,
-                                     desc=label, deadline=deadline)
+            got, total = _fetch_once(
+                url,
+                part,
+                timeout_s=min(float(timeout_s), float(stall_s)),
+                progress=progress,
+                desc=label,
+                deadline=deadline,
+            )
         except _Deadline as exc:
             last_problem = f"the deadline of {deadline_s:g} s passed ({exc})"
             break
@@ -394,8 +411,9 @@ def download(
             reason = getattr(exc, "reason", exc)
             last_problem = f"connection failed ({type(exc).__name__}: {reason})"
             if isinstance(exc, urllib.error.URLError) and (
-                    isinstance(reason, ConnectionRefusedError)
-                    or not isinstance(reason, (socket.timeout, TimeoutError, ConnectionError))):
+                isinstance(reason, ConnectionRefusedError)
+                or not isinstance(reason, (socket.timeout, TimeoutError, ConnectionError))
+            ):
                 break  # no such host, or nobody listening: retrying will not help
             continue
         if total is not None and got < total:
@@ -407,8 +425,11 @@ def download(
         kept = part.stat().st_size if part.exists() else 0
         raise DownloadError(
             f"download of {url} to {path} did not complete after {attempts} attempt(s): {last_problem}. "
-            + (f"The {kept:,} bytes received are kept in {part} and the next attempt resumes from them; "
-               if kept else "")
+            + (
+                f"The {kept:,} bytes received are kept in {part} and the next attempt resumes from them; "
+                if kept
+                else ""
+            )
             + f"{path} was not written. Expected {algorithm or 'hash'} {expected or '(none given)'}."
         )
     if expected:
@@ -418,8 +439,11 @@ def download(
                 head = fh.read(512)
             size = part.stat().st_size
             part.unlink(missing_ok=True)
-            html = ": the server returned an HTML page, not the file (a proxy's or portal's error page?)" \
-                if looks_like_html(head) else ""
+            html = (
+                ": the server returned an HTML page, not the file (a proxy's or portal's error page?)"
+                if looks_like_html(head)
+                else ""
+            )
             raise DownloadError(
                 f"download of {url} has the wrong {algorithm}: expected {expected}, got {actual} "
                 f"({_size_text(size)}){html}. Nothing was written to {path} (the partial file was deleted)."

@@ -54,32 +54,90 @@ class EnvVar:
     module: str
 
 
-VARIABLES: dict[str, EnvVar] = {v.name: v for v in (
-    EnvVar("USLIB_JOBS", "up to 3, at most the CPU count", "chapters run at once by `python -m uslib run` "
-           "(`--jobs` overrides it)", "process", "run"),
-    EnvVar("USLIB_TF_THREADS", "TensorFlow's choice", "threads of both TensorFlow pools; the local Dask "
-           "cluster gives each worker its thread count", "process", "tfruntime"),
-    EnvVar("USLIB_TF_INTRA_OP_THREADS", "USLIB_TF_THREADS", "threads of TensorFlow's intra-op pool "
-           "(benchmarks try several)", "process", "tfruntime"),
-    EnvVar("USLIB_TF_INTER_OP_THREADS", "USLIB_TF_THREADS", "threads of TensorFlow's inter-op pool "
-           "(benchmarks try several)", "process", "tfruntime"),
-    EnvVar("USLIB_EVENTS_FILE", "", "the events file of the run in progress: progress and damage reports "
-           "reach the runner's terminal, not a page", "runner", "store"),
-    EnvVar("USLIB_FOLDS_CHECKED", "", "notes that the phantom's fold check passed for these parameters, so "
-           "a chapter's kernel does not repeat it", "runner", "config"),
-    EnvVar("USLIB_DIGEST_MEMO", "the user cache folder", "the JSON memo of file digests (a file is hashed "
-           "once per size and modification time)", "process", "download"),
-    EnvVar("USLIB_OASBUD_URL", "the Zenodo record", "where OASBUD.mat is downloaded from", "rehearsal",
-           "oasbud"),
-    EnvVar("USLIB_OASBUD_SHA256", "the public file's SHA-256", "the SHA-256 the OASBUD download must have",
-           "rehearsal", "oasbud"),
-    EnvVar("USLIB_WEIGHTS_BASE_URL", "the Keras weights store", "where ImageNet weights are downloaded from "
-           "(`<base>/<module>/<file>`)", "rehearsal", "weights"),
-    EnvVar("USLIB_WEIGHTS_MD5_INCEPTION_V3", "the published MD5", "the MD5 the InceptionV3 weights download "
-           "must have", "rehearsal", "weights"),
-    EnvVar("USLIB_WEIGHTS_MD5_VGG19", "the published MD5", "the MD5 the VGG19 weights download must have",
-           "rehearsal", "weights"),
-)}
+VARIABLES: dict[str, EnvVar] = {
+    v.name: v
+    for v in (
+        EnvVar(
+            "USLIB_JOBS",
+            "up to 3, at most the CPU count",
+            "chapters run at once by `python -m uslib run` (`--jobs` overrides it)",
+            "process",
+            "run",
+        ),
+        EnvVar(
+            "USLIB_TF_THREADS",
+            "TensorFlow's choice",
+            "threads of both TensorFlow pools; the local Dask cluster gives each worker its thread count",
+            "process",
+            "tfruntime",
+        ),
+        EnvVar(
+            "USLIB_TF_INTRA_OP_THREADS",
+            "USLIB_TF_THREADS",
+            "threads of TensorFlow's intra-op pool (benchmarks try several)",
+            "process",
+            "tfruntime",
+        ),
+        EnvVar(
+            "USLIB_TF_INTER_OP_THREADS",
+            "USLIB_TF_THREADS",
+            "threads of TensorFlow's inter-op pool (benchmarks try several)",
+            "process",
+            "tfruntime",
+        ),
+        EnvVar(
+            "USLIB_EVENTS_FILE",
+            "",
+            "the events file of the run in progress: progress and damage reports "
+            "reach the runner's terminal, not a page",
+            "runner",
+            "store",
+        ),
+        EnvVar(
+            "USLIB_FOLDS_CHECKED",
+            "",
+            "notes that the phantom's fold check passed for these parameters, so a chapter's kernel does not repeat it",
+            "runner",
+            "config",
+        ),
+        EnvVar(
+            "USLIB_DIGEST_MEMO",
+            "the user cache folder",
+            "the JSON memo of file digests (a file is hashed once per size and modification time)",
+            "process",
+            "download",
+        ),
+        EnvVar("USLIB_OASBUD_URL", "the Zenodo record", "where OASBUD.mat is downloaded from", "rehearsal", "oasbud"),
+        EnvVar(
+            "USLIB_OASBUD_SHA256",
+            "the public file's SHA-256",
+            "the SHA-256 the OASBUD download must have",
+            "rehearsal",
+            "oasbud",
+        ),
+        EnvVar(
+            "USLIB_WEIGHTS_BASE_URL",
+            "the Keras weights store",
+            "where ImageNet weights are downloaded from (`<base>/<module>/<file>`)",
+            "rehearsal",
+            "weights",
+        ),
+        EnvVar(
+            "USLIB_WEIGHTS_MD5_INCEPTION_V3",
+            "the published MD5",
+            "the MD5 the InceptionV3 weights download must have",
+            "rehearsal",
+            "weights",
+        ),
+        EnvVar(
+            "USLIB_WEIGHTS_MD5_VGG19",
+            "the published MD5",
+            "the MD5 the VGG19 weights download must have",
+            "rehearsal",
+            "weights",
+        ),
+    )
+}
 
 
 def read(name: str) -> str | None:
@@ -96,8 +154,10 @@ def read(name: str) -> str | None:
     'process'
     """
     if name not in VARIABLES:
-        raise KeyError(f"{name} is not a uslib environment variable (uslib.envvars.VARIABLES); "
-                       f"known: {', '.join(sorted(VARIABLES))}")
+        raise KeyError(
+            f"{name} is not a uslib environment variable (uslib.envvars.VARIABLES); "
+            f"known: {', '.join(sorted(VARIABLES))}"
+        )
     return os.environ.get(name) or None
 
 
@@ -121,6 +181,8 @@ def read_int(name: str, default: int = 0) -> int:
 def markdown_table() -> str:
     """:data:`VARIABLES` as a Markdown table (for the documentation)."""
     rows = ["| variable | default | meaning | why not in a profile | read by |", "|---|---|---|---|---|"]
-    rows += [f"| `{v.name}` | {v.default or '(unset)'} | {v.meaning} | {v.reason} | `uslib.{v.module}` |"
-             for v in VARIABLES.values()]
+    rows += [
+        f"| `{v.name}` | {v.default or '(unset)'} | {v.meaning} | {v.reason} | `uslib.{v.module}` |"
+        for v in VARIABLES.values()
+    ]
     return "\n".join(rows)

@@ -146,13 +146,24 @@ import numpy as np
 import pandas as pd
 
 from .classifier import LinearSVM, platt_probability, platt_scaling
-from .crossval import (CVProbabilities, cross_validate, cross_validated_probabilities, nested_thresholds,
-                       score_fold)
+from .crossval import CVProbabilities, cross_validate, cross_validated_probabilities, nested_thresholds, score_fold
 from .cvsettings import CVSettings
 from .folds import Design, LeakageError, check_folds, lesion_table, patient_folds, resolve_folds, set_name
-from .statistics import (auc_contrast_ci, bland_altman, bootstrap_ci,
-                         closest_to_corner, delong_ci, delong_components, delong_paired_test, delong_variance, holm,
-                         nested_operating_point, operating_point, roc_auc, roc_curve)
+from .statistics import (
+    auc_contrast_ci,
+    bland_altman,
+    bootstrap_ci,
+    closest_to_corner,
+    delong_ci,
+    delong_components,
+    delong_paired_test,
+    delong_variance,
+    holm,
+    nested_operating_point,
+    operating_point,
+    roc_auc,
+    roc_curve,
+)
 from .store import atomic_path, save_json, load_json
 from .platt import fold_report
 from .uncertainty import called_malignant, table3_intervals
@@ -207,21 +218,80 @@ RESULT_FILES = (
 )
 
 #: Columns of :attr:`MatrixResult.platt` (:func:`uslib.platt.fold_report` with its keys).
-PLATT_COLUMNS = ("backbone", "repeat", "fold", "train", "platt_a", "platt_b", "a_free", "b_free", "reversing",
-                 "constrained", "n", "n_positive")
+PLATT_COLUMNS = (
+    "backbone",
+    "repeat",
+    "fold",
+    "train",
+    "platt_a",
+    "platt_b",
+    "a_free",
+    "b_free",
+    "reversing",
+    "constrained",
+    "n",
+    "n_positive",
+)
 #: Families of :attr:`MatrixResult.paired_tests` (column ``kind``); Holm's adjustment is within each.
 PAIRED_KINDS = ("matched_vs_mismatched", "trainall_vs_single")
 #: Columns of :attr:`MatrixResult.paired_tests`.
-PAIRED_COLUMNS = ("backbone", "kind", "train_a", "test_a", "train_b", "test_b", "auc_a", "auc_b", "diff", "se",
-                  "z", "p", "p_holm", "diff_ci_low", "diff_ci_high")
+PAIRED_COLUMNS = (
+    "backbone",
+    "kind",
+    "train_a",
+    "test_a",
+    "train_b",
+    "test_b",
+    "auc_a",
+    "auc_b",
+    "diff",
+    "se",
+    "z",
+    "p",
+    "p_holm",
+    "diff_ci_low",
+    "diff_ci_high",
+)
 #: Columns of :attr:`MatrixResult.table3`, one row per rule.
-TABLE3_COLUMNS = ("backbone", "rule", "train", "test", "auc", "ci_low", "ci_high", "accuracy", "sensitivity",
-                  "specificity", "threshold", "n_lesions", "n_malignant", "n_benign",
-                  "accuracy_ci_low", "accuracy_ci_high", "sensitivity_ci_low", "sensitivity_ci_high",
-                  "specificity_ci_low", "specificity_ci_high", "metric_ci_repeats")
+TABLE3_COLUMNS = (
+    "backbone",
+    "rule",
+    "train",
+    "test",
+    "auc",
+    "ci_low",
+    "ci_high",
+    "accuracy",
+    "sensitivity",
+    "specificity",
+    "threshold",
+    "n_lesions",
+    "n_malignant",
+    "n_benign",
+    "accuracy_ci_low",
+    "accuracy_ci_high",
+    "sensitivity_ci_low",
+    "sensitivity_ci_high",
+    "specificity_ci_low",
+    "specificity_ci_high",
+    "metric_ci_repeats",
+)
 
-_STR_COLUMNS = {"backbone": str, "rule": str, "kind": str, "test_a": str, "test_b": str, "train": str, "test": str, "lesion": str, "patient": str,
-                "train_a": str, "train_b": str, "a": str, "b": str}
+_STR_COLUMNS = {
+    "backbone": str,
+    "rule": str,
+    "kind": str,
+    "test_a": str,
+    "test_b": str,
+    "train": str,
+    "test": str,
+    "lesion": str,
+    "patient": str,
+    "train_a": str,
+    "train_b": str,
+    "a": str,
+    "b": str,
+}
 
 
 # --------------------------------------------------------------------------- #
@@ -288,11 +358,15 @@ def sensitivity_summary(result: "MatrixResult", *, n_boot: int = 2000, alpha: fl
     t = result.table.set_index(["train", "test"])
     row = t.loc[(set_name("Train", ranges, all_ranges=ranges), set_name("Test", ranges, all_ranges=ranges))]
     drop = mismatch_drop(result, n_boot=n_boot, alpha=alpha, seed=seed)
-    return {"auc": float(row["auc"]), "auc_ci_low": float(row["ci_low"]), "auc_ci_high": float(row["ci_high"]),
-            "mean_drop": drop["mean_drop"], "drop_ci_low": drop["ci_low"], "drop_ci_high": drop["ci_high"],
-            **{k: result.params.get(k) for k in ("standardize", "calibration", "lesion_weighting")}}
-
-
+    return {
+        "auc": float(row["auc"]),
+        "auc_ci_low": float(row["ci_low"]),
+        "auc_ci_high": float(row["ci_high"]),
+        "mean_drop": drop["mean_drop"],
+        "drop_ci_low": drop["ci_low"],
+        "drop_ci_high": drop["ci_high"],
+        **{k: result.params.get(k) for k in ("standardize", "calibration", "lesion_weighting")},
+    }
 
 
 # --------------------------------------------------------------------------- #
@@ -369,16 +443,18 @@ class MatrixResult:
     def to_json(self) -> dict:
         """A JSON-ready summary (for ``metrics.json``); NaN becomes ``None``."""
         lesions = self.lesions["lesion"].tolist()
-        return _jsonable({
-            "backbone": self.backbone,
-            "params": self.params,
-            "matrix": self.table.to_dict("records"),
-            "table3": self.table3.to_dict("records"),
-            "bland_altman": self.bland_altman.to_dict("records"),
-            "paired_tests": self.paired_tests.to_dict("records"),
-            "lesions": lesions,
-            "folds": [{"fold": k, "test": [lesions[i] for i in te]} for k, (_, te) in enumerate(self.folds)],
-        })
+        return _jsonable(
+            {
+                "backbone": self.backbone,
+                "params": self.params,
+                "matrix": self.table.to_dict("records"),
+                "table3": self.table3.to_dict("records"),
+                "bland_altman": self.bland_altman.to_dict("records"),
+                "paired_tests": self.paired_tests.to_dict("records"),
+                "lesions": lesions,
+                "folds": [{"fold": k, "test": [lesions[i] for i in te]} for k, (_, te) in enumerate(self.folds)],
+            }
+        )
 
 
 def _jsonable(obj):
@@ -407,11 +483,22 @@ def _ci(y, s, *, ci: str | None, alpha: float, n_boot: int, seed: int) -> tuple[
     raise ValueError(f"ci must be 'delong', 'bootstrap' or None, got {ci!r}")
 
 
-def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
-                          ranges: Sequence[float] = (40, 50, 60), settings: CVSettings = CVSettings(),
-                          nested_threshold: bool = True, inner_splits: int = 3, ci: str | None = "delong", alpha: float = 0.05,
-                          n_boot: int = 2000, folds=None, estimator=None,
-                          progress: bool = False) -> MatrixResult:
+def reconstruction_matrix(
+    features,
+    manifest: pd.DataFrame,
+    *,
+    backbone: str,
+    ranges: Sequence[float] = (40, 50, 60),
+    settings: CVSettings = CVSettings(),
+    nested_threshold: bool = True,
+    inner_splits: int = 3,
+    ci: str | None = "delong",
+    alpha: float = 0.05,
+    n_boot: int = 2000,
+    folds=None,
+    estimator=None,
+    progress: bool = False,
+) -> MatrixResult:
     """Train{r}dB/TrainALL × Test{r}dB/TestALL evaluation of one backbone.
 
     In each fold, one classifier per training set (each single range and all
@@ -475,8 +562,15 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
     pred_frames, folds_first, platt_fits = [], None, []
     for rep in range(n_repeats):
         cv = cross_validated_probabilities(
-            features, manifest, train_sets=train_sets, test_set=ranges, folds=folds, settings=settings.repeat(rep),
-            estimator=estimator, progress=f"{backbone} repeat {rep}" if progress else False)
+            features,
+            manifest,
+            train_sets=train_sets,
+            test_set=ranges,
+            folds=folds,
+            settings=settings.repeat(rep),
+            estimator=estimator,
+            progress=f"{backbone} repeat {rep}" if progress else False,
+        )
         if rep == 0:
             folds_first = cv.folds
         platt_fits += [({"backbone": backbone, "repeat": rep, **key}, fit) for key, fit in cv.platt]
@@ -484,29 +578,53 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
             for trname in train_sets:
                 mean, counts = cv.lesion_probabilities(trname, tranges)
                 keep = counts > 0
-                pred_frames.append(pd.DataFrame({
-                    "backbone": backbone, "repeat": rep, "train": trname, "test": tname,
-                    "lesion": lesions["lesion"][keep].to_numpy(), "patient": lesions["patient"][keep].to_numpy(),
-                    "label": lesions["label"][keep].to_numpy(), "fold": cv.fold[keep],
-                    "probability": mean[keep], "n_images": counts[keep]}))
+                pred_frames.append(
+                    pd.DataFrame(
+                        {
+                            "backbone": backbone,
+                            "repeat": rep,
+                            "train": trname,
+                            "test": tname,
+                            "lesion": lesions["lesion"][keep].to_numpy(),
+                            "patient": lesions["patient"][keep].to_numpy(),
+                            "label": lesions["label"][keep].to_numpy(),
+                            "fold": cv.fold[keep],
+                            "probability": mean[keep],
+                            "n_images": counts[keep],
+                        }
+                    )
+                )
     predictions = pd.concat(pred_frames, ignore_index=True)
     predictions["train"] = pd.Categorical(predictions["train"], categories=list(train_sets))
     predictions["test"] = pd.Categorical(predictions["test"], categories=list(test_sets))
-    predictions = (predictions.sort_values(["repeat", "train", "test"], kind="stable")
-                   .astype({"train": str, "test": str}).reset_index(drop=True))
+    predictions = (
+        predictions.sort_values(["repeat", "train", "test"], kind="stable")
+        .astype({"train": str, "test": str})
+        .reset_index(drop=True)
+    )
     groups = {key: g for key, g in predictions.groupby(["repeat", "train", "test"], sort=False)}
 
     rows = []
     for trname in train_sets:
         for tname in test_sets:
             g = groups[(0, trname, tname)]
-            auc, lo, hi = _ci(g["label"].to_numpy(), g["probability"].to_numpy(), ci=ci, alpha=alpha,
-                              n_boot=n_boot, seed=seed)
-            row = {"backbone": backbone, "train": trname, "test": tname, "auc": auc, "ci_low": lo,
-                   "ci_high": hi, "n_lesions": len(g)}
+            auc, lo, hi = _ci(
+                g["label"].to_numpy(), g["probability"].to_numpy(), ci=ci, alpha=alpha, n_boot=n_boot, seed=seed
+            )
+            row = {
+                "backbone": backbone,
+                "train": trname,
+                "test": tname,
+                "auc": auc,
+                "ci_low": lo,
+                "ci_high": hi,
+                "n_lesions": len(g),
+            }
             if n_repeats > 1:
-                aucs = [roc_auc(groups[(r, trname, tname)]["label"], groups[(r, trname, tname)]["probability"])
-                        for r in range(n_repeats)]
+                aucs = [
+                    roc_auc(groups[(r, trname, tname)]["label"], groups[(r, trname, tname)]["probability"])
+                    for r in range(n_repeats)
+                ]
                 row.update(auc_mean=float(np.mean(aucs)), auc_sd=float(np.std(aucs, ddof=1)), n_repeats=n_repeats)
             rows.append(row)
     table = pd.DataFrame(rows)
@@ -514,13 +632,28 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
     g = groups[(0, train_all, test_all)]
     y, s = g["label"].to_numpy(), g["probability"].to_numpy()
     auc, lo, hi = _ci(y, s, ci=ci, alpha=alpha, n_boot=n_boot, seed=seed)
-    common = {"backbone": backbone, "train": train_all, "test": test_all, "auc": auc, "ci_low": lo, "ci_high": hi,
-              "n_lesions": len(y), "n_malignant": int(y.sum()), "n_benign": int((1 - y).sum())}
+    common = {
+        "backbone": backbone,
+        "train": train_all,
+        "test": test_all,
+        "auc": auc,
+        "ci_low": lo,
+        "ci_high": hi,
+        "n_lesions": len(y),
+        "n_malignant": int(y.sum()),
+        "n_benign": int((1 - y).sum()),
+    }
     rows3 = [{**common, "rule": "paper", **operating_point(y, s)}]
     if nested_threshold:
-        thresholds = nested_thresholds(features, manifest, folds_first, train_set=ranges, test_set=ranges,
-                                       settings=settings.replace(n_splits=inner_splits, n_repeats=1),
-                                       estimator=estimator)
+        thresholds = nested_thresholds(
+            features,
+            manifest,
+            folds_first,
+            train_set=ranges,
+            test_set=ranges,
+            settings=settings.replace(n_splits=inner_splits, n_repeats=1),
+            estimator=estimator,
+        )
         nested = {**common, "rule": "nested", **nested_operating_point(y, s, g["fold"].to_numpy(), thresholds)}
         # intervals of the nested rule's metrics: lesions resampled by patient (first repeat: the nested
         # thresholds are one inner cross-validation per outer fold, computed for the first repeat only)
@@ -541,8 +674,17 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
             raise RuntimeError("paired test: lesion order differs between settings")
         ya, sa, sb = ga["label"].to_numpy(), ga["probability"].to_numpy(), gb["probability"].to_numpy()
         _, dlo, dhi = auc_contrast_ci(ya, [sa, sb], [1.0, -1.0], n_boot=n_boot, alpha=alpha, seed=seed)
-        return {"backbone": backbone, "kind": kind, "train_a": train_a, "test_a": test_a, "train_b": train_b,
-                "test_b": test_b, **delong_paired_test(ya, sa, sb), "diff_ci_low": dlo, "diff_ci_high": dhi}
+        return {
+            "backbone": backbone,
+            "kind": kind,
+            "train_a": train_a,
+            "test_a": test_a,
+            "train_b": train_b,
+            "test_b": test_b,
+            **delong_paired_test(ya, sa, sb),
+            "diff_ci_low": dlo,
+            "diff_ci_high": dhi,
+        }
 
     singles = [(set_name("Train", (r,)), set_name("Test", (r,))) for r in ranges]
     for trname, matched in singles:
@@ -553,8 +695,15 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
         ga, gb = groups[(0, lo_name, tname)], groups[(0, hi_name, tname)]
         if not np.array_equal(ga["lesion"].to_numpy(), gb["lesion"].to_numpy()):  # pragma: no cover
             raise RuntimeError("Bland–Altman: lesion order differs between training sets")
-        ba_rows.append({"backbone": backbone, "a": lo_name, "b": hi_name, "test": tname,
-                        **bland_altman(ga["probability"].to_numpy(), gb["probability"].to_numpy())})
+        ba_rows.append(
+            {
+                "backbone": backbone,
+                "a": lo_name,
+                "b": hi_name,
+                "test": tname,
+                **bland_altman(ga["probability"].to_numpy(), gb["probability"].to_numpy()),
+            }
+        )
         for trname in train_sets:
             if trname != train_all:
                 pt_rows.append(paired_row("trainall_vs_single", train_all, tname, trname, tname))
@@ -565,21 +714,41 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
         paired.loc[sel, "p_holm"] = holm(paired.loc[sel, "p"].to_numpy())
     paired = paired[list(PAIRED_COLUMNS)]
 
-    params = {"ranges": list(ranges), "n_splits": settings.n_splits, "seed": seed, "svm_c": settings.svm_c,
-              "class_weight": settings.class_weight, "standardize": settings.standardize,
-              "calibration": settings.calibration, "lesion_weighting": settings.lesion_weighting,
-              "nested_threshold": nested_threshold,
-              "inner_splits": inner_splits if nested_threshold else None,
-              "n_repeats": n_repeats,
-              "ci": ci, "alpha": alpha, "n_boot": n_boot,
-              "estimator": "LinearSVM" if estimator is None else repr(estimator),
-              "n_images": int(len(design.X)), "n_features": int(design.X.shape[1]),
-              "n_lesions": int(len(lesions)), "n_patients": int(lesions["patient"].nunique())}
-    return MatrixResult(backbone=backbone, table=table, predictions=predictions, table3=table3,
-                        bland_altman=pd.DataFrame(ba_rows), paired_tests=paired, folds=folds_first,
-                        lesions=lesions, params=params,
-                        platt=fold_report(platt_fits).rename(columns={"a": "platt_a", "b": "platt_b"})
-                        .reindex(columns=list(PLATT_COLUMNS)))
+    params = {
+        "ranges": list(ranges),
+        "n_splits": settings.n_splits,
+        "seed": seed,
+        "svm_c": settings.svm_c,
+        "class_weight": settings.class_weight,
+        "standardize": settings.standardize,
+        "calibration": settings.calibration,
+        "lesion_weighting": settings.lesion_weighting,
+        "nested_threshold": nested_threshold,
+        "inner_splits": inner_splits if nested_threshold else None,
+        "n_repeats": n_repeats,
+        "ci": ci,
+        "alpha": alpha,
+        "n_boot": n_boot,
+        "estimator": "LinearSVM" if estimator is None else repr(estimator),
+        "n_images": int(len(design.X)),
+        "n_features": int(design.X.shape[1]),
+        "n_lesions": int(len(lesions)),
+        "n_patients": int(lesions["patient"].nunique()),
+    }
+    return MatrixResult(
+        backbone=backbone,
+        table=table,
+        predictions=predictions,
+        table3=table3,
+        bland_altman=pd.DataFrame(ba_rows),
+        paired_tests=paired,
+        folds=folds_first,
+        lesions=lesions,
+        params=params,
+        platt=fold_report(platt_fits)
+        .rename(columns={"a": "platt_a", "b": "platt_b"})
+        .reindex(columns=list(PLATT_COLUMNS)),
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -587,8 +756,14 @@ def reconstruction_matrix(features, manifest: pd.DataFrame, *, backbone: str,
 # --------------------------------------------------------------------------- #
 
 
-_FRAMES = (("matrix.csv", "table"), ("predictions.csv", "predictions"), ("table3.csv", "table3"),
-           ("bland_altman.csv", "bland_altman"), ("paired_tests.csv", "paired_tests"), ("platt.csv", "platt"))
+_FRAMES = (
+    ("matrix.csv", "table"),
+    ("predictions.csv", "predictions"),
+    ("table3.csv", "table3"),
+    ("bland_altman.csv", "bland_altman"),
+    ("paired_tests.csv", "paired_tests"),
+    ("platt.csv", "platt"),
+)
 _INT_COLUMNS = ("repeat", "fold", "label", "n_images", "n_lesions", "n_repeats", "n", "n_malignant", "n_benign")
 
 
@@ -624,9 +799,10 @@ def save_results(results, run_dir: str | os.PathLike) -> dict[str, Path]:
         _write_csv(pd.concat([getattr(r, attr) for r in results], ignore_index=True), path)
         out[fname] = path
     columns = {r.backbone: {attr: list(getattr(r, attr).columns) for _, attr in _FRAMES} for r in results}
-    out["metrics.json"] = save_json(run_dir / "metrics.json",
-                                    {"backbones": names, "columns": columns,
-                                     "results": {r.backbone: r.to_json() for r in results}})
+    out["metrics.json"] = save_json(
+        run_dir / "metrics.json",
+        {"backbones": names, "columns": columns, "results": {r.backbone: r.to_json() for r in results}},
+    )
     return out
 
 
@@ -637,8 +813,7 @@ def load_results(run_dir: str | os.PathLike) -> list[MatrixResult]:
     if missing:
         raise FileNotFoundError(f"{run_dir}: missing result file(s) {missing}")
     meta = load_json(run_dir / "metrics.json")
-    frames = {f: pd.read_csv(run_dir / f, dtype=_STR_COLUMNS)
-              for f in RESULT_FILES if f.endswith(".csv")}
+    frames = {f: pd.read_csv(run_dir / f, dtype=_STR_COLUMNS) for f in RESULT_FILES if f.endswith(".csv")}
     out = []
     for b in meta["backbones"]:
         js = meta["results"][b]
@@ -652,17 +827,31 @@ def load_results(run_dir: str | os.PathLike) -> list[MatrixResult]:
         pos = {k: i for i, k in enumerate(lesion_keys)}
         preds = pick["predictions.csv"]
         first = preds[(preds["repeat"] == 0)].drop_duplicates("lesion").set_index("lesion")
-        lesions = pd.DataFrame({"lesion": lesion_keys,
-                                "patient": [first.loc[k, "patient"] for k in lesion_keys],
-                                "label": [int(first.loc[k, "label"]) for k in lesion_keys]})
+        lesions = pd.DataFrame(
+            {
+                "lesion": lesion_keys,
+                "patient": [first.loc[k, "patient"] for k in lesion_keys],
+                "label": [int(first.loc[k, "label"]) for k in lesion_keys],
+            }
+        )
         all_idx = np.arange(len(lesion_keys))
         folds = []
         for f in js["folds"]:
             te = np.sort(np.array([pos[k] for k in f["test"]], dtype=int))
             folds.append((np.setdiff1d(all_idx, te), te))
         params = dict(js["params"])
-        out.append(MatrixResult(backbone=b, table=pick["matrix.csv"], predictions=preds,
-                                table3=pick["table3.csv"], bland_altman=pick["bland_altman.csv"],
-                                paired_tests=pick["paired_tests.csv"], folds=folds, lesions=lesions,
-                                params=params, platt=pick["platt.csv"]))
+        out.append(
+            MatrixResult(
+                backbone=b,
+                table=pick["matrix.csv"],
+                predictions=preds,
+                table3=pick["table3.csv"],
+                bland_altman=pick["bland_altman.csv"],
+                paired_tests=pick["paired_tests.csv"],
+                folds=folds,
+                lesions=lesions,
+                params=params,
+                platt=pick["platt.csv"],
+            )
+        )
     return out

@@ -183,15 +183,25 @@ def extract_features(
         calibration = int8.calibration_manifest(dataset, featurecache.image_content_keys(dataset), bb.size_px)
         tag = int8.cache_tag(calibration["calibration_key"].tolist())
         client = None
-    plan = _plan(dataset, manifest, bb, info, store.feature_dir(cache_dir, bb.name, info.fingerprint, tag),
-                 precision, tag)
+    plan = _plan(
+        dataset, manifest, bb, info, store.feature_dir(cache_dir, bb.name, info.fingerprint, tag), precision, tag
+    )
     plan.calibration = calibration
     tasks: list[dict] = []
     if plan.missing:
         check_precision(precision)  # before a cluster starts or a network is built
         if client is not None:
-            info, tasks = _compute_on_cluster(plan, dataset, manifest, info, client, batch_size=int(batch_size),
-                                              data_file=data_file, retries=int(retries), t_start=t_start)
+            info, tasks = _compute_on_cluster(
+                plan,
+                dataset,
+                manifest,
+                info,
+                client,
+                batch_size=int(batch_size),
+                data_file=data_file,
+                retries=int(retries),
+                t_start=t_start,
+            )
         else:
             info = _compute_here(plan, dataset, manifest, info, batch_size=int(batch_size), progress=progress)
     else:
@@ -242,8 +252,9 @@ class _Plan:
         self.n_computed += len(chunk_keys)
 
 
-def _plan(dataset, manifest, bb: Backbone, info: WeightsInfo, folder: Path, precision: str,
-          tag: str | None = None) -> _Plan:
+def _plan(
+    dataset, manifest, bb: Backbone, info: WeightsInfo, folder: Path, precision: str, tag: str | None = None
+) -> _Plan:
     """Key every row of ``manifest``, read the cache index, and list the images it lacks.
 
     ``tag`` names the features in the cache (default: ``precision``; int8 adds its calibration subset).
@@ -255,26 +266,58 @@ def _plan(dataset, manifest, bb: Backbone, info: WeightsInfo, folder: Path, prec
     for pos, k in enumerate(keys):
         positions_of.setdefault(k, []).append(pos)
     index, payload = featurecache.scan_chunks(folder)
-    return _Plan(bb=bb, folder=folder, precision=precision, content=content, code=code, positions_of=positions_of,
-                 index=index, payload=payload, missing=[k for k in positions_of if k not in index],
-                 out=np.empty((len(manifest), bb.n_features), np.float32))
+    return _Plan(
+        bb=bb,
+        folder=folder,
+        precision=precision,
+        content=content,
+        code=code,
+        positions_of=positions_of,
+        index=index,
+        payload=payload,
+        missing=[k for k in positions_of if k not in index],
+        out=np.empty((len(manifest), bb.n_features), np.float32),
+    )
 
 
-def _compute_on_cluster(plan: _Plan, dataset, manifest, info: WeightsInfo, client, *, batch_size: int, data_file,
-                        retries: int, t_start: float) -> tuple[WeightsInfo, list[dict]]:
+def _compute_on_cluster(
+    plan: _Plan,
+    dataset,
+    manifest,
+    info: WeightsInfo,
+    client,
+    *,
+    batch_size: int,
+    data_file,
+    retries: int,
+    t_start: float,
+) -> tuple[WeightsInfo, list[dict]]:
     """The missing images on a Dask cluster (:func:`uslib.cluster.cluster_partitions`); their chunks written here."""
     bb, tasks = plan.bb, []
     client = client() if callable(client) and not hasattr(client, "submit") else client
     for chunk_keys, feats, record, values_sha256 in cluster_partitions(
-            client, dataset, plan.missing_rows(manifest), plan.missing, bb, info, plan.content, plan.code,
-            batch_size=batch_size, data_file=data_file, retries=retries, precision=plan.precision):
+        client,
+        dataset,
+        plan.missing_rows(manifest),
+        plan.missing,
+        bb,
+        info,
+        plan.content,
+        plan.code,
+        batch_size=batch_size,
+        data_file=data_file,
+        retries=retries,
+        precision=plan.precision,
+    ):
         if not tasks:  # the first partition tells which weight values the workers built
             info = replace(info, values_sha256=values_sha256)
             featurecache.check_sidecar(plan.folder, info)
             featurecache.write_sidecar(plan.folder, bb, info)
         elif values_sha256 != info.values_sha256:
-            raise RuntimeError(f"{bb.name}: workers built different weight values ({values_sha256} and "
-                               f"{info.values_sha256}); the random initialisation is not reproducible there")
+            raise RuntimeError(
+                f"{bb.name}: workers built different weight values ({values_sha256} and "
+                f"{info.values_sha256}); the random initialisation is not reproducible there"
+            )
         plan.put(chunk_keys, feats)
         tasks.append(record)
         store.report_progress(plan.stage, plan.n_computed, len(plan.missing), seconds=time.perf_counter() - t_start)
@@ -283,8 +326,7 @@ def _compute_on_cluster(plan: _Plan, dataset, manifest, info: WeightsInfo, clien
     return info, tasks
 
 
-def _compute_here(plan: _Plan, dataset, manifest, info: WeightsInfo, *, batch_size: int,
-                  progress: bool) -> WeightsInfo:
+def _compute_here(plan: _Plan, dataset, manifest, info: WeightsInfo, *, batch_size: int, progress: bool) -> WeightsInfo:
     """The missing images in this process, the next batch rendered while the network runs the current one."""
     from tqdm.auto import tqdm
 
@@ -292,16 +334,24 @@ def _compute_here(plan: _Plan, dataset, manifest, info: WeightsInfo, *, batch_si
 
     bb, missing = plan.bb, plan.missing
     # the first batch is rendered while the network is built (and TensorFlow imported)
-    with prefetched(iter_images(dataset, plan.missing_rows(manifest), size_px=bb.size_px, batch_size=batch_size),
-                    lambda item: (item[0], networks.preprocess(item[1], bb))) as batches:
+    with prefetched(
+        iter_images(dataset, plan.missing_rows(manifest), size_px=bb.size_px, batch_size=batch_size),
+        lambda item: (item[0], networks.preprocess(item[1], bb)),
+    ) as batches:
         model, info = networks.build_model(bb, info)
         featurecache.check_sidecar(plan.folder, info)
         featurecache.write_sidecar(plan.folder, bb, info)
         if plan.precision == "int8":  # OpenVINO + NNCF, quantized once per feature folder
             from . import int8
 
-            run = int8.load_or_quantize(plan.folder, model, bb.input_shape, lambda: networks.preprocess(np.concatenate(
-                [x for _, x in iter_images(dataset, plan.calibration, size_px=bb.size_px)]), bb))
+            run = int8.load_or_quantize(
+                plan.folder,
+                model,
+                bb.input_shape,
+                lambda: networks.preprocess(
+                    np.concatenate([x for _, x in iter_images(dataset, plan.calibration, size_px=bb.size_px)]), bb
+                ),
+            )
         else:
             run = networks.feature_function(with_precision(model, bb, plan.precision), bb)
         del model

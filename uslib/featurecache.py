@@ -22,8 +22,18 @@ from . import store
 from .backbones import Backbone
 from .weights import WeightsInfo
 
-__all__ = ["FEATURE_PACKAGES", "STAGE_MODULE", "stage_code", "image_content_keys", "image_cache_keys",
-           "scan_chunks", "read_sidecar", "write_sidecar", "check_sidecar", "write_chunk"]
+__all__ = [
+    "FEATURE_PACKAGES",
+    "STAGE_MODULE",
+    "stage_code",
+    "image_content_keys",
+    "image_cache_keys",
+    "scan_chunks",
+    "read_sidecar",
+    "write_sidecar",
+    "check_sidecar",
+    "write_chunk",
+]
 
 #: Packages whose versions are part of the features' code fingerprint.
 FEATURE_PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "scipy")
@@ -36,13 +46,16 @@ def stage_code() -> str:
     return store.code_fingerprint(STAGE_MODULE, packages=FEATURE_PACKAGES)
 
 
-def image_cache_keys(manifest, bb: Backbone, info: WeightsInfo, content: dict[str, str], code: str,
-                     precision: str) -> list[str]:
+def image_cache_keys(
+    manifest, bb: Backbone, info: WeightsInfo, content: dict[str, str], code: str, precision: str
+) -> list[str]:
     """The cache key of every row of ``manifest`` (module docstring), in row order."""
     from .augmentation import image_key
 
-    return [store.key(content[row.lesion], image_key(row), bb.size_px, bb.name, info.fingerprint, code, precision)
-            for row in manifest.itertuples(index=False)]
+    return [
+        store.key(content[row.lesion], image_key(row), bb.size_px, bb.name, info.fingerprint, code, precision)
+        for row in manifest.itertuples(index=False)
+    ]
 
 
 def write_sidecar(folder: Path, bb: Backbone, info: WeightsInfo) -> None:

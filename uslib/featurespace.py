@@ -86,7 +86,14 @@ def reconstruction_shift(features, manifest: pd.DataFrame, *, standardize: bool 
             continue
         d = np.linalg.norm(x[ia[common].to_numpy()] - x[ib[common].to_numpy()], axis=1).mean()
         ref = np.nanmean([between[a], between[b]])
-        rows.append({"range_a": float(a), "range_b": float(b), "same_crop_distance": float(d),
-                     "between_lesion_distance": float(ref), "ratio": float(d / ref) if ref > 0 else np.nan,
-                     "n_crops": int(len(common))})
+        rows.append(
+            {
+                "range_a": float(a),
+                "range_b": float(b),
+                "same_crop_distance": float(d),
+                "between_lesion_distance": float(ref),
+                "ratio": float(d / ref) if ref > 0 else np.nan,
+                "n_crops": int(len(common)),
+            }
+        )
     return pd.DataFrame(rows)

@@ -38,7 +38,6 @@ class LeakageError(ValueError):
     """A cross-validation split lets a patient or lesion leak into its test set."""
 
 
-
 def set_name(kind: str, ranges: Sequence[float], *, all_ranges: Sequence[float] | None = None) -> str:
     """Name of a train/test image set: ``"Train40dB"``, ``"TestALL"``, ``"Train40+50dB"``.
 
@@ -105,8 +104,13 @@ def lesion_table(manifest: pd.DataFrame) -> pd.DataFrame:
     if not set(np.asarray(labels).tolist()) <= {0, 1}:
         raise ValueError(f"manifest: label must be 0 (benign) or 1 (malignant), got {sorted(labels)}")
     t = m.drop_duplicates("lesion").reset_index(drop=True)
-    return pd.DataFrame({"lesion": list(t["lesion"]), "patient": list(t["patient"]),
-                         "label": np.asarray(t["label"], dtype=int).tolist()})
+    return pd.DataFrame(
+        {
+            "lesion": list(t["lesion"]),
+            "patient": list(t["patient"]),
+            "label": np.asarray(t["label"], dtype=int).tolist(),
+        }
+    )
 
 
 def patient_folds(labels, patients, *, n_splits: int = 5, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -185,11 +189,13 @@ def check_folds(folds, patients, labels=None) -> None:
             p = str(both[0])
             raise LeakageError(
                 f"fold {k}: patient {p!r} is in the training set (lesions {train[patients[train] == p].tolist()}) "
-                f"and the test set (lesions {test[patients[test] == p].tolist()})")
+                f"and the test set (lesions {test[patients[test] == p].tolist()})"
+            )
         for i in test:
             if tested[i]:
-                raise LeakageError(f"lesion {i} (patient {str(patients[i])!r}) is tested twice: "
-                                   f"folds {first_fold[i]} and {k}")
+                raise LeakageError(
+                    f"lesion {i} (patient {str(patients[i])!r}) is tested twice: folds {first_fold[i]} and {k}"
+                )
             tested[i] = 1
             first_fold[i] = k
         if labels is not None:
@@ -274,8 +280,7 @@ class Design:
         X = _validate(features, manifest, columns=("lesion", "patient", "label"))
         lesions = lesion_table(manifest)
         code = pd.Index(lesions["lesion"]).get_indexer(manifest["lesion"].astype(str))
-        dr = (np.asarray(manifest["dynamic_range_db"], dtype=float)
-              if "dynamic_range_db" in manifest.columns else None)
+        dr = np.asarray(manifest["dynamic_range_db"], dtype=float) if "dynamic_range_db" in manifest.columns else None
         return cls(X, lesions, code, dr)
 
     @property
@@ -307,13 +312,15 @@ class Design:
                 raise ValueError(f"image mask: expected shape ({n},), got {mask.shape}")
             return mask
         if self.dynamic_range_db is None:
-            raise ValueError("manifest: missing column(s) ['dynamic_range_db'] (needed to select images "
-                             "by dynamic range)")
+            raise ValueError(
+                "manifest: missing column(s) ['dynamic_range_db'] (needed to select images by dynamic range)"
+            )
         return _in_ranges(self.dynamic_range_db, images)
 
 
-def resolve_folds(lesions: pd.DataFrame, folds=None, *, n_splits: int = 5,
-                  seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+def resolve_folds(
+    lesions: pd.DataFrame, folds=None, *, n_splits: int = 5, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """The lesion folds of a cross-validation: given ones checked, or new ones.
 
     Parameters

@@ -66,8 +66,9 @@ def path_replacements(run_dir: str | os.PathLike | None = None) -> list[tuple[st
 
 def _pattern(pairs: list[tuple[str, str]]) -> re.Pattern:
     # one pass over the text, longest path first, each only as a whole path (then "/" or no path character)
-    return re.compile("|".join(f"(?P<p{i}>{re.escape(old)})(?:(?P<s{i}>/)|(?![\\w.-]))"
-                               for i, (old, _) in enumerate(pairs)))
+    return re.compile(
+        "|".join(f"(?P<p{i}>{re.escape(old)})(?:(?P<s{i}>/)|(?![\\w.-]))" for i, (old, _) in enumerate(pairs))
+    )
 
 
 def replace_paths(value: Any, pairs: list[tuple[str, str]]) -> tuple[Any, int]:

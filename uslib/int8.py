@@ -96,8 +96,7 @@ def int8_support(flags: Sequence[str]) -> tuple[bool, str]:
     have = [f for f in INT8_CPU_FLAGS if f in flags]
     if have:
         return True, "CPU flags " + ", ".join(have)
-    return False, ("this CPU has none of " + ", ".join(f.upper() for f in INT8_CPU_FLAGS)
-                   + " (from /proc/cpuinfo)")
+    return False, ("this CPU has none of " + ", ".join(f.upper() for f in INT8_CPU_FLAGS) + " (from /proc/cpuinfo)")
 
 
 def missing_packages() -> list[str]:
@@ -117,12 +116,16 @@ def unsupported_reason(flags: Sequence[str]) -> str | None:
     """
     ok, why = int8_support(flags)
     if not ok:
-        return (f"precision 'int8' needs an int8 dot-product instruction, but {why}; "
-                "set `precision: float32` in the profile")
+        return (
+            f"precision 'int8' needs an int8 dot-product instruction, but {why}; "
+            "set `precision: float32` in the profile"
+        )
     missing = missing_packages()
     if missing:
-        return (f"precision 'int8' needs {' and '.join(missing)} (not installed): {INSTALL_HINT}, "
-                "or set `precision: float32` in the profile")
+        return (
+            f"precision 'int8' needs {' and '.join(missing)} (not installed): {INSTALL_HINT}, "
+            "or set `precision: float32` in the profile"
+        )
     return None
 
 
@@ -139,8 +142,7 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
-def calibration_manifest(dataset, content_keys: dict[str, str], size_px: int,
-                         n_images: int = CALIBRATION_IMAGES):
+def calibration_manifest(dataset, content_keys: dict[str, str], size_px: int, n_images: int = CALIBRATION_IMAGES):
     """The calibration subset: the same images every time for the same data set.
 
     Drawn from the data set's full image grid (every scan at the paper's
@@ -173,8 +175,7 @@ def calibration_manifest(dataset, content_keys: dict[str, str], size_px: int,
     if isinstance(n_images, bool) or int(n_images) < 1:
         raise ValueError(f"n_images must be a positive integer, got {n_images!r}")
     grid = image_set(dataset)
-    ranks = [store.key(content_keys[row.lesion], image_key(row), int(size_px))
-             for row in grid.itertuples(index=False)]
+    ranks = [store.key(content_keys[row.lesion], image_key(row), int(size_px)) for row in grid.itertuples(index=False)]
     grid = grid.assign(calibration_key=ranks).sort_values("calibration_key", kind="stable")
     return grid.head(int(n_images)).reset_index(drop=True)
 
@@ -239,7 +240,7 @@ def quantize(ov_model, calibration: np.ndarray):
     if calibration.ndim < 2 or len(calibration) == 0:
         raise ValueError(f"calibration must hold at least one image, got shape {calibration.shape}")
     nncf.set_log_level(logging.ERROR)  # its notes and progress bars say nothing to a reader of the book
-    data = nncf.Dataset([calibration[i:i + 1] for i in range(len(calibration))])
+    data = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))])
     with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
         return nncf.quantize(ov_model, data, subset_size=len(calibration))  # (rich progress bars: stdout)
 
@@ -291,8 +292,9 @@ def _save_model(ov_model, xml_path: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_or_quantize(folder: str | os.PathLike, model, input_shape: Sequence[int],
-                     calibration: Callable[[], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+def load_or_quantize(
+    folder: str | os.PathLike, model, input_shape: Sequence[int], calibration: Callable[[], np.ndarray]
+) -> Callable[[np.ndarray], np.ndarray]:
     """The int8 feature function of ``model``, quantized once per feature folder.
 
     The feature folder's name already carries the weights, the code and
@@ -320,8 +322,9 @@ def load_or_quantize(folder: str | os.PathLike, model, input_shape: Sequence[int
             store.report_damage(exc, action="quantizing again")
             xml_path.unlink(missing_ok=True)
         except Exception as exc:  # openvino raises its own RuntimeError subclasses
-            store.report_damage(store.DamagedArtefact(xml_path, f"not a readable OpenVINO model ({exc})"),
-                                action="quantizing again")
+            store.report_damage(
+                store.DamagedArtefact(xml_path, f"not a readable OpenVINO model ({exc})"), action="quantizing again"
+            )
     if quantized is None:
         quantized = quantize(convert(model, input_shape), calibration())
         _save_model(quantized, xml_path)

@@ -89,8 +89,10 @@ def main(notebook_dir: str | os.PathLike = NOTEBOOK_DIR) -> int:
     url, branch = repository()
     for nb in chapters(notebook_dir):
         changed = ensure_install_cell(nb, url, branch)
-        print(f"{nb.relative_to(REPO_ROOT) if nb.is_relative_to(REPO_ROOT) else nb}: "
-              f"{'install cell written' if changed else 'up to date'}")
+        print(
+            f"{nb.relative_to(REPO_ROOT) if nb.is_relative_to(REPO_ROOT) else nb}: "
+            f"{'install cell written' if changed else 'up to date'}"
+        )
     return 0
 
 

@@ -19,9 +19,22 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["REPO_ROOT", "resolve_path", "run_path", "UnsafeLocation", "SYSTEM_TREES", "SHARED_FOLDERS", "TEMP_TREES",
-           "CACHE_ENTRIES", "system_folder", "location_problem", "RunDirectoryBusy", "run_lock_holder", "run_lock",
-           "busy_message"]
+__all__ = [
+    "REPO_ROOT",
+    "resolve_path",
+    "run_path",
+    "UnsafeLocation",
+    "SYSTEM_TREES",
+    "SHARED_FOLDERS",
+    "TEMP_TREES",
+    "CACHE_ENTRIES",
+    "system_folder",
+    "location_problem",
+    "RunDirectoryBusy",
+    "run_lock_holder",
+    "run_lock",
+    "busy_message",
+]
 
 #: The repository root: the folder holding ``_config.yml`` and ``uslib/``. Relative
 #: run directories and data paths are resolved against it.
@@ -73,18 +86,64 @@ class UnsafeLocation(ValueError):
 
 
 #: Folders of the operating system: nothing inside them is a run directory (temporary folders excepted).
-SYSTEM_TREES = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/dev", "/proc",
-                "/sys", "/var", "/run", "/snap", "/System", "/Library", "/private/etc", "/private/var")
+SYSTEM_TREES = (
+    "/etc",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/boot",
+    "/dev",
+    "/proc",
+    "/sys",
+    "/var",
+    "/run",
+    "/snap",
+    "/System",
+    "/Library",
+    "/private/etc",
+    "/private/var",
+)
 #: Folders that hold others' folders: never a run directory themselves (what is inside them may be).
-SHARED_FOLDERS = ("/", "/home", "/Users", "/root", "/mnt", "/media", "/srv", "/opt", "/tmp", "/var/tmp",
-                  "/private/tmp", "/dev/shm")
+SHARED_FOLDERS = (
+    "/",
+    "/home",
+    "/Users",
+    "/root",
+    "/mnt",
+    "/media",
+    "/srv",
+    "/opt",
+    "/tmp",
+    "/var/tmp",
+    "/private/tmp",
+    "/dev/shm",
+)
 #: Temporary folders, where a run directory may be although they lie in a system folder.
 TEMP_TREES = ("/tmp", "/var/tmp", "/dev/shm", "/private/tmp", "/private/var/folders", "/var/folders")
 #: What a run directory holds (the layout above): a folder that holds nothing else is an existing run or
 #: cache directory even without a run record.
-CACHE_ENTRIES = frozenset({"run.json", "run.json.lock", "run.lock", "run.owner.json", "events.jsonl", "logs",
-                           "data", "features", "results", "robustness", "sweep", "manifest.csv", "manifest.csv.sha256",
-                           "chapters"})
+CACHE_ENTRIES = frozenset(
+    {
+        "run.json",
+        "run.json.lock",
+        "run.lock",
+        "run.owner.json",
+        "events.jsonl",
+        "logs",
+        "data",
+        "features",
+        "results",
+        "robustness",
+        "sweep",
+        "manifest.csv",
+        "manifest.csv.sha256",
+        "chapters",
+    }
+)
 
 
 def _within(p: Path, tree: str) -> bool:
@@ -153,8 +212,7 @@ def location_problem(path: str | os.PathLike, *, kind: str = "run directory") ->
         except OSError as exc:
             return f"{p} cannot be read ({exc.strerror or type(exc).__name__})"
         if entries and "run.json" not in entries and not entries <= CACHE_ENTRIES:
-            return (f"{p} holds other files and is not a uslib {kind} (no run.json): choose a new or empty "
-                    "folder")
+            return f"{p} holds other files and is not a uslib {kind} (no run.json): choose a new or empty folder"
     return None
 
 
@@ -228,8 +286,10 @@ def run_lock(run_dir: str | os.PathLike, **about: Any) -> Iterator[Path]:
     except Timeout:
         raise RunDirectoryBusy(busy_message(p, run_lock_holder(p) or {})) from None
     try:
-        _write_owner(p, {"pid": os.getpid(), "started": _dt.datetime.now(_dt.timezone.utc)
-                         .isoformat(timespec="seconds"), **about})
+        _write_owner(
+            p,
+            {"pid": os.getpid(), "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **about},
+        )
         yield p
     finally:
         _owner_path(p).unlink(missing_ok=True)
@@ -241,5 +301,7 @@ def busy_message(run_dir: Path, owner: dict[str, Any]) -> str:
     who = f"pid {owner.get('pid', '?')}, started {owner.get('started', '?')}"
     if owner.get("profile"):
         who += f", profile {owner['profile']}"
-    return (f"run_dir {run_dir} is in use by another uslib run ({who}): wait for it to finish, stop it, "
-            "or choose another run_dir")
+    return (
+        f"run_dir {run_dir} is in use by another uslib run ({who}): wait for it to finish, stop it, "
+        "or choose another run_dir"
+    )

@@ -25,6 +25,7 @@ from .weights import WeightsInfo, WeightsUnavailableError, resolve_weights
 
 __all__ = ["load_backbone", "build_model", "preprocess", "feature_function"]
 
+
 def _values_digest(model, n_per_tensor: int = 4096) -> str:
     """SHA-256 (16 hex) of shapes and ~``n_per_tensor`` evenly strided values of every weight.
 
@@ -137,7 +138,6 @@ def load_backbone(
         bb, weights=weights, weights_path=weights_path, strict=strict, seed=seed, allow_download=allow_download
     )
     return build_model(bb, info)
-
 
 
 def preprocess(images: np.ndarray, backbone: str | Backbone) -> np.ndarray:

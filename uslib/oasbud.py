@@ -149,8 +149,6 @@ _META_FORMAT = 1
 _INT16 = np.iinfo(np.int16)
 
 
-
-
 def _as_str(value: Any, where: str, *, allow_empty: bool = False) -> str:
     """A MATLAB char value (as loadmat returns it) as a Python str."""
     if isinstance(value, str):
@@ -190,11 +188,7 @@ def _read_mat(path: Path) -> dict[str, Any]:
 
     try:
         return scipy.io.loadmat(
-            path,
-            variable_names=["data", _META_VAR],
-            squeeze_me=False,
-            struct_as_record=True,
-            chars_as_strings=True,
+            path, variable_names=["data", _META_VAR], squeeze_me=False, struct_as_record=True, chars_as_strings=True
         )
     except NotImplementedError as exc:
         raise DatasetError(
@@ -224,8 +218,9 @@ def _field_names(path: Path, mat: dict[str, Any]) -> np.ndarray:
         raise DatasetError(f"{path}: no variable 'data' (variables found: {found or 'none'})")
     data = mat["data"]
     if not isinstance(data, np.ndarray) or data.dtype.names is None:
-        raise DatasetError(f"{path}: variable 'data' must be a struct array, got {type(data).__name__} "
-                           f"{getattr(data, 'dtype', '')}")
+        raise DatasetError(
+            f"{path}: variable 'data' must be a struct array, got {type(data).__name__} {getattr(data, 'dtype', '')}"
+        )
     if data.size == 0:
         raise DatasetError(f"{path}: variable 'data' holds no records")
     records = data.reshape(-1, order="F")
@@ -239,8 +234,7 @@ def _field_names(path: Path, mat: dict[str, Any]) -> np.ndarray:
                 pass
         fields = ", ".join(repr(f) for f in missing)
         raise DatasetError(
-            f"{path.name}: record 0 (id {rid}): missing field {fields} "
-            f"(the schema needs {', '.join(OASBUD_FIELDS)})"
+            f"{path.name}: record 0 (id {rid}): missing field {fields} (the schema needs {', '.join(OASBUD_FIELDS)})"
         )
     return records
 
@@ -248,8 +242,9 @@ def _field_names(path: Path, mat: dict[str, Any]) -> np.ndarray:
 def _read_label(value: Any, where: str) -> int:
     arr = np.asarray(value)
     if arr.dtype.kind not in "biuf" or arr.size != 1:
-        raise DatasetError(f"{where}, field 'class' must be one number (0 or 1), got a {arr.dtype} array "
-                           f"of shape {arr.shape}")
+        raise DatasetError(
+            f"{where}, field 'class' must be one number (0 or 1), got a {arr.dtype} array of shape {arr.shape}"
+        )
     v = arr.reshape(-1)[0]
     if v not in (0, 1):
         raise DatasetError(f"{where}, field 'class' must be 0 (benign) or 1 (malignant), got {v!r}")
@@ -265,8 +260,10 @@ def _read_birads(value: Any, where: str) -> str:
 
 def _geometry(acq: Acquisition) -> str:
     """An acquisition's geometry in words, for messages."""
-    return (f"{acq.n_lines} lines across {acq.width_mm:g} mm, dx {acq.dx_mm:.4g} mm; "
-            f"fs {acq.fs_hz / 1e6:g} MHz, f0 {acq.f0_hz / 1e6:g} MHz, c {acq.c_m_s:g} m/s")
+    return (
+        f"{acq.n_lines} lines across {acq.width_mm:g} mm, dx {acq.dx_mm:.4g} mm; "
+        f"fs {acq.fs_hz / 1e6:g} MHz, f0 {acq.f0_hz / 1e6:g} MHz, c {acq.c_m_s:g} m/s"
+    )
 
 
 def _refuse_flat_rf(rf: np.ndarray, where: str, skip: int) -> None:
@@ -282,29 +279,27 @@ def _refuse_flat_rf(rf: np.ndarray, where: str, skip: int) -> None:
         raise DatasetError(f"{where} is {what}{after}: no echo signal to reconstruct")
 
 
-def _read_scan(rf: Any, roi: Any, j: int, where: str, skip: int, acquisition: Acquisition,
-               declared: bool) -> Scan:
+def _read_scan(rf: Any, roi: Any, j: int, where: str, skip: int, acquisition: Acquisition, declared: bool) -> Scan:
     rf_name, roi_name = f"rf{j}", f"roi{j}"
     rf = np.asarray(rf)
     roi = np.asarray(roi)
     if rf.dtype.kind not in "iuf":
         raise DatasetError(f"{where}, field '{rf_name}' must be an integer or float array, got {rf.dtype}")
     if rf.ndim != 2 or rf.size == 0:
-        raise DatasetError(f"{where}, field '{rf_name}' must be a non-empty 2-D (n_samples, n_lines) array, "
-                           f"got shape {rf.shape}")
+        raise DatasetError(
+            f"{where}, field '{rf_name}' must be a non-empty 2-D (n_samples, n_lines) array, got shape {rf.shape}"
+        )
     if rf.dtype.kind == "f" and not np.all(np.isfinite(rf)):
         raise DatasetError(f"{where}, field '{rf_name}' contains NaN or Inf")
     if roi.dtype.kind not in "biuf":
         raise DatasetError(f"{where}, field '{roi_name}' must be a 0/1 numeric array, got {roi.dtype}")
     if roi.shape != rf.shape:
-        raise DatasetError(f"{where}, field '{roi_name}' has shape {roi.shape}, "
-                           f"but '{rf_name}' has shape {rf.shape}")
+        raise DatasetError(f"{where}, field '{roi_name}' has shape {roi.shape}, but '{rf_name}' has shape {rf.shape}")
     if not np.all((roi == 0) | (roi == 1)):
         bad = np.unique(roi[(roi != 0) & (roi != 1)])[:5]
         raise DatasetError(f"{where}, field '{roi_name}' must hold only 0 and 1, found {bad.tolist()}")
     if rf.shape[0] <= skip:
-        raise DatasetError(f"{where}, field '{rf_name}' has {rf.shape[0]} rows, "
-                           f"none left after skip_samples={skip}")
+        raise DatasetError(f"{where}, field '{rf_name}' has {rf.shape[0]} rows, none left after skip_samples={skip}")
     _refuse_flat_rf(rf[skip:], f"{where}, field '{rf_name}'", skip)
     n_rows, n_lines = rf.shape[0] - skip, rf.shape[1]
     if n_lines != acquisition.n_lines:
@@ -313,13 +308,19 @@ def _read_scan(rf: Any, roi: Any, j: int, where: str, skip: int, acquisition: Ac
             hint = "the RF and the declared acquisition disagree"
         else:
             whose = "the OASBUD acquisition"
-            hint = ("the lateral spacing would be wrong; a file of another geometry must declare its "
-                    f"acquisition in a '{_META_VAR}' variable, as save_oasbud writes")
-        raise DatasetError(f"{where}, field '{rf_name}' has {n_lines} scan lines (columns), but {whose} "
-                           f"has {acquisition.n_lines} ({_geometry(acquisition)}): {hint}")
+            hint = (
+                "the lateral spacing would be wrong; a file of another geometry must declare its "
+                f"acquisition in a '{_META_VAR}' variable, as save_oasbud writes"
+            )
+        raise DatasetError(
+            f"{where}, field '{rf_name}' has {n_lines} scan lines (columns), but {whose} "
+            f"has {acquisition.n_lines} ({_geometry(acquisition)}): {hint}"
+        )
     if n_lines < MIN_LINES:
-        raise DatasetError(f"{where}, field '{rf_name}' has {n_lines} scan lines (columns), "
-                           f"fewer than the minimum of {MIN_LINES} (MIN_LINES)")
+        raise DatasetError(
+            f"{where}, field '{rf_name}' has {n_lines} scan lines (columns), "
+            f"fewer than the minimum of {MIN_LINES} (MIN_LINES)"
+        )
     if n_rows < acquisition.pulse_samples:
         raise DatasetError(
             f"{where}, field '{rf_name}' has {n_rows} depth rows after skip_samples={skip}, fewer than one "
@@ -375,11 +376,11 @@ def _read_meta(mat: dict[str, Any], n: int, path: Path) -> dict[str, Any] | None
             raise DatasetError(f"{where}, field 'acquisition' must hold one number per field") from exc
         bad = [f"{f}={v!r}" for f, v in zip(fields, vals) if not (math.isfinite(v) and v > 0)]
         if bad:
-            raise DatasetError(f"{where}, field 'acquisition' must hold positive finite numbers, got "
-                               + ", ".join(bad))
+            raise DatasetError(f"{where}, field 'acquisition' must hold positive finite numbers, got " + ", ".join(bad))
         if vals[3] != int(vals[3]) or vals[3] < 2:
-            raise DatasetError(f"{where}, field 'acquisition': n_lines must be an integer of at least 2, "
-                               f"got {vals[3]:g}")
+            raise DatasetError(
+                f"{where}, field 'acquisition': n_lines must be an integer of at least 2, got {vals[3]:g}"
+            )
         meta["acquisition"] = Acquisition(vals[0], vals[1], vals[2], int(vals[3]), vals[4])
         meta["declared"] = True
     return meta
@@ -443,10 +444,7 @@ def _unique_keys(ids: list[str], path: Path) -> list[str]:
 
 
 def load_oasbud(
-    path: str | os.PathLike,
-    *,
-    skip_samples: int = 20,
-    patients: Mapping[str, str] | str | os.PathLike | None = None,
+    path: str | os.PathLike, *, skip_samples: int = 20, patients: Mapping[str, str] | str | os.PathLike | None = None
 ) -> Dataset:
     """Read an OASBUD-schema MAT file into a :class:`Dataset`.
 
@@ -539,8 +537,7 @@ def load_oasbud(
         where = f"{path.name}: record {i} (id {rid!r})"
         label = _read_label(rec["class"], where)
         birads = _read_birads(rec["birads"], where)
-        scans = tuple(_read_scan(rec[f"rf{j}"], rec[f"roi{j}"], j, where, skip, acquisition, declared)
-                      for j in (1, 2))
+        scans = tuple(_read_scan(rec[f"rf{j}"], rec[f"roi{j}"], j, where, skip, acquisition, declared) for j in (1, 2))
         ids.append(rid)
         parsed.append((label, birads, scans))
     del mat, records
@@ -654,15 +651,14 @@ def save_oasbud(dataset: Sequence[Lesion], path: str | os.PathLike, *, compress:
         if not rid:
             raise DatasetError(f"{where}, field 'id' is empty")
         if len(les.scans) != 2:
-            raise DatasetError(f"{where}, field 'scans': has {len(les.scans)} scans; "
-                               "the OASBUD schema stores exactly 2 (rf1, rf2)")
+            raise DatasetError(
+                f"{where}, field 'scans': has {len(les.scans)} scans; the OASBUD schema stores exactly 2 (rf1, rf2)"
+            )
         if les.label not in (0, 1):
             raise DatasetError(f"{where}, field 'label' must be 0 or 1, got {les.label!r}")
         if les.birads not in BIRADS_CATEGORIES:
-            raise DatasetError(f"{where}, field 'birads' must be one of {list(BIRADS_CATEGORIES)}, "
-                               f"got {les.birads!r}")
-        row: dict[str, Any] = {"id": rid, "birads": les.birads,
-                               "class": np.array([[les.label]], dtype=np.uint8)}
+            raise DatasetError(f"{where}, field 'birads' must be one of {list(BIRADS_CATEGORIES)}, got {les.birads!r}")
+        row: dict[str, Any] = {"id": rid, "birads": les.birads, "class": np.array([[les.label]], dtype=np.uint8)}
         for j, scan in enumerate(les.scans, start=1):
             rf = _rf_int16(scan.rf, f"{where}, field 'rf{j}'")
             roi = np.asarray(scan.roi)
@@ -673,8 +669,10 @@ def save_oasbud(dataset: Sequence[Lesion], path: str | os.PathLike, *, compress:
             if acquisition is None:
                 acquisition = scan.acquisition
             elif scan.acquisition != acquisition:
-                raise DatasetError(f"{where}, field 'acquisition' of scan {j} differs from the first lesion's; "
-                                   "the file records one acquisition for all scans")
+                raise DatasetError(
+                    f"{where}, field 'acquisition' of scan {j} differs from the first lesion's; "
+                    "the file records one acquisition for all scans"
+                )
             row[f"rf{j}"] = rf
             row[f"roi{j}"] = roi.astype(np.uint8)
         records[0, i] = tuple(row[f] for f in OASBUD_FIELDS)
@@ -697,8 +695,7 @@ def save_oasbud(dataset: Sequence[Lesion], path: str | os.PathLike, *, compress:
     path = Path(path)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            scipy.io.savemat(fh, {"data": records, _META_VAR: meta}, do_compression=compress,
-                             oned_as="row", format="5")
+            scipy.io.savemat(fh, {"data": records, _META_VAR: meta}, do_compression=compress, oned_as="row", format="5")
     return path
 
 

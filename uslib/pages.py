@@ -4,6 +4,12 @@ Both pages are written into ``book/chapters/`` (git-ignored) by the runner
 before the book is built: the parameter table is read from the notebooks'
 ``parameters`` cells and the profiles, the provenance page from the run's
 ``run.json``. Nothing on them is typed by hand.
+
+At about 1,020 lines it is over the house's 900-line guide: it is one job,
+the generated pages (parameters, provenance, benchmarks with their targets,
+sweeps, the cluster page), and each page's writer shares the same table and
+number helpers; splitting it by page would spread those helpers across
+modules that only the runner reads.
 """
 
 from __future__ import annotations
@@ -38,8 +44,11 @@ __all__ = [
 
 #: Wording of a page that stands in for content it does not have; no page of the table of contents may
 #: carry it (tests/test_book.py, tests/test_pages_content.py).
-PLACEHOLDER = re.compile(r"no measurements|has not been run|No sweep has been run|No benchmark has been run|"
-                         r"fills in after|\bTODO\b|\bTBD\b|placeholder|coming soon|lorem ipsum", re.I)
+PLACEHOLDER = re.compile(
+    r"no measurements|has not been run|No sweep has been run|No benchmark has been run|"
+    r"fills in after|\bTODO\b|\bTBD\b|placeholder|coming soon|lorem ipsum",
+    re.I,
+)
 
 
 def _md_escape(text: Any) -> str:
@@ -131,21 +140,31 @@ def parameters_page(notebook_dir: Path | None = None) -> str:
     lines += ["| parameter | meaning | type: accepted values | default |", "|---|---|---|---|"]
     for _, r in table.iterrows():
         used = str(r["chapters"])
-        used = ("Read by the runner only." if used == "runner" else
-                "Chapters: all." if n_chapters > 1 and len(used.split(", ")) == n_chapters else f"Chapters: {used}.")
+        used = (
+            "Read by the runner only."
+            if used == "runner"
+            else "Chapters: all."
+            if n_chapters > 1 and len(used.split(", ")) == n_chapters
+            else f"Chapters: {used}."
+        )
         meaning = _md_escape(r["description"]).rstrip(".") + ". " + ("*Required.* " if r["required"] else "") + used
         kind = _md_escape(r["type"]) + (f": {_md_escape(r['allowed'])}" if r["allowed"] else "")
         lines.append(f"| `{_md_escape(r['parameter'])}` | {meaning} | {kind} | `{_md_escape(r['default'])}` |")
     lines.append("")
     profile_cols = [c for c in table.columns if c not in cols]
     if profile_cols:
-        lines += ["## Profiles", "",
-                  "The value of every parameter in each profile (**bold**: differs from the default).", ""]
+        lines += [
+            "## Profiles",
+            "",
+            "The value of every parameter in each profile (**bold**: differs from the default).",
+            "",
+        ]
         lines.append("| parameter | " + " | ".join(f"`{c}`" for c in profile_cols) + " |")
         lines.append("|" + "---|" * (len(profile_cols) + 1))
         for _, r in table.iterrows():
-            cells = [f"**`{_md_escape(r[c])}`**" if r[c] != r["default"] else f"`{_md_escape(r[c])}`"
-                     for c in profile_cols]
+            cells = [
+                f"**`{_md_escape(r[c])}`**" if r[c] != r["default"] else f"`{_md_escape(r[c])}`" for c in profile_cols
+            ]
             lines.append(f"| `{r['parameter']}` | " + " | ".join(cells) + " |")
         lines.append("")
     for name, message in table.attrs.get("invalid_profiles", {}).items():
@@ -184,8 +203,12 @@ def provenance_page(run_dir: str | os.PathLike) -> str:
     lines += _kv_table("Data set", rec.get("dataset", {}).items())
     weights = rec.get("weights", {})
     if weights:
-        lines += ["## Network weights used", "",
-                  "| backbone | kind | source | md5 | fingerprint | note |", "|---|---|---|---|---|---|"]
+        lines += [
+            "## Network weights used",
+            "",
+            "| backbone | kind | source | md5 | fingerprint | note |",
+            "|---|---|---|---|---|---|",
+        ]
         for name, w in weights.items():
             md5 = f"`{w['md5']}`" if w.get("md5") else "—"
             lines.append(
@@ -207,21 +230,36 @@ def provenance_page(run_dir: str | os.PathLike) -> str:
 TARGETS = [
     ("phantom", "simulate 100 lesions", "< 60 s on 2 cores"),
     ("reconstruction", "one 2000×510 scan at 40/50/60 dB", "reported (envelope computed once per scan)"),
-    ("features", "compiled batched extraction at the default batch rule, per network",
-     "share of roofline ≥ 0.85 (the machine's: the largest of sgemm, tf.matmul and tf.nn.conv2d, paired per "
-     "round); bfloat16 speed-up ≥ 1.3 with min cosine ≥ 0.99 where the CPU has bf16"),
-    ("bfloat16_auc", "default book's TrainALL/TestALL AUC, bfloat16 against float32, per network",
-     "the change reported beside float32's 95 % CI"),
-    ("int8", "OpenVINO + NNCF int8 against TensorFlow float32 on the default book's images, per network "
-             "(benchmarks/bench_int8.py)",
-     "speed-up ≥ 2.5 at the default batch sizes; min per-image cosine ≥ 0.99; no Train×Test AUC moves by more "
-     "than its paired CI; extract_features end to end ≥ 0.90 of the network-only rate"),
-    ("paper_protocol", "python -m uslib run on a 100-lesion OASBUD-schema file, paper protocol, both networks",
-     "≤ 15 min float32, ≤ 10 min bfloat16 on 2 cores"),
+    (
+        "features",
+        "compiled batched extraction at the default batch rule, per network",
+        "share of roofline ≥ 0.85 (the machine's: the largest of sgemm, tf.matmul and tf.nn.conv2d, paired per "
+        "round); bfloat16 speed-up ≥ 1.3 with min cosine ≥ 0.99 where the CPU has bf16",
+    ),
+    (
+        "bfloat16_auc",
+        "default book's TrainALL/TestALL AUC, bfloat16 against float32, per network",
+        "the change reported beside float32's 95 % CI",
+    ),
+    (
+        "int8",
+        "OpenVINO + NNCF int8 against TensorFlow float32 on the default book's images, per network "
+        "(benchmarks/bench_int8.py)",
+        "speed-up ≥ 2.5 at the default batch sizes; min per-image cosine ≥ 0.99; no Train×Test AUC moves by more "
+        "than its paired CI; extract_features end to end ≥ 0.90 of the network-only rate",
+    ),
+    (
+        "paper_protocol",
+        "python -m uslib run on a 100-lesion OASBUD-schema file, paper protocol, both networks",
+        "≤ 15 min float32, ≤ 10 min bfloat16 on 2 cores",
+    ),
     ("evaluation", "Train × Test matrix, both backbones, default profile", "< 60 s on 2 cores"),
-    ("book", "make book on params/default.yaml (benchmarks/bench_book.py: chapters one after another, side by "
-             "side, and a baseline commit, alternated)",
-     "< 15 min cold, < 3 min warm (excluding installation); no slower than the baseline"),
+    (
+        "book",
+        "make book on params/default.yaml (benchmarks/bench_book.py: chapters one after another, side by "
+        "side, and a baseline commit, alternated)",
+        "< 15 min cold, < 3 min warm (excluding installation); no slower than the baseline",
+    ),
 ]
 
 
@@ -235,25 +273,40 @@ def _stage_timings(rec: dict, title: str) -> list[str]:
     """
     stages = {k: v for k, v in (rec.get("stages") or {}).items() if isinstance(v, dict) and "seconds" in v}
     if not stages:
-        stages = {k: {"seconds": v} for k, v in (rec.get("stage_seconds") or {}).items()
-                  if k not in ("total", "book_build")}
+        stages = {
+            k: {"seconds": v} for k, v in (rec.get("stage_seconds") or {}).items() if k not in ("total", "book_build")
+        }
     if not stages:
         return []
-    lines = [f"## {title}", "",
-             f"Seconds each chapter of run `{rec.get('run_id')}` took (a chapter that found its results cached "
-             "takes little time, so a warm rerun reads differently from a cold one; these are records of this "
-             "run, not benchmarks).", "",
-             "| chapter | status | seconds |", "|---|---|---|"]
-    lines += [f"| {_md_escape(k)} | {_md_escape(v.get('status', ''))} | {float(v['seconds']):.1f} |"
-              for k, v in stages.items()]
+    lines = [
+        f"## {title}",
+        "",
+        f"Seconds each chapter of run `{rec.get('run_id')}` took (a chapter that found its results cached "
+        "takes little time, so a warm rerun reads differently from a cold one; these are records of this "
+        "run, not benchmarks).",
+        "",
+        "| chapter | status | seconds |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {_md_escape(k)} | {_md_escape(v.get('status', ''))} | {float(v['seconds']):.1f} |"
+        for k, v in stages.items()
+    ]
     lines += [f"| all chapters | | {sum(float(v['seconds']) for v in stages.values()):.1f} |", ""]
-    steps = {k: v for k, v in (rec.get("stage_seconds") or {}).items()
-             if k not in stages and k not in ("total", "book_build") and isinstance(v, (int, float))}
+    steps = {
+        k: v
+        for k, v in (rec.get("stage_seconds") or {}).items()
+        if k not in stages and k not in ("total", "book_build") and isinstance(v, (int, float))
+    }
     if steps:
-        lines += ["Steps inside the chapters, as `run.json` records them (`stage_seconds`: a step a chapter found "
-                  "cached is not timed again, and a step that two chapters run, such as feature extraction in 04 "
-                  "and 07, keeps the time of the later one):", "",
-                  "| step | seconds |", "|---|---|"]
+        lines += [
+            "Steps inside the chapters, as `run.json` records them (`stage_seconds`: a step a chapter found "
+            "cached is not timed again, and a step that two chapters run, such as feature extraction in 04 "
+            "and 07, keeps the time of the later one):",
+            "",
+            "| step | seconds |",
+            "|---|---|",
+        ]
         lines += [f"| {_md_escape(k)} | {format_number(float(v), 1)} |" for k, v in sorted(steps.items())]
         lines.append("")
     return lines
@@ -266,12 +319,15 @@ def benchmarks_page(run_dir: str | os.PathLike | None = None, bench_dir: Path | 
     """
     bench_dir = bench_dir or (REPO_ROOT / "runs" / "benchmarks")
     files = sorted(bench_dir.glob("*.json")) if bench_dir.exists() else []
-    intro = ("The measurements on this page were made on the machine that built this book, each with the "
-             "command that produced it; `make bench` refreshes them." if files else
-             "This page shows the targets and how long each chapter and each step of the run this book was "
-             "built from took (*This build*). The benchmarks (`make bench`: `benchmarks/run_all.py`, each script "
-             "writing `runs/benchmarks/<name>.json`) add their measurements here when the book is rebuilt "
-             "after them (`python -m uslib build --profile P`).")
+    intro = (
+        "The measurements on this page were made on the machine that built this book, each with the "
+        "command that produced it; `make bench` refreshes them."
+        if files
+        else "This page shows the targets and how long each chapter and each step of the run this book was "
+        "built from took (*This build*). The benchmarks (`make bench`: `benchmarks/run_all.py`, each script "
+        "writing `runs/benchmarks/<name>.json`) add their measurements here when the book is rebuilt "
+        "after them (`python -m uslib build --profile P`)."
+    )
     lines = [
         "# Benchmarks",
         "",
@@ -292,14 +348,21 @@ def benchmarks_page(run_dir: str | os.PathLike | None = None, bench_dir: Path | 
         return "\n".join(lines)
     for f in files:
         rec = load_json(f)
-        lines += [f"## {rec.get('name', f.stem)}", "",
-                  f"Measured {rec.get('measured')} on {_md_escape(rec.get('machine', {}).get('platform'))}, "
-                  f"{rec.get('machine', {}).get('cpu_count')} CPUs, with `{_md_escape(rec.get('command'))}`.", ""]
+        lines += [
+            f"## {rec.get('name', f.stem)}",
+            "",
+            f"Measured {rec.get('measured')} on {_md_escape(rec.get('machine', {}).get('platform'))}, "
+            f"{rec.get('machine', {}).get('cpu_count')} CPUs, with `{_md_escape(rec.get('command'))}`.",
+            "",
+        ]
         if rec.get("notes"):
             lines += [_md_escape(rec["notes"]), ""]
         lines += ["| figure | value |", "|---|---|"]
-        lines += [f"| {_md_escape(k)} | {_fmt(v)} |" for k, v in _flatten(rec.get("figures", {})).items()
-                  if LAYERS_KEY not in k]  # the per-layer tables are under "Where the time goes"
+        lines += [
+            f"| {_md_escape(k)} | {_fmt(v)} |"
+            for k, v in _flatten(rec.get("figures", {})).items()
+            if LAYERS_KEY not in k
+        ]  # the per-layer tables are under "Where the time goes"
         lines.append("")
     return "\n".join(lines)
 
@@ -333,16 +396,22 @@ def _share_why(rep: dict) -> str:
     conv = layers.get("Conv2D")
     if conv:
         s = conv.get("share of roofline")
-        parts.append(f"its Conv2D layers, timed alone, take {conv['share of time']:.0%} of the time at "
-                     f"{conv['GFLOP/s']:.0f} GFLOP/s" + (f" ({s:.1%} of the roofline)" if s is not None else ""))
+        parts.append(
+            f"its Conv2D layers, timed alone, take {conv['share of time']:.0%} of the time at "
+            f"{conv['GFLOP/s']:.0f} GFLOP/s" + (f" ({s:.1%} of the roofline)" if s is not None else "")
+        )
         net = rep.get("share of roofline")
         if s is not None and net is not None and net >= 0.95 * s:
-            parts.append(f"the whole network (fused) runs at {net:.1%}, close to its convolutions alone: the "
-                         "convolutions themselves, not the layers between them, set the ceiling")
+            parts.append(
+                f"the whole network (fused) runs at {net:.1%}, close to its convolutions alone: the "
+                "convolutions themselves, not the layers between them, set the ceiling"
+            )
         rest = 1.0 - sum(d.get("share of time", 0.0) for d in layers.values() if d.get("GFLOP/s", 0) > 0)
         if rest > 0.005:
-            parts.append(f"layers without FLOPs (batch norm, activations, pooling, concatenation) take "
-                         f"{rest:.0%} (alone, unfused: an upper bound)")
+            parts.append(
+                f"layers without FLOPs (batch norm, activations, pooling, concatenation) take "
+                f"{rest:.0%} (alone, unfused: an upper bound)"
+            )
     elif not layers:
         parts.append("no per-layer profile measured (bench_features.py --no-layers)")
     for prob in rep.get("problems", []):
@@ -365,28 +434,60 @@ def performance_rows(features: dict | None, bf16_auc: dict | None = None, paper:
     roof = (features or {}).get("roofline [GFLOP/s] (best of all rounds)")
     src = (features or {}).get("roofline source")
     if not networks:
-        rows.append({"target": f"share of roofline ≥ {SHARE_TARGET} per network", "figure": "—",
-                     "status": "not measured", "why": "run benchmarks/bench_features.py"})
+        rows.append(
+            {
+                "target": f"share of roofline ≥ {SHARE_TARGET} per network",
+                "figure": "—",
+                "status": "not measured",
+                "why": "run benchmarks/bench_features.py",
+            }
+        )
     for n in networks:
         rep = features[n]
         share = rep.get("share of roofline")
-        fig = (f"{share:.3f} (each round against its own roofline; best roofline {roof:.0f} GFLOP/s, {src})"
-               if share is not None and roof else
-               "not reported (over 100 % of the roofline: the measurement is wrong)")
+        fig = (
+            f"{share:.3f} (each round against its own roofline; best roofline {roof:.0f} GFLOP/s, {src})"
+            if share is not None and roof
+            else "not reported (over 100 % of the roofline: the measurement is wrong)"
+        )
         status = ("met" if share >= SHARE_TARGET else "NOT met") if share is not None else "not measured"
-        rows.append({"target": f"{n}: share of roofline ≥ {SHARE_TARGET}", "figure": fig, "status": status,
-                     "why": "" if status == "met" else _share_why(rep),
-                     "short": f"{share:.3f}" if share is not None else "not reported"})
+        rows.append(
+            {
+                "target": f"{n}: share of roofline ≥ {SHARE_TARGET}",
+                "figure": fig,
+                "status": status,
+                "why": "" if status == "met" else _share_why(rep),
+                "short": f"{share:.3f}" if share is not None else "not reported",
+            }
+        )
         if "bfloat16 speed-up (median of paired rounds)" in rep:
             sp, cos = rep["bfloat16 speed-up (median of paired rounds)"], rep.get("bfloat16 min cosine vs float32")
-            rows.append({"target": f"{n}: bfloat16 speed-up ≥ {BF16_SPEEDUP_TARGET}", "figure": f"{sp:.2f}×",
-                         "status": "met" if sp >= BF16_SPEEDUP_TARGET else "NOT met", "why": ""})
+            rows.append(
+                {
+                    "target": f"{n}: bfloat16 speed-up ≥ {BF16_SPEEDUP_TARGET}",
+                    "figure": f"{sp:.2f}×",
+                    "status": "met" if sp >= BF16_SPEEDUP_TARGET else "NOT met",
+                    "why": "",
+                }
+            )
             if cos is not None:
-                rows.append({"target": f"{n}: bfloat16 min cosine ≥ {BF16_COSINE_TARGET}", "figure": f"{cos:.5f}",
-                             "status": "met" if cos >= BF16_COSINE_TARGET else "NOT met", "why": ""})
+                rows.append(
+                    {
+                        "target": f"{n}: bfloat16 min cosine ≥ {BF16_COSINE_TARGET}",
+                        "figure": f"{cos:.5f}",
+                        "status": "met" if cos >= BF16_COSINE_TARGET else "NOT met",
+                        "why": "",
+                    }
+                )
         elif features.get("bfloat16", "").startswith("not measured"):
-            rows.append({"target": f"{n}: bfloat16 speed-up and fidelity", "figure": "—", "status": "not measured",
-                         "why": features["bfloat16"]})
+            rows.append(
+                {
+                    "target": f"{n}: bfloat16 speed-up and fidelity",
+                    "figure": "—",
+                    "status": "not measured",
+                    "why": features["bfloat16"],
+                }
+            )
     for n, v in (bf16_auc or {}).items():
         ch = v.get("bfloat16 TrainALL/TestALL AUC change") if isinstance(v, dict) else None
         if not ch:
@@ -394,21 +495,40 @@ def performance_rows(features: dict | None, bf16_auc: dict | None = None, paper:
         lo, hi = ch["float32 95 % CI"]
         blo, bhi = ch["bfloat16 95 % CI"]
         plo, phi = ch["paired 95 % interval of the change"]
-        rows.append({"target": f"{n}: bfloat16 change of the default book's TrainALL/TestALL AUC, beside its CI",
-                     "figure": f"{ch['bfloat16 - float32']:+.4f} (float32 {ch['float32 AUC']:.3f} [{lo:.3f}, {hi:.3f}], "
-                               f"bfloat16 {ch['bfloat16 AUC']:.3f} [{blo:.3f}, {bhi:.3f}]; paired 95 % interval "
-                               f"[{plo:+.4f}, {phi:+.4f}])",
-                     "status": "reported",
-                     "why": ("within float32's CI" if ch.get("change within float32's CI (|change| < half its width)")
-                             else "larger than half of float32's CI width")})
+        rows.append(
+            {
+                "target": f"{n}: bfloat16 change of the default book's TrainALL/TestALL AUC, beside its CI",
+                "figure": f"{ch['bfloat16 - float32']:+.4f} (float32 {ch['float32 AUC']:.3f} [{lo:.3f}, {hi:.3f}], "
+                f"bfloat16 {ch['bfloat16 AUC']:.3f} [{blo:.3f}, {bhi:.3f}]; paired 95 % interval "
+                f"[{plo:+.4f}, {phi:+.4f}])",
+                "status": "reported",
+                "why": (
+                    "within float32's CI"
+                    if ch.get("change within float32's CI (|change| < half its width)")
+                    else "larger than half of float32's CI width"
+                ),
+            }
+        )
     if bf16_auc is None:
-        rows.append({"target": "bfloat16 change of the default book's TrainALL/TestALL AUC", "figure": "—",
-                     "status": "not measured", "why": "run benchmarks/bench_bfloat16_auc.py"})
+        rows.append(
+            {
+                "target": "bfloat16 change of the default book's TrainALL/TestALL AUC",
+                "figure": "—",
+                "status": "not measured",
+                "why": "run benchmarks/bench_bfloat16_auc.py",
+            }
+        )
     for prec, limit in PAPER_MINUTES_TARGET.items():
         r = (paper or {}).get(prec)
         if not isinstance(r, dict) or "wall minutes" not in r:
-            rows.append({"target": f"paper protocol, {prec}: ≤ {limit:.0f} min", "figure": "—",
-                         "status": "not measured", "why": "run benchmarks/bench_paper.py --precision " + prec})
+            rows.append(
+                {
+                    "target": f"paper protocol, {prec}: ≤ {limit:.0f} min",
+                    "figure": "—",
+                    "status": "not measured",
+                    "why": "run benchmarks/bench_paper.py --precision " + prec,
+                }
+            )
             continue
         mins = float(r["wall minutes"])
         why = ""
@@ -421,9 +541,15 @@ def performance_rows(features: dict | None, bf16_auc: dict | None = None, paper:
         bound = _arithmetic_bound(features, r) if mins > limit and prec == "float32" else ""
         if bound:
             why = f"{why}; {bound}" if why else bound
-        rows.append({"target": f"paper protocol, {prec}: ≤ {limit:.0f} min", "figure": f"{mins:.1f} min",
-                     "short": f"{mins:.1f} min",
-                     "status": "met" if mins <= limit else "NOT met", "why": why})
+        rows.append(
+            {
+                "target": f"paper protocol, {prec}: ≤ {limit:.0f} min",
+                "figure": f"{mins:.1f} min",
+                "short": f"{mins:.1f} min",
+                "status": "met" if mins <= limit else "NOT met",
+                "why": why,
+            }
+        )
     return rows
 
 
@@ -438,47 +564,73 @@ def int8_rows(int8: dict | None) -> list[dict]:
     """
     networks = [k for k, v in (int8 or {}).items() if isinstance(v, dict) and "throughput" in v]
     if not networks:
-        return [{"target": f"int8 speed-up ≥ {INT8_SPEEDUP_TARGET} and min cosine ≥ {INT8_COSINE_TARGET}",
-                 "figure": "—", "status": "not measured", "why": "run benchmarks/bench_int8.py"}]
+        return [
+            {
+                "target": f"int8 speed-up ≥ {INT8_SPEEDUP_TARGET} and min cosine ≥ {INT8_COSINE_TARGET}",
+                "figure": "—",
+                "status": "not measured",
+                "why": "run benchmarks/bench_int8.py",
+            }
+        ]
     rows: list[dict] = []
     for n in networks:
         rep, th = int8[n], int8[n]["throughput"]
         sp = th.get("int8 speed-up over TF float32 (median of paired rounds)")
         if sp is not None:
-            rows.append({"target": f"{n}: int8 speed-up ≥ {INT8_SPEEDUP_TARGET} (batch {th.get('batch size')})",
-                         "figure": f"{sp:.2f}× ({th.get('OpenVINO int8 img/s (median of rounds)')} vs "
-                                   f"{th.get('TF float32 img/s (median of rounds)')} img/s; OpenVINO f32 "
-                                   f"{th.get('OpenVINO f32 / TF float32 (median of paired rounds)')}× of TF)",
-                         "short": f"{sp:.2f}×", "status": "met" if sp >= INT8_SPEEDUP_TARGET else "NOT met",
-                         "why": ""})
+            rows.append(
+                {
+                    "target": f"{n}: int8 speed-up ≥ {INT8_SPEEDUP_TARGET} (batch {th.get('batch size')})",
+                    "figure": f"{sp:.2f}× ({th.get('OpenVINO int8 img/s (median of rounds)')} vs "
+                    f"{th.get('TF float32 img/s (median of rounds)')} img/s; OpenVINO f32 "
+                    f"{th.get('OpenVINO f32 / TF float32 (median of paired rounds)')}× of TF)",
+                    "short": f"{sp:.2f}×",
+                    "status": "met" if sp >= INT8_SPEEDUP_TARGET else "NOT met",
+                    "why": "",
+                }
+            )
         fid = rep.get("int8 vs float32, the book's images") or {}
         if "min cosine" in fid:
             cos = fid["min cosine"]
-            rows.append({"target": f"{n}: int8 min per-image cosine ≥ {INT8_COSINE_TARGET}",
-                         "figure": f"{cos:.5f} (1st percentile {fid.get('1st percentile cosine', float('nan')):.5f}, "
-                                   f"{fid.get('images')} images)",
-                         "short": f"{cos:.5f}", "status": "met" if cos >= INT8_COSINE_TARGET else "NOT met",
-                         "why": ""})
+            rows.append(
+                {
+                    "target": f"{n}: int8 min per-image cosine ≥ {INT8_COSINE_TARGET}",
+                    "figure": f"{cos:.5f} (1st percentile {fid.get('1st percentile cosine', float('nan')):.5f}, "
+                    f"{fid.get('images')} images)",
+                    "short": f"{cos:.5f}",
+                    "status": "met" if cos >= INT8_COSINE_TARGET else "NOT met",
+                    "why": "",
+                }
+            )
         summ = rep.get("AUC changes summary")
         if summ:
             big = summ.get("largest |change|") or {}
             ok = summ["paired 95 % interval holds 0"] == summ["settings"]
             within = summ.get("change within float32's CI")
-            rows.append({"target": f"{n}: no Train×Test AUC moves by more than its paired CI (int8)",
-                         "figure": f"{summ['paired 95 % interval holds 0']} of {summ['settings']} paired intervals "
-                                   f"hold 0; {within} of "
-                                   f"{summ['settings']} changes within float32's CI; largest "
-                                   f"{big.get('int8 - float32', float('nan')):+.4f} ({big.get('setting')})",
-                         "short": f"{summ['paired 95 % interval holds 0']}/{summ['settings']}",
-                         "status": "met" if ok else "NOT met", "why": ""})
+            rows.append(
+                {
+                    "target": f"{n}: no Train×Test AUC moves by more than its paired CI (int8)",
+                    "figure": f"{summ['paired 95 % interval holds 0']} of {summ['settings']} paired intervals "
+                    f"hold 0; {within} of "
+                    f"{summ['settings']} changes within float32's CI; largest "
+                    f"{big.get('int8 - float32', float('nan')):+.4f} ({big.get('setting')})",
+                    "short": f"{summ['paired 95 % interval holds 0']}/{summ['settings']}",
+                    "status": "met" if ok else "NOT met",
+                    "why": "",
+                }
+            )
         e2e = th.get("end to end / network only (float32, same process)")
         if e2e is not None:
-            rows.append({"target": f"{n}: extract_features end to end ≥ {END_TO_END_TARGET:.0%} of network only",
-                         "figure": f"{e2e:.3f} "
-                                   f"({th.get('extract_features float32 cold [img/s] (build, render, cache included)')}"
-                                   f" vs {th.get('TF float32 img/s (median of rounds)')} img/s)",
-                         "short": f"{e2e:.3f}", "status": "met" if e2e >= END_TO_END_TARGET else "NOT met",
-                         "why": ""})
+            rows.append(
+                {
+                    "target": f"{n}: extract_features end to end ≥ {END_TO_END_TARGET:.0%} of network only",
+                    "figure": f"{e2e:.3f} "
+                    f"({th.get('extract_features float32 cold [img/s] (build, render, cache included)')}"
+                    f" vs {th.get('TF float32 img/s (median of rounds)')} img/s)",
+                    "short": f"{e2e:.3f}",
+                    "status": "met" if e2e >= END_TO_END_TARGET else "NOT met",
+                    "why": "",
+                }
+            )
     return rows
 
 
@@ -504,9 +656,11 @@ def _arithmetic_bound(features: dict | None, paper_run: dict) -> str:
     if not images or not per_image or None in per_image or not roof or not peak:
         return ""
     gflop = float(images) * sum(per_image)
-    return (f"the networks' arithmetic alone, {int(images)} images × {sum(per_image):.1f} GFLOP = {gflop / 1e3:.0f} "
-            f"TFLOP, needs {gflop / roof / 60:.1f} min at this machine's roofline ({roof:.0f} GFLOP/s) and "
-            f"{gflop / peak / 60:.1f} min at its theoretical float32 peak ({peak:.0f} GFLOP/s)")
+    return (
+        f"the networks' arithmetic alone, {int(images)} images × {sum(per_image):.1f} GFLOP = {gflop / 1e3:.0f} "
+        f"TFLOP, needs {gflop / roof / 60:.1f} min at this machine's roofline ({roof:.0f} GFLOP/s) and "
+        f"{gflop / peak / 60:.1f} min at its theoretical float32 peak ({peak:.0f} GFLOP/s)"
+    )
 
 
 def layer_table_lines(features: dict | None) -> list[str]:
@@ -517,17 +671,24 @@ def layer_table_lines(features: dict | None) -> list[str]:
         if not layers:
             continue
         roof = rep.get("roofline paired with the layer profile [GFLOP/s]")
-        lines += [f"### {n}", "",
-                  f"Each layer alone at the default batch ({rep.get('default batch size (features.default_batch_size)')}"
-                  f" images), summed per layer type" + (f"; roofline measured just before: {roof:.0f} GFLOP/s" if roof
-                                                         else "") + ".", "",
-                  "| layer type | layers | seconds | share of time | GFLOP/s | share of roofline |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            f"### {n}",
+            "",
+            f"Each layer alone at the default batch ({rep.get('default batch size (features.default_batch_size)')}"
+            f" images), summed per layer type"
+            + (f"; roofline measured just before: {roof:.0f} GFLOP/s" if roof else "")
+            + ".",
+            "",
+            "| layer type | layers | seconds | share of time | GFLOP/s | share of roofline |",
+            "|---|---|---|---|---|---|",
+        ]
         for k, d in sorted(layers.items(), key=lambda kv: -kv[1].get("seconds", 0.0)):  # slowest first
             s = d.get("share of roofline")
-            lines.append(f"| {_md_escape(k)} | {d.get('layers')} | {d.get('seconds', float('nan')):.3f} | "
-                         f"{d.get('share of time', 0):.1%} | {d.get('GFLOP/s', 0):.1f} | "
-                         f"{'—' if s is None else f'{s:.1%}'} |")
+            lines.append(
+                f"| {_md_escape(k)} | {d.get('layers')} | {d.get('seconds', float('nan')):.3f} | "
+                f"{d.get('share of time', 0):.1%} | {d.get('GFLOP/s', 0):.1f} | "
+                f"{'—' if s is None else f'{s:.1%}'} |"
+            )
         lines.append("")
     return lines
 
@@ -541,20 +702,29 @@ def performance_section(bench_dir: Path) -> list[str]:
     if features is None and bf16 is None and paper is None and int8 is None:
         return []
     rows = performance_rows(features, bf16, paper) + int8_rows(int8)
-    lines = ["## Performance targets beside the figures", "",
-             "Read from `runs/benchmarks/features.json`, `bfloat16_auc.json`, `int8.json` and `paper_protocol.json` "
-             "(random weights and synthetic images on this machine: the same arithmetic as ImageNet weights, so "
-             "the timings hold; the AUCs are not the paper's).", "",
-             "| target | figure | status | why |", "|---|---|---|---|"]
-    lines += [f"| {_md_escape(r['target'])} | {_md_escape(r['figure'])} | **{r['status']}** | {_md_escape(r['why'])} |"
-              for r in rows]
+    lines = [
+        "## Performance targets beside the figures",
+        "",
+        "Read from `runs/benchmarks/features.json`, `bfloat16_auc.json`, `int8.json` and `paper_protocol.json` "
+        "(random weights and synthetic images on this machine: the same arithmetic as ImageNet weights, so "
+        "the timings hold; the AUCs are not the paper's).",
+        "",
+        "| target | figure | status | why |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {_md_escape(r['target'])} | {_md_escape(r['figure'])} | **{r['status']}** | {_md_escape(r['why'])} |"
+        for r in rows
+    ]
     lines.append("")
     missed = [r for r in rows if r["status"] == "NOT met"]
     unmeasured = [r for r in rows if r["status"] == "not measured"]
     if missed:
         lines += ["**Not met on this machine:**", ""]
-        lines += [f"- {r['target']}: {r.get('short', r['figure'])}" + (f". Why: {r['why']}" if r["why"] else "") + "."
-                  for r in missed]
+        lines += [
+            f"- {r['target']}: {r.get('short', r['figure'])}" + (f". Why: {r['why']}" if r["why"] else "") + "."
+            for r in missed
+        ]
         lines.append("")
     else:
         lines += ["Every measured target is met on this machine.", ""]
@@ -562,11 +732,15 @@ def performance_section(bench_dir: Path) -> list[str]:
         lines += ["Not measured here: " + "; ".join(r["target"] for r in unmeasured) + ".", ""]
     layer_lines = layer_table_lines(features)
     if layer_lines:
-        lines += ["## Where the time goes", "",
-                  "Each layer of the network timed alone on inputs of its shape (`bench_features.py`), summed per "
-                  "layer type. Alone, a layer is not fused with its neighbours as in the whole graph (oneDNN fuses "
-                  "a convolution with its batch norm and activation), so the shares of layers without FLOPs are "
-                  "upper bounds.", ""] + layer_lines
+        lines += [
+            "## Where the time goes",
+            "",
+            "Each layer of the network timed alone on inputs of its shape (`bench_features.py`), summed per "
+            "layer type. Alone, a layer is not fused with its neighbours as in the whole graph (oneDNN fuses "
+            "a convolution with its batch norm and activation), so the shares of layers without FLOPs are "
+            "upper bounds.",
+            "",
+        ] + layer_lines
     return lines
 
 
@@ -590,35 +764,53 @@ def sweep_page(run_dir: str | os.PathLike) -> str:
     ]
     path = store.sweep_summary_path(run_dir)
     if not path.exists():
-        lines += ["```{note}", "No sweep has been run for this run directory: this page fills in after "
-                  "`python -m uslib sweep` and a rebuild of the book.", "```", ""]
+        lines += [
+            "```{note}",
+            "No sweep has been run for this run directory: this page fills in after "
+            "`python -m uslib sweep` and a rebuild of the book.",
+            "```",
+            "",
+        ]
         return "\n".join(lines)
     try:
         summary = store.load_csv(path, dtype={"point": str, "backbone": str, "train": str, "test": str})
     except store.DamagedArtefact as exc:
-        lines += ["```{warning}", f"The sweep summary is damaged ({_md_escape(exc.reason)}): run the sweep again.",
-                  "```", ""]
+        lines += [
+            "```{warning}",
+            f"The sweep summary is damaged ({_md_escape(exc.reason)}): run the sweep again.",
+            "```",
+            "",
+        ]
         return "\n".join(lines)
     sweep = read_run_record(run_dir).get("sweep", {})
-    swept = list(sweep.get("sets", {})) or [c for c in summary.columns
-                                             if c not in ("point", "backbone", "train", "test", "auc", "ci_low",
-                                                          "ci_high")]
+    swept = list(sweep.get("sets", {})) or [
+        c for c in summary.columns if c not in ("point", "backbone", "train", "test", "auc", "ci_low", "ci_high")
+    ]
     rel = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
-    lines += [f"Generated from `{_md_escape(rel)}` when the book was built. Swept: "
-              + ", ".join(f"`{s}`" for s in swept) + "; chapters run at each point: "
-              + (", ".join(sweep.get("chapters", [])) or "(not recorded)")
-              + f"; images whose features were computed for the sweep: {sweep.get('features_computed', 'n/a')}."
-              + " AUC [95 % DeLong CI] per point.", ""]
+    lines += [
+        f"Generated from `{_md_escape(rel)}` when the book was built. Swept: "
+        + ", ".join(f"`{s}`" for s in swept)
+        + "; chapters run at each point: "
+        + (", ".join(sweep.get("chapters", [])) or "(not recorded)")
+        + f"; images whose features were computed for the sweep: {sweep.get('features_computed', 'n/a')}."
+        + " AUC [95 % DeLong CI] per point.",
+        "",
+    ]
     points = list(dict.fromkeys(summary["point"]))
     for b, table in summary.groupby("backbone", sort=False):
-        lines += [f"## {b}", "", "| train | test | " + " | ".join(f"`{_md_escape(pt)}`" for pt in points) + " |",
-                  "|---|---|" + "---|" * len(points)]
+        lines += [
+            f"## {b}",
+            "",
+            "| train | test | " + " | ".join(f"`{_md_escape(pt)}`" for pt in points) + " |",
+            "|---|---|" + "---|" * len(points),
+        ]
         for (train, test), rows in table.groupby(["train", "test"], sort=False):
             cells = []
             for pt in points:
                 r = rows[rows["point"] == pt]
-                cells.append("" if r.empty else
-                             f"{r.auc.iloc[0]:.3f} [{r.ci_low.iloc[0]:.3f}, {r.ci_high.iloc[0]:.3f}]")
+                cells.append(
+                    "" if r.empty else f"{r.auc.iloc[0]:.3f} [{r.ci_low.iloc[0]:.3f}, {r.ci_high.iloc[0]:.3f}]"
+                )
             lines.append(f"| {train} | {test} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -669,9 +861,17 @@ def scaling_estimate(bench: dict, *, nodes=SCALING_NODES, workloads=SCALING_WORK
             rounds = math.ceil(lesions / (n * workers))
             seconds = warm_up + images / (n * node_rate) + rounds * per_partition
             base = base or seconds
-            out.append({"workload": name, "nodes": n, "images": images, "seconds": seconds,
-                        "speedup": base / seconds, "efficiency": base / seconds / n,
-                        "mbytes_returned": images * bytes_out / 1e6})
+            out.append(
+                {
+                    "workload": name,
+                    "nodes": n,
+                    "images": images,
+                    "seconds": seconds,
+                    "speedup": base / seconds,
+                    "efficiency": base / seconds / n,
+                    "mbytes_returned": images * bytes_out / 1e6,
+                }
+            )
     return out
 
 
@@ -685,13 +885,20 @@ def cluster_estimate_fragment(bench_dir: Path | None = None) -> str:
     bench_dir = bench_dir or (REPO_ROOT / "runs" / "benchmarks")
     path = bench_dir / "distributed.json"
     if not path.exists():
-        return "\n".join([
-            "The distributed benchmark measures, on the machine that runs it, the in-process and LocalCluster "
-            "throughput of feature extraction, the cost of building a network on each worker, a task's round "
-            "trip and the bytes moved per image, then estimates the time on 1 to 32 such nodes. To put its "
-            "table and estimate here, run it and rebuild the book:", "",
-            "```bash", ".venv/bin/python benchmarks/bench_distributed.py     # or: make bench",
-            "python -m uslib build --profile params/default.yaml", "```", ""])
+        return "\n".join(
+            [
+                "The distributed benchmark measures, on the machine that runs it, the in-process and LocalCluster "
+                "throughput of feature extraction, the cost of building a network on each worker, a task's round "
+                "trip and the bytes moved per image, then estimates the time on 1 to 32 such nodes. To put its "
+                "table and estimate here, run it and rebuild the book:",
+                "",
+                "```bash",
+                ".venv/bin/python benchmarks/bench_distributed.py     # or: make bench",
+                "python -m uslib build --profile params/default.yaml",
+                "```",
+                "",
+            ]
+        )
     bench = load_json(path)
     fig = bench["figures"]
     setup, ip, lc = fig["setup"], fig["in_process"], fig["local_cluster"]
@@ -731,12 +938,18 @@ def cluster_estimate_fragment(bench_dir: Path | None = None) -> str:
     for r in scaling_estimate(bench):
         s = r["seconds"]
         when = f"{s / 3600:.2f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
-        lines.append(f"| {r['workload']} | {r['nodes']} | {r['images']} | {when} | {r['speedup']:.2f}× | "
-                     f"{r['efficiency']:.0%} | {r['mbytes_returned']:.0f} MB |")
-    lines += ["", "The estimate is only as good as its assumptions: nodes like the measured one, a client that keeps "
-              "up with writing the returned features, and a network that moves them without delay. On nodes with "
-              "more cores, scale the per-node throughput by the number of cores (one single-threaded worker per "
-              "core).", ""]
+        lines.append(
+            f"| {r['workload']} | {r['nodes']} | {r['images']} | {when} | {r['speedup']:.2f}× | "
+            f"{r['efficiency']:.0%} | {r['mbytes_returned']:.0f} MB |"
+        )
+    lines += [
+        "",
+        "The estimate is only as good as its assumptions: nodes like the measured one, a client that keeps "
+        "up with writing the returned features, and a network that moves them without delay. On nodes with "
+        "more cores, scale the per-node throughput by the number of cores (one single-threaded worker per "
+        "core).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -747,14 +960,21 @@ def sweep_fragment(run_dir: str | os.PathLike) -> str:
     :func:`sweep_page` appear once it has run and the book is rebuilt).
     """
     if not store.sweep_summary_path(run_dir).exists():
-        return "\n".join([
-            "A sweep re-runs the chapters that declare a swept parameter at every point of a grid, each point "
-            "in its own run directory under `<run_dir>/sweep/`, sharing the run's data set and features "
-            "(extracted once, on the cluster when there is one). Its AUC table (a row per Train/Test setting, a "
-            "column per grid point, each AUC with its 95 % DeLong CI) is written to "
-            "`<run_dir>/sweep/summary.csv` and shown in this section when the book is rebuilt:", "",
-            "```bash", "python -m uslib sweep --profile params/tiny.yaml --set svm_c=0.1,1,10 [--set n_splits=3,5]",
-            "python -m uslib build --profile params/tiny.yaml", "```", ""])
+        return "\n".join(
+            [
+                "A sweep re-runs the chapters that declare a swept parameter at every point of a grid, each point "
+                "in its own run directory under `<run_dir>/sweep/`, sharing the run's data set and features "
+                "(extracted once, on the cluster when there is one). Its AUC table (a row per Train/Test setting, a "
+                "column per grid point, each AUC with its 95 % DeLong CI) is written to "
+                "`<run_dir>/sweep/summary.csv` and shown in this section when the book is rebuilt:",
+                "",
+                "```bash",
+                "python -m uslib sweep --profile params/tiny.yaml --set svm_c=0.1,1,10 [--set n_splits=3,5]",
+                "python -m uslib build --profile params/tiny.yaml",
+                "```",
+                "",
+            ]
+        )
     page = sweep_page(run_dir)
     body = page.split("```bash", 1)[1].split("```", 1)[1]  # after the title, the introduction and its command
     return "\n".join(("#" + line) if line.startswith("## ") else line for line in body.splitlines()).strip() + "\n"

@@ -53,7 +53,6 @@ Examples
 (True, 2, dtype('int16'), 510)
 """
 
-
 from __future__ import annotations
 
 import math
@@ -178,9 +177,7 @@ def _background(rng, model: LesionModel, z_mm: np.ndarray, x_mm: np.ndarray, dz_
     np.putmask(echo, layer(skin, dermis), f32(0.8) * np.exp(f32(0.2) * fine))
     np.putmask(echo, layer(dermis, fat_b), f32(0.3) * np.exp(f32(0.35) * fine))
     fat_isl = np.clip((islands - 0.8) * 2.0, 0.0, 1.0)
-    np.putmask(
-        echo, layer(fat_b, gland_b), np.exp(f32(0.3) * fine + f32(0.25) * coarse) * (1 - f32(0.65) * fat_isl)
-    )
+    np.putmask(echo, layer(fat_b, gland_b), np.exp(f32(0.3) * fine + f32(0.25) * coarse) * (1 - f32(0.65) * fat_isl))
     np.putmask(echo, layer(gland_b, rm_b), f32(0.3) * np.exp(f32(0.3) * fine))
     beta = math.radians(rng.uniform(-20.0, 20.0))
     period = rng.uniform(0.7, 1.4)

@@ -263,8 +263,9 @@ def apply_tgc(env, depth_mm, gain_db_per_cm: float) -> np.ndarray:
     return a * (10.0 ** (gain_db_per_cm * z_cm / 20.0))[:, None]
 
 
-def iq_demodulate(rf, fs_hz: float, f0_hz: float, *, cutoff_hz: float | None = None, order: int = 6,
-                  axis: int = 0) -> np.ndarray:
+def iq_demodulate(
+    rf, fs_hz: float, f0_hz: float, *, cutoff_hz: float | None = None, order: int = 6, axis: int = 0
+) -> np.ndarray:
     """Complex baseband (IQ) signal of RF lines: mix down by ``f0``, low-pass, times 2.
 
     ``iq = 2 · LP{ rf(t) · exp(−2πi f0 t) }``; its modulus is an envelope

@@ -41,8 +41,7 @@ __all__ = [
 ]
 
 #: Columns read back as strings from the robustness CSVs.
-_STR_COLUMNS = {"backbone": str, "policy": str, "family": str, "lesion": str, "patient": str,
-                "feature_set": str}
+_STR_COLUMNS = {"backbone": str, "policy": str, "family": str, "lesion": str, "patient": str, "feature_set": str}
 
 #: Manifest columns that define a result: which images, of which lesion, patient and class.
 _MANIFEST_KEY_COLUMNS = ("lesion", "patient", "label", "scan", "margin_mm", "dynamic_range_db")
@@ -95,8 +94,12 @@ def get_dataset(
         from . import phantom
         from .oasbud import save_oasbud
 
-        path = store.phantom_path(store.cache_root(rdir, cache_dir), n_lesions=n_lesions, seed=data_seed,
-                                  key_=store.key(store.code_fingerprint("phantom"), int(n_lesions), int(data_seed)))
+        path = store.phantom_path(
+            store.cache_root(rdir, cache_dir),
+            n_lesions=n_lesions,
+            seed=data_seed,
+            key_=store.key(store.code_fingerprint("phantom"), int(n_lesions), int(data_seed)),
+        )
 
         def simulate():
             # Uncompressed: several times faster to write and read than the compressed default.
@@ -126,8 +129,10 @@ def get_dataset(
         # Hashing the RF of every lesion (Dataset.content_digests) costs a
         # fraction of a second in every chapter; the digests are a function of
         # the verified file, skip_samples and the loader, so they are kept.
-        memo = store.content_digests_path(store.cache_root(rdir, cache_dir), store.key(
-            store.sealed_digest(path), int(skip_samples), store.code_fingerprint("oasbud")))
+        memo = store.content_digests_path(
+            store.cache_root(rdir, cache_dir),
+            store.key(store.sealed_digest(path), int(skip_samples), store.code_fingerprint("oasbud")),
+        )
 
         def adopt():
             store.verify(memo)
@@ -160,8 +165,13 @@ def get_dataset(
     return ds
 
 
-def get_manifest(dataset, *, dynamic_ranges_db: Sequence[float], margins_mm: Sequence[float],
-                 run_dir: str | os.PathLike | None = None):
+def get_manifest(
+    dataset,
+    *,
+    dynamic_ranges_db: Sequence[float],
+    margins_mm: Sequence[float],
+    run_dir: str | os.PathLike | None = None,
+):
     """The image-set manifest (cheap; recomputed every time, never stale).
 
     With ``run_dir`` it is also written to ``<run_dir>/manifest.csv`` for
@@ -249,10 +259,14 @@ def get_features(
     if fs.n_computed:
         sections["stage_seconds"] = {f"features_{backbone}": round(time.perf_counter() - t0, 2)}
     if fs.tasks:
-        sections["cluster"] = {f"features_{backbone}": {
-            "partitions": len(fs.tasks), "workers": len({t["worker"] for t in fs.tasks}),
-            "images": int(sum(t["n_images"] for t in fs.tasks)),
-            "build_seconds": round(sum(t["build_seconds"] for t in fs.tasks), 2)}}
+        sections["cluster"] = {
+            f"features_{backbone}": {
+                "partitions": len(fs.tasks),
+                "workers": len({t["worker"] for t in fs.tasks}),
+                "images": int(sum(t["n_images"] for t in fs.tasks)),
+                "build_seconds": round(sum(t["build_seconds"] for t in fs.tasks), 2),
+            }
+        }
     store.update_run_record(rdir, **sections)
     return fs
 
@@ -297,7 +311,9 @@ def get_matrix(
         features_key(feature_set.features),
         _manifest_key(manifest),
         feature_set.backbone,
-        list(map(float, ranges)), settings.key(), bool(nested_threshold),
+        list(map(float, ranges)),
+        settings.key(),
+        bool(nested_threshold),
         store.code_fingerprint("evaluation", packages=("numpy", "scipy", "scikit-learn", "pandas")),
     )
     out = store.results_dir(rdir, feature_set.backbone, k)
@@ -307,9 +323,14 @@ def get_matrix(
 
         lesions = ev.lesion_table(manifest)
         # the data set's patients are known only now (for OASBUD): an impossible n_splits names itself
-        check_folds_feasible(settings.n_splits, lesions["label"].to_numpy(),
-                             lesions["patient"].astype(str).to_numpy(), seeds=settings.seeds,
-                             data=f"the data set ({len(lesions)} lesions)", source="n_splits")
+        check_folds_feasible(
+            settings.n_splits,
+            lesions["label"].to_numpy(),
+            lesions["patient"].astype(str).to_numpy(),
+            seeds=settings.seeds,
+            data=f"the data set ({len(lesions)} lesions)",
+            source="n_splits",
+        )
         t0 = time.perf_counter()
         result = ev.reconstruction_matrix(
             feature_set.features,
@@ -383,10 +404,12 @@ def get_sensitivity(
     from . import evaluation as ev
 
     base = {name: getattr(settings, name) for name in SENSITIVITY_CHOICES}
-    other = {"standardize": [not base["standardize"]],
-             "calibration": ["image" if base["calibration"] == "grouped" else "grouped"],
-             "lesion_weighting": [not base["lesion_weighting"]],
-             "svm_c": [c for c in SENSITIVITY_C if c != base["svm_c"]]}
+    other = {
+        "standardize": [not base["standardize"]],
+        "calibration": ["image" if base["calibration"] == "grouped" else "grouped"],
+        "lesion_weighting": [not base["lesion_weighting"]],
+        "svm_c": [c for c in SENSITIVITY_C if c != base["svm_c"]],
+    }
     rows = []
     todo = [("as run", None)] + [(choice, v) for choice in SENSITIVITY_CHOICES for v in other[choice]]
     for choice, value in todo:
@@ -395,14 +418,26 @@ def get_sensitivity(
         if choice == "as run" and baseline is not None:
             result = baseline
         else:
-            result = get_matrix(run_dir, feature_set, manifest, ranges=ranges, nested_threshold=False,
-                                settings=row_settings)
+            result = get_matrix(
+                run_dir, feature_set, manifest, ranges=ranges, nested_threshold=False, settings=row_settings
+            )
         summary = ev.sensitivity_summary(result, n_boot=n_boot, seed=settings.cv_seed)
         fit = dg.sensitivity_columns(result.predictions, features=feature_set.features, settings=row_settings)
-        words = ", ".join(f"{k} = {v:g}" if k == "svm_c" else f"{k} = {v}" for k, v in shown.items()) \
-            if choice == "as run" else (f"{choice} = {value:g}" if choice == "svm_c" else f"{choice} = {value}")
-        rows.append({"backbone": feature_set.backbone, "choice": choice, "setting": words, **summary,
-                     "svm_c": float(shown["svm_c"]), **fit})
+        words = (
+            ", ".join(f"{k} = {v:g}" if k == "svm_c" else f"{k} = {v}" for k, v in shown.items())
+            if choice == "as run"
+            else (f"{choice} = {value:g}" if choice == "svm_c" else f"{choice} = {value}")
+        )
+        rows.append(
+            {
+                "backbone": feature_set.backbone,
+                "choice": choice,
+                "setting": words,
+                **summary,
+                "svm_c": float(shown["svm_c"]),
+                **fit,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -425,6 +460,7 @@ def _folds_key(folds) -> list:
 
 def _get_csvs(paths: Sequence[Path], compute) -> list[pd.DataFrame]:
     """Load sealed CSVs, or ``compute()`` -> frames (written in order; the first path marks completion last)."""
+
     def run():
         frames = compute()
         for p, df in list(zip(paths, frames))[::-1]:
@@ -439,8 +475,15 @@ def _get_csvs(paths: Sequence[Path], compute) -> list[pd.DataFrame]:
     return store.load_or_compute(load, run)
 
 
-def get_robustness_manifest(dataset, *, train_ranges_db: Sequence[float], unseen_ranges_db: Sequence[float],
-                            margins_mm: Sequence[float], continuous_range_db: Sequence[float], seed: int):
+def get_robustness_manifest(
+    dataset,
+    *,
+    train_ranges_db: Sequence[float],
+    unseen_ranges_db: Sequence[float],
+    margins_mm: Sequence[float],
+    continuous_range_db: Sequence[float],
+    seed: int,
+):
     """The robustness chapter's images (:func:`uslib.robustness.robustness_manifest`; cheap, never stale).
 
     One function for the chapter and for a sweep that prepares its features.
@@ -452,8 +495,14 @@ def get_robustness_manifest(dataset, *, train_ranges_db: Sequence[float], unseen
     """
     from . import robustness as rb
 
-    return rb.robustness_manifest(dataset, train_ranges_db=train_ranges_db, unseen_ranges_db=unseen_ranges_db,
-                                  margins_mm=margins_mm, continuous_range_db=continuous_range_db, seed=seed)
+    return rb.robustness_manifest(
+        dataset,
+        train_ranges_db=train_ranges_db,
+        unseen_ranges_db=unseen_ranges_db,
+        margins_mm=margins_mm,
+        continuous_range_db=continuous_range_db,
+        seed=seed,
+    )
 
 
 def get_handcrafted_features(run_dir: str | os.PathLike, dataset) -> pd.DataFrame:
@@ -477,8 +526,9 @@ def get_handcrafted_features(run_dir: str | os.PathLike, dataset) -> pd.DataFram
     return _get_csvs([path], compute)[0]
 
 
-def get_roi_db_table(run_dir: str | os.PathLike, dataset, *,
-                     dynamic_ranges_db: Sequence[float] = (40, 50, 60)) -> pd.DataFrame:
+def get_roi_db_table(
+    run_dir: str | os.PathLike, dataset, *, dynamic_ranges_db: Sequence[float] = (40, 50, 60)
+) -> pd.DataFrame:
     """:func:`uslib.qus.roi_db_table` (ROI brightness and interior Nakagami m per scan), cached.
 
     The key covers the data set's fingerprint, the dynamic ranges and the
@@ -500,11 +550,20 @@ def get_roi_db_table(run_dir: str | os.PathLike, dataset, *,
     return _get_csvs([path], compute)[0]
 
 
-def get_curves(run_dir: str | os.PathLike, feature_set, manifest: pd.DataFrame, continuous_mask=None, *,
-               policies=None, test_ranges_db: Sequence[float] | None = None,
-               train_ranges_db: Sequence[float] = (40, 50, 60),
-               continuous_range_db: Sequence[float] | None = None, folds=None, settings: CVSettings,
-               alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
+def get_curves(
+    run_dir: str | os.PathLike,
+    feature_set,
+    manifest: pd.DataFrame,
+    continuous_mask=None,
+    *,
+    policies=None,
+    test_ranges_db: Sequence[float] | None = None,
+    train_ranges_db: Sequence[float] = (40, 50, 60),
+    continuous_range_db: Sequence[float] | None = None,
+    folds=None,
+    settings: CVSettings,
+    alpha: float = 0.05,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`uslib.robustness.generalisation_curves` of one backbone, from the run directory or computed.
 
     Files ``<run_dir>/robustness/curves-<backbone>-<key>.csv`` and
@@ -527,26 +586,47 @@ def get_curves(run_dir: str | os.PathLike, feature_set, manifest: pd.DataFrame, 
         policies = rb.DEFAULT_POLICIES
     if folds is None:
         lesions = ev.lesion_table(manifest)
-        folds = ev.patient_folds(lesions["label"].to_numpy(), lesions["patient"].astype(str).to_numpy(),
-                                 n_splits=settings.n_splits, seed=settings.cv_seed)
+        folds = ev.patient_folds(
+            lesions["label"].to_numpy(),
+            lesions["patient"].astype(str).to_numpy(),
+            n_splits=settings.n_splits,
+            seed=settings.cv_seed,
+        )
     mask = np.zeros(len(manifest), bool) if continuous_mask is None else np.asarray(continuous_mask, bool)
     pol = rb.resolve_policies(policies, train_ranges_db=train_ranges_db)
-    k = store.key(features_key(feature_set.features), _manifest_key(manifest),
-                  np.flatnonzero(mask).tolist(), {n: (list(v) if not isinstance(v, str) else v) for n, v in pol.items()},
-                  None if test_ranges_db is None else list(map(float, test_ranges_db)),
-                  list(map(float, train_ranges_db)),
-                  None if continuous_range_db is None else list(map(float, continuous_range_db)),
-                  _folds_key(folds), settings.key(), float(alpha), feature_set.backbone,
-                  store.code_fingerprint("robustness", packages=("numpy", "scipy", "scikit-learn", "pandas")))
+    k = store.key(
+        features_key(feature_set.features),
+        _manifest_key(manifest),
+        np.flatnonzero(mask).tolist(),
+        {n: (list(v) if not isinstance(v, str) else v) for n, v in pol.items()},
+        None if test_ranges_db is None else list(map(float, test_ranges_db)),
+        list(map(float, train_ranges_db)),
+        None if continuous_range_db is None else list(map(float, continuous_range_db)),
+        _folds_key(folds),
+        settings.key(),
+        float(alpha),
+        feature_set.backbone,
+        store.code_fingerprint("robustness", packages=("numpy", "scipy", "scikit-learn", "pandas")),
+    )
     b = feature_set.backbone
     paths = [store.robustness_path(rdir, "curves", k, b), store.robustness_path(rdir, "predictions", k, b)]
 
     def compute():
         t0 = time.perf_counter()
         curves, preds = rb.generalisation_curves(
-            feature_set.features, manifest, continuous_mask=mask, policies=pol, test_ranges_db=test_ranges_db,
-            train_ranges_db=train_ranges_db, continuous_range_db=continuous_range_db, folds=folds,
-            settings=settings, backbone=b, alpha=alpha, return_predictions=True)
+            feature_set.features,
+            manifest,
+            continuous_mask=mask,
+            policies=pol,
+            test_ranges_db=test_ranges_db,
+            train_ranges_db=train_ranges_db,
+            continuous_range_db=continuous_range_db,
+            folds=folds,
+            settings=settings,
+            backbone=b,
+            alpha=alpha,
+            return_predictions=True,
+        )
         _stage_seconds(rdir, f"robustness_{b}", t0)
         return [curves, preds]
 
@@ -554,8 +634,9 @@ def get_curves(run_dir: str | os.PathLike, feature_set, manifest: pd.DataFrame, 
     return curves, preds
 
 
-def get_baselines(run_dir: str | os.PathLike, dataset, *, folds=None, settings: CVSettings,
-                  alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
+def get_baselines(
+    run_dir: str | os.PathLike, dataset, *, folds=None, settings: CVSettings, alpha: float = 0.05
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`uslib.robustness.handcrafted_baselines`, from ``<run_dir>/robustness/`` or computed.
 
     The features come from :func:`get_handcrafted_features`; ``settings``
@@ -573,16 +654,27 @@ def get_baselines(run_dir: str | os.PathLike, dataset, *, folds=None, settings: 
     rdir = store.run_path(run_dir)
     table = get_handcrafted_features(rdir, dataset)
     if folds is None:
-        folds = ev.patient_folds(table["label"].to_numpy(), table["patient"].astype(str).to_numpy(),
-                                 n_splits=settings.n_splits, seed=settings.cv_seed)
-    k = store.key(dataset.fingerprint, _folds_key(folds), settings.key(), float(alpha), {n: list(c) for n, c in rb.BASELINE_SETS.items()},
-                  store.code_fingerprint("robustness", packages=("numpy", "scipy", "scikit-learn", "pandas")))
+        folds = ev.patient_folds(
+            table["label"].to_numpy(),
+            table["patient"].astype(str).to_numpy(),
+            n_splits=settings.n_splits,
+            seed=settings.cv_seed,
+        )
+    k = store.key(
+        dataset.fingerprint,
+        _folds_key(folds),
+        settings.key(),
+        float(alpha),
+        {n: list(c) for n, c in rb.BASELINE_SETS.items()},
+        store.code_fingerprint("robustness", packages=("numpy", "scipy", "scikit-learn", "pandas")),
+    )
     paths = [store.robustness_path(rdir, "baselines", k), store.robustness_path(rdir, "baseline-predictions", k)]
 
     def compute():
         t0 = time.perf_counter()
-        base, preds = rb.handcrafted_baselines(table=table, folds=folds, settings=settings, alpha=alpha,
-                                               return_predictions=True)
+        base, preds = rb.handcrafted_baselines(
+            table=table, folds=folds, settings=settings, alpha=alpha, return_predictions=True
+        )
         _stage_seconds(rdir, "robustness_baselines", t0)
         return [base, preds]
 

@@ -148,12 +148,24 @@ def platt_fit(decision, labels, *, sample_weight=None, monotone: bool = True) ->
     if reversing and monotone:
         # convex NLL: the constrained optimum is on the boundary a = -eps; fit b there (1-D, convex)
         a = -MIN_STEEPNESS
-        res_b = minimize(lambda v: nll(np.array([a, v[0]]))[0], np.array([b0]),
-                         jac=lambda v: np.array([nll(np.array([a, v[0]]))[1][1]]), method="BFGS",
-                         options={"gtol": 1e-12, "maxiter": 200})
+        res_b = minimize(
+            lambda v: nll(np.array([a, v[0]]))[0],
+            np.array([b0]),
+            jac=lambda v: np.array([nll(np.array([a, v[0]]))[1][1]]),
+            method="BFGS",
+            options={"gtol": 1e-12, "maxiter": 200},
+        )
         b = float(res_b.x[0])
-    return PlattFit(a=a / scale, b=b, a_free=a_free / scale, b_free=b_free, reversing=bool(reversing),
-                    constrained=bool(reversing and monotone), n=int(f.size), n_positive=int(y.sum()))
+    return PlattFit(
+        a=a / scale,
+        b=b,
+        a_free=a_free / scale,
+        b_free=b_free,
+        reversing=bool(reversing),
+        constrained=bool(reversing and monotone),
+        n=int(f.size),
+        n_positive=int(y.sum()),
+    )
 
 
 def platt_map(decision, fit: PlattFit) -> np.ndarray:
@@ -194,6 +206,18 @@ def fold_report(fits) -> pd.DataFrame:
         The key columns, then ``a``, ``b``, ``a_free``, ``b_free``,
         ``reversing``, ``constrained``, ``n``, ``n_positive``.
     """
-    rows = [{**dict(k), "a": p.a, "b": p.b, "a_free": p.a_free, "b_free": p.b_free, "reversing": p.reversing,
-             "constrained": p.constrained, "n": p.n, "n_positive": p.n_positive} for k, p in fits]
+    rows = [
+        {
+            **dict(k),
+            "a": p.a,
+            "b": p.b,
+            "a_free": p.a_free,
+            "b_free": p.b_free,
+            "reversing": p.reversing,
+            "constrained": p.constrained,
+            "n": p.n,
+            "n_positive": p.n_positive,
+        }
+        for k, p in fits
+    ]
     return pd.DataFrame(rows)

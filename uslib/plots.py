@@ -34,8 +34,16 @@ __all__ = [
 ]
 
 
-def class_strips(ax, values, labels, *, ylabel: str = "", title: str | None = None, reference=None,
-                 reference_label: str | None = None):
+def class_strips(
+    ax,
+    values,
+    labels,
+    *,
+    ylabel: str = "",
+    title: str | None = None,
+    reference=None,
+    reference_label: str | None = None,
+):
     """One jittered strip of points per class (benign, malignant) with the class medians.
 
     ``reference``: an optional horizontal line (e.g. a theoretical value).
@@ -119,8 +127,12 @@ def stamp_collisions(fig, *, tight: bool = True) -> list[str]:
         for stamp in stamps:
             box = _stamp_box(stamp, renderer)
             canvas = fig.bbox
-            if box.x0 < canvas.x0 - 0.5 or box.y0 < canvas.y0 - 0.5 or box.x1 > canvas.x1 + 0.5 \
-                    or box.y1 > canvas.y1 + 0.5:
+            if (
+                box.x0 < canvas.x0 - 0.5
+                or box.y0 < canvas.y0 - 0.5
+                or box.x1 > canvas.x1 + 0.5
+                or box.y1 > canvas.y1 + 0.5
+            ):
                 found.append("the stamp runs past the figure's edge")
             for artist, other in _occupied_boxes(fig, renderer, skip=stamps):
                 if box.overlaps(other):
@@ -157,8 +169,17 @@ def label_synthetic(fig, text: str = "SYNTHETIC DATA") -> None:
     fig.canvas.draw()  # run the layout engine so the extents below are final
     renderer = fig.canvas.get_renderer()
     margin_px = 4.0 * fig.dpi / 72
-    stamp = fig.text(1, 1, text, ha="right", va="top", fontsize=9, color="0.25", gid=STAMP_GID,
-                     bbox=dict(boxstyle="round,pad=0.25", fc="#fff3cd", ec="#d39e00", lw=0.6))
+    stamp = fig.text(
+        1,
+        1,
+        text,
+        ha="right",
+        va="top",
+        fontsize=9,
+        color="0.25",
+        gid=STAMP_GID,
+        bbox=dict(boxstyle="round,pad=0.25", fc="#fff3cd", ec="#d39e00", lw=0.6),
+    )
     occupied = [box for _, box in _occupied_boxes(fig, renderer, skip=[stamp])]
 
     def place(ha, va) -> bool:
@@ -246,8 +267,16 @@ def mapping_functions(ax, dynamic_ranges_db: Sequence[float] = (40, 50, 60), *, 
     return ax
 
 
-def show_bmode(ax, image, *, extent=None, roi=None, title: str | None = None,
-               dynamic_range_db: float | None = None, colorbar: bool = False):
+def show_bmode(
+    ax,
+    image,
+    *,
+    extent=None,
+    roi=None,
+    title: str | None = None,
+    dynamic_range_db: float | None = None,
+    colorbar: bool = False,
+):
     """A B-mode image (uint8) in grey with mm axes, optionally the ROI outline and a colour bar.
 
     Parameters
@@ -283,8 +312,9 @@ def show_bmode(ax, image, *, extent=None, roi=None, title: str | None = None,
     return ax
 
 
-def bmode_colorbar(mappable, ax, dynamic_range_db: float | None = None, *, orientation: str = "vertical",
-                   step_db: float | None = None):
+def bmode_colorbar(
+    mappable, ax, dynamic_range_db: float | None = None, *, orientation: str = "vertical", step_db: float | None = None
+):
     """Colour bar of a B-mode image: grey levels 0–255, ticked in dB re A_max when the DR is given.
 
     Grey level g shows ``g · DR / 255 − DR`` dB (the mapping of
@@ -342,10 +372,19 @@ def db_ticks(dynamic_range_db: float, step_db: float | None = None) -> tuple[np.
     return (ticks_db + dr) * 255.0 / dr, [f"{v:g}".replace("-", "\u2212") for v in ticks_db]
 
 
-def dynamic_range_explorer(env, dynamic_ranges_db: Sequence[float], *, extent=None, roi=None,
-                           initial_db: float | None = None, figsize=(8.4, 4.0), dpi: int = 90,
-                           synthetic: bool = False, element_id: str = "dr-explorer",
-                           image_format: str = "jpeg") -> str:
+def dynamic_range_explorer(
+    env,
+    dynamic_ranges_db: Sequence[float],
+    *,
+    extent=None,
+    roi=None,
+    initial_db: float | None = None,
+    figsize=(8.4, 4.0),
+    dpi: int = 90,
+    synthetic: bool = False,
+    element_id: str = "dr-explorer",
+    image_format: str = "jpeg",
+) -> str:
     """A self-contained HTML slider over dynamic ranges: B-mode image and grey-level histogram per DR.
 
     Each dynamic range is drawn once, as an image embedded in the page (base64),
@@ -427,8 +466,16 @@ def dynamic_range_explorer(env, dynamic_ranges_db: Sequence[float], *, extent=No
         im = ax_img.images[0]
         cbar = bmode_colorbar(im, ax_img, drs[start])
         scan_bars = ax_hist.bar(centres, np.full(centres.size, y_low), width=4, color="0.35", label="whole scan")
-        (roi_line,) = ax_hist.step(centres, np.full(centres.size, np.nan), where="mid", color="#ff7f0e", lw=1.8,
-                                   label="inside the ROI", marker=".", ms=3)
+        (roi_line,) = ax_hist.step(
+            centres,
+            np.full(centres.size, np.nan),
+            where="mid",
+            color="#ff7f0e",
+            lw=1.8,
+            label="inside the ROI",
+            marker=".",
+            ms=3,
+        )
         ax_hist.set_yscale("log")
         ax_hist.set_ylim(y_low, y_high)
         ax_hist.set_xlim(0, 256)
@@ -454,16 +501,19 @@ def dynamic_range_explorer(env, dynamic_ranges_db: Sequence[float], *, extent=No
                 roi_line.set_ydata(np.where(roi_hist[k] > 0, roi_hist[k], np.nan))
             ax_hist.set_title(f"{black[k]:.1f} % of the scan is black (grey 0)", fontsize=10)
             buf = io.BytesIO()
-            fig.savefig(buf, format=image_format, dpi=dpi,
-                        **({"pil_kwargs": {"quality": 85}} if image_format == "jpeg" else {}))
+            fig.savefig(
+                buf, format=image_format, dpi=dpi, **({"pil_kwargs": {"quality": 85}} if image_format == "jpeg" else {})
+            )
             frames.append(f"data:image/{image_format};base64," + base64.b64encode(buf.getvalue()).decode("ascii"))
     finally:
         plt.close(fig)
     width_px = int(round(fig.get_size_inches()[0] * dpi))
     eid = html.escape(element_id, quote=True)
     labels = [f"{d:g} dB" for d in drs]
-    alt = ("B-mode image of one scan and its grey-level histogram at the dynamic range the slider selects "
-           f"({labels[0]} to {labels[-1]})")
+    alt = (
+        "B-mode image of one scan and its grey-level histogram at the dynamic range the slider selects "
+        f"({labels[0]} to {labels[-1]})"
+    )
     return f"""<div id="{eid}" class="dr-explorer" style="max-width:{width_px}px">
 <label for="{eid}-range" style="display:block">Dynamic range: <output id="{eid}-value">{labels[start]}</output></label>
 <input id="{eid}-range" type="range" min="0" max="{len(drs) - 1}" step="1" value="{start}"
@@ -517,8 +567,7 @@ def bmode_grid(fig, envelopes, dynamic_ranges_db: Sequence[float], *, extents, r
     for i, (env, extent, roi) in enumerate(zip(envelopes, extents, rois)):
         for j, dr in enumerate(dynamic_ranges_db):
             ax = axes[i, j]
-            show_bmode(ax, bmode_from_envelope(env, dr), extent=extent, roi=roi,
-                       title=f"{dr:g} dB" if i == 0 else None)
+            show_bmode(ax, bmode_from_envelope(env, dr), extent=extent, roi=roi, title=f"{dr:g} dB" if i == 0 else None)
             if j:
                 ax.set_ylabel("")
             elif row_titles is not None:
@@ -530,8 +579,16 @@ def bmode_grid(fig, envelopes, dynamic_ranges_db: Sequence[float], *, extents, r
     return axes
 
 
-def spectrum_plot(ax, freqs_hz, curves: Mapping[str, np.ndarray], *, f0_hz: float | None = None,
-                  band_hz: tuple[float, float] | None = None, level_db: float = -6.0, floor_db: float = -40.0):
+def spectrum_plot(
+    ax,
+    freqs_hz,
+    curves: Mapping[str, np.ndarray],
+    *,
+    f0_hz: float | None = None,
+    band_hz: tuple[float, float] | None = None,
+    level_db: float = -6.0,
+    floor_db: float = -40.0,
+):
     """Power spectra in dB against frequency in MHz, with the -6 dB level, a band and the nominal f0.
 
     ``curves`` maps a legend label to a power spectrum in dB; the first is
@@ -569,8 +626,15 @@ def psf_image(ax, psf, *, dz_mm: float, dx_mm: float, title: str | None = None):
     n_z, n_x = psf.shape
     half_z, half_x = (n_z - 1) / 2 * dz_mm, (n_x - 1) / 2 * dx_mm
     lim = float(np.abs(psf).max())
-    im = ax.imshow(psf, cmap="RdBu_r", vmin=-lim, vmax=lim, extent=(-half_x, half_x, half_z, -half_z),
-                   aspect="auto", interpolation="nearest")
+    im = ax.imshow(
+        psf,
+        cmap="RdBu_r",
+        vmin=-lim,
+        vmax=lim,
+        extent=(-half_x, half_x, half_z, -half_z),
+        aspect="auto",
+        interpolation="nearest",
+    )
     ax.set_xlabel("lateral [mm]")
     ax.set_ylabel("depth [mm]")
     if title:
@@ -599,8 +663,12 @@ def envelope_histogram(ax, env, *, bins: int = 80, title: str | None = None):
 
 def depth_profile_plot(ax, depth_mm, curves: Mapping[str, np.ndarray], *, title: str | None = None):
     """Depth profiles in dB (one curve per entry, each with its own style), depth on the x axis."""
-    styles = [dict(color="C0", lw=1.2, ls="-"), dict(color="C3", lw=1.5, ls="--"), dict(color="C2", lw=1.2, ls="-."),
-              dict(color="0.3", lw=1.2, ls=":")]
+    styles = [
+        dict(color="C0", lw=1.2, ls="-"),
+        dict(color="C3", lw=1.5, ls="--"),
+        dict(color="C2", lw=1.2, ls="-."),
+        dict(color="0.3", lw=1.2, ls=":"),
+    ]
     for (label, p), st in zip(curves.items(), styles):
         ax.plot(depth_mm, p, label=label, **st)
     ax.set_xlabel("depth [mm]")
@@ -625,13 +693,19 @@ def evaluation_pipeline(ax, dynamic_ranges_db: Sequence[float] = (40, 50, 60), *
     ax.set_ylim(0, 1)
 
     def box(x, y, text, fc="#eef4fb", ec="#1f77b4"):
-        return ax.text(x, y, text, ha="center", va="center", fontsize=9,
-                       bbox=dict(boxstyle="round,pad=0.4", fc=fc, ec=ec))
+        return ax.text(
+            x, y, text, ha="center", va="center", fontsize=9, bbox=dict(boxstyle="round,pad=0.4", fc=fc, ec=ec)
+        )
 
     def arrow(a, b, xa=1.0, ya=0.5, xb=0.0, yb=0.5, **kw):
-        ax.annotate("", xy=(xb, yb), xycoords=b, xytext=(xa, ya), textcoords=a,
-                    arrowprops=dict(arrowstyle="->", color=kw.get("color", "0.35"), lw=1.1,
-                                    shrinkA=2, shrinkB=2))
+        ax.annotate(
+            "",
+            xy=(xb, yb),
+            xycoords=b,
+            xytext=(xa, ya),
+            textcoords=a,
+            arrowprops=dict(arrowstyle="->", color=kw.get("color", "0.35"), lw=1.1, shrinkA=2, shrinkB=2),
+        )
 
     names = [f"{d:g}" for d in dynamic_ranges_db]
     trains = ", ".join(f"Train{n}dB" for n in names) + ", TrainALL"
@@ -653,20 +727,39 @@ def evaluation_pipeline(ax, dynamic_ranges_db: Sequence[float] = (40, 50, 60), *
     arrow(cnn, test, xa=0.8, ya=0.0, xb=0.0, yb=0.5)
     arrow(train, test, xa=0.5, ya=0.0, xb=0.5, yb=1.0)
     arrow(test, auc)
-    ax.text(0.63, 0.5, f"patient-level\n{n_splits}-fold split", ha="left", va="center", fontsize=8,
-            color="0.3", style="italic")
+    ax.text(
+        0.63,
+        0.5,
+        f"patient-level\n{n_splits}-fold split",
+        ha="left",
+        va="center",
+        fontsize=8,
+        color="0.3",
+        style="italic",
+    )
     return ax
 
 
 def _wrap_names(names: str, per_line: int = 2) -> str:
     """'A, B, C, D' → 'A, B,\nC, D' (two names a line, for the pipeline's boxes)."""
     parts = [p.strip() for p in names.split(",")]
-    lines = [", ".join(parts[i:i + per_line]) for i in range(0, len(parts), per_line)]
+    lines = [", ".join(parts[i : i + per_line]) for i in range(0, len(parts), per_line)]
     return ",\n".join(lines)
 
 
-def auc_heatmap(ax, table, *, value: str = "auc", title: str | None = None, vmin=0.0, vmax=1.0, fmt=".3f",
-                cmap: str = "RdBu", cbar: bool = True, annot_fontsize: float = 10):
+def auc_heatmap(
+    ax,
+    table,
+    *,
+    value: str = "auc",
+    title: str | None = None,
+    vmin=0.0,
+    vmax=1.0,
+    fmt=".3f",
+    cmap: str = "RdBu",
+    cbar: bool = True,
+    annot_fontsize: float = 10,
+):
     """Heat map of a tidy (train, test, auc) table.
 
     The colour scale runs from ``vmin`` to ``vmax`` (0 to 1 by default) on a
@@ -681,9 +774,21 @@ def auc_heatmap(ax, table, *, value: str = "auc", title: str | None = None, vmin
     pivot = pivot.loc[order_r, order_c]
     # the axis titles say "training set" / "test set": tick labels keep only the range ("40dB", "ALL")
     pivot = pivot.rename(index=lambda r: str(r).removeprefix("Train"), columns=lambda c: str(c).removeprefix("Test"))
-    sns.heatmap(pivot, annot=True, fmt=fmt, cmap=cmap, vmin=vmin, vmax=vmax, center=(vmin + vmax) / 2, ax=ax,
-                cbar=cbar, cbar_kws={"label": value.upper() + (" (0.5 = chance)" if value == "auc" else "")} if cbar else None,
-                annot_kws={"fontsize": annot_fontsize}, linewidths=0.5, linecolor="white")
+    sns.heatmap(
+        pivot,
+        annot=True,
+        fmt=fmt,
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        center=(vmin + vmax) / 2,
+        ax=ax,
+        cbar=cbar,
+        cbar_kws={"label": value.upper() + (" (0.5 = chance)" if value == "auc" else "")} if cbar else None,
+        annot_kws={"fontsize": annot_fontsize},
+        linewidths=0.5,
+        linecolor="white",
+    )
     ax.set_xlabel("test set")
     ax.set_ylabel("training set")
     ax.tick_params(labelsize=9)
@@ -694,8 +799,16 @@ def auc_heatmap(ax, table, *, value: str = "auc", title: str | None = None, vmin
     return ax
 
 
-def bland_altman_plot(ax, a, b, *, title: str | None = None, labels=None,
-                      difference_label: str = "difference (Train40 − Train60)", legend: bool = True):
+def bland_altman_plot(
+    ax,
+    a,
+    b,
+    *,
+    title: str | None = None,
+    labels=None,
+    difference_label: str = "difference (Train40 − Train60)",
+    legend: bool = True,
+):
     """Bland–Altman plot of paired probabilities ``a`` and ``b`` (the paper's Figure 4).
 
     Points are lesions (red malignant, blue benign when ``labels`` are given);
@@ -720,14 +833,15 @@ def bland_altman_plot(ax, a, b, *, title: str | None = None, labels=None,
     ax.axhline(md, color="0.2", ls="-", lw=1)
     for y in (md + 1.96 * sd, md - 1.96 * sd):
         ax.axhline(y, color="0.2", ls="--", lw=1)
-    handles += [Line2D([], [], color="0.2", ls="-", lw=1, label=f"mean difference {md:+.3f}"),
-                Line2D([], [], color="0.2", ls="--", lw=1, label="limits of agreement (±1.96 SD)")]
+    handles += [
+        Line2D([], [], color="0.2", ls="-", lw=1, label=f"mean difference {md:+.3f}"),
+        Line2D([], [], color="0.2", ls="--", lw=1, label="limits of agreement (±1.96 SD)"),
+    ]
     ax.set_xlabel("mean of the two probabilities")
     ax.set_ylabel(difference_label)
     ax.set_xlim(0, 1)
     if legend:  # below the axes, where it hides no point
-        ax.legend(handles=handles, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1,
-                  frameon=False)
+        ax.legend(handles=handles, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1, frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
     return ax

@@ -25,8 +25,16 @@ from typing import Sequence
 from .backbones import Backbone, get_backbone
 from .tfruntime import import_tensorflow
 
-__all__ = ["PRECISIONS", "BF16_CPU_FLAGS", "PrecisionUnsupportedError", "cpu_flags", "bfloat16_support",
-           "check_precision", "with_precision", "DTYPE_POLICY_LOCK"]
+__all__ = [
+    "PRECISIONS",
+    "BF16_CPU_FLAGS",
+    "PrecisionUnsupportedError",
+    "cpu_flags",
+    "bfloat16_support",
+    "check_precision",
+    "with_precision",
+    "DTYPE_POLICY_LOCK",
+]
 
 #: Arithmetic precisions of the networks (profile key ``precision``).
 PRECISIONS: tuple[str, ...] = ("float32", "bfloat16", "int8")  # int8: run by OpenVINO (uslib.int8)
@@ -80,8 +88,7 @@ def bfloat16_support(flags: Sequence[str] | None = None) -> tuple[bool, str]:
     have = [f for f in BF16_CPU_FLAGS if f in flags]
     if have:
         return True, "CPU flags " + ", ".join(have)
-    return False, ("this CPU has neither " + " nor ".join(f.upper() for f in BF16_CPU_FLAGS)
-                   + " (from /proc/cpuinfo)")
+    return False, ("this CPU has neither " + " nor ".join(f.upper() for f in BF16_CPU_FLAGS) + " (from /proc/cpuinfo)")
 
 
 def check_precision(precision: str, *, flags: Sequence[str] | None = None) -> str:
@@ -115,7 +122,8 @@ def check_precision(precision: str, *, flags: Sequence[str] | None = None) -> st
         if not ok:
             raise PrecisionUnsupportedError(
                 f"precision 'bfloat16' needs native bfloat16 arithmetic, but {why}; "
-                "set `precision: float32` in the profile")
+                "set `precision: float32` in the profile"
+            )
     if precision == "int8":  # VNNI and the optional packages (uslib.int8)
         from . import int8
 
@@ -143,7 +151,6 @@ def _dtype_policy(name: str):
             keras.config.set_dtype_policy(old)
 
 
-
 def with_precision(model, backbone: str | Backbone, precision: str = "float32"):
     """The same network with the same weights, computing in ``precision``.
 
@@ -165,7 +172,12 @@ def with_precision(model, backbone: str | Backbone, precision: str = "float32"):
     ctor = getattr(keras.applications, bb.constructor)
     with _dtype_policy(precision):
         base = ctor(weights=None, include_top=bb.include_top, pooling=bb.pooling, input_shape=bb.input_shape)
-        twin = base if bb.feature_layer is None else keras.Model(
-            base.input, base.get_layer(bb.feature_layer).output, name=f"{bb.name}_{bb.feature_layer}_{precision}")
+        twin = (
+            base
+            if bb.feature_layer is None
+            else keras.Model(
+                base.input, base.get_layer(bb.feature_layer).output, name=f"{bb.name}_{bb.feature_layer}_{precision}"
+            )
+        )
     twin.set_weights(model.get_weights())
     return twin

@@ -398,8 +398,11 @@ def roi_db_statistics(scan, *, dynamic_ranges_db: Sequence[float] = (40, 50, 60)
     with np.errstate(divide="ignore"):
         db = 20.0 * np.log10(env / peak)
     inside, outside = db[roi], db[~roi]
-    out = {"peak_db": 20.0 * math.log10(peak), "roi_median_db": float(np.median(inside)),
-           "background_median_db": float(np.median(outside))}
+    out = {
+        "peak_db": 20.0 * math.log10(peak),
+        "roi_median_db": float(np.median(inside)),
+        "background_median_db": float(np.median(outside)),
+    }
     out["contrast_db"] = out["roi_median_db"] - out["background_median_db"]
     out["nakagami_m"] = roi_statistics(env, roi)["nakagami_m_mle"]
     for r in dynamic_ranges_db:
@@ -422,9 +425,16 @@ def roi_db_table(dataset, *, dynamic_ranges_db: Sequence[float] = (40, 50, 60)):
     rows = []
     for lesion in dataset:
         for k, scan in enumerate(lesion.scans):
-            rows.append({"lesion": lesion.key, "patient": lesion.patient, "label": int(lesion.label),
-                         "birads": str(lesion.birads), "scan": k,
-                         **roi_db_statistics(scan, dynamic_ranges_db=dynamic_ranges_db)})
+            rows.append(
+                {
+                    "lesion": lesion.key,
+                    "patient": lesion.patient,
+                    "label": int(lesion.label),
+                    "birads": str(lesion.birads),
+                    "scan": k,
+                    **roi_db_statistics(scan, dynamic_ranges_db=dynamic_ranges_db),
+                }
+            )
     return pd.DataFrame(rows)
 
 

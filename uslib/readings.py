@@ -64,11 +64,17 @@ def verdict_summary(verdicts: pd.DataFrame, *, where=("backbone", "train", "test
     v = verdicts.reset_index(drop=True)
     i = int(np.nanargmin(v["auc"].to_numpy(dtype=float)))
     low = v.iloc[i]
-    return {"n": int(len(v)), "n_above": int((v["verdict"] == "above chance").sum()),
-            "n_chance": int((v["verdict"] == "indistinguishable from chance").sum()),
-            "n_reversed": int((v["verdict"] == "reversed").sum()), "n_below": int((v["auc"] < 0.5).sum()),
-            "lowest": float(low["auc"]), "lowest_ci": _ci(float(low["ci_low"]), float(low["ci_high"])),
-            "lowest_where": _where(low, where), "lowest_verdict": str(low["verdict"])}
+    return {
+        "n": int(len(v)),
+        "n_above": int((v["verdict"] == "above chance").sum()),
+        "n_chance": int((v["verdict"] == "indistinguishable from chance").sum()),
+        "n_reversed": int((v["verdict"] == "reversed").sum()),
+        "n_below": int((v["auc"] < 0.5).sum()),
+        "lowest": float(low["auc"]),
+        "lowest_ci": _ci(float(low["ci_low"]), float(low["ci_high"])),
+        "lowest_where": _where(low, where),
+        "lowest_verdict": str(low["verdict"]),
+    }
 
 
 def verdict_sentence(summary: Mapping, *, what: str = "AUCs") -> str:
@@ -85,18 +91,24 @@ def verdict_sentence(summary: Mapping, *, what: str = "AUCs") -> str:
     True
     """
     n, what = summary["n"], what
-    head = (f"Of the {n} {what}, {_are(summary['n_above'])} above chance (95 % CI wholly above 0.5), "
-            f"{_are(summary['n_chance'])} indistinguishable from chance (CI contains 0.5) and "
-            f"{_are(summary['n_reversed'])} reversed (CI wholly below 0.5).")
+    head = (
+        f"Of the {n} {what}, {_are(summary['n_above'])} above chance (95 % CI wholly above 0.5), "
+        f"{_are(summary['n_chance'])} indistinguishable from chance (CI contains 0.5) and "
+        f"{_are(summary['n_reversed'])} reversed (CI wholly below 0.5)."
+    )
     if summary["n_reversed"]:
-        return (head + f" The lowest is {summary['lowest']:.3f} ({summary['lowest_ci']}; {summary['lowest_where']}). "
-                "A reversed AUC means that the classifier ranks benign lesions above malignant ones more often "
-                "than chance variation allows: a systematic effect, which the decision values below locate.")
+        return (
+            head + f" The lowest is {summary['lowest']:.3f} ({summary['lowest_ci']}; {summary['lowest_where']}). "
+            "A reversed AUC means that the classifier ranks benign lesions above malignant ones more often "
+            "than chance variation allows: a systematic effect, which the decision values below locate."
+        )
     if summary["n_below"]:
-        return (head + f" {_are(summary['n_below'])} below 0.5 (lowest {summary['lowest']:.3f}, "
-                f"{summary['lowest_ci']}; {summary['lowest_where']}), but none has a confidence interval wholly "
-                "below 0.5: each is compatible with a classifier that ranks no better than chance, and none "
-                "shows a reversed ranking.")
+        return (
+            head + f" {_are(summary['n_below'])} below 0.5 (lowest {summary['lowest']:.3f}, "
+            f"{summary['lowest_ci']}; {summary['lowest_where']}), but none has a confidence interval wholly "
+            "below 0.5: each is compatible with a classifier that ranks no better than chance, and none "
+            "shows a reversed ranking."
+        )
     return head + " No AUC is below 0.5."
 
 
@@ -127,47 +139,65 @@ def reversal_reading(d: Mapping, *, where=("backbone", "train", "test")) -> str:
     head = f"{cell}: AUC {d['auc']:.3f} ({_ci(d['ci_low'], d['ci_high'])}), reversed."
     ref, test, k = d["reference"], d["test"], int(d["n_folds"])
     if d["n_folds_unseparated"] * 2 > k or not math.isfinite(d["gap_ratio"]):
-        return (head + f" In {d['n_folds_unseparated']} of the {k} folds the classifier does not separate the "
-                f"classes on {ref} either (AUC of the decision values there {d['auc_reference']:.3f}), so the "
-                "reversal is not the result of a shift between ranges: the training range itself gives no "
-                "learnt direction to lose.")
+        return (
+            head + f" In {d['n_folds_unseparated']} of the {k} folds the classifier does not separate the "
+            f"classes on {ref} either (AUC of the decision values there {d['auc_reference']:.3f}), so the "
+            "reversal is not the result of a shift between ranges: the training range itself gives no "
+            "learnt direction to lose."
+        )
     sb, sm, D = d["shift_benign_gaps"], d["shift_malignant_gaps"], d["differential_shift_gaps"]
     n_sep = k - int(d["n_folds_unseparated"])
-    folds_used = (f"{k} folds" if n_sep == k else
-                  f"{n_sep} of the {k} folds whose classifier separates the classes on {ref}")
+    folds_used = (
+        f"{k} folds" if n_sep == k else f"{n_sep} of the {k} folds whose classifier separates the classes on {ref}"
+    )
     if sb > 0 > sm:
         how = "benign lesions move up and malignant lesions down"
     elif sb >= 0 and sm >= 0:
-        how = ("both classes move up, the benign lesions further" if sb > sm
-               else "both classes move up, the malignant lesions further")
+        how = (
+            "both classes move up, the benign lesions further"
+            if sb > sm
+            else "both classes move up, the malignant lesions further"
+        )
     elif sb <= 0 and sm <= 0:
-        how = ("both classes move down, the malignant lesions further" if sm < sb
-               else "both classes move down, the benign lesions further")
+        how = (
+            "both classes move down, the malignant lesions further"
+            if sm < sb
+            else "both classes move down, the benign lesions further"
+        )
     else:
         how = "malignant lesions move up and benign lesions down"
-    moves = (f" Within each fold (one SVM, its own scale), from {ref} to {test} the benign lesions' mean decision "
-             f"value moves by {sb:+.2f} and the malignant lesions' by {sm:+.2f} times the fold's gap between the "
-             f"class means on {ref} (medians over the {folds_used}; AUC of the decision values {d['auc_reference']:.3f} "
-             f"on {ref}, {d['auc_test']:.3f} on {test}): {how}.")
+    moves = (
+        f" Within each fold (one SVM, its own scale), from {ref} to {test} the benign lesions' mean decision "
+        f"value moves by {sb:+.2f} and the malignant lesions' by {sm:+.2f} times the fold's gap between the "
+        f"class means on {ref} (medians over the {folds_used}; AUC of the decision values {d['auc_reference']:.3f} "
+        f"on {ref}, {d['auc_test']:.3f} on {test}): {how}."
+    )
     if d["gap_ratio"] < 0:
-        why = (f" The difference, {D:.2f} gaps, exceeds the one gap that separated the classes, so their means "
-               f"swap order in {d['n_folds_swapped']} of the {k} folds: the direction the SVM learnt on {ref} "
-               f"points the other way on {test}. This is a domain shift that acts differently on the two "
-               "classes, not a lack of class signal.")
+        why = (
+            f" The difference, {D:.2f} gaps, exceeds the one gap that separated the classes, so their means "
+            f"swap order in {d['n_folds_swapped']} of the {k} folds: the direction the SVM learnt on {ref} "
+            f"points the other way on {test}. This is a domain shift that acts differently on the two "
+            "classes, not a lack of class signal."
+        )
     else:
-        why = (f" The class means swap order in only {d['n_folds_swapped']} of the {k} folds (median gap on "
-               f"{test} {d['gap_ratio']:.2f} times that on {ref}), so the shift of the class means within folds "
-               "does not explain the reversal alone: it also comes from the spread within the classes, or from "
-               "how the folds' differently shifted scores mix when they are pooled.")
+        why = (
+            f" The class means swap order in only {d['n_folds_swapped']} of the {k} folds (median gap on "
+            f"{test} {d['gap_ratio']:.2f} times that on {ref}), so the shift of the class means within folds "
+            "does not explain the reversal alone: it also comes from the spread within the classes, or from "
+            "how the folds' differently shifted scores mix when they are pooled."
+        )
     common = ""
     if abs(d["common_shift_gaps"]) >= 0.5:
-        common = (f" Both classes also move together by {d['common_shift_gaps']:+.2f} gaps, which shifts every "
-                  "score against a fixed threshold without changing their order within a fold.")
+        common = (
+            f" Both classes also move together by {d['common_shift_gaps']:+.2f} gaps, which shifts every "
+            "score against a fixed threshold without changing their order within a fold."
+        )
     return head + moves + why + common
 
 
-def reversal_sentences(diagnoses: pd.DataFrame, *, n_reversed: int | None = None,
-                       where=("backbone", "train", "test")) -> str:
+def reversal_sentences(
+    diagnoses: pd.DataFrame, *, n_reversed: int | None = None, where=("backbone", "train", "test")
+) -> str:
     """The readings of every diagnosed reversed cell, or a sentence saying there is none.
 
     Parameters
@@ -179,13 +209,17 @@ def reversal_sentences(diagnoses: pd.DataFrame, *, n_reversed: int | None = None
     """
     if diagnoses.empty:
         if n_reversed:
-            return (f"{n_reversed} cells are reversed, but none could be diagnosed from decision values "
-                    "(no decision values for their training sets).")
+            return (
+                f"{n_reversed} cells are reversed, but none could be diagnosed from decision values "
+                "(no decision values for their training sets)."
+            )
         return "No train/test cell is reversed, so no reversal needs explaining."
     parts = [reversal_reading(r, where=where) for r in diagnoses.to_dict("records")]
     if n_reversed is not None and n_reversed > len(parts):
-        parts.append(f"{n_reversed - len(parts)} further reversed cells have no decision-value diagnosis "
-                     "(a training set's own reference cell, or no decision values computed).")
+        parts.append(
+            f"{n_reversed - len(parts)} further reversed cells have no decision-value diagnosis "
+            "(a training set's own reference cell, or no decision values computed)."
+        )
     return " ".join(parts)
 
 
@@ -213,10 +247,12 @@ def baseline_verdict_sentence(verdicts: pd.DataFrame, *, name: str = "feature_se
         return f"No compression-free baseline is reversed ({n} baselines, one AUC each)."
     cells = "; ".join(f"{r[name]} {r['auc']:.3f} ({_ci(r['ci_low'], r['ci_high'])})" for r in rev.to_dict("records"))
     verb = "ranks" if len(rev) == 1 else "rank"
-    return (f"{len(rev)} of the {n} compression-free baselines {verb} backwards (CI wholly below 0.5: {cells}). "
-            "A baseline never sees a B-mode and has one AUC at every dynamic range, so no shift between "
-            "reconstructions can explain it: its features order these lesions against their labels whatever "
-            "the reconstruction, a property of the features and of this sample of lesions.")
+    return (
+        f"{len(rev)} of the {n} compression-free baselines {verb} backwards (CI wholly below 0.5: {cells}). "
+        "A baseline never sees a B-mode and has one AUC at every dynamic range, so no shift between "
+        "reconstructions can explain it: its features order these lesions against their labels whatever "
+        "the reconstruction, a property of the features and of this sample of lesions."
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -234,19 +270,25 @@ def degeneracy_reading(deg: Mapping, *, setting: str) -> str:
     >>> "degenerate fit" in degeneracy_reading(deg, setting="standardize = False")
     True
     """
-    counts = (f"{deg['n_at_bound']} of {deg['n']} lesion probabilities are within 1e-6 of 0 or 1 and "
-              f"{deg['n_distinct']} distinct values remain")
+    counts = (
+        f"{deg['n_at_bound']} of {deg['n']} lesion probabilities are within 1e-6 of 0 or 1 and "
+        f"{deg['n_distinct']} distinct values remain"
+    )
     scale = ""
     c_sq = deg.get("c_times_sq_norm", float("nan"))
     if c_sq is not None and math.isfinite(c_sq):
-        scale = (f"; the features' mean row norm is {deg['mean_row_norm']:.3g}, so C = {deg['svm_c']:g} acts "
-                 f"like C = {c_sq:.2g} on unit-norm features")
+        scale = (
+            f"; the features' mean row norm is {deg['mean_row_norm']:.3g}, so C = {deg['svm_c']:g} acts "
+            f"like C = {c_sq:.2g} on unit-norm features"
+        )
         if c_sq < 0.01:
             scale += ", a regularisation so strong that the SVM barely uses the features"
     if deg["degenerate"]:
-        return (f"{setting} is a degenerate fit: {counts}{scale}. Its AUC and drop describe a classifier that "
-                "has collapsed to a few fixed outputs, not the effect of the choice: the row says that this "
-                "setting breaks the fit, and it is evidence neither for nor against the claim.")
+        return (
+            f"{setting} is a degenerate fit: {counts}{scale}. Its AUC and drop describe a classifier that "
+            "has collapsed to a few fixed outputs, not the effect of the choice: the row says that this "
+            "setting breaks the fit, and it is evidence neither for nor against the claim."
+        )
     return f"{setting} is not degenerate: {counts}{scale}."
 
 
@@ -273,13 +315,19 @@ def sensitivity_reading(rows: pd.DataFrame, *, label: str = "setting") -> str:
     if ok.empty:
         head = "Every row is a degenerate fit, so this table says nothing about the choices it varies."
     else:
-        head = (f"Over the {len(ok)} non-degenerate rows, TrainALL's AUC ranges from {ok['auc'].min():.3f} to "
-                f"{ok['auc'].max():.3f} and the mean drop from {ok['mean_drop'].min():.3f} to "
-                f"{ok['mean_drop'].max():.3f}.")
+        head = (
+            f"Over the {len(ok)} non-degenerate rows, TrainALL's AUC ranges from {ok['auc'].min():.3f} to "
+            f"{ok['auc'].max():.3f} and the mean drop from {ok['mean_drop'].min():.3f} to "
+            f"{ok['mean_drop'].max():.3f}."
+        )
     if bad.empty:
         return head + " No row is a degenerate fit."
-    return (head + " Left out as degenerate fits (their numbers measure a collapsed classifier, not the choice): "
-            + "; ".join(str(s) for s in bad[label]) + ".")
+    return (
+        head
+        + " Left out as degenerate fits (their numbers measure a collapsed classifier, not the choice): "
+        + "; ".join(str(s) for s in bad[label])
+        + "."
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -308,21 +356,29 @@ def calibration_reading(report: pd.DataFrame, comparison: Mapping | None = None)
     if r == 0:
         s = f"None of the {n} Platt fits has a slope of the wrong sign: calibration keeps every fold's ranking."
     elif fixed == r:
-        s = (f"{r} of the {n} Platt fits had a slope of the wrong sign (they would have ranked their fold's "
-             "lesions backwards) and were replaced by the fit constrained to keep the SVM's order, which is "
-             "flat at the fold's base rate.")
+        s = (
+            f"{r} of the {n} Platt fits had a slope of the wrong sign (they would have ranked their fold's "
+            "lesions backwards) and were replaced by the fit constrained to keep the SVM's order, which is "
+            "flat at the fold's base rate."
+        )
     else:
-        s = (f"{r} of the {n} Platt fits have a slope of the wrong sign and {r - fixed} of them were kept: "
-             "those folds' lesions are ranked backwards by calibration, not by the SVM.")
+        s = (
+            f"{r} of the {n} Platt fits have a slope of the wrong sign and {r - fixed} of them were kept: "
+            "those folds' lesions are ranked backwards by calibration, not by the SVM."
+        )
     if comparison:
         c = comparison
         if c["differ"]:
-            s += (f" The calibrated AUC ({c['auc_calibrated']:.3f}) differs from that of the raw decision values "
-                  f"({c['auc_raw']:.3f}) by more than their paired 95 % CI ({_ci(c['ci_low'], c['ci_high'])}): "
-                  "calibration, not the classifier, changed the ranking.")
+            s += (
+                f" The calibrated AUC ({c['auc_calibrated']:.3f}) differs from that of the raw decision values "
+                f"({c['auc_raw']:.3f}) by more than their paired 95 % CI ({_ci(c['ci_low'], c['ci_high'])}): "
+                "calibration, not the classifier, changed the ranking."
+            )
         else:
-            s += (f" The calibrated AUC ({c['auc_calibrated']:.3f}) and that of the raw decision values "
-                  f"({c['auc_raw']:.3f}) agree within their paired 95 % CI ({_ci(c['ci_low'], c['ci_high'])}).")
+            s += (
+                f" The calibrated AUC ({c['auc_calibrated']:.3f}) and that of the raw decision values "
+                f"({c['auc_raw']:.3f}) agree within their paired 95 % CI ({_ci(c['ci_low'], c['ci_high'])})."
+            )
     return s
 
 
@@ -357,13 +413,24 @@ def table3_reading(intervals: pd.DataFrame, *, backbone: str, rule: str = "neste
     True
     """
     t = intervals.set_index("metric")
-    parts = [f"{m} {t.loc[m, 'estimate']:.3f} ({_ci(t.loc[m, 'ci_low'], t.loc[m, 'ci_high'])})"
-             for m in ("accuracy", "sensitivity", "specificity")]
-    acc = interval_words(t.loc["accuracy", "ci_low"], t.loc["accuracy", "ci_high"], null=0.5,
-                         above="above chance", below="below chance", within="compatible with chance")
+    parts = [
+        f"{m} {t.loc[m, 'estimate']:.3f} ({_ci(t.loc[m, 'ci_low'], t.loc[m, 'ci_high'])})"
+        for m in ("accuracy", "sensitivity", "specificity")
+    ]
+    acc = interval_words(
+        t.loc["accuracy", "ci_low"],
+        t.loc["accuracy", "ci_high"],
+        null=0.5,
+        above="above chance",
+        below="below chance",
+        within="compatible with chance",
+    )
     reps = int(t["n_repeats"].iloc[0])
-    return (f"{backbone}, {rule} rule, pooled over {reps} repeat{'s' if reps != 1 else ''}: " + ", ".join(parts)
-            + f" (95 % CI, patients resampled). The accuracy is {acc}.")
+    return (
+        f"{backbone}, {rule} rule, pooled over {reps} repeat{'s' if reps != 1 else ''}: "
+        + ", ".join(parts)
+        + f" (95 % CI, patients resampled). The accuracy is {acc}."
+    )
 
 
 def drop_reading(row: Mapping, *, backbone: str) -> str:
@@ -386,17 +453,26 @@ def drop_reading(row: Mapping, *, backbone: str) -> str:
     True
     """
     pol = row.get("worst_policy") or row.get("policy")
-    s = (f"For {backbone} the largest drop, {row['worst_drop']:.3f} ({pol}, lowest at "
-         f"{row['range_at_worst']:g} dB; 95 % CI {_ci(row['worst_ci_low'], row['worst_ci_high'])}, the maximum "
-         f"over {int(row['n_ranges'])} test ranges taken again in every bootstrap replicate), is a maximum of "
-         "noisy differences and so biased upwards: it describes the worst case seen, not the expected loss.")
+    s = (
+        f"For {backbone} the largest drop, {row['worst_drop']:.3f} ({pol}, lowest at "
+        f"{row['range_at_worst']:g} dB; 95 % CI {_ci(row['worst_ci_low'], row['worst_ci_high'])}, the maximum "
+        f"over {int(row['n_ranges'])} test ranges taken again in every bootstrap replicate), is a maximum of "
+        "noisy differences and so biased upwards: it describes the worst case seen, not the expected loss."
+    )
     m = row.get("mean_unseen_drop", float("nan"))
     if m is not None and math.isfinite(m):
-        words = interval_words(row["unseen_ci_low"], row["unseen_ci_high"], null=0.0,
-                               above="a loss beyond chance variation", below="a gain beyond chance variation",
-                               within="compatible with no loss")
-        s += (f" Averaged over the ranges it was not trained on, the drop is {m:.3f} "
-              f"({_ci(row['unseen_ci_low'], row['unseen_ci_high'])}): {words}.")
+        words = interval_words(
+            row["unseen_ci_low"],
+            row["unseen_ci_high"],
+            null=0.0,
+            above="a loss beyond chance variation",
+            below="a gain beyond chance variation",
+            within="compatible with no loss",
+        )
+        s += (
+            f" Averaged over the ranges it was not trained on, the drop is {m:.3f} "
+            f"({_ci(row['unseen_ci_low'], row['unseen_ci_high'])}): {words}."
+        )
     return s
 
 
@@ -417,11 +493,16 @@ def extremes_reading(table: pd.DataFrame, *, p_extreme: float = 0.05) -> str:
     if not {"grouped", "image"} <= set(t.index):
         raise ValueError("extremes_reading: needs the 'grouped' and the 'image' calibration rows")
     g, i = t.loc["grouped"], t.loc["image"]
-    cmp = "more" if i["extreme_share"] > g["extreme_share"] else (
-        "fewer" if i["extreme_share"] < g["extreme_share"] else "as many")
-    s = (f"With image-level calibration {i['extreme_share']:.0%} of the lesion probabilities are below "
-         f"{p_extreme:g} or above {1 - p_extreme:g}, against {g['extreme_share']:.0%} with calibration grouped by "
-         f"patient ({cmp}), at AUC {i['auc']:.3f} against {g['auc']:.3f}.")
+    cmp = (
+        "more"
+        if i["extreme_share"] > g["extreme_share"]
+        else ("fewer" if i["extreme_share"] < g["extreme_share"] else "as many")
+    )
+    s = (
+        f"With image-level calibration {i['extreme_share']:.0%} of the lesion probabilities are below "
+        f"{p_extreme:g} or above {1 - p_extreme:g}, against {g['extreme_share']:.0%} with calibration grouped by "
+        f"patient ({cmp}), at AUC {i['auc']:.3f} against {g['auc']:.3f}."
+    )
     if cmp == "more":
         s += " The image-level split lets near-duplicate images calibrate each other, and it shows."
     elif cmp == "fewer":

@@ -26,15 +26,7 @@ import numbers
 import numpy as np
 from scipy.signal import hilbert
 
-__all__ = [
-    "FLOOR_DB",
-    "envelope",
-    "log_compress",
-    "gray_levels",
-    "to_uint8",
-    "bmode",
-    "bmode_from_envelope",
-]
+__all__ = ["FLOOR_DB", "envelope", "log_compress", "gray_levels", "to_uint8", "bmode", "bmode_from_envelope"]
 
 #: dB value given to zero amplitudes by :func:`log_compress` (instead of -inf).
 #: Far below any dynamic range used for display, so it always maps to grey 0.
@@ -43,9 +35,7 @@ FLOOR_DB = -300.0
 
 def _as_finite_float(a, name: str) -> np.ndarray:
     arr = np.asarray(a)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.number) or arr.dtype == bool
-    ):
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
     if np.iscomplexobj(arr):
         raise TypeError(f"{name} must be real-valued, got dtype {arr.dtype}")
@@ -59,18 +49,12 @@ def _as_finite_float(a, name: str) -> np.ndarray:
 
 def _check_2d(arr: np.ndarray, name: str) -> None:
     if arr.ndim != 2:
-        raise ValueError(
-            f"{name} must be 2-D (n_samples, n_lines), got shape {arr.shape}"
-        )
+        raise ValueError(f"{name} must be 2-D (n_samples, n_lines), got shape {arr.shape}")
 
 
 def _check_dynamic_range(dynamic_range_db) -> float:
-    if isinstance(dynamic_range_db, bool) or not isinstance(
-        dynamic_range_db, numbers.Real
-    ):
-        raise TypeError(
-            f"dynamic_range_db must be a real number, got {dynamic_range_db!r}"
-        )
+    if isinstance(dynamic_range_db, bool) or not isinstance(dynamic_range_db, numbers.Real):
+        raise TypeError(f"dynamic_range_db must be a real number, got {dynamic_range_db!r}")
     dr = float(dynamic_range_db)
     if not np.isfinite(dr) or dr <= 0:
         raise ValueError(f"dynamic_range_db must be finite and > 0, got {dr!r}")
@@ -213,9 +197,7 @@ def to_uint8(gray) -> np.ndarray:
     return np.floor(np.asarray(gray, dtype=float) + 0.5).astype(np.uint8)
 
 
-def bmode_from_envelope(
-    env, dynamic_range_db: float, *, a_max: float | None = None
-) -> np.ndarray:
+def bmode_from_envelope(env, dynamic_range_db: float, *, a_max: float | None = None) -> np.ndarray:
     """B-mode image at one dynamic range from a precomputed envelope.
 
     Parameters

@@ -94,7 +94,15 @@ DEFAULT_POLICIES: tuple[str, ...] = ("Train40dB", "Train60dB", "TrainALL", CONTI
 
 #: Columns of the tables returned by :func:`generalisation_curves` and :func:`attach_baselines`.
 CURVE_COLUMNS: tuple[str, ...] = (
-    "backbone", "policy", "family", "test_range_db", "auc", "ci_low", "ci_high", "n_lesions", "seen",
+    "backbone",
+    "policy",
+    "family",
+    "test_range_db",
+    "auc",
+    "ci_low",
+    "ci_high",
+    "n_lesions",
+    "seen",
 )
 
 #: Version of this module's results (part of every cache key).
@@ -105,8 +113,11 @@ def _baseline_sets() -> dict[str, tuple[str, ...]]:
     from .morphology import MORPHOLOGY_FEATURES
     from .qus import QUS_FEATURES
 
-    return {"QUS": tuple(QUS_FEATURES), "Morphology": tuple(MORPHOLOGY_FEATURES),
-            "QUS+Morphology": tuple(QUS_FEATURES) + tuple(MORPHOLOGY_FEATURES)}
+    return {
+        "QUS": tuple(QUS_FEATURES),
+        "Morphology": tuple(MORPHOLOGY_FEATURES),
+        "QUS+Morphology": tuple(QUS_FEATURES) + tuple(MORPHOLOGY_FEATURES),
+    }
 
 
 #: Hand-crafted feature sets: name -> columns of :func:`handcrafted_features`.
@@ -158,8 +169,14 @@ def _draw_db(seed: int, lesion: str, scan: int, margin_mm: float, lo: float, hi:
     return float(min(max(round(u, decimals), lo), hi))
 
 
-def continuous_manifest(dataset, *, range_db: Sequence[float] = (35, 65), margins_mm: Sequence[float] = (5,),
-                        seed: int = 0, decimals: int = 1) -> pd.DataFrame:
+def continuous_manifest(
+    dataset,
+    *,
+    range_db: Sequence[float] = (35, 65),
+    margins_mm: Sequence[float] = (5,),
+    seed: int = 0,
+    decimals: int = 1,
+) -> pd.DataFrame:
     """One image per (lesion, scan, margin) at a dynamic range drawn from an interval.
 
     Parameters
@@ -203,18 +220,33 @@ def continuous_manifest(dataset, *, range_db: Sequence[float] = (35, 65), margin
     for les in dataset:
         for s in range(len(les.scans)):
             for m in margins:
-                rows.append((les.key, les.patient, int(les.label), les.birads, s, m,
-                             _draw_db(seed, les.key, s, m, lo, hi, int(decimals))))
+                rows.append(
+                    (
+                        les.key,
+                        les.patient,
+                        int(les.label),
+                        les.birads,
+                        s,
+                        m,
+                        _draw_db(seed, les.key, s, m, lo, hi, int(decimals)),
+                    )
+                )
     df = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS[1:]))
     df = df.astype({"label": np.int64, "scan": np.int64, "margin_mm": np.float64, "dynamic_range_db": np.float64})
     df.insert(0, "image", np.arange(len(df), dtype=np.int64))
     return df
 
 
-def robustness_manifest(dataset, *, train_ranges_db: Sequence[float] = (40, 50, 60),
-                        unseen_ranges_db: Sequence[float] = (30, 35, 45, 55, 65, 70, 80),
-                        margins_mm: Sequence[float] = (5,), continuous_range_db: Sequence[float] = (35, 65),
-                        seed: int = 0, decimals: int = 1) -> tuple[pd.DataFrame, np.ndarray]:
+def robustness_manifest(
+    dataset,
+    *,
+    train_ranges_db: Sequence[float] = (40, 50, 60),
+    unseen_ranges_db: Sequence[float] = (30, 35, 45, 55, 65, 70, 80),
+    margins_mm: Sequence[float] = (5,),
+    continuous_range_db: Sequence[float] = (35, 65),
+    seed: int = 0,
+    decimals: int = 1,
+) -> tuple[pd.DataFrame, np.ndarray]:
     """Every image of the robustness experiment, and which belong to the continuous policy.
 
     The union of :func:`uslib.augmentation.image_set` at the training and
@@ -260,8 +292,7 @@ def robustness_manifest(dataset, *, train_ranges_db: Sequence[float] = (40, 50, 
         raise ValueError(f"unseen_ranges_db repeats training range(s) {both} dB")
     margins = _floats(margins_mm, "margins_mm", positive=False)
     grid = image_set(dataset, dynamic_ranges_db=tuple(sorted(train + unseen)), margins_mm=margins)
-    cont = continuous_manifest(dataset, range_db=continuous_range_db, margins_mm=margins, seed=seed,
-                               decimals=decimals)
+    cont = continuous_manifest(dataset, range_db=continuous_range_db, margins_mm=margins, seed=seed, decimals=decimals)
     grid["_continuous"] = False
     cont["_continuous"] = True
     df = pd.concat([grid, cont], ignore_index=True)
@@ -322,8 +353,9 @@ def resolve_policies(policies, *, train_ranges_db: Sequence[float] = (40, 50, 60
                 try:
                     spec = set_ranges(name)
                 except KeyError:
-                    raise ValueError(f"unknown policy {name!r}: use 'Train<N>dB', 'TrainALL' or "
-                                     f"{CONTINUOUS!r}, or give a mapping") from None
+                    raise ValueError(
+                        f"unknown policy {name!r}: use 'Train<N>dB', 'TrainALL' or {CONTINUOUS!r}, or give a mapping"
+                    ) from None
             else:
                 raise ValueError(f"unknown policy {name!r}: use 'Train<N>dB', 'TrainALL' or {CONTINUOUS!r}")
         if isinstance(spec, str):
@@ -346,13 +378,22 @@ def _continuous_mask(continuous_mask, n: int) -> np.ndarray:
     return mask
 
 
-def generalisation_curves(features, manifest: pd.DataFrame, *, continuous_mask=None,
-                          policies=DEFAULT_POLICIES, test_ranges_db: Sequence[float] | None = None,
-                          train_ranges_db: Sequence[float] = (40, 50, 60),
-                          continuous_range_db: Sequence[float] | None = None, folds=None,
-                          settings: CVSettings = CVSettings(), backbone: str = "", alpha: float = 0.05,
-                          estimator=None,
-                          return_predictions: bool = False):
+def generalisation_curves(
+    features,
+    manifest: pd.DataFrame,
+    *,
+    continuous_mask=None,
+    policies=DEFAULT_POLICIES,
+    test_ranges_db: Sequence[float] | None = None,
+    train_ranges_db: Sequence[float] = (40, 50, 60),
+    continuous_range_db: Sequence[float] | None = None,
+    folds=None,
+    settings: CVSettings = CVSettings(),
+    backbone: str = "",
+    alpha: float = 0.05,
+    estimator=None,
+    return_predictions: bool = False,
+):
     """AUC against the test dynamic range, one curve per training policy.
 
     In each patient-level fold, one classifier per policy is fitted on the
@@ -434,9 +475,11 @@ def generalisation_curves(features, manifest: pd.DataFrame, *, continuous_mask=N
             if not cmask.any():
                 raise ValueError(f"policy {name!r}: continuous_mask selects no image")
             train_sets[name] = cmask
-            lo, hi = (_interval(continuous_range_db, "continuous_range_db") if continuous_range_db is not None
-                      else (float(design.dynamic_range_db[cmask].min()),
-                            float(design.dynamic_range_db[cmask].max())))
+            lo, hi = (
+                _interval(continuous_range_db, "continuous_range_db")
+                if continuous_range_db is not None
+                else (float(design.dynamic_range_db[cmask].min()), float(design.dynamic_range_db[cmask].max()))
+            )
             seen_of[name] = np.array([lo - 1e-6 <= r <= hi + 1e-6 for r in test])
         else:
             missing = [r for r in spec if not design.select((r,)).any()]
@@ -445,8 +488,9 @@ def generalisation_curves(features, manifest: pd.DataFrame, *, continuous_mask=N
             train_sets[name] = spec
             seen_of[name] = np.array([any(abs(r - s) < 1e-6 for s in spec) for r in test])
 
-    cv = ev.cross_validated_probabilities(features, manifest, train_sets=train_sets, test_set=test, folds=folds,
-                                          settings=settings, estimator=estimator)
+    cv = ev.cross_validated_probabilities(
+        features, manifest, train_sets=train_sets, test_set=test, folds=folds, settings=settings, estimator=estimator
+    )
     fold_of = cv.fold
 
     les = design.lesions
@@ -459,14 +503,35 @@ def generalisation_curves(features, manifest: pd.DataFrame, *, continuous_mask=N
                 raise ValueError(f"lesion {bad!r} has no image at the test range {r:g} dB")
             y = les["label"].to_numpy()
             auc, lo, hi = ev.delong_ci(y, mean, alpha=alpha)
-            rows_out.append({"backbone": backbone, "policy": name, "family": "cnn", "test_range_db": float(r),
-                             "auc": auc, "ci_low": lo, "ci_high": hi, "n_lesions": int(len(y)),
-                             "seen": bool(seen_of[name][j])})
+            rows_out.append(
+                {
+                    "backbone": backbone,
+                    "policy": name,
+                    "family": "cnn",
+                    "test_range_db": float(r),
+                    "auc": auc,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "n_lesions": int(len(y)),
+                    "seen": bool(seen_of[name][j]),
+                }
+            )
             if return_predictions:
-                preds.append(pd.DataFrame({"backbone": backbone, "policy": name, "test_range_db": float(r),
-                                           "lesion": les["lesion"].to_numpy(), "patient": les["patient"].to_numpy(),
-                                           "label": y, "fold": fold_of, "probability": mean,
-                                           "n_images": counts.astype(int)}))
+                preds.append(
+                    pd.DataFrame(
+                        {
+                            "backbone": backbone,
+                            "policy": name,
+                            "test_range_db": float(r),
+                            "lesion": les["lesion"].to_numpy(),
+                            "patient": les["patient"].to_numpy(),
+                            "label": y,
+                            "fold": fold_of,
+                            "probability": mean,
+                            "n_images": counts.astype(int),
+                        }
+                    )
+                )
     curves = pd.DataFrame(rows_out, columns=list(CURVE_COLUMNS))
     if return_predictions:
         return curves, pd.concat(preds, ignore_index=True)
@@ -501,10 +566,17 @@ def handcrafted_features(dataset) -> pd.DataFrame:
     return pd.concat([q, m.drop(columns=["lesion", "patient", "label"])], axis=1)
 
 
-def handcrafted_baselines(dataset=None, *, table: pd.DataFrame | None = None, folds=None,
-                          settings: CVSettings = CVSettings(),
-                          feature_sets: Mapping[str, Sequence[str]] | None = None, alpha: float = 0.05,
-                          estimator=None, return_predictions: bool = False):
+def handcrafted_baselines(
+    dataset=None,
+    *,
+    table: pd.DataFrame | None = None,
+    folds=None,
+    settings: CVSettings = CVSettings(),
+    feature_sets: Mapping[str, Sequence[str]] | None = None,
+    alpha: float = 0.05,
+    estimator=None,
+    return_predictions: bool = False,
+):
     """Lesion-level cross-validated AUC of the hand-crafted feature sets.
 
     One feature vector per lesion (means over its scans); in each fold the
@@ -572,18 +644,43 @@ def handcrafted_baselines(dataset=None, *, table: pd.DataFrame | None = None, fo
         bad = ~np.isfinite(X)
         if bad.any():
             i, j = np.argwhere(bad)[0]
-            raise ValueError(f"feature set {name!r}: lesion {table['lesion'].iloc[i]!r} has a non-finite "
-                             f"{cols[j]} ({X[i, j]})")
+            raise ValueError(
+                f"feature set {name!r}: lesion {table['lesion'].iloc[i]!r} has a non-finite {cols[j]} ({X[i, j]})"
+            )
         # one row per lesion, no dynamic range: every row trains (in its training folds) and is tested
-        cv = ev.cross_validated_probabilities(X, table[["lesion", "patient", "label"]], train_sets={name: None},
-                                              folds=folds, settings=settings, estimator=estimator)
+        cv = ev.cross_validated_probabilities(
+            X,
+            table[["lesion", "patient", "label"]],
+            train_sets={name: None},
+            folds=folds,
+            settings=settings,
+            estimator=estimator,
+        )
         p, _ = cv.lesion_probabilities(name)
         auc, lo, hi = ev.delong_ci(y, p, alpha=alpha)
-        rows.append({"feature_set": str(name), "auc": auc, "ci_low": lo, "ci_high": hi,
-                     "n_lesions": int(len(y)), "n_features": len(cols)})
+        rows.append(
+            {
+                "feature_set": str(name),
+                "auc": auc,
+                "ci_low": lo,
+                "ci_high": hi,
+                "n_lesions": int(len(y)),
+                "n_features": len(cols),
+            }
+        )
         if return_predictions:
-            preds.append(pd.DataFrame({"feature_set": str(name), "lesion": lesions["lesion"].to_numpy(),
-                                       "patient": patients, "label": y, "fold": cv.fold, "probability": p}))
+            preds.append(
+                pd.DataFrame(
+                    {
+                        "feature_set": str(name),
+                        "lesion": lesions["lesion"].to_numpy(),
+                        "patient": patients,
+                        "label": y,
+                        "fold": cv.fold,
+                        "probability": p,
+                    }
+                )
+            )
     out = pd.DataFrame(rows)
     if return_predictions:
         return out, pd.concat(preds, ignore_index=True)
@@ -612,11 +709,20 @@ def attach_baselines(curves: pd.DataFrame, baselines: pd.DataFrame) -> pd.DataFr
     for (bb,), g in curves.groupby(["backbone"], sort=False):
         for r in pd.unique(g["test_range_db"]):
             for b in baselines.itertuples(index=False):
-                extra.append({"backbone": bb, "policy": b.feature_set, "family": "handcrafted",
-                              "test_range_db": float(r), "auc": b.auc, "ci_low": b.ci_low, "ci_high": b.ci_high,
-                              "n_lesions": int(b.n_lesions), "seen": True})
-    return pd.concat([curves[list(CURVE_COLUMNS)], pd.DataFrame(extra, columns=list(CURVE_COLUMNS))],
-                     ignore_index=True)
+                extra.append(
+                    {
+                        "backbone": bb,
+                        "policy": b.feature_set,
+                        "family": "handcrafted",
+                        "test_range_db": float(r),
+                        "auc": b.auc,
+                        "ci_low": b.ci_low,
+                        "ci_high": b.ci_high,
+                        "n_lesions": int(b.n_lesions),
+                        "seen": True,
+                    }
+                )
+    return pd.concat([curves[list(CURVE_COLUMNS)], pd.DataFrame(extra, columns=list(CURVE_COLUMNS))], ignore_index=True)
 
 
 def curve_summary(curves: pd.DataFrame) -> pd.DataFrame:
@@ -636,11 +742,21 @@ def curve_summary(curves: pd.DataFrame) -> pd.DataFrame:
         i_min, i_max = g["auc"].idxmin(), g["auc"].idxmax()
         seen = g.loc[g["seen"].astype(bool), "auc"]
         auc_seen = float(seen.mean()) if len(seen) else float("nan")
-        rows.append({"backbone": bb, "policy": pol, "family": g["family"].iloc[0],
-                     "auc_min": float(g.loc[i_min, "auc"]), "range_at_min": float(g.loc[i_min, "test_range_db"]),
-                     "auc_max": float(g.loc[i_max, "auc"]), "range_at_max": float(g.loc[i_max, "test_range_db"]),
-                     "spread": float(g["auc"].max() - g["auc"].min()), "auc_seen": auc_seen,
-                     "worst_drop": auc_seen - float(g["auc"].min()), "n_ranges": int(len(g))})
+        rows.append(
+            {
+                "backbone": bb,
+                "policy": pol,
+                "family": g["family"].iloc[0],
+                "auc_min": float(g.loc[i_min, "auc"]),
+                "range_at_min": float(g.loc[i_min, "test_range_db"]),
+                "auc_max": float(g.loc[i_max, "auc"]),
+                "range_at_max": float(g.loc[i_max, "test_range_db"]),
+                "spread": float(g["auc"].max() - g["auc"].min()),
+                "auc_seen": auc_seen,
+                "worst_drop": auc_seen - float(g["auc"].min()),
+                "n_ranges": int(len(g)),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -661,8 +777,7 @@ def compare_policies(predictions: pd.DataFrame, *, a: str = CONTINUOUS, b: str =
         if ga.empty or gb.empty:
             raise ValueError(f"predictions lack policy {a!r} or {b!r} ({bb}, {r:g} dB)")
         gb = gb.reindex(ga.index)
-        res = ev.delong_paired_test(ga["label"].to_numpy(), ga["probability"].to_numpy(),
-                                    gb["probability"].to_numpy())
+        res = ev.delong_paired_test(ga["label"].to_numpy(), ga["probability"].to_numpy(), gb["probability"].to_numpy())
         rows.append({"backbone": bb, "test_range_db": float(r), "policy_a": a, "policy_b": b, **res})
     return pd.DataFrame(rows)
 

@@ -7,7 +7,7 @@ in ``<run_dir>/run.json``, writes the generated reference pages (parameter
 table, provenance) and builds the HTML book with Jupyter Book
 (``execute_notebooks: off``: the book shows exactly what the runner computed).
 
-At about 950 lines it is over the house's 900-line guide: it is the one
+At about 1,040 lines it is over the house's 900-line guide: it is the one
 place that starts, watches, records and stops chapters (lanes, the run lock,
 the event tail, failure lines, the chapter cache hook, the book build), and
 the chapter graph (:mod:`uslib.chaptergraph`) and the chapter cache
@@ -87,9 +87,21 @@ KERNEL_NAME = "python3"
 
 #: Packages whose versions go into the provenance record.
 PACKAGES = (
-    "numpy", "scipy", "pandas", "scikit-learn", "scikit-image", "tensorflow-cpu",
-    "tensorflow", "keras", "matplotlib", "seaborn", "papermill", "jupyter-book",
-    "myst-nb", "h5py", "pooch",
+    "numpy",
+    "scipy",
+    "pandas",
+    "scikit-learn",
+    "scikit-image",
+    "tensorflow-cpu",
+    "tensorflow",
+    "keras",
+    "matplotlib",
+    "seaborn",
+    "papermill",
+    "jupyter-book",
+    "myst-nb",
+    "h5py",
+    "pooch",
 )
 
 
@@ -214,8 +226,17 @@ class EventTail:
     ``with`` block.
     """
 
-    def __init__(self, path: str | os.PathLike, *, offset: int = 0, prefix: str = "[uslib]", every_s: float = 10.0,
-                 interval_s: float = 2.0, stream=None, clock=time.monotonic):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        offset: int = 0,
+        prefix: str = "[uslib]",
+        every_s: float = 10.0,
+        interval_s: float = 2.0,
+        stream=None,
+        clock=time.monotonic,
+    ):
         import threading
 
         self.path, self.offset, self.prefix = Path(path), int(offset), prefix
@@ -290,7 +311,10 @@ def git_commit() -> str | None:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
@@ -359,8 +383,10 @@ def run_chapter(
             cleaned = clean_chapter(out, run_dir=run_dir, log_file=log, profile=params.get("profile"))
             if cleaned["stderr"]:
                 shown = repo_relative(log) if log is not None else "nowhere"
-                _say(f"[uslib] {notebook.stem}: {cleaned['stderr']} standard-error output(s) kept off the page, "
-                     f"in {shown}")
+                _say(
+                    f"[uslib] {notebook.stem}: {cleaned['stderr']} standard-error output(s) kept off the page, "
+                    f"in {shown}"
+                )
     return out
 
 
@@ -377,8 +403,9 @@ def _assignments(source: str) -> dict[str, str]:
     return out
 
 
-def parameters_used_markdown(defaults: dict[str, str], used: dict[str, str], *, profile: str | None = None,
-                             chapter: str | None = None) -> str:
+def parameters_used_markdown(
+    defaults: dict[str, str], used: dict[str, str], *, profile: str | None = None, chapter: str | None = None
+) -> str:
     """Markdown of the note that replaces a chapter's two parameter cells on its page.
 
     ``defaults``: name -> value text of the chapter's ``parameters`` cell;
@@ -410,8 +437,13 @@ def parameters_used_markdown(defaults: dict[str, str], used: dict[str, str], *, 
     return "\n".join(lines)
 
 
-def clean_chapter(path: str | os.PathLike, *, run_dir: str | os.PathLike | None = None,
-                  log_file: str | os.PathLike | None = None, profile: str | None = None) -> dict[str, int]:
+def clean_chapter(
+    path: str | os.PathLike,
+    *,
+    run_dir: str | os.PathLike | None = None,
+    log_file: str | os.PathLike | None = None,
+    profile: str | None = None,
+) -> dict[str, int]:
     """Make an executed chapter publishable, in place (atomically).
 
     * Standard-error outputs (TensorFlow's C++ log lines, warnings, progress
@@ -515,8 +547,14 @@ def is_chapter_failure(exc: BaseException) -> bool:
     import nbclient.exceptions
     import papermill.exceptions
 
-    return isinstance(exc, (papermill.exceptions.PapermillExecutionError, nbclient.exceptions.CellTimeoutError,
-                            nbclient.exceptions.DeadKernelError))
+    return isinstance(
+        exc,
+        (
+            papermill.exceptions.PapermillExecutionError,
+            nbclient.exceptions.CellTimeoutError,
+            nbclient.exceptions.DeadKernelError,
+        ),
+    )
 
 
 def chapter_failure_line(stem: str, exc: BaseException, log: str | os.PathLike) -> str:
@@ -595,9 +633,15 @@ def _interrupt_kernels(executed: Iterable[str | os.PathLike]) -> None:
                 os.kill(pid, signal.SIGINT)
 
 
-def _run_lanes(stems: Sequence[str], needs: Mapping[str, Sequence[str]], priority: Mapping[str, float],
-               run_one: Callable[[str, Callable[[], bool], bool], None], *, jobs: int,
-               interrupt: Callable[[Iterable[str]], None]) -> None:
+def _run_lanes(
+    stems: Sequence[str],
+    needs: Mapping[str, Sequence[str]],
+    priority: Mapping[str, float],
+    run_one: Callable[[str, Callable[[], bool], bool], None],
+    *,
+    jobs: int,
+    interrupt: Callable[[Iterable[str]], None],
+) -> None:
     """Run ``run_one(stem, interrupted, background)`` for each chapter, up to ``jobs`` at once, after what it needs.
 
     Ready chapters start by ``priority``, largest first; ``background`` is
@@ -620,8 +664,10 @@ def _run_lanes(stems: Sequence[str], needs: Mapping[str, Sequence[str]], priorit
     try:
         while graph.is_active() or running:
             if failure is None:
-                ready = sorted([*ready, *graph.get_ready()],  # one job: file order
-                               key=lambda s: (-priority.get(s, 0.0) if jobs > 1 else 0.0, order[s]))
+                ready = sorted(
+                    [*ready, *graph.get_ready()],  # one job: file order
+                    key=lambda s: (-priority.get(s, 0.0) if jobs > 1 else 0.0, order[s]),
+                )
                 for s in ready[: max(0, int(jobs) - len(running))]:
                     ready.remove(s)
                     background = any(priority.get(r, 0.0) > priority.get(s, 0.0) for r in running.values())
@@ -709,8 +755,7 @@ def run_profile(
     params = load_profile(profile, overrides=overrides)
     require_paths(params, source=f"profile {profile}")
     with store.run_lock(params["run_dir"], profile=params.get("profile")):
-        return _run_locked(params, only=only, output_dir=output_dir, notebook_dir=notebook_dir, fetch=fetch,
-                           jobs=jobs)
+        return _run_locked(params, only=only, output_dir=output_dir, notebook_dir=notebook_dir, fetch=fetch, jobs=jobs)
 
 
 def _run_locked(params: dict[str, Any], *, only, output_dir, notebook_dir, fetch: bool, jobs) -> dict[str, Any]:
@@ -779,9 +824,13 @@ def _run_locked(params: dict[str, Any], *, only, output_dir, notebook_dir, fetch
                     if kept.restore(stem, out):  # unchanged notebook, parameters, code and inputs
                         _say(f"[uslib] {stem}: unchanged, reused from {repo_relative(kept.path(stem))}")
                     else:
-                        run_chapter(nb, chapter_params, output_dir=output_dir,
-                                    kernel_env={store.EVENTS_ENV: str(chapter_events)},
-                                    nice=BACKGROUND_NICE if background else 0)
+                        run_chapter(
+                            nb,
+                            chapter_params,
+                            output_dir=output_dir,
+                            kernel_env={store.EVENTS_ENV: str(chapter_events)},
+                            nice=BACKGROUND_NICE if background else 0,
+                        )
                 status = "finished"
             except BaseException as exc:
                 status = "interrupted" if interrupted() or isinstance(exc, KeyboardInterrupt) else "failed"
@@ -791,8 +840,9 @@ def _run_locked(params: dict[str, Any], *, only, output_dir, notebook_dir, fetch
             finally:
                 timings[stem] = round(time.perf_counter() - t0, 2)
                 if out.exists():
-                    stamp_chapter(out, run_id=run_id, profile=params.get("profile"), run_dir=repo_relative(rdir),
-                                  status=status)
+                    stamp_chapter(
+                        out, run_id=run_id, profile=params.get("profile"), run_dir=repo_relative(rdir), status=status
+                    )
                     if status == "finished":
                         kept.save(stem, out)
                 store.update_run_record(
@@ -806,8 +856,14 @@ def _run_locked(params: dict[str, Any], *, only, output_dir, notebook_dir, fetch
         # What this process and a cluster's workers report (they inherit EVENTS_ENV) is shown too.
         runner_tail = EventTail(events_file, offset=events_file.stat().st_size if events_file.exists() else 0)
         with runner_tail.running():
-            _run_lanes([nb.stem for nb in selected], needs, priority, run_one, jobs=n_jobs,
-                       interrupt=lambda stems: _interrupt_kernels(Path(output_dir) / by_stem[s].name for s in stems))
+            _run_lanes(
+                [nb.stem for nb in selected],
+                needs,
+                priority,
+                run_one,
+                jobs=n_jobs,
+                interrupt=lambda stems: _interrupt_kernels(Path(output_dir) / by_stem[s].name for s in stems),
+            )
     except BaseException as exc:  # the record never stays at "running" (an unreachable scheduler, a failure)
         store.update_run_record(rdir, status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
         raise
@@ -821,8 +877,12 @@ def _run_locked(params: dict[str, Any], *, only, output_dir, notebook_dir, fetch
     return {"params": params, "run_dir": rdir, "run_id": run_id, "stage_seconds": timings}
 
 
-def check_chapters(chapter_dir: str | os.PathLike = CHAPTER_DIR, *, run_dir: str | os.PathLike | None = None,
-                   notebook_dir: str | os.PathLike = NOTEBOOK_DIR) -> str:
+def check_chapters(
+    chapter_dir: str | os.PathLike = CHAPTER_DIR,
+    *,
+    run_dir: str | os.PathLike | None = None,
+    notebook_dir: str | os.PathLike = NOTEBOOK_DIR,
+) -> str:
     """Check that the executed chapters make one book; return their run id.
 
     Every chapter of ``notebook_dir`` must have been executed into
@@ -853,8 +913,10 @@ def check_chapters(chapter_dir: str | os.PathLike = CHAPTER_DIR, *, run_dir: str
         ids.setdefault(meta["run_id"], []).append(nb.stem)
         dirs.add(meta.get("run_dir"))
     if len(ids) > 1:
-        problems.append("the chapters come from different runs: " +
-                        "; ".join(f"run {r}: {', '.join(c)}" for r, c in sorted(ids.items())))
+        problems.append(
+            "the chapters come from different runs: "
+            + "; ".join(f"run {r}: {', '.join(c)}" for r, c in sorted(ids.items()))
+        )
     if not problems:
         (run_id,) = ids
         rdir = Path(run_dir) if run_dir is not None else (resolve_path(dirs.pop()) if len(dirs) == 1 else None)
@@ -863,16 +925,22 @@ def check_chapters(chapter_dir: str | os.PathLike = CHAPTER_DIR, *, run_dir: str
         else:
             recorded = store.read_run_record(rdir).get("run_id")
             if recorded != run_id:
-                problems.append(f"the chapters come from run {run_id}, but {store.record_path(rdir)} records run "
-                                f"{recorded}: the provenance page would describe another run")
+                problems.append(
+                    f"the chapters come from run {run_id}, but {store.record_path(rdir)} records run "
+                    f"{recorded}: the provenance page would describe another run"
+                )
     if problems:
-        raise BookError("cannot build one book from these chapters: " + "; ".join(problems) +
-                        ". Run every chapter with one profile: python -m uslib run --profile P")
+        raise BookError(
+            "cannot build one book from these chapters: "
+            + "; ".join(problems)
+            + ". Run every chapter with one profile: python -m uslib run --profile P"
+        )
     return run_id
 
 
-def build_book(root: str | os.PathLike = REPO_ROOT, *, strict: bool = True,
-               run_dir: str | os.PathLike | None = None) -> Path:
+def build_book(
+    root: str | os.PathLike = REPO_ROOT, *, strict: bool = True, run_dir: str | os.PathLike | None = None
+) -> Path:
     """``jupyter-book build`` of ``root`` (the repository root); returns ``_build/html/index.html``.
 
     The executed chapters under ``root/book/chapters`` are checked first
@@ -881,8 +949,15 @@ def build_book(root: str | os.PathLike = REPO_ROOT, *, strict: bool = True,
     """
     root = Path(root)
     check_chapters(root / "book" / "chapters", run_dir=run_dir)
-    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
-           "build", str(root), "--builder", "html"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from jupyter_book.cli.main import main; main()",
+        "build",
+        str(root),
+        "--builder",
+        "html",
+    ]
     if strict:
         cmd += ["-W", "--keep-going"]
     t0 = time.perf_counter()
@@ -922,16 +997,20 @@ def main_run(profile: str, *, only: list[str] | None = None, build: bool = True,
     params = load_profile(profile)
     require_paths(params, source=f"profile {profile}")  # a bad path or a busy run_dir: one line, nothing written
     if main_check(profile, params=params) != 0:
-        print("[uslib] not running: fix the problems above (python -m uslib check --profile P repeats the check)",
-              file=sys.stderr, flush=True)
+        print(
+            "[uslib] not running: fix the problems above (python -m uslib check --profile P repeats the check)",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
     try:
         result = run_profile(profile, only=only, jobs=jobs)
     except Exception as exc:
         if not is_chapter_failure(exc):
             raise
-        print("[uslib] not finished: a chapter failed (the line above names it and its log)", file=sys.stderr,
-              flush=True)
+        print(
+            "[uslib] not finished: a chapter failed (the line above names it and its log)", file=sys.stderr, flush=True
+        )
         return 1
     rdir = result["run_dir"]
     if build:

@@ -70,9 +70,11 @@ def _local_cluster(**kwargs):
 
     size = {**local_cluster_size(), **kwargs}
     # workers compute as this process would: the same oneDNN setting, one TensorFlow thread per Dask thread
-    env = {"USLIB_TF_THREADS": str(size["threads_per_worker"]),
-           "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1"),
-           "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    env = {
+        "USLIB_TF_THREADS": str(size["threads_per_worker"]),
+        "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1"),
+        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+    }
     return LocalCluster(processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0", env=env, **size)
 
 
@@ -97,12 +99,12 @@ def _connect(spec: str, *, timeout_s: float | None = None, **kwargs):
             reason = reason[:200] + "…"
         raise SchedulerUnreachable(
             f"scheduler: no Dask scheduler answered at {spec} within {timeout:g} s ({reason}); start one there, "
-            "set scheduler: local, or remove the key (scheduler_timeout_s sets the wait)") from None
+            "set scheduler: local, or remove the key (scheduler_timeout_s sets the wait)"
+        ) from None
 
 
 @contextlib.contextmanager
-def cluster(spec: str | None, *, quiet: bool = False, timeout_s: float | None = None,
-            **local_kwargs) -> Iterator[Any]:
+def cluster(spec: str | None, *, quiet: bool = False, timeout_s: float | None = None, **local_kwargs) -> Iterator[Any]:
     """A Dask client for a ``scheduler`` value, closed (with any cluster it started) on exit.
 
     Parameters
@@ -174,5 +176,9 @@ def describe(client) -> dict[str, Any]:
 def announce(client, file=None) -> None:
     """Print the cluster's address, size and dashboard link (stderr by default)."""
     d = describe(client)
-    print(f"[uslib] Dask cluster {d['address']}: {d['n_workers']} workers, {d['threads']} threads; "
-          f"dashboard {d['dashboard']}", file=file or sys.stderr, flush=True)
+    print(
+        f"[uslib] Dask cluster {d['address']}: {d['n_workers']} workers, {d['threads']} threads; "
+        f"dashboard {d['dashboard']}",
+        file=file or sys.stderr,
+        flush=True,
+    )

@@ -27,8 +27,9 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def book_server(html_dir: str | os.PathLike = BOOK_HTML, *, port: int = 8000,
-                host: str = "127.0.0.1") -> http.server.ThreadingHTTPServer:
+def book_server(
+    html_dir: str | os.PathLike = BOOK_HTML, *, port: int = 8000, host: str = "127.0.0.1"
+) -> http.server.ThreadingHTTPServer:
     """An HTTP server of ``html_dir`` on ``host:port`` (not started; ``port=0``: any free port).
 
     Raises
@@ -38,8 +39,10 @@ def book_server(html_dir: str | os.PathLike = BOOK_HTML, *, port: int = 8000,
     """
     html_dir = Path(html_dir)
     if not (html_dir / "index.html").is_file():
-        raise FileNotFoundError(f"{html_dir} holds no index.html: build the book first "
-                                "(python -m uslib run --profile P, or python -m uslib build --profile P)")
+        raise FileNotFoundError(
+            f"{html_dir} holds no index.html: build the book first "
+            "(python -m uslib run --profile P, or python -m uslib build --profile P)"
+        )
     handler = functools.partial(_QuietHandler, directory=str(html_dir))
     return http.server.ThreadingHTTPServer((host, port), handler)
 

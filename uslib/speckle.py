@@ -229,8 +229,13 @@ def beam_fwhm_mm(
     return acquisition.wavelength_mm * s.f_number * np.minimum(w, s.max_widening)
 
 
-def psf_fwhm_mm(depth_mm, *, focus_depth_mm: float, acquisition: Acquisition = OASBUD_ACQUISITION,
-                system: ImagingSystem | None = None) -> tuple[float, np.ndarray]:
+def psf_fwhm_mm(
+    depth_mm,
+    *,
+    focus_depth_mm: float,
+    acquisition: Acquisition = OASBUD_ACQUISITION,
+    system: ImagingSystem | None = None,
+) -> tuple[float, np.ndarray]:
     """Full widths at half maximum of the pulse-echo PSF's envelope: (axial, lateral), mm.
 
     Axially, the Gaussian envelope of :func:`axial_pulse` has σ = f_s / (2π σ_f)

@@ -102,8 +102,13 @@ def closest_to_corner(fpr, tpr, thresholds) -> dict:
         raise ValueError(f"fpr {fpr.shape}, tpr {tpr.shape}, thresholds {thresholds.shape} must be 1-D and equal")
     d = np.hypot(fpr, 1.0 - tpr)
     i = int(np.argmin(d))
-    return {"index": i, "threshold": float(thresholds[i]), "sensitivity": float(tpr[i]),
-            "specificity": float(1.0 - fpr[i]), "distance": float(d[i])}
+    return {
+        "index": i,
+        "threshold": float(thresholds[i]),
+        "sensitivity": float(tpr[i]),
+        "specificity": float(1.0 - fpr[i]),
+        "distance": float(d[i]),
+    }
 
 
 def operating_point(labels, scores) -> dict:
@@ -121,10 +126,12 @@ def operating_point(labels, scores) -> dict:
     fpr, tpr, thr = roc_curve(y, s)
     pt = closest_to_corner(fpr, tpr, thr)
     pred = s >= pt["threshold"]
-    return {"threshold": pt["threshold"], "sensitivity": pt["sensitivity"],
-            "specificity": pt["specificity"], "accuracy": float(np.mean(pred == y))}
-
-
+    return {
+        "threshold": pt["threshold"],
+        "sensitivity": pt["sensitivity"],
+        "specificity": pt["specificity"],
+        "accuracy": float(np.mean(pred == y)),
+    }
 
 
 def nested_operating_point(labels, scores, fold, thresholds) -> dict:
@@ -165,8 +172,12 @@ def nested_operating_point(labels, scores, fold, thresholds) -> dict:
         return {"threshold": nan, "sensitivity": nan, "specificity": nan, "accuracy": nan}
     thr = np.where(np.isnan(thr), np.nanmedian(thr), thr)
     pred = s >= thr[fold]
-    return {"threshold": float(np.median(thr)), "sensitivity": float(pred[y].mean()),
-            "specificity": float((~pred[~y]).mean()), "accuracy": float(np.mean(pred == y))}
+    return {
+        "threshold": float(np.median(thr)),
+        "sensitivity": float(pred[y].mean()),
+        "specificity": float((~pred[~y]).mean()),
+        "accuracy": float(np.mean(pred == y)),
+    }
 
 
 def delong_components(labels, scores) -> tuple[np.ndarray, np.ndarray]:
@@ -242,8 +253,9 @@ def delong_paired_test(labels, scores_a, scores_b) -> dict:
     return {"auc_a": auc_a, "auc_b": auc_b, "diff": diff, "se": se, "z": float(z), "p": p}
 
 
-def bootstrap_ci(labels, scores, *, n_boot: int = 2000, alpha: float = 0.05,
-                 seed: int = 0) -> tuple[float, float, float]:
+def bootstrap_ci(
+    labels, scores, *, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
+) -> tuple[float, float, float]:
     """AUC and a percentile bootstrap interval, resampling cases within each class."""
     y, s = _binary(labels, scores)
     rng = np.random.default_rng(seed)
@@ -271,8 +283,9 @@ def _auc_rows(y_sorted: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return (r[..., y_sorted].sum(axis=-1) - m * (m + 1) / 2) / (m * n)
 
 
-def auc_contrast_ci(labels, scores, weights, *, n_boot: int = 2000, alpha: float = 0.05,
-                    seed: int = 0) -> tuple[float, float, float]:
+def auc_contrast_ci(
+    labels, scores, weights, *, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
+) -> tuple[float, float, float]:
     """A weighted sum of correlated AUCs and its paired percentile bootstrap interval.
 
     The lesions are resampled with replacement within each class, once per
@@ -315,8 +328,6 @@ def auc_contrast_ci(labels, scores, weights, *, n_boot: int = 2000, alpha: float
     return est, float(lo), float(hi)
 
 
-
-
 def bland_altman(a, b) -> dict:
     """Bland–Altman agreement of paired measurements ``a`` and ``b``.
 
@@ -339,8 +350,13 @@ def bland_altman(a, b) -> dict:
     d = a - b
     mean = float(d.mean())
     sd = float(d.std(ddof=1)) if d.size > 1 else float("nan")
-    return {"mean_diff": mean, "sd_diff": sd, "loa_low": mean - 1.96 * sd,
-            "loa_high": mean + 1.96 * sd, "n": int(d.size)}
+    return {
+        "mean_diff": mean,
+        "sd_diff": sd,
+        "loa_low": mean - 1.96 * sd,
+        "loa_high": mean + 1.96 * sd,
+        "n": int(d.size),
+    }
 
 
 def holm(p) -> np.ndarray:

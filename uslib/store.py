@@ -2,7 +2,7 @@
 
 This is the only module that knows where an artefact lives and how it is
 written. (Where the run directory itself may be, and who holds it, is
-:mod:`uslib.locations`; its names are re-exported here.) At about 930 lines
+:mod:`uslib.locations`; its names are re-exported here.) At about 970 lines
 it is over the house's 900-line guide on purpose: the layout, the verified
 I/O and the keys are one contract, what is written where, sealed how and
 keyed by what, and each of them uses the others' private helpers. Everything expensive that a chapter computes is stored under the
@@ -199,8 +199,23 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 #: Infrastructure modules left out of code fingerprints: they move bytes and
 #: name files but compute nothing that ends up in an artefact.
-INFRASTRUCTURE = frozenset({"store", "locations", "envvars", "config", "run", "pages", "pipeline", "plots", "paper", "scheduler", "sweep",
-                            "__main__", "__init__"})
+INFRASTRUCTURE = frozenset(
+    {
+        "store",
+        "locations",
+        "envvars",
+        "config",
+        "run",
+        "pages",
+        "pipeline",
+        "plots",
+        "paper",
+        "scheduler",
+        "sweep",
+        "__main__",
+        "__init__",
+    }
+)
 
 
 class DamagedArtefact(RuntimeError):
@@ -302,8 +317,12 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
-                    and isinstance(body[0].value.value, str):
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(getattr(body[0], "value", None), ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
                 node.body = body[1:] or [ast.Pass()]
     return tree
 
@@ -369,8 +388,7 @@ def stage_modules(module: str, *, package_dir: str | os.PathLike | None = None) 
     return sorted(seen)
 
 
-def code_fingerprint(module: str, *, packages: Sequence[str] = (),
-                     package_dir: str | os.PathLike | None = None) -> str:
+def code_fingerprint(module: str, *, packages: Sequence[str] = (), package_dir: str | os.PathLike | None = None) -> str:
     """Fingerprint of the code that produces a stage's artefacts.
 
     Hashes the syntax tree (docstrings and comments excluded) of ``module``
@@ -608,8 +626,11 @@ def load_csv(path: str | os.PathLike, **read_csv_kwargs):
 def seal_dir(folder: str | os.PathLike) -> Path:
     """Write ``SEAL`` in ``folder``: the SHA-256 of every other file in it. Written last."""
     folder = Path(folder)
-    files = {p.name: _sha256_file(p) for p in sorted(folder.iterdir())
-             if p.is_file() and p.name != SEAL and not p.name.startswith(".")}
+    files = {
+        p.name: _sha256_file(p)
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name != SEAL and not p.name.startswith(".")
+    }
     return save_json(folder / SEAL, {"files": files})
 
 
@@ -642,8 +663,11 @@ def verify_dir(folder: str | os.PathLike) -> Path:
     except DamagedArtefact as exc:
         raise DamagedArtefact(folder, f"its seal {SEAL} is damaged ({exc.reason})") from exc
     files = content.get("files") if isinstance(content, dict) else None
-    if not isinstance(files, dict) or not files or not all(
-            isinstance(n, str) and n and "/" not in n and _is_sha256(d) for n, d in files.items()):
+    if (
+        not isinstance(files, dict)
+        or not files
+        or not all(isinstance(n, str) and n and "/" not in n and _is_sha256(d) for n, d in files.items())
+    ):
         raise DamagedArtefact(folder, f"its seal {SEAL} is not a list of files and their SHA-256 digests")
     present = {p.name for p in folder.iterdir() if p.name != SEAL and not p.name.startswith(".")}
     unsealed = sorted(present - set(files))
@@ -684,8 +708,14 @@ def report_damage(error: DamagedArtefact, *, action: str = "recomputing it", rem
     message = f"damaged cache file {path} ({error.reason}): {action}"
     events = os.environ.get(EVENTS_ENV)
     if events:
-        line = json.dumps({"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                           "path": str(path), "reason": error.reason, "action": action})
+        line = json.dumps(
+            {
+                "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "path": str(path),
+                "reason": error.reason,
+                "action": action,
+            }
+        )
         with open(events, "a") as fh:  # one short line per append: atomic on POSIX
             fh.write(line + "\n")
     else:
@@ -720,8 +750,16 @@ def report_progress(stage: str, done: int, total: int, *, seconds: float, unit: 
     events = os.environ.get(EVENTS_ENV)
     if not events:
         return False
-    line = json.dumps({"kind": "progress", "stage": str(stage), "done": int(done), "total": int(total),
-                       "seconds": round(float(seconds), 3), "unit": str(unit)})
+    line = json.dumps(
+        {
+            "kind": "progress",
+            "stage": str(stage),
+            "done": int(done),
+            "total": int(total),
+            "seconds": round(float(seconds), 3),
+            "unit": str(unit),
+        }
+    )
     with open(events, "a") as fh:  # one short line per append: atomic on POSIX
         fh.write(line + "\n")
     return True
@@ -751,7 +789,6 @@ def load_or_compute(load: Callable[[], Any], compute: Callable[[], Any], *, miss
     except DamagedArtefact as exc:
         report_damage(exc)
         return compute()
-
 
 
 # --------------------------------------------------------------------------- #
@@ -801,8 +838,7 @@ def features_root(run_dir: str | os.PathLike) -> Path:
     return run_path(run_dir) / "features"
 
 
-def feature_dir(root: str | os.PathLike, backbone: str, weights_fingerprint: str,
-                precision: str = "float32") -> Path:
+def feature_dir(root: str | os.PathLike, backbone: str, weights_fingerprint: str, precision: str = "float32") -> Path:
     """``<root>/<backbone>-<weights fingerprint>[-<precision>]``: one backbone's feature chunks.
 
     Features computed in another arithmetic precision than float32 (the
@@ -849,8 +885,7 @@ def sweep_summary_path(run_dir: str | os.PathLike) -> Path:
 
 
 def chapter_cache_path(run_dir: str | os.PathLike, chapter: str, key_: str) -> Path:
-    """``<run_dir>/chapter-cache/<chapter>-<key>.ipynb``: an executed chapter kept for reuse (:mod:`uslib.chaptercache`).
-    """
+    """``<run_dir>/chapter-cache/<chapter>-<key>.ipynb``: an executed chapter kept for reuse (:mod:`uslib.chaptercache`)."""
     if not chapter or "/" in chapter or chapter.startswith("."):
         raise ValueError(f"not a chapter name: {chapter!r}")
     return run_path(run_dir) / "chapter-cache" / f"{chapter}-{key_}.ipynb"

@@ -183,9 +183,13 @@ class SweepPlan:
         return store.cache_root(self.parent["run_dir"], self.parent.get("cache_dir"))
 
 
-def plan_sweep(profile: str | os.PathLike, sets: Mapping[str, Sequence[Any]] | Sequence[str], *,
-               overrides: Mapping[str, Any] | None = None,
-               notebook_dir: str | os.PathLike = NOTEBOOK_DIR) -> SweepPlan:
+def plan_sweep(
+    profile: str | os.PathLike,
+    sets: Mapping[str, Sequence[Any]] | Sequence[str],
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    notebook_dir: str | os.PathLike = NOTEBOOK_DIR,
+) -> SweepPlan:
     """Validate a sweep before anything runs.
 
     Parameters
@@ -235,8 +239,16 @@ def plan_sweep(profile: str | os.PathLike, sets: Mapping[str, Sequence[Any]] | S
         label = point_label(point)
         run_dir = str(store.sweep_point_dir(parent_dir, label))
         try:
-            params = load_profile(profile, overrides={**dict(overrides or {}), **point, "run_dir": run_dir,
-                                                      "cache_dir": shared, "scheduler": None})
+            params = load_profile(
+                profile,
+                overrides={
+                    **dict(overrides or {}),
+                    **point,
+                    "run_dir": run_dir,
+                    "cache_dir": shared,
+                    "scheduler": None,
+                },
+            )
         except ProfileError as e:
             problems += [f"point {label}: {p}" for p in e.problems]
             continue
@@ -264,40 +276,86 @@ def prepare_features(plan: SweepPlan, client=None) -> int:
     done, n = set(), 0
     robust = _uses(plan.chapters, "robustness_margins_mm", "backbones")
     for label, p in plan.points:
-        need = {k: p[k] for k in ("data_source", "oasbud_path", "n_lesions", "data_seed", "skip_samples",
-                                  "patients_csv", "dynamic_ranges_db", "margins_mm", "backbones", "weights",
-                                  "weights_path", "strict_weights", "weights_seed", "batch_size",
-                                  "precision")}
+        need = {
+            k: p[k]
+            for k in (
+                "data_source",
+                "oasbud_path",
+                "n_lesions",
+                "data_seed",
+                "skip_samples",
+                "patients_csv",
+                "dynamic_ranges_db",
+                "margins_mm",
+                "backbones",
+                "weights",
+                "weights_path",
+                "strict_weights",
+                "weights_seed",
+                "batch_size",
+                "precision",
+            )
+        }
         if robust:
-            need.update({k: p[k] for k in ("unseen_ranges_db", "robustness_margins_mm", "continuous_range_db",
-                                           "cv_seed")})
+            need.update(
+                {k: p[k] for k in ("unseen_ranges_db", "robustness_margins_mm", "continuous_range_db", "cv_seed")}
+            )
         memo = store.key(need)
         if memo in done:
             continue
         done.add(memo)
-        ds = pipeline.get_dataset(p["run_dir"], data_source=p["data_source"], oasbud_path=p["oasbud_path"],
-                                  n_lesions=p["n_lesions"], data_seed=p["data_seed"],
-                                  skip_samples=p["skip_samples"], patients_csv=p["patients_csv"],
-                                  cache_dir=p["cache_dir"])
+        ds = pipeline.get_dataset(
+            p["run_dir"],
+            data_source=p["data_source"],
+            oasbud_path=p["oasbud_path"],
+            n_lesions=p["n_lesions"],
+            data_seed=p["data_seed"],
+            skip_samples=p["skip_samples"],
+            patients_csv=p["patients_csv"],
+            cache_dir=p["cache_dir"],
+        )
         manifests = [pipeline.get_manifest(ds, dynamic_ranges_db=p["dynamic_ranges_db"], margins_mm=p["margins_mm"])]
         if robust:
-            manifests.append(pipeline.get_robustness_manifest(
-                ds, train_ranges_db=p["dynamic_ranges_db"], unseen_ranges_db=p["unseen_ranges_db"],
-                margins_mm=p["robustness_margins_mm"], continuous_range_db=p["continuous_range_db"],
-                seed=p["cv_seed"])[0])
+            manifests.append(
+                pipeline.get_robustness_manifest(
+                    ds,
+                    train_ranges_db=p["dynamic_ranges_db"],
+                    unseen_ranges_db=p["unseen_ranges_db"],
+                    margins_mm=p["robustness_margins_mm"],
+                    continuous_range_db=p["continuous_range_db"],
+                    seed=p["cv_seed"],
+                )[0]
+            )
         for manifest in manifests:
             for b in p["backbones"]:
-                fs = pipeline.get_features(p["run_dir"], ds, manifest, b, weights=p["weights"],
-                                           weights_path=p["weights_path"], strict_weights=p["strict_weights"],
-                                           weights_seed=p["weights_seed"], batch_size=p["batch_size"],
-                                           precision=p["precision"], progress=False, allow_download=p["allow_download"],
-                                           cache_dir=p["cache_dir"], scheduler=client)
+                fs = pipeline.get_features(
+                    p["run_dir"],
+                    ds,
+                    manifest,
+                    b,
+                    weights=p["weights"],
+                    weights_path=p["weights_path"],
+                    strict_weights=p["strict_weights"],
+                    weights_seed=p["weights_seed"],
+                    batch_size=p["batch_size"],
+                    precision=p["precision"],
+                    progress=False,
+                    allow_download=p["allow_download"],
+                    cache_dir=p["cache_dir"],
+                    scheduler=client,
+                )
                 n += fs.n_computed
     return n
 
 
-def run_point(profile: str, params: Mapping[str, Any], chapter_names: Sequence[str], swept: Mapping[str, Any],
-              *, notebook_dir: str | os.PathLike = NOTEBOOK_DIR):
+def run_point(
+    profile: str,
+    params: Mapping[str, Any],
+    chapter_names: Sequence[str],
+    swept: Mapping[str, Any],
+    *,
+    notebook_dir: str | os.PathLike = NOTEBOOK_DIR,
+):
     """Run one point's chapters (in this process: a Dask task, or the sweep's own) and summarise it.
 
     Returns
@@ -310,8 +368,13 @@ def run_point(profile: str, params: Mapping[str, Any], chapter_names: Sequence[s
 
     rdir = store.run_path(params["run_dir"])
     print(f"[uslib] sweep point {point_label(swept)}: {rdir}", flush=True)
-    run_profile(profile, only=[Path(c).stem for c in chapter_names], overrides=dict(params),
-                output_dir=store.sweep_chapter_dir(rdir), notebook_dir=notebook_dir)
+    run_profile(
+        profile,
+        only=[Path(c).stem for c in chapter_names],
+        overrides=dict(params),
+        output_dir=store.sweep_chapter_dir(rdir),
+        notebook_dir=notebook_dir,
+    )
     return point_summary(params, swept)
 
 
@@ -337,17 +400,35 @@ def point_summary(params: Mapping[str, Any], swept: Mapping[str, Any]):
 
     p = dict(params)
     rdir = store.run_path(p["run_dir"])
-    ds = pipeline.get_dataset(rdir, data_source=p["data_source"], oasbud_path=p["oasbud_path"],
-                              n_lesions=p["n_lesions"], data_seed=p["data_seed"], skip_samples=p["skip_samples"],
-                              patients_csv=p["patients_csv"], cache_dir=p["cache_dir"])
+    ds = pipeline.get_dataset(
+        rdir,
+        data_source=p["data_source"],
+        oasbud_path=p["oasbud_path"],
+        n_lesions=p["n_lesions"],
+        data_seed=p["data_seed"],
+        skip_samples=p["skip_samples"],
+        patients_csv=p["patients_csv"],
+        cache_dir=p["cache_dir"],
+    )
     manifest = pipeline.get_manifest(ds, dynamic_ranges_db=p["dynamic_ranges_db"], margins_mm=p["margins_mm"])
     settings = cv_settings(p)
     frames = []
     for b in p["backbones"]:
-        fs = pipeline.get_features(rdir, ds, manifest, b, weights=p["weights"], weights_path=p["weights_path"],
-                                   strict_weights=p["strict_weights"], weights_seed=p["weights_seed"],
-                                   batch_size=p["batch_size"], precision=p["precision"], progress=False, allow_download=False,
-                                   cache_dir=p["cache_dir"])
+        fs = pipeline.get_features(
+            rdir,
+            ds,
+            manifest,
+            b,
+            weights=p["weights"],
+            weights_path=p["weights_path"],
+            strict_weights=p["strict_weights"],
+            weights_seed=p["weights_seed"],
+            batch_size=p["batch_size"],
+            precision=p["precision"],
+            progress=False,
+            allow_download=False,
+            cache_dir=p["cache_dir"],
+        )
         res = pipeline.get_matrix(rdir, fs, manifest, ranges=p["dynamic_ranges_db"], settings=settings)
         t = res.table[["train", "test", *SUMMARY_VALUES[:3], *[c for c in SUMMARY_VALUES[3:] if c in res.table]]].copy()
         t.insert(0, "backbone", b)
@@ -359,9 +440,14 @@ def point_summary(params: Mapping[str, Any], swept: Mapping[str, Any]):
     return out
 
 
-def run_sweep(profile: str | os.PathLike, sets: Mapping[str, Sequence[Any]] | Sequence[str], *,
-              overrides: Mapping[str, Any] | None = None, notebook_dir: str | os.PathLike = NOTEBOOK_DIR,
-              client=None):
+def run_sweep(
+    profile: str | os.PathLike,
+    sets: Mapping[str, Sequence[Any]] | Sequence[str],
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    notebook_dir: str | os.PathLike = NOTEBOOK_DIR,
+    client=None,
+):
     """Validate, prepare the features once, run every point, write the summary.
 
     Parameters
@@ -385,30 +471,53 @@ def run_sweep(profile: str | os.PathLike, sets: Mapping[str, Sequence[Any]] | Se
 
     plan = plan_sweep(profile, sets, overrides=overrides, notebook_dir=notebook_dir)
     names = [str(c) for c in plan.chapters]
-    print(f"[uslib] sweep of {', '.join(plan.sets)}: {len(plan.points)} points, chapters "
-          f"{', '.join(c.stem for c in plan.chapters)}", flush=True)
+    print(
+        f"[uslib] sweep of {', '.join(plan.sets)}: {len(plan.points)} points, chapters "
+        f"{', '.join(c.stem for c in plan.chapters)}",
+        flush=True,
+    )
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
         if client is None:
             client = stack.enter_context(scheduler.cluster(plan.parent.get("scheduler")))
         n_computed = prepare_features(plan, client)
-        print(f"[uslib] features ready ({n_computed} images computed) in {time.perf_counter() - t0:.1f} s",
-              flush=True)
+        print(f"[uslib] features ready ({n_computed} images computed) in {time.perf_counter() - t0:.1f} s", flush=True)
         swept = [{k: p[k] for k in plan.sets} for _, p in plan.points]
         if client is None:
-            frames = [run_point(plan.profile, p, names, s, notebook_dir=plan.notebook_dir)
-                      for (_, p), s in zip(plan.points, swept)]
+            frames = [
+                run_point(plan.profile, p, names, s, notebook_dir=plan.notebook_dir)
+                for (_, p), s in zip(plan.points, swept)
+            ]
         else:
-            futures = [client.submit(run_point, plan.profile, p, names, s, notebook_dir=str(plan.notebook_dir),
-                                     key=f"uslib-sweep-{store.key(label, p)}", pure=False, retries=1)
-                       for (label, p), s in zip(plan.points, swept)]
+            futures = [
+                client.submit(
+                    run_point,
+                    plan.profile,
+                    p,
+                    names,
+                    s,
+                    notebook_dir=str(plan.notebook_dir),
+                    key=f"uslib-sweep-{store.key(label, p)}",
+                    pure=False,
+                    retries=1,
+                )
+                for (label, p), s in zip(plan.points, swept)
+            ]
             frames = client.gather(futures)
     summary = pd.concat(frames, ignore_index=True)
     store.save_csv(store.sweep_summary_path(plan.run_dir), summary)
-    store.update_run_record(plan.run_dir, sweep={
-        "sets": plan.sets, "points": [label for label, _ in plan.points],
-        "chapters": [c.stem for c in plan.chapters], "features_computed": int(n_computed),
-        "seconds": round(time.perf_counter() - t0, 2), "profile": plan.profile})
-    print(f"[uslib] sweep done in {time.perf_counter() - t0:.1f} s: {store.sweep_summary_path(plan.run_dir)}",
-          flush=True)
+    store.update_run_record(
+        plan.run_dir,
+        sweep={
+            "sets": plan.sets,
+            "points": [label for label, _ in plan.points],
+            "chapters": [c.stem for c in plan.chapters],
+            "features_computed": int(n_computed),
+            "seconds": round(time.perf_counter() - t0, 2),
+            "profile": plan.profile,
+        },
+    )
+    print(
+        f"[uslib] sweep done in {time.perf_counter() - t0:.1f} s: {store.sweep_summary_path(plan.run_dir)}", flush=True
+    )
     return summary

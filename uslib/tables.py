@@ -126,8 +126,9 @@ def format_ci(estimate: float, low: float, high: float, *, digits: int = 3, ci_d
     return f"{_fmt(estimate, digits)} ({_fmt(low, ci_digits)}{EN_DASH}{_fmt(high, ci_digits)})"
 
 
-def format_ci_column(estimates: Iterable[float], lows: Iterable[float], highs: Iterable[float], *,
-                     digits: int = 3, ci_digits: int = 2) -> list[str]:
+def format_ci_column(
+    estimates: Iterable[float], lows: Iterable[float], highs: Iterable[float], *, digits: int = 3, ci_digits: int = 2
+) -> list[str]:
     """:func:`format_ci` over three equally long sequences (e.g. DataFrame columns).
 
     Examples
@@ -161,7 +162,13 @@ def compact(table, *, precision: int = 3, font_size: str = "0.9em"):
     >>> "white-space: nowrap" in html and "0.750 (0.60–0.90)" in html
     True
     """
-    return (table.style.format(precision=precision, na_rep="—")
-            .format_index(precision=precision, na_rep="—")
-            .set_table_styles([{"selector": "td", "props": f"white-space: nowrap; font-size: {font_size};"},
-                               {"selector": "th", "props": f"font-size: {font_size};"}]))
+    return (
+        table.style.format(precision=precision, na_rep="—")
+        .format_index(precision=precision, na_rep="—")
+        .set_table_styles(
+            [
+                {"selector": "td", "props": f"white-space: nowrap; font-size: {font_size};"},
+                {"selector": "th", "props": f"font-size: {font_size};"},
+            ]
+        )
+    )

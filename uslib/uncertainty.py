@@ -25,8 +25,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["clopper_pearson", "patient_bootstrap_weights", "weighted_auc", "called_malignant", "table3_intervals",
-           "drop_intervals"]
+__all__ = [
+    "clopper_pearson",
+    "patient_bootstrap_weights",
+    "weighted_auc",
+    "called_malignant",
+    "table3_intervals",
+    "drop_intervals",
+]
 
 
 def clopper_pearson(k: int, n: int, *, alpha: float = 0.05) -> tuple[float, float, float]:
@@ -156,16 +162,20 @@ def table3_intervals(calls: pd.DataFrame, *, n_boot: int = 2000, alpha: float = 
     if missing:
         raise ValueError(f"table3_intervals: calls lack column(s) {missing}")
     c = calls.assign(correct=(calls["called"].astype(bool) == calls["label"].astype(bool)).astype(float))
-    per = c.groupby("lesion", sort=False).agg(patient=("patient", "first"), label=("label", "first"),
-                                              correct=("correct", "mean"))
+    per = c.groupby("lesion", sort=False).agg(
+        patient=("patient", "first"), label=("label", "first"), correct=("correct", "mean")
+    )
     y = per["label"].to_numpy().astype(bool)
     r = per["correct"].to_numpy()
     W = patient_bootstrap_weights(per["patient"].to_numpy(), n_boot=n_boot, seed=seed)
     first = c[c["repeat"] == c["repeat"].min()]
     fy, fc = first["label"].to_numpy().astype(bool), first["correct"].to_numpy().astype(bool)
     rows = []
-    for name, sel, fsel in (("accuracy", np.ones_like(y), np.ones_like(fy)), ("sensitivity", y, fy),
-                            ("specificity", ~y, ~fy)):
+    for name, sel, fsel in (
+        ("accuracy", np.ones_like(y), np.ones_like(fy)),
+        ("sensitivity", y, fy),
+        ("specificity", ~y, ~fy),
+    ):
         if not sel.any():
             raise ValueError(f"table3_intervals: no lesion for {name}")
         est = float(r[sel].mean())
@@ -175,13 +185,25 @@ def table3_intervals(calls: pd.DataFrame, *, n_boot: int = 2000, alpha: float = 
         lo, hi = _percentile(boot, alpha)
         k, n = int(fc[fsel].sum()), int(fsel.sum())
         _, cp_lo, cp_hi = clopper_pearson(k, n, alpha=alpha)
-        rows.append({"metric": name, "estimate": est, "ci_low": lo, "ci_high": hi, "k": k, "n": n,
-                     "cp_low": cp_lo, "cp_high": cp_hi, "n_repeats": int(c["repeat"].nunique())})
+        rows.append(
+            {
+                "metric": name,
+                "estimate": est,
+                "ci_low": lo,
+                "ci_high": hi,
+                "k": k,
+                "n": n,
+                "cp_low": cp_lo,
+                "cp_high": cp_hi,
+                "n_repeats": int(c["repeat"].nunique()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def drop_intervals(predictions: pd.DataFrame, curves: pd.DataFrame, *, n_boot: int = 2000, alpha: float = 0.05,
-                   seed: int = 0) -> pd.DataFrame:
+def drop_intervals(
+    predictions: pd.DataFrame, curves: pd.DataFrame, *, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
+) -> pd.DataFrame:
     """Chapter 07's drops with intervals: the worst case bootstrapped with its maximum, and the mean unseen drop.
 
     For each policy, the drop at a test range is ``auc_seen`` (mean AUC over
@@ -239,9 +261,16 @@ def drop_intervals(predictions: pd.DataFrame, curves: pd.DataFrame, *, n_boot: i
             drop, drop_b = A[seen].mean() - A, B[:, seen].mean(axis=1, keepdims=True) - B
             j = int(np.argmax(drop))
             wlo, whi = _percentile(drop_b.max(axis=1), alpha)
-            row = {"backbone": bb, "policy": pol, "worst_drop": float(drop[j]), "worst_ci_low": wlo,
-                   "worst_ci_high": whi, "range_at_worst": float(ranges[j]), "n_ranges": len(ranges),
-                   "n_unseen": int((~seen).sum())}
+            row = {
+                "backbone": bb,
+                "policy": pol,
+                "worst_drop": float(drop[j]),
+                "worst_ci_low": wlo,
+                "worst_ci_high": whi,
+                "range_at_worst": float(ranges[j]),
+                "n_ranges": len(ranges),
+                "n_unseen": int((~seen).sum()),
+            }
             if (~seen).any():
                 ulo, uhi = _percentile(drop_b[:, ~seen].mean(axis=1), alpha)
                 row.update(mean_unseen_drop=float(drop[~seen].mean()), unseen_ci_low=ulo, unseen_ci_high=uhi)
@@ -254,9 +283,20 @@ def drop_intervals(predictions: pd.DataFrame, curves: pd.DataFrame, *, n_boot: i
         out.extend(per_policy)
         k = int(np.argmax([r["worst_drop"] for r in per_policy]))
         lo, hi = _percentile(np.max(np.vstack(worst_boot), axis=0), alpha)
-        out.append({"backbone": bb, "policy": "worst policy", "worst_drop": per_policy[k]["worst_drop"],
-                    "worst_ci_low": lo, "worst_ci_high": hi, "range_at_worst": per_policy[k]["range_at_worst"],
-                    "n_ranges": per_policy[k]["n_ranges"], "n_unseen": per_policy[k]["n_unseen"],
-                    "mean_unseen_drop": float("nan"), "unseen_ci_low": float("nan"),
-                    "unseen_ci_high": float("nan"), "worst_policy": per_policy[k]["policy"]})
+        out.append(
+            {
+                "backbone": bb,
+                "policy": "worst policy",
+                "worst_drop": per_policy[k]["worst_drop"],
+                "worst_ci_low": lo,
+                "worst_ci_high": hi,
+                "range_at_worst": per_policy[k]["range_at_worst"],
+                "n_ranges": per_policy[k]["n_ranges"],
+                "n_unseen": per_policy[k]["n_unseen"],
+                "mean_unseen_drop": float("nan"),
+                "unseen_ci_low": float("nan"),
+                "unseen_ci_high": float("nan"),
+                "worst_policy": per_policy[k]["policy"],
+            }
+        )
     return pd.DataFrame(out)

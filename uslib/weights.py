@@ -46,8 +46,18 @@ from . import store
 from .backbones import BACKBONES, KERAS_APPS_URL, Backbone, get_backbone
 from .envvars import read
 
-__all__ = ["WeightsInfo", "WeightsUnavailableError", "WeightsWarning", "keras_cache_dir", "WEIGHTS_BASE_URL_ENV",
-           "weights_md5_env", "weights_source", "locate_weights", "download_weights", "resolve_weights"]
+__all__ = [
+    "WeightsInfo",
+    "WeightsUnavailableError",
+    "WeightsWarning",
+    "keras_cache_dir",
+    "WEIGHTS_BASE_URL_ENV",
+    "weights_md5_env",
+    "weights_source",
+    "locate_weights",
+    "download_weights",
+    "resolve_weights",
+]
 
 #: Environment variable replacing :data:`KERAS_APPS_URL` (rehearsals, mirrors).
 WEIGHTS_BASE_URL_ENV = "USLIB_WEIGHTS_BASE_URL"
@@ -59,7 +69,6 @@ class WeightsUnavailableError(RuntimeError):
 
 class WeightsWarning(UserWarning):
     """Features are computed with weights other than the published ImageNet ones."""
-
 
 
 @dataclass(frozen=True)
@@ -165,12 +174,7 @@ def _file_info(bb: Backbone, path: Path, origin: str) -> WeightsInfo:
             f"(md5 {md5}, expected {bb.weights_md5}); its weights are used as given."
         )
     return WeightsInfo(
-        kind=kind,
-        source=f"{origin}: {path}",
-        fingerprint=sha[:16],
-        message=message,
-        path=str(path),
-        md5=md5,
+        kind=kind, source=f"{origin}: {path}", fingerprint=sha[:16], message=message, path=str(path), md5=md5
     )
 
 
@@ -239,13 +243,14 @@ def weights_source(backbone: str | Backbone) -> tuple[str, str]:
     """
     bb = get_backbone(backbone)
     base = read(WEIGHTS_BASE_URL_ENV)
-    url = (base.rstrip("/") + "/" + bb.weights_url[len(KERAS_APPS_URL):]) if base else bb.weights_url
+    url = (base.rstrip("/") + "/" + bb.weights_url[len(KERAS_APPS_URL) :]) if base else bb.weights_url
     md5 = (read(weights_md5_env(bb)) or bb.weights_md5).strip().lower()
     return url, md5
 
 
-def locate_weights(backbone: str | Backbone, *, weights_path: str | os.PathLike | None = None
-                   ) -> tuple[Path | None, str, list[str]]:
+def locate_weights(
+    backbone: str | Backbone, *, weights_path: str | os.PathLike | None = None
+) -> tuple[Path | None, str, list[str]]:
     """Find a backbone's weights file on this machine, without hashing or downloading it.
 
     Steps 1 and 2 of the weights policy (module docstring): the Keras cache,
@@ -308,8 +313,9 @@ def download_weights(backbone: str | Backbone, *, progress: bool = True) -> Path
 
     bb = get_backbone(backbone)
     url, md5 = weights_source(bb)
-    return download(url, keras_cache_dir() / "models" / bb.weights_file, md5=md5, progress=progress,
-                    desc=f"{bb.name} weights")
+    return download(
+        url, keras_cache_dir() / "models" / bb.weights_file, md5=md5, progress=progress, desc=f"{bb.name} weights"
+    )
 
 
 def resolve_weights(
@@ -402,8 +408,9 @@ def resolve_weights(
 
 
 #: The modules of the features stage: a warning points at the first caller outside them.
-_STAGE_FILES = frozenset(str(Path(__file__).with_name(f"{m}.py"))
-                         for m in ("features", "extraction", "cluster", "networks", "weights"))
+_STAGE_FILES = frozenset(
+    str(Path(__file__).with_name(f"{m}.py")) for m in ("features", "extraction", "cluster", "networks", "weights")
+)
 
 
 def _external_stacklevel() -> int:
