@@ -190,7 +190,7 @@ def test_chapter_05_has_three_exercises_with_executed_solutions():
 # --- the plumbing out of sight; one figure numbering ---------------------------------------------
 
 #: Chapters whose set-up and glue-only cells are hidden so far (04-07 join when their cells are tagged).
-PLUMBING_HIDDEN = ["01_data", "02_reconstruction", "03_augmentation"]
+PLUMBING_HIDDEN = ALL_CHAPTERS
 
 
 def _only_glue(source: str) -> bool:
