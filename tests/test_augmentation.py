@@ -309,3 +309,70 @@ def test_sets_and_select(dataset):
     assert select(m, "TrainALL").all()
     assert not select(m, "Test45dB").any()
     assert isinstance(select(m, "TestALL"), pd.Series)
+
+
+# --- A_max scope ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scaled_pair() -> Dataset:
+    """Two lesions whose scans are the same RF, the second scaled by k = 10 (envelopes differ by k)."""
+    rng = np.random.default_rng(3)
+    rf = rng.normal(0, 100, size=(N_Z, N_X)).round()
+    roi = np.zeros((N_Z, N_X), bool)
+    roi[150:250, 200:260] = True
+    one = Scan(rf=rf.astype(np.int16), roi=roi, acquisition=ACQ)
+    ten = Scan(rf=(10 * rf).astype(np.int16), roi=roi, acquisition=ACQ)
+    lesions = [Lesion("1ab", "1ab", "ab", 0, "3", (one,)), Lesion("2cd", "2cd", "cd", 1, "4c", (ten,))]
+    return Dataset(lesions, source="hand-made test data", synthetic=True)
+
+
+def test_dataset_a_max_is_the_largest_envelope_of_all_scans(scaled_pair):
+    a_max = aug.dataset_a_max(scaled_pair)
+    peaks = [float(aug.envelope(les.scans[0].rf, axis=0).max()) for les in scaled_pair]
+    assert a_max == max(peaks)
+    assert a_max == pytest.approx(10 * peaks[0], rel=1e-9)
+    with pytest.raises(ValueError, match="non-zero envelope"):
+        aug.dataset_a_max(Dataset([]))
+
+
+def test_dataset_scope_offsets_db_by_20_log10_k_and_scan_scope_does_not(scaled_pair):
+    one, ten = (les.scans[0] for les in scaled_pair)
+    # A_max per scan: the scale drops out, the dB images agree
+    np.testing.assert_allclose(aug.scan_db(ten), aug.scan_db(one), atol=1e-9)
+    assert aug.scan_db(one).max() == 0.0 and aug.scan_db(ten).max() == 0.0
+    # one A_max for both: the weaker scan sits 20 log10(10) = 20 dB lower everywhere
+    a_max = aug.dataset_a_max(scaled_pair)
+    gap = aug.scan_db(ten, a_max=a_max) - aug.scan_db(one, a_max=a_max)
+    np.testing.assert_allclose(gap, 20.0, atol=1e-9)
+    assert aug.scan_db(ten, a_max=a_max).max() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_rendering_follows_the_rows_a_max(scaled_pair):
+    m = image_set(scaled_pair, dynamic_ranges_db=(60.0,), margins_mm=(5.0,))
+    assert aug.scope_manifest(m, a_max_scope="scan") is m  # per scan: the manifest as it was
+    scoped = aug.scope_manifest(m, a_max_scope="dataset", a_max=aug.dataset_a_max(scaled_pair))
+    per_scan = [render(scaled_pair, r, size_px=48) for _, r in m.iterrows()]
+    wide = [render(scaled_pair, r, size_px=48) for _, r in scoped.iterrows()]
+    # per scan, both lesions give the same image; the scaled one is also unchanged by the data-set scope
+    assert np.abs(per_scan[0] - per_scan[1]).max() <= 1.0
+    np.testing.assert_array_equal(wide[1], per_scan[1])
+    # data-set-wide, the weaker scan is 20 dB darker: 255 * 20 / 60 = 85 grey levels where nothing clips
+    shift = per_scan[0] - wide[0]
+    assert np.median(shift) == pytest.approx(85.0, abs=1.0)
+    # iter_images renders the same
+    for positions, batch in iter_images(scaled_pair, scoped, size_px=48, batch_size=1):
+        np.testing.assert_array_equal(batch[0], wide[int(positions[0])])
+
+
+def test_image_key_names_a_data_set_a_max_only(scaled_pair):
+    m = image_set(scaled_pair, dynamic_ranges_db=(60.0,), margins_mm=(5.0,))
+    scoped = aug.scope_manifest(m, a_max_scope="dataset", a_max=123.5)
+    plain = [image_key(r) for r in m.itertuples()]
+    assert plain == ["1ab|0|5.0|60.0", "2cd|0|5.0|60.0"]  # per scan: keys as before
+    assert [image_key(r) for r in scoped.itertuples()] == [k + "|a_max=123.5" for k in plain]
+    assert image_key({**m.iloc[0].to_dict(), "a_max": float("nan")}) == plain[0]
+    with pytest.raises(ValueError, match="a_max_scope"):
+        aug.scope_manifest(m, a_max_scope="crop")
+    with pytest.raises(ValueError, match="a_max must be finite"):
+        aug.scope_manifest(m, a_max_scope="dataset")

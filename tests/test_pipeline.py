@@ -284,3 +284,33 @@ def test_sensitivity_switches_one_choice_per_row_and_reuses_the_cache(phantom_ru
     again = pipeline.get_sensitivity(run["run_dir"], run["fs"], run["manifest"], baseline=base, **kw)
     assert _result_dirs(run) == dirs, "nothing is recomputed"
     pd.testing.assert_frame_equal(again, sens)
+
+
+def test_amax_scope_rows_are_computed_with_the_sensitivity_columns(phantom_run):
+    from uslib import augmentation as aug
+
+    run = phantom_run
+    a_max = pipeline.get_dataset_a_max(run["run_dir"], run["ds"])
+    assert a_max == aug.dataset_a_max(run["ds"])
+    assert pipeline.get_dataset_a_max(run["run_dir"], run["ds"]) == a_max  # read back from the run directory
+    m = pipeline.amax_manifest(run["manifest"], margin_mm=5, a_max=a_max)
+    assert (m["a_max"] == a_max).all() and len(m) == len(run["manifest"])
+    with pytest.raises(ValueError, match="margin_mm 2"):
+        pipeline.amax_manifest(run["manifest"], margin_mm=2, a_max=a_max)
+    # stand-in features of the data-set-wide images: another draw, with a weaker class signal
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((len(m), 8)) + m["label"].to_numpy()[:, None] * 0.3
+    wide = SimpleNamespace(features=X, backbone="toy")
+    kw = {"ranges": (40, 60), "settings": SETTINGS, "n_boot": 200}
+    rows = pipeline.get_amax_sensitivity(run["run_dir"], run["fs"], run["manifest"], wide, m, **kw)
+    sens = pipeline.get_sensitivity(run["run_dir"], run["fs"], run["manifest"], **kw)
+    assert list(rows["choice"]) == ["amax_scope", "amax_scope"]
+    assert list(rows["setting"]) == ["A_max per scan, 5 mm margin only", "A_max data-set-wide, 5 mm margin only"]
+    assert list(rows.columns) == list(sens.columns)
+    # the per-scan row at the only margin is the run's own setting; the data-set-wide row is its own fit
+    assert rows.iloc[0]["auc"] == pytest.approx(sens.iloc[0]["auc"])
+    assert rows.iloc[0]["mean_drop"] == pytest.approx(sens.iloc[0]["mean_drop"])
+    assert rows.iloc[1]["auc"] != rows.iloc[0]["auc"] and 0 <= rows.iloc[1]["auc"] <= 1
+    assert rows["degenerate"].isin([True, False]).all() and rows["extreme_share"].between(0, 1).all()
+    with pytest.raises(ValueError, match="no 'a_max' column"):
+        pipeline.get_amax_sensitivity(run["run_dir"], run["fs"], run["manifest"], wide, run["manifest"], **kw)

@@ -186,3 +186,28 @@ def test_baseline_verdict_sentence_reversed_and_not():
     assert rd.baseline_verdict_sentence(v.iloc[:1]).startswith("No compression-free baseline is reversed")
     with pytest.raises(ValueError, match="verdict"):
         rd.baseline_verdict_sentence(v.drop(columns="verdict"))
+
+
+def test_amax_scope_reading_contrasting_inputs():
+    def rows(auc_wide, lo_wide, hi_wide, degenerate=(False, False)):
+        return pd.DataFrame(
+            {
+                "auc": [0.70, auc_wide],
+                "auc_ci_low": [0.62, lo_wide],
+                "auc_ci_high": [0.78, hi_wide],
+                "mean_drop": [0.10, 0.05],
+                "drop_ci_low": [0.05, 0.0],
+                "drop_ci_high": [0.15, 0.1],
+                "degenerate": list(degenerate),
+            }
+        )
+
+    effect = rd.amax_scope_reading(rows(0.50, 0.41, 0.59), backbone="inception_v3")
+    assert effect.startswith("inception_v3: ") and "0.500 (0.410 to 0.590) against 0.700" in effect
+    assert "do not overlap: the scope of A_max changes the result" in effect
+    same = rd.amax_scope_reading(rows(0.68, 0.60, 0.76))
+    assert "overlap: at this number of lesions the run cannot tell" in same and "changes the result" not in same
+    collapsed = rd.amax_scope_reading(rows(0.50, 0.41, 0.59, degenerate=(False, True)))
+    assert "data-set-wide row is a degenerate fit" in collapsed and "changes the result" not in collapsed
+    with pytest.raises(ValueError, match="two rows"):
+        rd.amax_scope_reading(rows(0.5, 0.4, 0.6).iloc[:1])

@@ -18,7 +18,10 @@ range (:data:`SETS`, :func:`select`).
 
 Protocol decisions the paper leaves open:
 
-* ``A_max`` per scan: the B-mode is computed on the whole scan, then cropped;
+* ``A_max`` per scan: the B-mode is computed on the whole scan, then cropped.
+  The other scope, one ``A_max`` for the whole data set (:func:`dataset_a_max`),
+  is chosen per manifest row by an ``a_max`` column (:func:`scope_manifest`);
+  a row without one is rendered, and keyed, exactly as before;
 * crop = ROI bounding box ± margin on each axis, converted to whole samples /
   lines with the acquisition's ``dz_mm`` / ``dx_mm`` and rounded to the
   nearest pixel (halves up), clipped at the image border;
@@ -49,6 +52,10 @@ __all__ = [
     "resize",
     "image_set",
     "image_key",
+    "A_MAX_SCOPES",
+    "dataset_a_max",
+    "scope_manifest",
+    "scan_db",
     "render",
     "iter_images",
     "set_ranges",
@@ -329,7 +336,7 @@ def image_key(row) -> str:
     >>> image_key({"lesion": "12ab", "scan": 1, "margin_mm": 2, "dynamic_range_db": 40.0})
     '12ab|1|2.0|40.0'
     """
-    return "|".join(
+    key = "|".join(
         (
             str(_field(row, "lesion")),
             str(int(_field(row, "scan"))),
@@ -337,6 +344,81 @@ def image_key(row) -> str:
             repr(float(_field(row, "dynamic_range_db"))),
         )
     )
+    a_max = _row_a_max(row)
+    return key if a_max is None else f"{key}|a_max={a_max!r}"
+
+
+#: Scopes of the log-compression reference ``A_max``: each scan's own maximum, or one for the data set.
+A_MAX_SCOPES = ("scan", "dataset")
+
+
+def _row_a_max(row) -> float | None:
+    """The row's ``a_max`` (data-set-wide reference amplitude), or None (per scan) when absent or NaN."""
+    try:
+        value = _field(row, "a_max")
+    except (AttributeError, KeyError):
+        return None
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def dataset_a_max(dataset: Dataset) -> float:
+    """The largest envelope amplitude over every scan of the data set (one ``A_max`` for all).
+
+    Parameters
+    ----------
+    dataset : Dataset
+
+    Returns
+    -------
+    float
+        ``max`` over scans of ``max(envelope(rf))``, in RF units (> 0).
+
+    Raises
+    ------
+    ValueError
+        An empty data set, or every envelope zero.
+    """
+    best = 0.0
+    for les in dataset:
+        for s, scan in enumerate(les.scans):
+            try:
+                best = max(best, float(np.max(envelope(scan.rf, axis=0))))
+            except ValueError as exc:
+                raise ValueError(f"lesion {les.key!r} scan {s}: rf: {exc}") from None
+    if not best > 0:
+        raise ValueError("dataset_a_max: the data set has no scan with a non-zero envelope")
+    return best
+
+
+def scope_manifest(manifest, *, a_max_scope: str, a_max: float | None = None):
+    """The manifest with its ``A_max`` scope: unchanged for ``"scan"``, an ``a_max`` column for ``"dataset"``.
+
+    Parameters
+    ----------
+    manifest : pandas.DataFrame
+        Rows of :func:`image_set`.
+    a_max_scope : {"scan", "dataset"}
+    a_max : float, optional
+        The data-set-wide reference amplitude (:func:`dataset_a_max`);
+        required for ``"dataset"``, ignored for ``"scan"``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        For ``"dataset"`` a copy with column ``a_max``: :func:`render` and
+        :func:`iter_images` log-compress those rows against it and
+        :func:`image_key` names it, so their features are cached apart.
+    """
+    if a_max_scope not in A_MAX_SCOPES:
+        raise ValueError(f"a_max_scope must be one of {A_MAX_SCOPES}, got {a_max_scope!r}")
+    if a_max_scope == "scan":
+        return manifest
+    if a_max is None or not math.isfinite(float(a_max)) or float(a_max) <= 0:
+        raise ValueError(f"a_max_scope 'dataset': a_max must be finite and > 0, got {a_max!r}")
+    return manifest.assign(a_max=float(a_max))
 
 
 def _get_scan(dataset: Dataset, lesion_key, scan_index) -> Scan:
@@ -350,10 +432,27 @@ def _get_scan(dataset: Dataset, lesion_key, scan_index) -> Scan:
     return les.scans[s]
 
 
-def _scan_db(scan: Scan, where: str) -> np.ndarray:
-    """Full-scan log-compressed envelope (A_max per scan)."""
+def scan_db(scan: Scan, *, a_max: float | None = None) -> np.ndarray:
+    """Full-scan log-compressed envelope, ``20 log10(A / A_max)`` in dB.
+
+    Parameters
+    ----------
+    scan : Scan
+    a_max : float, optional
+        Reference amplitude; default the scan's own maximum (``A_max`` per
+        scan). A data-set-wide one (:func:`dataset_a_max`) shifts the scan's
+        dB image down by ``20 log10(a_max / max A)``.
+
+    Returns
+    -------
+    ndarray of float64, the RF's shape
+    """
+    return log_compress(envelope(scan.rf, axis=0), a_max=a_max)
+
+
+def _scan_db(scan: Scan, where: str, a_max: float | None = None) -> np.ndarray:
     try:
-        return log_compress(envelope(scan.rf, axis=0))
+        return scan_db(scan, a_max=a_max)
     except ValueError as exc:
         raise ValueError(f"{where}: rf: {exc}") from None
 
@@ -375,7 +474,8 @@ def render(dataset: Dataset, row, *, size_px: int) -> np.ndarray:
     """Make one image of the manifest on demand.
 
     The scan's B-mode is reconstructed on the whole scan at the row's
-    dynamic range (``A_max`` per scan), cropped to the ROI with the row's
+    dynamic range (``A_max`` per scan, or the row's ``a_max`` when it has
+    one: :func:`scope_manifest`), cropped to the ROI with the row's
     margin and resized (:func:`resize`).
 
     Parameters
@@ -383,7 +483,7 @@ def render(dataset: Dataset, row, *, size_px: int) -> np.ndarray:
     dataset : Dataset
     row : pandas.Series, mapping or namedtuple
         A manifest row with ``lesion``, ``scan``, ``margin_mm``,
-        ``dynamic_range_db``.
+        ``dynamic_range_db`` and optionally ``a_max``.
     size_px : int
 
     Returns
@@ -394,7 +494,7 @@ def render(dataset: Dataset, row, *, size_px: int) -> np.ndarray:
     lesion_key, s = _field(row, "lesion"), _field(row, "scan")
     scan = _get_scan(dataset, lesion_key, s)
     where = f"lesion {lesion_key!r} scan {int(s)}"
-    db = _scan_db(scan, where)
+    db = _scan_db(scan, where, _row_a_max(row))
     img = _bmode_from_db(db, _field(row, "dynamic_range_db"))
     return _render_from_bmode(img, scan, _field(row, "margin_mm"), size, where)
 
@@ -414,7 +514,8 @@ def iter_images(
     ----------
     dataset : Dataset
     manifest : pandas.DataFrame
-        Rows with ``lesion``, ``scan``, ``margin_mm``, ``dynamic_range_db``.
+        Rows with ``lesion``, ``scan``, ``margin_mm``, ``dynamic_range_db``
+        and optionally ``a_max`` (:func:`scope_manifest`).
     size_px : int
         Output side in pixels.
     batch_size : int, optional
@@ -438,17 +539,18 @@ def iter_images(
     scans = manifest["scan"].to_numpy().astype(np.int64)
     margins = manifest["margin_mm"].to_numpy().astype(np.float64)
     drs = manifest["dynamic_range_db"].to_numpy().astype(np.float64)
+    a_maxes = [_row_a_max(r) for r in manifest.itertuples(index=False)] if "a_max" in manifest.columns else None
 
-    groups: dict[tuple[str, int], list[int]] = {}
+    groups: dict[tuple[str, int, float | None], list[int]] = {}
     for pos, (les, s) in enumerate(zip(lesions, scans)):
-        groups.setdefault((les, int(s)), []).append(pos)
+        groups.setdefault((les, int(s), None if a_maxes is None else a_maxes[pos]), []).append(pos)
 
     buf_pos: list[int] = []
     buf = np.empty((batch_size, size, size, 3), np.float32)
-    for (les, s), positions in groups.items():
+    for (les, s, a_max), positions in groups.items():
         scan = _get_scan(dataset, les, s)
         where = f"lesion {les!r} scan {s}"
-        db = _scan_db(scan, where)
+        db = _scan_db(scan, where, a_max)
         bmodes: dict[float, np.ndarray] = {}
         for pos in positions:
             dr = drs[pos]

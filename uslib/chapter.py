@@ -102,7 +102,15 @@ class Chapter:
             self.dataset, dynamic_ranges_db=self.param("dynamic_ranges_db"), margins_mm=self.param("margins_mm")
         )
 
-    def _features(self, manifest) -> dict:
+    def features_for(self, manifest, backbones=None) -> dict:
+        """Backbone -> features of any ``manifest`` (default: the profile's backbones), like :attr:`features`.
+
+        For images beyond the chapter's own set, such as the data-set-wide
+        ``A_max`` images of the sensitivity table (:func:`uslib.pipeline.amax_manifest`).
+        """
+        return self._features(manifest, backbones)
+
+    def _features(self, manifest, backbones=None) -> dict:
         from . import pipeline
 
         p = self.param
@@ -123,7 +131,7 @@ class Chapter:
                 cache_dir=p("cache_dir"),
                 scheduler=self.params.get("scheduler"),
             )
-            for b in p("backbones")
+            for b in (p("backbones") if backbones is None else backbones)
         }
 
     @cached_property

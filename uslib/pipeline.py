@@ -31,6 +31,9 @@ __all__ = [
     "get_matrix",
     "SENSITIVITY_CHOICES",
     "get_sensitivity",
+    "get_dataset_a_max",
+    "amax_manifest",
+    "get_amax_sensitivity",
     "get_robustness_manifest",
     "get_handcrafted_features",
     "get_roi_db_table",
@@ -400,9 +403,6 @@ def get_sensitivity(
         ``svm_c``, ``degenerate``, ``n_at_bound``, ``n_distinct``,
         ``mean_row_norm``, ``c_times_sq_norm``, ``extreme_share``.
     """
-    from . import diagnostics as dg
-    from . import evaluation as ev
-
     base = {name: getattr(settings, name) for name in SENSITIVITY_CHOICES}
     other = {
         "standardize": [not base["standardize"]],
@@ -414,29 +414,137 @@ def get_sensitivity(
     todo = [("as run", None)] + [(choice, v) for choice in SENSITIVITY_CHOICES for v in other[choice]]
     for choice, value in todo:
         shown = dict(base) if choice == "as run" else {**base, choice: value}
-        row_settings = settings.replace(n_repeats=1, **shown)
-        if choice == "as run" and baseline is not None:
-            result = baseline
-        else:
-            result = get_matrix(
-                run_dir, feature_set, manifest, ranges=ranges, nested_threshold=False, settings=row_settings
-            )
-        summary = ev.sensitivity_summary(result, n_boot=n_boot, seed=settings.cv_seed)
-        fit = dg.sensitivity_columns(result.predictions, features=feature_set.features, settings=row_settings)
         words = (
             ", ".join(f"{k} = {v:g}" if k == "svm_c" else f"{k} = {v}" for k, v in shown.items())
             if choice == "as run"
             else (f"{choice} = {value:g}" if choice == "svm_c" else f"{choice} = {value}")
         )
         rows.append(
-            {
-                "backbone": feature_set.backbone,
-                "choice": choice,
-                "setting": words,
-                **summary,
-                "svm_c": float(shown["svm_c"]),
-                **fit,
-            }
+            _sensitivity_row(
+                run_dir,
+                feature_set,
+                manifest,
+                settings.replace(n_repeats=1, **shown),
+                choice=choice,
+                words=words,
+                ranges=ranges,
+                result=baseline if choice == "as run" else None,
+                n_boot=n_boot,
+                seed=settings.cv_seed,
+            )
+        )
+    return pd.DataFrame(rows)
+
+
+def _sensitivity_row(
+    run_dir, feature_set, manifest, row_settings: CVSettings, *, choice, words, ranges, result, n_boot, seed
+) -> dict:
+    """One row of the sensitivity table: the matrix under ``row_settings`` (or ``result``), summarised and diagnosed."""
+    from . import diagnostics as dg
+    from . import evaluation as ev
+
+    if result is None:
+        result = get_matrix(
+            run_dir, feature_set, manifest, ranges=ranges, nested_threshold=False, settings=row_settings
+        )
+    summary = ev.sensitivity_summary(result, n_boot=n_boot, seed=seed)
+    fit = dg.sensitivity_columns(result.predictions, features=feature_set.features, settings=row_settings)
+    return {
+        "backbone": feature_set.backbone,
+        "choice": choice,
+        "setting": words,
+        **summary,
+        "svm_c": float(row_settings.svm_c),
+        **fit,
+    }
+
+
+def get_dataset_a_max(run_dir: str | os.PathLike, dataset) -> float:
+    """:func:`uslib.augmentation.dataset_a_max` (the data-set-wide ``A_max``), cached in the run directory.
+
+    The key covers the data set's fingerprint and the code of
+    :mod:`uslib.augmentation`; the envelopes of every scan are computed once.
+    """
+    from .augmentation import dataset_a_max
+
+    rdir = store.run_path(run_dir)
+    k = store.key(dataset.fingerprint, store.code_fingerprint("augmentation", packages=("numpy", "scipy")))
+    path = store.robustness_path(rdir, "a-max", k)
+
+    def compute():
+        t0 = time.perf_counter()
+        table = pd.DataFrame({"a_max": [dataset_a_max(dataset)]})
+        _stage_seconds(rdir, "dataset_a_max", t0)
+        return [table]
+
+    return float(_get_csvs([path], compute)[0]["a_max"].iloc[0])
+
+
+def amax_manifest(manifest: pd.DataFrame, *, margin_mm: float, a_max: float) -> pd.DataFrame:
+    """The rows of ``manifest`` at one margin, with the data-set-wide ``A_max`` (the ``amax_scope`` rows' images).
+
+    Row order is the manifest's (index reset), so features of the per-scan
+    images of the same rows are ``features[manifest.margin_mm == margin_mm]``.
+    """
+    from .augmentation import scope_manifest
+
+    at = manifest["margin_mm"].astype(float) == float(margin_mm)
+    if not at.any():
+        raise ValueError(f"amax_manifest: margin_mm {margin_mm!r} is not among the manifest's margins")
+    return scope_manifest(manifest[at].reset_index(drop=True), a_max_scope="dataset", a_max=float(a_max))
+
+
+def get_amax_sensitivity(
+    run_dir: str | os.PathLike,
+    feature_set,
+    manifest,
+    dataset_feature_set,
+    dataset_manifest,
+    *,
+    settings: CVSettings,
+    ranges: Sequence[float] = (40, 50, 60),
+    n_boot: int = 2000,
+) -> pd.DataFrame:
+    """The ``amax_scope`` rows of the sensitivity table: A_max per scan against data-set-wide, at one margin.
+
+    Passing every image through a network again is the cost of this choice,
+    so it is measured on one margin (``dataset_manifest``, from
+    :func:`amax_manifest`): one row with the per-scan images of those rows
+    (taken from ``feature_set``, the run's features of ``manifest``) and
+    one with the data-set-wide images (``dataset_feature_set``, its
+    features). Both run the same cross-validation as :func:`get_sensitivity`
+    (``settings`` whole, ``n_repeats=1``) and give its columns.
+    """
+    if "a_max" not in dataset_manifest.columns:
+        raise ValueError("get_amax_sensitivity: dataset_manifest has no 'a_max' column (use amax_manifest)")
+    margins = dataset_manifest["margin_mm"].astype(float).unique()
+    if len(margins) != 1:
+        raise ValueError(f"get_amax_sensitivity: dataset_manifest must hold one margin, got {sorted(margins)}")
+    at = (manifest["margin_mm"].astype(float) == margins[0]).to_numpy()
+    per_scan = manifest[at].reset_index(drop=True)
+    cols = ["lesion", "scan", "margin_mm", "dynamic_range_db"]
+    if not per_scan[cols].astype(str).equals(dataset_manifest[cols].astype(str)):
+        raise ValueError("get_amax_sensitivity: dataset_manifest is not manifest's rows at its margin, in order")
+    from types import SimpleNamespace
+
+    per_scan_fs = SimpleNamespace(features=np.asarray(feature_set.features)[at], backbone=feature_set.backbone)
+    row_settings = settings.replace(n_repeats=1)
+    rows = []
+    for scope, fs, m in (("scan", per_scan_fs, per_scan), ("dataset", dataset_feature_set, dataset_manifest)):
+        words = f"A_max {'per scan' if scope == 'scan' else 'data-set-wide'}, {margins[0]:g} mm margin only"
+        rows.append(
+            _sensitivity_row(
+                run_dir,
+                fs,
+                m,
+                row_settings,
+                choice="amax_scope",
+                words=words,
+                ranges=ranges,
+                result=None,
+                n_boot=n_boot,
+                seed=settings.cv_seed,
+            )
         )
     return pd.DataFrame(rows)
 

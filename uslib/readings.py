@@ -23,6 +23,7 @@ __all__ = [
     "reversal_sentences",
     "degeneracy_reading",
     "sensitivity_reading",
+    "amax_scope_reading",
     "calibration_reading",
     "interval_words",
     "table3_reading",
@@ -328,6 +329,50 @@ def sensitivity_reading(rows: pd.DataFrame, *, label: str = "setting") -> str:
         + "; ".join(str(s) for s in bad[label])
         + "."
     )
+
+
+def amax_scope_reading(rows: pd.DataFrame, *, backbone: str = "") -> str:
+    """What the A_max scope does to TrainALL's AUC and the mean drop, read from the two ``amax_scope`` rows.
+
+    Parameters
+    ----------
+    rows : DataFrame
+        Two rows (:func:`uslib.pipeline.get_amax_sensitivity`), the per-scan
+        one first: ``auc``, ``auc_ci_low``, ``auc_ci_high``, ``mean_drop``,
+        ``drop_ci_low``, ``drop_ci_high``, ``degenerate``.
+    backbone : str, optional
+        Named at the start of the sentence.
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"auc": [0.70, 0.52], "auc_ci_low": [0.62, 0.43], "auc_ci_high": [0.78, 0.61],
+    ...                   "mean_drop": [0.10, 0.02], "drop_ci_low": [0.05, -0.03], "drop_ci_high": [0.15, 0.07],
+    ...                   "degenerate": [False, False]})
+    >>> print(amax_scope_reading(t))  # doctest: +NORMALIZE_WHITESPACE
+    With one A_max for the whole data set, TrainALL's AUC is 0.520 (0.430 to 0.610) against 0.700 (0.620 to
+    0.780) with A_max per scan on the same images, and the mean drop 0.020 against 0.100. The AUC intervals
+    do not overlap: the scope of A_max changes the result.
+    """
+    if len(rows) != 2:
+        raise ValueError(f"amax_scope_reading: expected two rows (per scan, data-set-wide), got {len(rows)}")
+    scan, wide = (rows.iloc[i] for i in (0, 1))
+    who = f"{backbone}: " if backbone else ""
+    head = (
+        f"{who}With one A_max for the whole data set, TrainALL's AUC is {wide['auc']:.3f} "
+        f"({_ci(wide['auc_ci_low'], wide['auc_ci_high'])}) against {scan['auc']:.3f} "
+        f"({_ci(scan['auc_ci_low'], scan['auc_ci_high'])}) with A_max per scan on the same images, and the mean "
+        f"drop {wide['mean_drop']:.3f} against {scan['mean_drop']:.3f}."
+    )
+    bad = [name for name, r in (("per-scan", scan), ("data-set-wide", wide)) if bool(r["degenerate"])]
+    if bad:
+        return (
+            head
+            + f" The {' and '.join(bad)} row is a degenerate fit, so the comparison measures a collapse, not the scope."
+        )
+    overlap = wide["auc_ci_low"] <= scan["auc_ci_high"] and scan["auc_ci_low"] <= wide["auc_ci_high"]
+    if overlap:
+        return head + " The AUC intervals overlap: at this number of lesions the run cannot tell the two scopes apart."
+    return head + " The AUC intervals do not overlap: the scope of A_max changes the result."
 
 
 # --------------------------------------------------------------------------- #
