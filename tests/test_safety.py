@@ -324,7 +324,7 @@ def test_an_unreachable_scheduler_is_one_line_on_the_command_line(tmp_path):
 def test_chapter_01_runs_on_a_synthetic_file_in_the_oasbud_schema(tmp_path):
     """A mirror rehearsal: the phantom written as OASBUD.mat and read back as data_source oasbud."""
     from uslib import phantom
-    from uslib.data import save_oasbud
+    from uslib.oasbud import save_oasbud
 
     data = save_oasbud(phantom.simulate_dataset(8, seed=1), tmp_path / "OASBUD.mat")
     run_dir = tmp_path / "run"

@@ -47,7 +47,7 @@ so once, and a rerun is instant. The memo lives in
 
 Nothing here reaches the network unless :func:`download` is called; the URLs
 and hashes it is called with come from :mod:`uslib.data`
-(:func:`uslib.data.oasbud_source`) and :mod:`uslib.features`
+(:func:`uslib.oasbud.oasbud_source`) and :mod:`uslib.features`
 (:func:`uslib.features.weights_source`), which document the test-only
 environment overrides for rehearsals against a local mirror.
 """

@@ -65,6 +65,13 @@ VARIABLES: dict[str, EnvVar] = {
             "run",
         ),
         EnvVar(
+            "USLIB_CHAPTER_CACHE",
+            "on",
+            "off: `python -m uslib run` executes every chapter, reusing none from the chapter cache",
+            "process",
+            "chaptercache",
+        ),
+        EnvVar(
             "USLIB_TF_THREADS",
             "TensorFlow's choice",
             "threads of both TensorFlow pools; the local Dask cluster gives each worker its thread count",
