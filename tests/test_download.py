@@ -669,6 +669,7 @@ def test_rehearsal_fetch_then_chapters_01_to_04(server, monkeypatch, tmp_path, o
         strict_weights=True,
         allow_download=True,
         margins_mm=[5],
+        n_splits=2,  # chapter 04's exercise cross-validates: the 4 patients fill 2 folds, not 5
     )
     result = run_profile("tiny", only=["01", "02", "03", "04"], output_dir=tmp_path / "chapters", overrides=overrides)
     cached = tmp_path / "keras" / "models" / bb.weights_file

@@ -657,11 +657,17 @@ def reconstruction_matrix(
         nested = {**common, "rule": "nested", **nested_operating_point(y, s, g["fold"].to_numpy(), thresholds)}
         # intervals of the nested rule's metrics: lesions resampled by patient (first repeat: the nested
         # thresholds are one inner cross-validation per outer fold, computed for the first repeat only)
-        calls = g.assign(repeat=0, called=called_malignant(s, g["fold"].to_numpy(), thresholds))
-        t3i = table3_intervals(calls, n_boot=n_boot, alpha=alpha, seed=seed).set_index("metric")
-        for m in ("accuracy", "sensitivity", "specificity"):
-            nested[f"{m}_ci_low"], nested[f"{m}_ci_high"] = float(t3i.loc[m, "ci_low"]), float(t3i.loc[m, "ci_high"])
-        nested["metric_ci_repeats"] = int(t3i["n_repeats"].iloc[0])
+        if np.isnan(np.asarray(thresholds, dtype=float)).all():  # no fold could learn a threshold: no calls
+            for m in ("accuracy", "sensitivity", "specificity"):
+                nested[f"{m}_ci_low"] = nested[f"{m}_ci_high"] = float("nan")
+            nested["metric_ci_repeats"] = 0
+        else:
+            calls = g.assign(repeat=0, called=called_malignant(s, g["fold"].to_numpy(), thresholds))
+            t3i = table3_intervals(calls, n_boot=n_boot, alpha=alpha, seed=seed).set_index("metric")
+            for m in ("accuracy", "sensitivity", "specificity"):
+                nested[f"{m}_ci_low"] = float(t3i.loc[m, "ci_low"])
+                nested[f"{m}_ci_high"] = float(t3i.loc[m, "ci_high"])
+            nested["metric_ci_repeats"] = int(t3i["n_repeats"].iloc[0])
         rows3.append(nested)
     table3 = pd.DataFrame(rows3).reindex(columns=list(TABLE3_COLUMNS))
 
