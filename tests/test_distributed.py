@@ -253,7 +253,8 @@ def test_a_sweep_is_validated_before_anything_runs(base, tmp_path):
         "svm_c=10,n_splits=3",
         "svm_c=10,n_splits=4",
     ]
-    assert [c.stem for c in plan.chapters] == ["05_cross_validation", "06_results", "07_robustness"]
+    # chapter 04 declares the cross-validation parameters too: its exercise's decision values use the folds
+    assert [c.stem for c in plan.chapters] == ["04_features", "05_cross_validation", "06_results", "07_robustness"]
     assert all(p["cache_dir"] == str(base["run_dir"]) and p["scheduler"] is None for _, p in plan.points)
 
 
