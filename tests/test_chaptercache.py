@@ -16,6 +16,9 @@ import pytest
 from uslib import chaptercache, store
 from uslib.run import check_chapters, run_profile
 
+#: Slow tier: every test here executes notebooks in real papermill kernels.
+pytestmark = pytest.mark.slow
+
 
 def _notebook(path, body: str):
     nb = nbformat.v4.new_notebook()

@@ -31,6 +31,9 @@ from uslib import pipeline, scheduler, store, sweep
 from uslib.config import PROFILE_DIR, REPO_ROOT, ProfileError
 from uslib.cvsettings import CVSettings
 
+#: Slow tier: every test here starts a real Dask LocalCluster (seconds each).
+pytestmark = pytest.mark.slow
+
 #: Features on the cluster may differ from in-process ones by this much (relative to the largest feature).
 RTOL = 1e-5
 BACKBONE = "inception_v3"

@@ -680,7 +680,34 @@ def test_every_fold_platt_fit_is_reported_and_table3_carries_intervals(result):
         assert nested[f"{m}_ci_low"] <= nested[m] <= nested[f"{m}_ci_high"]
         assert nested[f"{m}_ci_high"] - nested[f"{m}_ci_low"] > 0  # a few dozen lesions: not a point
     assert nested["metric_ci_repeats"] == 1
-    assert np.isnan(result.table3.set_index("rule").loc["paper", "accuracy_ci_low"])
+    paper = result.table3.set_index("rule").loc["paper"]  # the paper's rule carries intervals too
+    for m in ("accuracy", "sensitivity", "specificity"):
+        assert paper[f"{m}_ci_low"] <= paper[m] <= paper[f"{m}_ci_high"]
+
+
+def test_table3_metrics_are_averaged_over_the_repeats(data, result):
+    """Oracle: each rule's accuracy is the mean of the per-repeat accuracies, each repeat computed alone.
+
+    The paper's rule: each repeat's own closest-to-(0, 1) threshold on its own predictions. The nested
+    rule: each repeat's own outer folds and inner cross-validations (seed cv_seed + r). ``result`` is
+    repeat 0 alone (cv_seed 0, one repeat).
+    """
+    X, m = data
+    res = reconstruction_matrix(X, m, backbone="toy", settings=CVSettings(cv_seed=0, n_repeats=2))
+    t3 = res.table3.set_index("rule")
+    p = res.predictions
+    per_repeat_paper = []
+    for r in range(2):
+        g = p[(p["repeat"] == r) & (p["train"] == "TrainALL") & (p["test"] == "TestALL")]
+        per_repeat_paper.append(ev.operating_point(g["label"], g["probability"])["accuracy"])
+    second = reconstruction_matrix(X, m, backbone="toy", settings=CVSettings(cv_seed=1, n_repeats=1))
+    per_repeat_nested = [t.set_index("rule").loc["nested", "accuracy"] for t in (result.table3, second.table3)]
+    assert t3.loc["paper", "accuracy"] == pytest.approx(np.mean(per_repeat_paper), abs=1e-12)
+    assert t3.loc["nested", "accuracy"] == pytest.approx(np.mean(per_repeat_nested), abs=1e-12)
+    assert per_repeat_nested[0] != per_repeat_nested[1]  # the repeats differ: the mean is not one repeat's
+    assert (t3["metric_ci_repeats"] == 2).all()
+    # the threshold shown is the first repeat's
+    assert t3.loc["nested", "threshold"] == result.table3.set_index("rule").loc["nested", "threshold"]
 
 
 def test_save_load_round_trip(tmp_path, result, data):
@@ -744,6 +771,7 @@ def _null_accuracies(seed, *, n=40, d=5):
     return ev.nested_operating_point(y, p, cv.fold, thr)["accuracy"], ev.operating_point(y, p)["accuracy"]
 
 
+@pytest.mark.slow  # a simulation of many nested cross-validations
 def test_nested_threshold_accuracy_is_chance_without_signal():
     """Simulated oracle: with no signal and balanced classes, a threshold that never saw the
     test lesions gives accuracy 0.5 in expectation; the paper's rule (threshold chosen on the

@@ -88,6 +88,7 @@ def points(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # one run directory per swept setting (about 15 s in all)
 @pytest.mark.parametrize("name", list(SWEPT))
 def test_the_summary_of_a_point_is_chapter_05s_matrix_there(points, name):
     summary, chapter = points[name]

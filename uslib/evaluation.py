@@ -252,6 +252,29 @@ PAIRED_COLUMNS = (
     "diff_ci_low",
     "diff_ci_high",
 )
+
+
+def _pooled_metrics(calls: list[pd.DataFrame], *, n_boot: int, alpha: float, seed: int) -> dict:
+    """Table III's metrics averaged over the repeats that made calls, with their intervals.
+
+    ``calls``: one frame per repeat (``repeat``, ``lesion``, ``patient``,
+    ``label``, ``called``). No repeat: every metric and interval NaN,
+    ``metric_ci_repeats`` 0.
+    """
+    names = ("accuracy", "sensitivity", "specificity")
+    if not calls:
+        nan = float("nan")
+        return {**{f"{m}{x}": nan for m in names for x in ("", "_ci_low", "_ci_high")}, "metric_ci_repeats": 0}
+    t3i = table3_intervals(pd.concat(calls, ignore_index=True), n_boot=n_boot, alpha=alpha, seed=seed)
+    t3i = t3i.set_index("metric")
+    out = {"metric_ci_repeats": int(t3i["n_repeats"].iloc[0])}
+    for m in names:
+        out[m] = float(t3i.loc[m, "estimate"])
+        out[f"{m}_ci_low"] = float(t3i.loc[m, "ci_low"])
+        out[f"{m}_ci_high"] = float(t3i.loc[m, "ci_high"])
+    return out
+
+
 #: Columns of :attr:`MatrixResult.table3`, one row per rule.
 TABLE3_COLUMNS = (
     "backbone",
@@ -394,11 +417,14 @@ class MatrixResult:
         closest to (0, 1) on the pooled out-of-fold probabilities themselves;
         ``"nested"``: per outer fold, threshold chosen on the training lesions'
         inner out-of-fold probabilities, the honest estimate): ``auc``, CI,
-        ``accuracy``, ``sensitivity``, ``specificity``, ``threshold`` (nested:
-        the median over folds); for the nested rule also
+        ``accuracy``, ``sensitivity``, ``specificity`` (each averaged over the
+        repeats: every repeat has its own folds, and for the nested rule its
+        own inner cross-validations), their
         ``{accuracy,sensitivity,specificity}_ci_low/_ci_high`` (percentile
-        bootstrap over patients, :func:`uslib.uncertainty.table3_intervals`)
-        and ``metric_ci_repeats`` (the repeats pooled: 1, the first).
+        bootstrap over patients, every repeat of a drawn lesion together,
+        :func:`uslib.uncertainty.table3_intervals`), ``metric_ci_repeats``
+        (the repeats pooled) and ``threshold`` (the first repeat's; nested:
+        the median over its folds).
     bland_altman : DataFrame
         Lowest- minus highest-range training (``a`` − ``b``) per test set.
     paired_tests : DataFrame
@@ -528,7 +554,7 @@ def reconstruction_matrix(
         Confidence interval of each AUC (first repeat), level 1 − ``alpha``.
     nested_threshold : bool
         Add Table III's ``"nested"`` row (costs an inner cross-validation of
-        TrainALL per fold); without it ``table3`` has the ``"paper"`` row only.
+        TrainALL per fold of every repeat); without it ``table3`` has the ``"paper"`` row only.
     inner_splits : int
         Folds of that inner cross-validation (:func:`nested_thresholds`).
     n_boot : int
@@ -559,7 +585,7 @@ def reconstruction_matrix(
     train_all, test_all = set_name("Train", ranges, all_ranges=ranges), set_name("Test", ranges, all_ranges=ranges)
     lesions = design.lesions
 
-    pred_frames, folds_first, platt_fits = [], None, []
+    pred_frames, folds_first, platt_fits, folds_by_repeat = [], None, [], []
     for rep in range(n_repeats):
         cv = cross_validated_probabilities(
             features,
@@ -573,6 +599,7 @@ def reconstruction_matrix(
         )
         if rep == 0:
             folds_first = cv.folds
+        folds_by_repeat.append(cv.folds)
         platt_fits += [({"backbone": backbone, "repeat": rep, **key}, fit) for key, fit in cv.platt]
         for tname, tranges in test_sets.items():
             for trname in train_sets:
@@ -643,32 +670,38 @@ def reconstruction_matrix(
         "n_malignant": int(y.sum()),
         "n_benign": int((1 - y).sum()),
     }
-    rows3 = [{**common, "rule": "paper", **operating_point(y, s)}]
+    # Both rules' accuracy, sensitivity and specificity are averaged over the repeats, with intervals that
+    # resample lesions by patient, every repeat of a drawn lesion together (table3_intervals); the
+    # threshold shown is the first repeat's. The nested rule costs one inner cross-validation per outer
+    # fold of every repeat.
+    paper_calls = []
+    for rep in range(n_repeats):
+        gr = groups[(rep, train_all, test_all)]
+        p = gr["probability"].to_numpy()
+        paper_calls.append(gr.assign(repeat=rep, called=p >= operating_point(gr["label"].to_numpy(), p)["threshold"]))
+    paper = {**common, "rule": "paper", **operating_point(y, s)}
+    rows3 = [{**paper, **_pooled_metrics(paper_calls, n_boot=n_boot, alpha=alpha, seed=seed)}]
     if nested_threshold:
-        thresholds = nested_thresholds(
-            features,
-            manifest,
-            folds_first,
-            train_set=ranges,
-            test_set=ranges,
-            settings=settings.replace(n_splits=inner_splits, n_repeats=1),
-            estimator=estimator,
-        )
-        nested = {**common, "rule": "nested", **nested_operating_point(y, s, g["fold"].to_numpy(), thresholds)}
-        # intervals of the nested rule's metrics: lesions resampled by patient (first repeat: the nested
-        # thresholds are one inner cross-validation per outer fold, computed for the first repeat only)
-        if np.isnan(np.asarray(thresholds, dtype=float)).all():  # no fold could learn a threshold: no calls
-            for m in ("accuracy", "sensitivity", "specificity"):
-                nested[f"{m}_ci_low"] = nested[f"{m}_ci_high"] = float("nan")
-            nested["metric_ci_repeats"] = 0
-        else:
-            calls = g.assign(repeat=0, called=called_malignant(s, g["fold"].to_numpy(), thresholds))
-            t3i = table3_intervals(calls, n_boot=n_boot, alpha=alpha, seed=seed).set_index("metric")
-            for m in ("accuracy", "sensitivity", "specificity"):
-                nested[f"{m}_ci_low"] = float(t3i.loc[m, "ci_low"])
-                nested[f"{m}_ci_high"] = float(t3i.loc[m, "ci_high"])
-            nested["metric_ci_repeats"] = int(t3i["n_repeats"].iloc[0])
-        rows3.append(nested)
+        nested_calls, first_thresholds = [], None
+        for rep in range(n_repeats):
+            thresholds = nested_thresholds(
+                features,
+                manifest,
+                folds_by_repeat[rep],
+                train_set=ranges,
+                test_set=ranges,
+                settings=settings.repeat(rep).replace(n_splits=inner_splits),
+                estimator=estimator,
+            )
+            if rep == 0:
+                first_thresholds = thresholds
+            if np.isnan(np.asarray(thresholds, dtype=float)).all():  # no fold could learn a threshold: no calls
+                continue
+            gr = groups[(rep, train_all, test_all)]
+            called = called_malignant(gr["probability"].to_numpy(), gr["fold"].to_numpy(), thresholds)
+            nested_calls.append(gr.assign(repeat=rep, called=called))
+        nested = {**common, "rule": "nested", **nested_operating_point(y, s, g["fold"].to_numpy(), first_thresholds)}
+        rows3.append({**nested, **_pooled_metrics(nested_calls, n_boot=n_boot, alpha=alpha, seed=seed)})
     table3 = pd.DataFrame(rows3).reindex(columns=list(TABLE3_COLUMNS))
 
     lo_name, hi_name = set_name("Train", (min(ranges),)), set_name("Train", (max(ranges),))

@@ -251,7 +251,7 @@ TARGETS = [
     (
         "paper_protocol",
         "python -m uslib run on a 100-lesion OASBUD-schema file, paper protocol, both networks",
-        "≤ 15 min float32, ≤ 10 min bfloat16 on 2 cores",
+        "≤ 15 min float32, ≤ 10 min bfloat16, ≤ 10 min int8 on 2 cores",
     ),
     ("evaluation", "Train × Test matrix, both backbones, default profile", "< 60 s on 2 cores"),
     (
@@ -259,6 +259,11 @@ TARGETS = [
         "make book on params/default.yaml (benchmarks/bench_book.py: chapters one after another, side by "
         "side, and a baseline commit, alternated)",
         "< 15 min cold, < 3 min warm (excluding installation); no slower than the baseline",
+    ),
+    (
+        "book_int8",
+        "make book on params/default.yaml with precision: int8 (benchmarks/bench_book.py --precision int8)",
+        "≤ 4 min cold, ≤ 15 s warm (nothing changed) on 2 cores",
     ),
 ]
 
@@ -369,7 +374,9 @@ def benchmarks_page(run_dir: str | os.PathLike | None = None, bench_dir: Path | 
 
 #: Targets of issue 12 (performance), checked by :func:`performance_rows`.
 SHARE_TARGET, BF16_SPEEDUP_TARGET, BF16_COSINE_TARGET = 0.85, 1.3, 0.99
-PAPER_MINUTES_TARGET = {"float32": 15.0, "bfloat16": 10.0}
+PAPER_MINUTES_TARGET = {"float32": 15.0, "bfloat16": 10.0, "int8": 10.0}
+#: Issue 24's targets for the default book with ``precision: int8`` (``benchmarks/bench_book.py --precision int8``).
+INT8_BOOK_COLD_S, INT8_BOOK_WARM_S = 240.0, 15.0
 #: Targets of issue 24 (int8), checked by :func:`int8_rows`.
 INT8_SPEEDUP_TARGET, INT8_COSINE_TARGET, END_TO_END_TARGET = 2.5, 0.99, 0.90
 #: Key of the per-layer-type table in ``features.json`` (``benchmarks/bench_features.py``).
@@ -634,6 +641,53 @@ def int8_rows(int8: dict | None) -> list[dict]:
     return rows
 
 
+def int8_book_rows(book: dict | None) -> list[dict]:
+    """The default book with ``precision: int8``, cold and warm, against issue 24's targets (``book_int8.json``).
+
+    ``book`` is the figures of ``benchmarks/bench_book.py --precision int8``:
+    one entry per variant with ``cold [s] (median)`` and ``warm [s]
+    (median)``; the first variant that has them is read.
+
+    Examples
+    --------
+    >>> rows = int8_book_rows({"abc (default jobs)": {"cold [s] (median)": 300.0, "warm [s] (median)": 12.0}})
+    >>> [(r["short"], r["status"]) for r in rows]
+    [('300 s', 'NOT met'), ('12.0 s', 'met')]
+    >>> int8_book_rows(None)[0]["status"]
+    'not measured'
+    """
+    fig = next((v for v in (book or {}).values() if isinstance(v, dict) and "cold [s] (median)" in v), None)
+    if fig is None:
+        return [
+            {
+                "target": f"default book, int8: ≤ {INT8_BOOK_COLD_S / 60:.0f} min cold, ≤ {INT8_BOOK_WARM_S:.0f} s warm",
+                "figure": "—",
+                "status": "not measured",
+                "why": "run benchmarks/bench_book.py --precision int8 --no-sequential",
+            }
+        ]
+    rows = []
+    for what, key, limit in (
+        ("cold", "cold [s] (median)", INT8_BOOK_COLD_S),
+        ("warm (nothing changed)", "warm [s] (median)", INT8_BOOK_WARM_S),
+    ):
+        v = fig.get(key)
+        if v is None:
+            continue
+        v = float(v)
+        short = f"{v:.0f} s" if v >= 100 else f"{v:.1f} s"
+        rows.append(
+            {
+                "target": f"default book, int8, {what}: ≤ {limit:.0f} s",
+                "figure": short,
+                "short": short,
+                "status": "met" if v <= limit else "NOT met",
+                "why": "",
+            }
+        )
+    return rows
+
+
 def _arithmetic_bound(features: dict | None, paper_run: dict) -> str:
     """The least time the networks' float32 arithmetic of a paper-protocol run needs on this machine ('' if unknown).
 
@@ -699,13 +753,15 @@ def performance_section(bench_dir: Path) -> list[str]:
     bf16 = _load_figures(bench_dir, "bfloat16_auc")
     paper = _load_figures(bench_dir, "paper_protocol")
     int8 = _load_figures(bench_dir, "int8")
-    if features is None and bf16 is None and paper is None and int8 is None:
+    book_int8 = _load_figures(bench_dir, "book_int8")
+    if features is None and bf16 is None and paper is None and int8 is None and book_int8 is None:
         return []
-    rows = performance_rows(features, bf16, paper) + int8_rows(int8)
+    rows = performance_rows(features, bf16, paper) + int8_rows(int8) + int8_book_rows(book_int8)
     lines = [
         "## Performance targets beside the figures",
         "",
-        "Read from `runs/benchmarks/features.json`, `bfloat16_auc.json`, `int8.json` and `paper_protocol.json` "
+        "Read from `runs/benchmarks/features.json`, `bfloat16_auc.json`, `int8.json`, `book_int8.json` and "
+        "`paper_protocol.json` "
         "(random weights and synthetic images on this machine: the same arithmetic as ImageNet weights, so "
         "the timings hold; the AUCs are not the paper's).",
         "",
