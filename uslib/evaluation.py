@@ -258,16 +258,20 @@ def _pooled_metrics(calls: list[pd.DataFrame], *, n_boot: int, alpha: float, see
     """Table III's metrics averaged over the repeats that made calls, with their intervals.
 
     ``calls``: one frame per repeat (``repeat``, ``lesion``, ``patient``,
-    ``label``, ``called``). No repeat: every metric and interval NaN,
-    ``metric_ci_repeats`` 0.
+    ``label``, ``called``). ``accuracy_first_repeat``: the accuracy of the
+    first of those repeats alone (a count of correct lesions over the
+    lesions, for an exact binomial interval). No repeat: every metric and
+    interval NaN, ``metric_ci_repeats`` 0.
     """
     names = ("accuracy", "sensitivity", "specificity")
     if not calls:
         nan = float("nan")
-        return {**{f"{m}{x}": nan for m in names for x in ("", "_ci_low", "_ci_high")}, "metric_ci_repeats": 0}
+        out = {f"{m}{x}": nan for m in names for x in ("", "_ci_low", "_ci_high")}
+        return {**out, "metric_ci_repeats": 0, "accuracy_first_repeat": nan}
     t3i = table3_intervals(pd.concat(calls, ignore_index=True), n_boot=n_boot, alpha=alpha, seed=seed)
     t3i = t3i.set_index("metric")
-    out = {"metric_ci_repeats": int(t3i["n_repeats"].iloc[0])}
+    acc = t3i.loc["accuracy"]
+    out = {"metric_ci_repeats": int(t3i["n_repeats"].iloc[0]), "accuracy_first_repeat": float(acc["k"] / acc["n"])}
     for m in names:
         out[m] = float(t3i.loc[m, "estimate"])
         out[f"{m}_ci_low"] = float(t3i.loc[m, "ci_low"])
@@ -298,6 +302,7 @@ TABLE3_COLUMNS = (
     "specificity_ci_low",
     "specificity_ci_high",
     "metric_ci_repeats",
+    "accuracy_first_repeat",
 )
 
 _STR_COLUMNS = {
@@ -423,8 +428,9 @@ class MatrixResult:
         ``{accuracy,sensitivity,specificity}_ci_low/_ci_high`` (percentile
         bootstrap over patients, every repeat of a drawn lesion together,
         :func:`uslib.uncertainty.table3_intervals`), ``metric_ci_repeats``
-        (the repeats pooled) and ``threshold`` (the first repeat's; nested:
-        the median over its folds).
+        (the repeats pooled), ``accuracy_first_repeat`` (the first repeat's
+        accuracy alone) and ``threshold`` (the first repeat's; nested: the
+        median over its folds).
     bland_altman : DataFrame
         Lowest- minus highest-range training (``a`` − ``b``) per test set.
     paired_tests : DataFrame
