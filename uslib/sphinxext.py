@@ -30,6 +30,8 @@ What Jupyter Book v1 does not do by itself, in one place:
 
 from __future__ import annotations
 
+import functools
+
 import re
 import shutil
 from pathlib import Path
@@ -240,6 +242,20 @@ def _install_mathjax_files(app, exception) -> None:
     copy_mathjax(Path(app.outdir) / "_static" / MATHJAX_STATIC)
 
 
+@functools.lru_cache(maxsize=1)
+def _plain_text_backend():
+    """pybtex's plain-text backend, made once.
+
+    ``Text.render_as("text")`` looks the backend up among the installed
+    packages' entry points on every call (about 30 ms each here); the
+    labels of a book build call it a hundred times.
+    """
+    from pybtex.backends.plaintext import Backend
+
+    return Backend()
+
+
+@functools.lru_cache(maxsize=4096)
 def latex_to_text(value: str) -> str:
     """A BibTeX field as plain text: TeX accents decoded, grouping braces dropped.
 
@@ -250,7 +266,7 @@ def latex_to_text(value: str) -> str:
     """
     from pybtex.richtext import Text
 
-    return Text.from_latex(value).render_as("text")
+    return Text.from_latex(value).render(_plain_text_backend())
 
 
 def bib_label(entry) -> str:
