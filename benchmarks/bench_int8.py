@@ -259,7 +259,7 @@ def main(argv=None) -> int:
     import roofline as R
 
     import uslib.features as F
-    from uslib import int8, pipeline, store
+    from uslib import config, int8, pipeline, store
     from uslib.config import load_profile, resolve_path
 
     info = R.cpu_info()
@@ -343,17 +343,7 @@ def main(argv=None) -> int:
             fsets[prec] = fs
             if not args.no_auc:
                 res[prec] = pipeline.get_matrix(
-                    run_dir,
-                    fs,
-                    manifest,
-                    ranges=p["dynamic_ranges_db"],
-                    n_splits=p["n_splits"],
-                    cv_seed=p["cv_seed"],
-                    svm_c=p["svm_c"],
-                    standardize=p["standardize"],
-                    calibration=p["calibration"],
-                    lesion_weighting=p["lesion_weighting"],
-                    n_repeats=p["n_repeats"],
+                    run_dir, fs, manifest, ranges=p["dynamic_ranges_db"], settings=config.cv_settings(p)
                 )
         rep: dict = {
             "weights": fsets["float32"].weights.get("kind"),
