@@ -275,7 +275,10 @@ def test_ctrl_c_interrupts_the_running_chapters_and_records_it(tmp_path):
         _notebook(
             src / f"{stem}.ipynb", _mark(f"{stem}.start") + "import time\nfor _ in range(6000):\n    time.sleep(0.1)"
         )  # 10 min: only an interrupt ends it in time
+    # A process started in the background by a non-interactive shell (nohup ... &, a CI step) inherits SIGINT
+    # ignored, and Python then installs no Ctrl-C handler: the runner child restores it, as a terminal would have.
     code = (
+        "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "import sys\nfrom uslib.run import run_profile\n"
         f"run_profile('tiny', notebook_dir={str(src)!r}, output_dir={str(tmp_path / 'out')!r}, "
         f"overrides={{'run_dir': {str(run_dir)!r}}}, jobs=2)\n"
