@@ -205,6 +205,7 @@ def weights_file(tmp_path_factory):
     return path, model, rand
 
 
+@pytest.mark.slow  # builds InceptionV3 twice from a weights file (5-8 s)
 def test_local_weights_path_is_used(weights_file):
     path, rand_model, rand = weights_file
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -309,6 +310,7 @@ def test_new_dynamic_range_computes_only_new_images(ds, manifest, baseline, tmp_
     _close(got.features[old.to_numpy()], fs.features)
 
 
+@pytest.mark.slow  # three extractions with real networks (5-7 s)
 def test_other_seed_or_data_recomputes(ds, manifest, baseline, tmp_path):
     fs, cache_dir = baseline
     import shutil

@@ -257,6 +257,7 @@ def test_a_failed_chapter_starts_nothing_new_and_the_others_finish(tmp_path):
     assert rec["status"] == "failed"
 
 
+@pytest.mark.slow  # a runner child and two kernels (3-6 s)
 def test_ctrl_c_interrupts_the_running_chapters_and_records_it(tmp_path):
     # The runner in a child process, two chapters sleeping side by side; SIGINT to the runner (as Ctrl-C)
     # interrupts both kernels, records both stages and the run as interrupted, and leaves no kernel behind.
