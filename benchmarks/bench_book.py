@@ -127,6 +127,11 @@ def main(argv=None) -> int:
         default=None,
         help="replace the profile's precision (e.g. int8, issue 24); the report is then book_<precision>.json",
     )
+    ap.add_argument(
+        "--baseline-first",
+        action="store_true",
+        help="start each odd round with the baseline (a second invocation then mirrors the first's order)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the worktrees and logs (printed)")
     args = ap.parse_args(argv)
 
@@ -146,6 +151,8 @@ def main(argv=None) -> int:
         )
     try:
         order = list(enumerate(variants.items()))
+        if args.baseline_first:
+            order = order[::-1]
         for rnd, phase in enumerate(["cold"] * max(1, args.cold) + ["warm"] * max(0, args.warm)):
             # every other round in reverse, so no variant always runs in the residue of another
             for i, (name, (tree, extra)) in order if rnd % 2 == 0 else order[::-1]:
