@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--baseline-first",
         action="store_true",
-        help="start each odd round with the baseline (a second invocation then mirrors the first's order)",
+        help="start with the baseline (rounds still alternate), so a second invocation mirrors the order of a first",
     )
     ap.add_argument("--keep", action="store_true", help="keep the worktrees and logs (printed)")
     args = ap.parse_args(argv)
