@@ -137,16 +137,9 @@ def images_per_network(run_dir: Path, backbones) -> dict:
     return out
 
 
-def expected_images(params: dict) -> dict:
-    """Distinct images per network: chapters 04 and 07 together, and chapter 06's A_max images for its network.
-
-    Chapter 06 renders the middle margin's images again with the data-set-wide
-    ``A_max`` and passes them through one network (InceptionV3 when the
-    profile has it, as the chapter chooses), so that network sees those
-    images too.
-    """
+def dataset_and_manifest(params: dict):
+    """The run's data set (read back from its cache) and the main manifest, as chapters 04-06 build them."""
     from uslib import pipeline
-    from uslib.augmentation import image_key
 
     ds = pipeline.get_dataset(
         params["run_dir"],
@@ -158,7 +151,21 @@ def expected_images(params: dict) -> dict:
         patients_csv=None,
         cache_dir=None,
     )
-    main = pipeline.get_manifest(ds, dynamic_ranges_db=params["dynamic_ranges_db"], margins_mm=params["margins_mm"])
+    return ds, pipeline.get_manifest(ds, dynamic_ranges_db=params["dynamic_ranges_db"], margins_mm=params["margins_mm"])
+
+
+def expected_images(params: dict) -> dict:
+    """Distinct images per network: chapters 04 and 07 together, and chapter 06's A_max images for its network.
+
+    Chapter 06 renders the middle margin's images again with the data-set-wide
+    ``A_max`` and passes them through one network (InceptionV3 when the
+    profile has it, as the chapter chooses), so that network sees those
+    images too.
+    """
+    from uslib import pipeline
+    from uslib.augmentation import image_key
+
+    ds, main = dataset_and_manifest(params)
     rob, _ = pipeline.get_robustness_manifest(
         ds,
         train_ranges_db=params["dynamic_ranges_db"],
@@ -184,17 +191,7 @@ def trainall_testall(params: dict) -> dict:
     from uslib import pipeline
 
     rd = params["run_dir"]
-    ds = pipeline.get_dataset(
-        rd,
-        data_source="oasbud",
-        oasbud_path=params["oasbud_path"],
-        skip_samples=params["skip_samples"],
-        n_lesions=params["n_lesions"],
-        data_seed=params["data_seed"],
-        patients_csv=None,
-        cache_dir=None,
-    )
-    man = pipeline.get_manifest(ds, dynamic_ranges_db=params["dynamic_ranges_db"], margins_mm=params["margins_mm"])
+    ds, man = dataset_and_manifest(params)
     out = {}
     for b in params["backbones"]:
         fs = pipeline.get_features(

@@ -591,7 +591,7 @@ def reconstruction_matrix(
     train_all, test_all = set_name("Train", ranges, all_ranges=ranges), set_name("Test", ranges, all_ranges=ranges)
     lesions = design.lesions
 
-    pred_frames, folds_first, platt_fits, folds_by_repeat = [], None, [], []
+    pred_frames, platt_fits, folds_by_repeat = [], [], []
     for rep in range(n_repeats):
         cv = cross_validated_probabilities(
             features,
@@ -603,8 +603,6 @@ def reconstruction_matrix(
             estimator=estimator,
             progress=f"{backbone} repeat {rep}" if progress else False,
         )
-        if rep == 0:
-            folds_first = cv.folds
         folds_by_repeat.append(cv.folds)
         platt_fits += [({"backbone": backbone, "repeat": rep, **key}, fit) for key, fit in cv.platt]
         for tname, tranges in test_sets.items():
@@ -787,7 +785,7 @@ def reconstruction_matrix(
         table3=table3,
         bland_altman=pd.DataFrame(ba_rows),
         paired_tests=paired,
-        folds=folds_first,
+        folds=folds_by_repeat[0],
         lesions=lesions,
         params=params,
         platt=fold_report(platt_fits)
