@@ -1016,3 +1016,43 @@ def test_lesion_weighted_svm_on_duplicates_equals_the_svm_on_lesions():
     np.testing.assert_allclose(dup.decision_function(Xt), one.decision_function(Xt), rtol=0, atol=2e-3)
     plain = LinearSVM(**svm).fit(X_les[code], y_les[code])
     assert np.abs(plain.decision_function(Xt) - one.decision_function(Xt)).max() > 0.05
+
+
+# --------------------------------------------------------------------------- #
+# BLAS threads of the fold loop
+# --------------------------------------------------------------------------- #
+
+
+class BlasThreadLog(ClassifierMixin, BaseEstimator):
+    """Injected estimator that records the BLAS thread counts in force while it is fitted."""
+
+    log = []
+
+    def fit(self, X, y, sample_weight=None):
+        from threadpoolctl import threadpool_info
+
+        BlasThreadLog.log.append({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def predict_proba(self, X):
+        p = np.full(len(X), 0.5)
+        return np.column_stack([1 - p, p])
+
+
+def test_fold_loop_fits_with_one_blas_thread_and_restores_the_setting():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from uslib import crossval
+
+    m = make_manifest(12, seed=5)
+    X = np.random.default_rng(0).normal(size=(len(m), 3))
+    with threadpool_limits(limits=2, user_api="blas"):
+        BlasThreadLog.log.clear()
+        ev.cross_validated_probabilities(
+            X, m, train_sets={"all": None}, estimator=BlasThreadLog(), settings=CVSettings(n_splits=3)
+        )
+        after = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+    assert crossval.FOLD_BLAS_THREADS == 1
+    assert len(BlasThreadLog.log) == 3 and all(s == {1} for s in BlasThreadLog.log)
+    assert after == {2}  # the caller's setting is back once the loop ends

@@ -10,6 +10,15 @@ P(malignant) of every test image per training set (:class:`CVProbabilities`).
 nested rule), :func:`uslib.evaluation.reconstruction_matrix` and
 :mod:`uslib.robustness` are built on it. The protocol it implements is
 described in :mod:`uslib.evaluation`.
+
+The loop runs with one BLAS thread (:data:`FOLD_BLAS_THREADS`, through
+threadpoolctl): a fold's matrices (a few hundred images by at most 2,048
+features) are too small for a second OpenBLAS thread to pay. On 2 cores a
+second thread left the loop's wall time unchanged and doubled its CPU
+seconds (its idle threads spin), which the chapter running beside it then
+lacks. One thread also makes the probabilities independent of the
+machine's core count: OpenBLAS splits a product differently with more
+threads, which moved the default book's probabilities by up to 5e-9.
 """
 
 from __future__ import annotations
@@ -19,11 +28,15 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from .classifier import fit_estimator, make_estimator, p_malignant
 from .cvsettings import CVSettings
 from .folds import Design, describe_selection, lesion_table, patient_folds, resolve_folds
 from .statistics import operating_point, roc_auc  # noqa: F401  (roc_auc: the doctest's)
+
+#: BLAS threads of the fold loop (see the module's docstring); ``None`` leaves the process's setting.
+FOLD_BLAS_THREADS: int | None = 1
 
 __all__ = ["score_fold", "CVProbabilities", "cross_validated_probabilities", "cross_validate", "nested_thresholds"]
 
@@ -57,6 +70,7 @@ def _fold_loop(
     ``folds`` are used as given (the callers check them). Returns P(malignant)
     per training set and image (NaN where not scored) and each lesion's fold
     (-1 if never tested), and each fit's checked Platt map (``(keys, PlattFit)``).
+    The loop runs with :data:`FOLD_BLAS_THREADS` BLAS threads.
     """
     y_img = design.image_labels
     n_les = len(design.lesions)
@@ -70,26 +84,29 @@ def _fold_loop(
         from tqdm.auto import tqdm
 
         fold_iter = tqdm(folds, desc=progress if isinstance(progress, str) else None, leave=False)
-    for k, (tr, te) in enumerate(fold_iter):
-        fold_of[te] = k
-        train_l = np.zeros(n_les, bool)
-        train_l[np.asarray(tr, dtype=int)] = True
-        test_l = np.zeros(n_les, bool)
-        test_l[np.asarray(te, dtype=int)] = True
-        scored = np.flatnonzero(test_l[design.code] & test_rows)
-        for name, sel in train_rows.items():
-            rows = np.flatnonzero(train_l[design.code] & sel)
-            if rows.size == 0:
-                raise ValueError(f"fold {k}, {name}: no training images{describe_selection(train_sets[name])}")
-            if len(np.unique(y_img[rows])) < 2:
-                raise ValueError(f"fold {k}, {name}: training images hold only class {np.unique(y_img[rows]).tolist()}")
-            if scored.size:
-                weight = _lesion_weights(design.code[rows]) if lesion_weighting else None
-                est = fit_estimator(make(), design.X[rows], y_img[rows], patient_code[design.code[rows]], weight)
-                probs[name][scored] = p_malignant(est, design.X[scored])
-                last = est[-1] if hasattr(est, "steps") else est
-                if getattr(last, "platt_fit_", None) is not None:
-                    fits.append(({"fold": k, "train": name}, last.platt_fit_))
+    with threadpool_limits(limits=FOLD_BLAS_THREADS, user_api="blas"):
+        for k, (tr, te) in enumerate(fold_iter):
+            fold_of[te] = k
+            train_l = np.zeros(n_les, bool)
+            train_l[np.asarray(tr, dtype=int)] = True
+            test_l = np.zeros(n_les, bool)
+            test_l[np.asarray(te, dtype=int)] = True
+            scored = np.flatnonzero(test_l[design.code] & test_rows)
+            for name, sel in train_rows.items():
+                rows = np.flatnonzero(train_l[design.code] & sel)
+                if rows.size == 0:
+                    raise ValueError(f"fold {k}, {name}: no training images{describe_selection(train_sets[name])}")
+                if len(np.unique(y_img[rows])) < 2:
+                    raise ValueError(
+                        f"fold {k}, {name}: training images hold only class {np.unique(y_img[rows]).tolist()}"
+                    )
+                if scored.size:
+                    weight = _lesion_weights(design.code[rows]) if lesion_weighting else None
+                    est = fit_estimator(make(), design.X[rows], y_img[rows], patient_code[design.code[rows]], weight)
+                    probs[name][scored] = p_malignant(est, design.X[scored])
+                    last = est[-1] if hasattr(est, "steps") else est
+                    if getattr(last, "platt_fit_", None) is not None:
+                        fits.append(({"fold": k, "train": name}, last.platt_fit_))
     return probs, fold_of, fits
 
 
