@@ -81,11 +81,61 @@ def profile_copy(tree: Path, profile: str, run_dir: Path, out: Path, precision: 
     return out
 
 
+class ChapterCPU:
+    """CPU seconds of each chapter's kernel, sampled from ``/proc`` while a run goes on (Linux; else empty).
+
+    A kernel is known by the events file the runner puts in its environment
+    (``USLIB_EVENTS_FILE=<run>/logs/<chapter>.events.jsonl``); its CPU seconds
+    are user + system time of it and its waited-for children, read every
+    ``interval_s`` (the last reading before it exits, so a chapter's figure
+    may miss up to ``interval_s`` of CPU time). Written here rather than
+    taken from psutil, which is not among the project's dependencies, since
+    it is the one reading of ``/proc`` the benchmarks need.
+    """
+
+    def __init__(self, interval_s: float = 0.5):
+        import threading
+
+        self.interval_s = interval_s
+        self.seconds: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def __enter__(self):
+        if Path("/proc/self/environ").exists():
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            for proc in Path("/proc").iterdir():
+                if not proc.name.isdigit():
+                    continue
+                try:
+                    env = (proc / "environ").read_bytes().split(b"\0")
+                    events = next((e for e in env if e.startswith(b"USLIB_EVENTS_FILE=")), None)
+                    if events is None:
+                        continue
+                    fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                chapter = Path(events.split(b"=", 1)[1].decode()).name.removesuffix(".events.jsonl")
+                cpu = sum(int(f) for f in fields[11:15]) / self._tick  # utime stime cutime cstime
+                self.seconds[chapter] = max(self.seconds.get(chapter, 0.0), round(cpu, 1))
+
+
 def timed_run(tree: Path, profile: Path, extra: list[str], log: Path) -> dict:
     """One ``python -m uslib run`` in ``tree``: wall seconds, CPU seconds and the load average before it.
 
     CPU seconds are user + system time of the run and every process it
-    waited for (its kernels), from ``resource.getrusage(RUSAGE_CHILDREN)``.
+    waited for (its kernels), from ``resource.getrusage(RUSAGE_CHILDREN)``;
+    ``chapter CPU seconds`` splits them by chapter kernel (:class:`ChapterCPU`).
     """
     import resource
 
@@ -94,7 +144,7 @@ def timed_run(tree: Path, profile: Path, extra: list[str], log: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     env.pop("USLIB_JOBS", None)
     t0 = time.perf_counter()
-    with open(log, "w") as fh:
+    with open(log, "w") as fh, ChapterCPU() as per_chapter:
         rc = subprocess.call(
             [sys.executable, "-m", "uslib", "run", "--profile", str(profile), *extra],
             cwd=tree,
@@ -107,7 +157,12 @@ def timed_run(tree: Path, profile: Path, extra: list[str], log: Path) -> dict:
     if rc:
         raise SystemExit(f"[bench] {tree} {' '.join(extra)} failed (exit {rc}); see {log}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"seconds": round(seconds, 1), "cpu seconds": round(cpu, 1), "load before": round(load, 2)}
+    return {
+        "seconds": round(seconds, 1),
+        "cpu seconds": round(cpu, 1),
+        "load before": round(load, 2),
+        "chapter cpu seconds": dict(sorted(per_chapter.seconds.items())),
+    }
 
 
 def main(argv=None) -> int:
