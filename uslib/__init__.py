@@ -11,4 +11,4 @@ method on breast lesion classification with neural transfer learning*
 up, ``captions`` says what its numbers come from; ``run`` executes the book.
 """
 
-__version__ = "0.3.1"
+__version__ = "0.3.2"
