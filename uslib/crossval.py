@@ -18,7 +18,7 @@ second thread left the loop's wall time unchanged and doubled its CPU
 seconds (its idle threads spin), which the chapter running beside it then
 lacks. One thread also makes the probabilities independent of the
 machine's core count: OpenBLAS splits a product differently with more
-threads, which moved the default book's probabilities by up to 5e-9.
+threads, which moved the default book's probabilities by up to 4.6e-9.
 """
 
 from __future__ import annotations
