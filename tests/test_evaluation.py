@@ -1023,8 +1023,8 @@ def test_lesion_weighted_svm_on_duplicates_equals_the_svm_on_lesions():
 # --------------------------------------------------------------------------- #
 
 
-class BlasThreadLog(ClassifierMixin, BaseEstimator):
-    """Injected estimator that records the BLAS thread counts in force while it is fitted."""
+class BlasThreadLog(WeightLog):
+    """Injected estimator that records the BLAS thread counts in force while it is fitted (scores as WeightLog)."""
 
     log = []
 
@@ -1034,10 +1034,6 @@ class BlasThreadLog(ClassifierMixin, BaseEstimator):
         BlasThreadLog.log.append({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
         self.classes_ = np.array([0, 1])
         return self
-
-    def predict_proba(self, X):
-        p = np.full(len(X), 0.5)
-        return np.column_stack([1 - p, p])
 
 
 def test_fold_loop_fits_with_one_blas_thread_and_restores_the_setting():
